@@ -1,0 +1,43 @@
+# Every command a person runs. `./justw RECIPE` works where `just` is not installed.
+set shell := ["bash", "-euo", "pipefail", "-c"]
+set positional-arguments
+
+export PATH := justfile_directory() + "/.venv/bin:" + env_var("PATH")
+export UV_PYTHON_DOWNLOADS := "never"
+export PYTHONDONTWRITEBYTECODE := "1"
+
+# List the recipes.
+default:
+    @just --list
+
+# Run tsgw standalone on the embedded example: xDS server, a local Envoy and backends.
+run *ARGS: sync
+    python -m tsgw run --standalone examples/standalone "$@"
+
+# Install Python deps, build the real components (cached), run every test. Extra args go to pytest.
+test *ARGS: testbin
+    python -m pytest "$@"
+
+# Install the Python dependencies into .venv from uv.lock.
+sync:
+    uv sync --locked --quiet
+
+# Build or install every pinned real component into ~/.cache/tsgw (a no-op when warm).
+testbin: sync
+    python tools/testbin.py
+
+# ruff (format check and lint), mypy --strict, import-linter layer contracts.
+lint: sync
+    ruff format --check .
+    ruff check .
+    mypy
+    lint-imports
+
+# Format and autofix.
+fmt: sync
+    ruff format .
+    ruff check --fix .
+
+# Run one benchmark (benchmarks/NAME.py); its last line of output is one JSON object.
+bench NAME *ARGS: testbin
+    python -m benchmarks "$@"

@@ -1,0 +1,5 @@
+import sys
+
+from tsgw.cli import main
+
+sys.exit(main())

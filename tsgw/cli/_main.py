@@ -1,0 +1,31 @@
+"""The `tsgw` entry point and its sub-commands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from tsgw._version import __version__
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tsgw", description="Tailscale gateway operator with Envoy as data plane."
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("version", help="print the version and exit")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one `tsgw` command; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    if args.command == "version":
+        print(f"tsgw {__version__}")
+        return 0
+    return 2  # pragma: no cover - argparse rejects unknown commands first
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
