@@ -1,0 +1,21 @@
+"""Session-wide rules: async tests run on anyio, and no started process outlives the run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.process import reap_all
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_stray_processes() -> Iterator[None]:
+    yield
+    leaked = reap_all()
+    assert not leaked, f"processes still running at the end of the session: {leaked}"
