@@ -6,7 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.envoy import envoy_factory
 from tests.support.process import reap_all
+
+__all__ = ["envoy_factory"]
 
 
 @pytest.fixture(scope="session")
