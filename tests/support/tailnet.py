@@ -1,0 +1,259 @@
+"""A real tailnet in a network namespace: Headscale (sqlite, embedded DERP) and N tailscaled.
+
+Everything runs inside one :class:`~tests.support.netns.NetNS`, so tailscaled's captive-portal
+probes and fallback DERP lookups have nowhere to go. Headscale serves plain HTTP on
+``127.0.0.1:8080`` inside; tailscaled gets ``TS_DEBUG_USE_DERP_HTTP=1`` so it dials the embedded
+DERP over HTTP. The test process reaches Headscale's REST API through a forwarded host port
+(:attr:`Tailnet.api_url`) and drives each tailscaled through its unix socket (unix sockets are not
+confined by network namespaces).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.support.netns import NetNS
+from tests.support.process import NotReady, Process
+from tools.testbin import bin_path
+
+HEADSCALE_PORT = 8080
+
+# tailscaled in tests: no log upload, no port mapping, DERP over HTTP, never a public host.
+TAILSCALED_ENV = {
+    "TS_DEBUG_USE_DERP_HTTP": "1",
+    "TS_NO_LOGS_NO_SUPPORT": "1",
+    "TS_DISABLE_PORTMAPPER": "1",
+    "TS_DEBUG_PERMIT_HTTP_C2N": "1",
+    "TS_PANIC_IF_HIT_MAIN_CONTROL": "1",
+}
+
+
+def headscale_config(d: Path, listen: str) -> dict[str, Any]:
+    """Headscale v0.29 config for a hermetic tailnet; every path under ``d``."""
+    host = listen.split(":")[0]
+    return {
+        "server_url": f"http://{listen}",
+        "listen_addr": listen,
+        "metrics_listen_addr": "",
+        "grpc_listen_addr": f"{host}:50443",
+        "grpc_allow_insecure": False,
+        "noise": {"private_key_path": str(d / "noise_private.key")},
+        "prefixes": {"v4": "100.64.0.0/10", "v6": "fd7a:115c:a1e0::/48", "allocation": "sequential"},
+        "derp": {
+            "server": {
+                "enabled": True,
+                "region_id": 999,
+                "region_code": "test",
+                "region_name": "Test Embedded DERP",
+                "verify_clients": True,
+                "stun_listen_addr": f"{host}:3478",
+                "private_key_path": str(d / "derp_server_private.key"),
+                "automatically_add_embedded_derp_region": True,
+                "ipv4": host,
+                "ipv6": "none",
+            },
+            "urls": [],
+            "paths": [],
+            "auto_update_enabled": False,
+        },
+        "disable_check_updates": True,
+        "ephemeral_node_inactivity_timeout": "30m",
+        "database": {"type": "sqlite", "sqlite": {"path": str(d / "db.sqlite"), "write_ahead_log": True}},
+        "dns": {
+            "magic_dns": True,
+            "base_domain": "tailnet.test",
+            "override_local_dns": False,
+            "nameservers": {"global": []},
+        },
+        "policy": {"mode": "file", "path": ""},
+        "unix_socket": str(d / "headscale.sock"),
+        "unix_socket_permission": "0770",
+        "logtail": {"enabled": False},
+        "log": {"level": "info"},
+    }
+
+
+@dataclass
+class Node:
+    """One tailscaled in the tailnet's namespace."""
+
+    name: str
+    dir: Path
+    process: Process
+    tailnet: Tailnet
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def socket(self) -> Path:
+        return self.dir / "tailscaled.sock"
+
+    def cli(self, *args: str, timeout: float = 30, input: bytes | None = None) -> bytes:
+        """Run the tailscale CLI against this node; returns stdout, raises with stderr on failure."""
+        proc = subprocess.run(
+            [str(bin_path("tailscale")), f"--socket={self.socket}", *args],
+            input=input,
+            capture_output=True,
+            timeout=timeout,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"tailscale {' '.join(args)} on {self.name}: {proc.stderr.decode()}")
+        return proc.stdout
+
+    def status(self) -> dict[str, Any]:
+        return json.loads(self.cli("status", "--json"))  # type: ignore[no-any-return]
+
+    def ip4(self) -> str:
+        return self.cli("ip", "-4").decode().strip()
+
+    def up(self, auth_key: str, *flags: str) -> None:
+        self.cli(
+            "up",
+            f"--login-server={self.tailnet.url}",
+            f"--auth-key={auth_key}",
+            f"--hostname={self.name}",
+            "--accept-dns=false",
+            *flags,
+            timeout=60,
+        )
+
+
+class Tailnet:
+    """Headscale plus tailscaled nodes in one private namespace. Call :meth:`close` when done."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.ns = NetNS(prefix="tsgw-tailnet")
+        self.nodes: list[Node] = []
+        listen = f"127.0.0.1:{HEADSCALE_PORT}"
+        self.url = f"http://{listen}"  # as seen from inside the namespace
+        cfg = self.dir / "headscale.yaml"
+        cfg.write_text(yaml.safe_dump(headscale_config(self.dir, listen)))
+        self.config = cfg
+        self.headscale = Process(
+            "headscale",
+            [bin_path("headscale"), "serve", "-c", cfg],
+            self.dir / "headscale.log",
+            netns=self.ns.name,
+        )
+        try:
+            self.headscale.wait_ready(self._healthy, timeout=30, what="healthy")
+        except NotReady:
+            self.close()
+            raise
+        self.api_port = self.ns.forward(HEADSCALE_PORT)
+        self.api_url = f"http://127.0.0.1:{self.api_port}"
+
+    def _healthy(self) -> bool:
+        with self.ns.connect("127.0.0.1", HEADSCALE_PORT, timeout=0.5) as s:
+            s.sendall(b"GET /health HTTP/1.0\r\nHost: x\r\n\r\n")
+            return b" 200 " in s.recv(128).split(b"\r\n", 1)[0]
+
+    def headscale_cli(self, *args: str) -> Any:
+        """Run ``headscale ARGS -o json`` against this server (over its unix socket)."""
+        out = subprocess.run(
+            [str(bin_path("headscale")), "-c", str(self.config), *args, "-o", "json"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout
+        return json.loads(out) if out.strip() else None
+
+    def create_user(self, name: str = "tests") -> int:
+        return int(self.headscale_cli("users", "create", name)["id"])
+
+    def preauth_key(
+        self, user: int, *, reusable: bool = True, ephemeral: bool = False, tags: Sequence[str] = ()
+    ) -> str:
+        args = ["preauthkeys", "create", "--user", str(user), "--expiration", "1h"]
+        if reusable:
+            args.append("--reusable")
+        if ephemeral:
+            args.append("--ephemeral")
+        if tags:
+            args += ["--tags", ",".join(tags)]
+        return str(self.headscale_cli(*args)["key"])
+
+    def api_key(self) -> str:
+        """A Headscale API key for its REST API (``Authorization: Bearer``)."""
+        out = subprocess.run(
+            [str(bin_path("headscale")), "-c", str(self.config), "apikeys", "create", "--expiration", "1h"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout
+        return out.strip().splitlines()[-1]
+
+    def start_node(
+        self, name: str, *, env: Mapping[str, str] | None = None, args: Sequence[str] = ()
+    ) -> Node:
+        """Start a userspace tailscaled (not yet joined) inside the namespace."""
+        d = self.dir / "nodes" / name
+        d.mkdir(parents=True, exist_ok=True)
+        sock = d / "tailscaled.sock"
+        proc = Process(
+            f"tailscaled-{name}",
+            [
+                bin_path("tailscaled"),
+                "--tun=userspace-networking",
+                f"--statedir={d / 'state'}",
+                f"--socket={sock}",
+                "--port=0",
+                "--no-logs-no-support",
+                *args,
+            ],
+            d / "tailscaled.log",
+            env={**TAILSCALED_ENV, **(env or {})},
+            netns=self.ns.name,
+        )
+        proc.wait_ready(sock.exists, timeout=20, what="listening on its socket")
+        node = Node(name, d, proc, self)
+        self.nodes.append(node)
+        return node
+
+    def join(self, name: str, auth_key: str, *flags: str, args: Sequence[str] = ()) -> Node:
+        """Start a tailscaled and bring it up with ``auth_key``; returns once it has an address."""
+        node = self.start_node(name, args=args)
+        node.up(auth_key, *flags)
+        node.process.wait_ready(lambda: bool(node.ip4()), timeout=30, what="given a tailnet address")
+        return node
+
+    def wait_peers(self, node: Node, count: int, timeout: float = 30) -> None:
+        """Wait until ``node`` sees ``count`` peers online."""
+
+        def ready() -> bool:
+            peers = (node.status().get("Peer") or {}).values()
+            return sum(1 for p in peers if p.get("Online")) >= count
+
+        node.process.wait_ready(ready, timeout=timeout, what=f"seeing {count} peers online")
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.process.stop(timeout=5)
+        self.headscale.stop(timeout=10)
+        self.ns.delete()
+
+
+def wait_for(check: Any, timeout: float = 30, interval: float = 0.1) -> Any:
+    """Poll ``check()`` until it returns something truthy; returns that value."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except Exception as e:
+            last = e
+        time.sleep(interval)
+    raise TimeoutError(f"condition not met in {timeout} s (last error: {last!r})")
