@@ -1,5 +1,94 @@
 """The CRD types of gateway.tailscale.com/v1alpha1 and the CRD manifests generated from them.
 
 Pure data: one source of truth for the schema (OpenAPI with defaults, enums and CEL rules) from
-which `tsgw crds` prints the manifests committed under deploy/kustomize/base/crds/.
+which `tsgw crds` prints the manifests committed under deploy/kustomize/base/crds/, and from which
+`load()` builds typed, defaulted, validated views of raw objects on demand (the informer keeps raw
+dicts).
 """
+
+from tsgw.api._crd import (
+    API_VERSION,
+    GROUP,
+    KINDS,
+    VERSION,
+    Kind,
+    Object,
+    ObjectMeta,
+    crd,
+    crd_files,
+    crds,
+    load,
+)
+from tsgw.api._errors import APIError, ValidationError
+from tsgw.api._schema import parse
+from tsgw.api._types import (
+    Access,
+    AccessAction,
+    AccessRule,
+    ControlPlane,
+    ControlPlaneType,
+    Credentials,
+    EgressPort,
+    EgressProtocol,
+    HeaderChanges,
+    HealthCheck,
+    HTTPHeader,
+    HTTPRouting,
+    HTTPRule,
+    IngressBackend,
+    IngressPort,
+    LocalRef,
+    PolicyTargetRef,
+    Proxy,
+    Retries,
+    TailscaleEndpointsSpec,
+    TailscaleGatewaySpec,
+    TailscaleRoutePolicySpec,
+    TailscaleServicesSpec,
+    TailscaleTailnetSpec,
+    Target,
+    parse_duration,
+)
+
+__all__ = [
+    "API_VERSION",
+    "GROUP",
+    "KINDS",
+    "VERSION",
+    "APIError",
+    "Access",
+    "AccessAction",
+    "AccessRule",
+    "ControlPlane",
+    "ControlPlaneType",
+    "Credentials",
+    "EgressPort",
+    "EgressProtocol",
+    "HTTPHeader",
+    "HTTPRouting",
+    "HTTPRule",
+    "HeaderChanges",
+    "HealthCheck",
+    "IngressBackend",
+    "IngressPort",
+    "Kind",
+    "LocalRef",
+    "Object",
+    "ObjectMeta",
+    "PolicyTargetRef",
+    "Proxy",
+    "Retries",
+    "TailscaleEndpointsSpec",
+    "TailscaleGatewaySpec",
+    "TailscaleRoutePolicySpec",
+    "TailscaleServicesSpec",
+    "TailscaleTailnetSpec",
+    "Target",
+    "ValidationError",
+    "crd",
+    "crd_files",
+    "crds",
+    "load",
+    "parse",
+    "parse_duration",
+]

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from tsgw._version import __version__
+from tsgw.cli import _crds
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -15,6 +16,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("version", help="print the version and exit")
+    _crds.add_parser(sub)
     return p
 
 
@@ -24,6 +26,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "version":
         print(f"tsgw {__version__}")
         return 0
+    if args.command == "crds":
+        return _crds.run(args)
     return 2  # pragma: no cover - argparse rejects unknown commands first
 
 

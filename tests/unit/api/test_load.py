@@ -1,0 +1,87 @@
+"""Typed views: defaults applied as the API server applies them, invalid objects rejected with
+the message the API server gives (the same examples run against the real API server in
+tests/integration/api)."""
+
+import pathlib
+
+import pytest
+import yaml
+
+from tsgw.api import EgressProtocol, ValidationError, load, parse_duration
+
+EXAMPLES = pathlib.Path(__file__).resolve().parents[3] / "examples"
+VALID = sorted(EXAMPLES.glob("*.yaml"))
+INVALID = sorted((EXAMPLES / "invalid").glob("*.yaml"))
+
+
+def expected_message(path: pathlib.Path) -> str:
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# expect: ")
+    return first.removeprefix("# expect: ")
+
+
+def test_there_is_one_example_per_kind() -> None:
+    kinds = sorted(yaml.safe_load(p.read_text())["kind"] for p in VALID)
+    assert kinds == sorted(
+        [
+            "TailscaleTailnet",
+            "TailscaleEndpoints",
+            "TailscaleServices",
+            "TailscaleGateway",
+            "TailscaleRoutePolicy",
+        ]
+    )
+
+
+@pytest.mark.parametrize("path", VALID, ids=lambda p: p.stem)
+def test_each_example_loads(path: pathlib.Path) -> None:
+    obj = load(yaml.safe_load(path.read_text()))
+    assert obj.metadata.name
+
+
+@pytest.mark.parametrize("path", INVALID, ids=lambda p: p.stem)
+def test_each_invalid_example_is_rejected_with_its_message(path: pathlib.Path) -> None:
+    with pytest.raises(ValidationError) as exc:
+        load(yaml.safe_load(path.read_text()))
+    assert expected_message(path) in str(exc.value)
+
+
+def test_defaults_are_applied_like_the_api_server_does() -> None:
+    obj = load(
+        {
+            "apiVersion": "gateway.tailscale.com/v1alpha1",
+            "kind": "TailscaleEndpoints",
+            "metadata": {"name": "x", "namespace": "n"},
+            "spec": {
+                "tailnetRef": {"name": "t"},
+                "targets": [{"name": "a", "address": "100.64.0.1", "ports": [{"port": 80}]}],
+            },
+        }
+    )
+    target = obj.spec.targets[0]
+    assert (target.weight, target.priority, target.ports[0].protocol) == (1, 0, EgressProtocol.TCP)
+    assert obj.spec.proxy.replicas == 2
+    assert obj.spec.health_check is None
+
+
+def test_a_duplicate_list_map_key_is_rejected() -> None:
+    with pytest.raises(ValidationError, match="Duplicate value"):
+        load(
+            {
+                "apiVersion": "gateway.tailscale.com/v1alpha1",
+                "kind": "TailscaleEndpoints",
+                "metadata": {"name": "x", "namespace": "n"},
+                "spec": {
+                    "tailnetRef": {"name": "t"},
+                    "targets": [
+                        {"name": "a", "address": "100.64.0.1", "ports": [{"port": 80}]},
+                        {"name": "a", "address": "100.64.0.2", "ports": [{"port": 80}]},
+                    ],
+                },
+            }
+        )
+
+
+def test_durations_read_like_go_durations() -> None:
+    assert parse_duration("1m30s") == 90.0
+    assert parse_duration("250ms") == 0.25

@@ -1,0 +1,745 @@
+"""gateway.tailscale.com/v1alpha1: the five kinds, declared once.
+
+Every field here does something in tsgw.translate or the controllers; a field that nothing reads
+does not belong here (the prototype's CRDs carried dozens; see shared/reference/seed-project.md §1).
+Docstrings become the schema's descriptions, so they are written for `kubectl explain`.
+"""
+
+# ruff: noqa: RUF009 - `field` is this package's field specifier; its defaults are immutable.
+from __future__ import annotations
+
+import enum
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from tsgw.api._schema import Rule, field
+
+__all__ = [
+    "APIKeyKey",
+    "Access",
+    "AccessAction",
+    "AccessRule",
+    "AncestorRef",
+    "Condition",
+    "ControlPlane",
+    "ControlPlaneType",
+    "Credentials",
+    "EgressPort",
+    "EgressProtocol",
+    "EndpointsStatus",
+    "GatewayStatus",
+    "HTTPHeader",
+    "HTTPRouting",
+    "HTTPRule",
+    "HeaderChanges",
+    "HealthCheck",
+    "Images",
+    "IngressBackend",
+    "IngressPort",
+    "ListenerStatus",
+    "LocalRef",
+    "OAuthKeys",
+    "PolicyAncestorStatus",
+    "PolicyTargetRef",
+    "Proxy",
+    "Resources",
+    "Retries",
+    "RoutePolicyStatus",
+    "SecretRef",
+    "ServicesStatus",
+    "TailnetStatus",
+    "TailscaleEndpointsSpec",
+    "TailscaleGatewaySpec",
+    "TailscaleRoutePolicySpec",
+    "TailscaleServicesSpec",
+    "TailscaleTailnetSpec",
+    "Target",
+    "TargetHealth",
+    "TargetStatus",
+    "parse_duration",
+]
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+TAG = r"^tag:[a-zA-Z][-a-zA-Z0-9]*$"
+DURATION = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+SERVICE = r"^svc:[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+HOST_OR_IP = r"^[0-9A-Za-z.:-]+$"
+HEADER_NAME = r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$"
+URL = r"^https?://[^\s/]+(/[^\s]*)?$"
+
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Go-style duration string ("1m30s", "250ms"), the form CEL's duration() reads."""
+    return sum(float(n) * _UNIT[u] for n, u in _DURATION_PART.findall(text))
+
+
+# --- shared -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LocalRef:
+    """A reference by name to an object of a known kind."""
+
+    name: str = field("Name of the referenced object.", pattern=DNS_SUBDOMAIN, max_length=253)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Condition:
+    """A status condition, as Kubernetes API conventions define it (metav1.Condition)."""
+
+    type: str = field("Condition type, e.g. Ready.", max_length=316)
+    status: str = field("True, False or Unknown.", enum=("True", "False", "Unknown"))
+    reason: str = field("CamelCase reason for the last transition.", max_length=1024, min_length=1)
+    message: str = field("Human-readable detail.", max_length=32768)
+    last_transition_time: str = field("When the status last changed (RFC 3339).")
+    observed_generation: int | None = field(
+        "The .metadata.generation the condition was computed from.", default=None
+    )
+
+
+def _conditions() -> Any:
+    return field("Conditions of the object, one per type.", default=(), list_map_keys=("type",), max_items=8)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Images:
+    """Container image overrides for the proxy pods."""
+
+    tailscale: str | None = field(
+        "Image that runs tailscaled through containerboot. Default: the operator's pinned tailscale image.",
+        default=None,
+    )
+    envoy: str | None = field("Envoy image. Default: the operator's pinned Envoy image.", default=None)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Resources:
+    """Compute resources of each proxy container (Kubernetes quantities)."""
+
+    requests: dict[str, int | str] = field("Requested resources, e.g. {cpu: 50m, memory: 64Mi}.", default={})
+    limits: dict[str, int | str] = field("Resource limits.", default={})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Proxy:
+    """How the proxy StatefulSet that carries this object's traffic runs."""
+
+    replicas: int = field(
+        "Proxy replicas; each is a tailnet device. More than one gives failover.",
+        default=2,
+        minimum=1,
+        maximum=16,
+    )
+    resources: Resources | None = field("Resources of the tailscaled and Envoy containers.", default=None)
+    images: Images = field("Image overrides.", default=Images)
+    node_selector: dict[str, str] = field("Node labels the proxy pods must run on.", default={})
+    tolerations: tuple[Any, ...] = field("Tolerations of the proxy pods (core/v1 Toleration).", default=())
+    affinity: Any | None = field(
+        "Affinity of the proxy pods (core/v1 Affinity).", default=None, preserve_unknown=True
+    )
+
+
+# --- TailscaleTailnet ---------------------------------------------------------------------------
+
+
+class ControlPlaneType(enum.StrEnum):
+    """Which coordination server the tailnet uses."""
+
+    TAILSCALE = "Tailscale"
+    HEADSCALE = "Headscale"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ControlPlane:
+    """The tailnet's coordination server and its API."""
+
+    __rules__ = (
+        Rule(
+            cel="self.type == 'Tailscale' || has(self.apiURL)",
+            message="a Headscale control plane needs apiURL: there is no default Headscale server",
+            check=lambda s: s.type is ControlPlaneType.TAILSCALE or s.api_url is not None,
+        ),
+    )
+
+    type: ControlPlaneType = field("Tailscale or Headscale.", default=ControlPlaneType.TAILSCALE)
+    api_url: str | None = field(
+        "Base URL of the API. Default for Tailscale: https://api.tailscale.com.",
+        default=None,
+        json="apiURL",
+        pattern=URL,
+    )
+    login_url: str | None = field(
+        "Login server the proxies' tailscaled joins. Default: Tailscale's own for Tailscale, "
+        "apiURL for Headscale.",
+        default=None,
+        json="loginURL",
+        pattern=URL,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SecretRef:
+    """A Secret in a named namespace (the tailnet is cluster-scoped, so the namespace is explicit)."""
+
+    namespace: str = field("Namespace of the Secret.", pattern=DNS_LABEL, max_length=63)
+    name: str = field("Name of the Secret.", pattern=DNS_SUBDOMAIN, max_length=253)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OAuthKeys:
+    """Keys of the Secret that hold an OAuth client (scopes: devices:core, auth_keys, services)."""
+
+    client_id_key: str = field("Key of the client id.", default="client_id", json="clientIDKey")
+    client_secret_key: str = field("Key of the client secret.", default="client_secret")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class APIKeyKey:
+    """Key of the Secret that holds an API key (Tailscale API access token or Headscale API key)."""
+
+    key: str = field("Key of the API key.", default="api_key")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Credentials:
+    """Where the operator's API credentials live: exactly one of oauth or apiKey."""
+
+    __rules__ = (
+        Rule(
+            cel="has(self.oauth) != has(self.apiKey)",
+            message="set exactly one of oauth or apiKey",
+            check=lambda s: (s.oauth is None) != (s.api_key is None),
+        ),
+    )
+
+    secret_ref: SecretRef = field("The Secret holding the credentials.")
+    oauth: OAuthKeys | None = field("Use an OAuth client (Tailscale only).", default=None)
+    api_key: APIKeyKey | None = field("Use an API key.", default=None)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TailscaleTailnetSpec:
+    """A tailnet tsgw joins its proxies to, and the credentials it manages it with."""
+
+    __rules__ = (
+        Rule(
+            cel="self.controlPlane.type == 'Tailscale' || has(self.credentials.apiKey)",
+            message="Headscale authenticates with an API key only: set credentials.apiKey",
+            check=lambda s: (
+                s.control_plane.type is ControlPlaneType.TAILSCALE or s.credentials.api_key is not None
+            ),
+        ),
+    )
+
+    credentials: Credentials = field("API credentials.")
+    control_plane: ControlPlane = field("Coordination server and API.", default=ControlPlane)
+    tailnet: str = field(
+        "Tailnet name in API paths; '-' is the credentials' own tailnet.", default="-", min_length=1
+    )
+    tags: tuple[str, ...] = field(
+        "Tags of every proxy device; the credentials must own them.",
+        default=("tag:k8s",),
+        min_items=1,
+        max_items=8,
+        item_pattern=TAG,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TailnetStatus:
+    """Observed state of a tailnet."""
+
+    conditions: tuple[Condition, ...] = _conditions()
+    magic_dns_suffix: str | None = field(
+        "The tailnet's MagicDNS suffix, e.g. tail1234.ts.net.", default=None, json="magicDNSSuffix"
+    )
+
+
+# --- TailscaleEndpoints (egress) --------------------------------------------------------------------
+
+
+class EgressProtocol(enum.StrEnum):
+    """What Envoy speaks on a port; it decides the listener's filters and the health check."""
+
+    TCP = "TCP"
+    HTTP = "HTTP"
+    GRPC = "GRPC"
+    TLS = "TLS"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EgressPort:
+    """A port of the ClusterIP Service that reaches the target."""
+
+    port: int = field("Port of the ClusterIP Service.", minimum=1, maximum=65535)
+    protocol: EgressProtocol = field(
+        "TCP (opaque), HTTP (HTTP/1.1 and h2c, per-request balancing and retries), GRPC (HTTP/2 "
+        "upstream, gRPC health checks), TLS (passthrough, SNI read for stats). UDP is not offered: "
+        "the unprivileged proxy reaches the tailnet through tailscaled's CONNECT proxy, TCP only.",
+        default=EgressProtocol.TCP,
+    )
+    target_port: int | None = field(
+        "Port on the target. Default: port.", default=None, minimum=1, maximum=65535
+    )
+    name: str | None = field(
+        "Name of the Service port. Default: <protocol>-<port>.", default=None, pattern=DNS_LABEL
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Target:
+    """A destination on the tailnet: exactly one of address, service or deviceTags."""
+
+    __rules__ = (
+        Rule(
+            cel="[has(self.address), has(self.service), has(self.deviceTags) && size(self.deviceTags) > 0]"
+            ".exists_one(x, x)",
+            message="set exactly one of address, service or deviceTags",
+            check=lambda s: (
+                [s.address is not None, s.service is not None, bool(s.device_tags)].count(True) == 1
+            ),
+        ),
+    )
+
+    name: str = field("Name of the target, unique in the object.", pattern=DNS_LABEL, max_length=63)
+    ports: tuple[EgressPort, ...] = field(
+        "Ports to forward.", min_items=1, max_items=16, list_map_keys=("port",)
+    )
+    address: str | None = field(
+        "Tailnet IP address or MagicDNS name of a device.", default=None, pattern=HOST_OR_IP, max_length=253
+    )
+    service: str | None = field("A Tailscale Service, as svc:<name>.", default=None, pattern=SERVICE)
+    device_tags: tuple[str, ...] = field(
+        "Every online device carrying all these tags is an endpoint.",
+        default=(),
+        max_items=8,
+        item_pattern=TAG,
+    )
+    weight: int = field(
+        "Share of traffic among targets of the same priority.", default=1, minimum=1, maximum=128
+    )
+    priority: int = field(
+        "Failover tier: 0 is used first; tier N+1 gets traffic when tier N is unhealthy.",
+        default=0,
+        minimum=0,
+        maximum=7,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HealthCheck:
+    """Envoy active health checks, run by every proxy replica over the tailnet."""
+
+    __rules__ = (
+        Rule(
+            cel="duration(self.timeout) < duration(self.interval)",
+            message="timeout must be shorter than interval",
+            check=lambda s: parse_duration(s.timeout) < parse_duration(s.interval),
+        ),
+    )
+
+    interval: str = field("Time between checks.", default="10s", pattern=DURATION)
+    timeout: str = field("Time to wait for an answer.", default="2s", pattern=DURATION)
+    healthy_threshold: int = field("Passes before healthy.", default=2, minimum=1, maximum=10)
+    unhealthy_threshold: int = field("Failures before unhealthy.", default=3, minimum=1, maximum=10)
+    http_path: str | None = field(
+        "HTTP ports: GET this path and expect 2xx. Without it HTTP ports get a TCP connect check. "
+        "GRPC ports always use the gRPC health protocol.",
+        default=None,
+        pattern=r"^/.*$",
+        json="httpPath",
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TailscaleEndpointsSpec:
+    """Egress: a ClusterIP Service in this namespace whose traffic goes to tailnet targets."""
+
+    tailnet_ref: LocalRef = field("The TailscaleTailnet whose devices are the targets.")
+    targets: tuple[Target, ...] = field(
+        "Targets; a port is served by every target that lists it.",
+        min_items=1,
+        max_items=32,
+        list_map_keys=("name",),
+    )
+    health_check: HealthCheck | None = field(
+        "Active health checks. Absent: none (outlier detection only).", default=None
+    )
+    proxy: Proxy = field("Proxy settings.", default=Proxy)
+
+
+class TargetHealth(enum.StrEnum):
+    HEALTHY = "Healthy"
+    UNHEALTHY = "Unhealthy"
+    UNKNOWN = "Unknown"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TargetStatus:
+    """One target as the proxies' Envoys see it."""
+
+    name: str = field("Target name.")
+    addresses: tuple[str, ...] = field("Tailnet addresses the target resolved to.", default=())
+    health: TargetHealth = field(
+        "Healthy if any proxy replica's Envoy sees it healthy.", default=TargetHealth.UNKNOWN
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndpointsStatus:
+    """Observed state of a TailscaleEndpoints."""
+
+    conditions: tuple[Condition, ...] = _conditions()
+    service_name: str | None = field("The ClusterIP Service to call.", default=None)
+    targets: tuple[TargetStatus, ...] = field(
+        "Per-target state.", default=(), list_map_keys=("name",), max_items=32
+    )
+
+
+# --- TailscaleServices (ingress) -----------------------------------------------------------------
+
+_UDP_MESSAGE = (
+    "Tailscale Services carry TCP only (Tailscale cannot host UDP on a Service VIP): "
+    "reach a UDP workload through a device address instead"
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IngressPort:
+    """A port of the Tailscale Service."""
+
+    __rules__ = (
+        Rule(
+            cel="self.protocol != 'UDP'",
+            message=_UDP_MESSAGE,
+            check=lambda s: s.protocol != "UDP",
+            field_path=".protocol",
+        ),
+        Rule(
+            cel="self.protocol in ['TCP', 'HTTP']",
+            message="protocol must be TCP or HTTP",
+            check=lambda s: s.protocol in ("TCP", "HTTP"),
+            field_path=".protocol",
+        ),
+    )
+
+    port: int = field("Port on the Tailscale Service.", minimum=1, maximum=65535)
+    protocol: str = field("TCP (opaque) or HTTP (routed by spec.http rules).", default="TCP")
+    target_port: int | str | None = field(
+        "Port of each backend Service, by number or name. Default: port.", default=None
+    )
+    name: str | None = field("Name of the port. Default: <protocol>-<port>.", default=None, pattern=DNS_LABEL)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IngressBackend:
+    """Kubernetes Services in this namespace that serve the Tailscale Service."""
+
+    __rules__ = (
+        Rule(
+            cel="has(self.service) != has(self.selector)",
+            message="set exactly one of service or selector",
+            check=lambda s: (s.service is None) != (s.selector is None),
+        ),
+    )
+
+    service: str | None = field("A Service by name.", default=None, pattern=DNS_LABEL, max_length=63)
+    selector: dict[str, str] | None = field("Every Service with these labels.", default=None)
+    weight: int = field(
+        "Share of traffic among backends of the same priority.", default=1, minimum=1, maximum=128
+    )
+    priority: int = field("Failover tier, 0 first.", default=0, minimum=0, maximum=7)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HTTPHeader:
+    """A header name and value."""
+
+    name: str = field("Header name.", pattern=HEADER_NAME, max_length=256)
+    value: str = field("Header value.", max_length=4096)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HTTPRule:
+    """Requests that match go to the named backend Services; the first matching rule wins."""
+
+    path_prefix: str = field("Path prefix to match.", default="/", pattern=r"^/.*$", max_length=1024)
+    headers: tuple[HTTPHeader, ...] = field(
+        "Headers that must all be present with these exact values.", default=(), max_items=8
+    )
+    services: tuple[str, ...] = field(
+        "Backend Services (by name) for matching requests; empty: all backends.",
+        default=(),
+        max_items=16,
+        item_pattern=DNS_LABEL,
+    )
+    timeout: str | None = field("Request timeout. Default: Envoy's 15s.", default=None, pattern=DURATION)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HTTPRouting:
+    """HTTP routing for the HTTP ports."""
+
+    rules: tuple[HTTPRule, ...] = field("Rules in order.", min_items=1, max_items=64)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TailscaleServicesSpec:
+    """Ingress: publish Kubernetes Services as the Tailscale Service svc:<serviceName>, hosted by
+    tsgw proxies."""
+
+    __rules__ = (
+        Rule(
+            cel="!has(self.http) || self.ports.exists(p, p.protocol == 'HTTP')",
+            message="http rules need at least one port with protocol HTTP",
+            check=lambda s: s.http is None or any(p.protocol == "HTTP" for p in s.ports),
+        ),
+    )
+
+    tailnet_ref: LocalRef = field("The TailscaleTailnet the Tailscale Service lives in.")
+    ports: tuple[IngressPort, ...] = field(
+        "Ports of the Tailscale Service.", min_items=1, max_items=16, list_map_keys=("port",)
+    )
+    backends: tuple[IngressBackend, ...] = field("Where the traffic goes.", min_items=1, max_items=16)
+    service_name: str | None = field(
+        "Name of the Tailscale Service without 'svc:'. Default: the object's name.",
+        default=None,
+        pattern=DNS_LABEL,
+        max_length=63,
+    )
+    tags: tuple[str, ...] = field(
+        "Tags of the Tailscale Service (its ACL identity).", default=(), max_items=8, item_pattern=TAG
+    )
+    http: HTTPRouting | None = field("HTTP routing rules for HTTP ports.", default=None)
+    proxy: Proxy = field("Proxy settings.", default=Proxy)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServicesStatus:
+    """Observed state of a TailscaleServices."""
+
+    conditions: tuple[Condition, ...] = _conditions()
+    service_name: str | None = field("The Tailscale Service, svc:<name>.", default=None)
+    dns_name: str | None = field("Its MagicDNS name.", default=None, json="dnsName")
+    addresses: tuple[str, ...] = field("Its VIP addresses.", default=(), max_items=2)
+    hosting_replicas: int | None = field("Proxy replicas that host it now.", default=None)
+
+
+# --- TailscaleGateway -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TailscaleGatewaySpec:
+    """Publish an Envoy Gateway Gateway's listeners on the tailnet as a Tailscale Service."""
+
+    gateway_ref: LocalRef = field("The Gateway (gateway.networking.k8s.io) in this namespace.")
+    tailnet_ref: LocalRef = field("The TailscaleTailnet to publish on.")
+    listeners: tuple[str, ...] = field(
+        "Listener names to publish. Empty: every listener (all Gateway listeners are TCP).",
+        default=(),
+        max_items=16,
+        item_pattern=DNS_LABEL,
+    )
+    service_name: str | None = field(
+        "Tailscale Service name without 'svc:'. Default: the Gateway's name.",
+        default=None,
+        pattern=DNS_LABEL,
+        max_length=63,
+    )
+    tags: tuple[str, ...] = field("Tags of the Tailscale Service.", default=(), max_items=8, item_pattern=TAG)
+    proxy: Proxy = field("Proxy settings.", default=Proxy)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListenerStatus:
+    """One Gateway listener."""
+
+    name: str = field("Listener name.")
+    port: int = field("Its port.")
+    conditions: tuple[Condition, ...] = _conditions()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewayStatus:
+    """Observed state of a TailscaleGateway."""
+
+    conditions: tuple[Condition, ...] = _conditions()
+    dns_name: str | None = field("MagicDNS name of the Tailscale Service.", default=None, json="dnsName")
+    addresses: tuple[str, ...] = field("Its VIP addresses.", default=(), max_items=2)
+    listeners: tuple[ListenerStatus, ...] = field(
+        "Per listener.", default=(), list_map_keys=("name",), max_items=64
+    )
+
+
+# --- TailscaleRoutePolicy ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicyTargetRef:
+    """An object the policy attaches to (Gateway API LocalPolicyTargetReferenceWithSectionName)."""
+
+    kind: str = field("Kind of the target.", enum=("TailscaleServices", "TailscaleGateway"))
+    name: str = field("Name of the target in this namespace.", pattern=DNS_SUBDOMAIN, max_length=253)
+    group: str = field(
+        "API group of the target.", default="gateway.tailscale.com", enum=("gateway.tailscale.com",)
+    )
+    section_name: str | None = field(
+        "A port name (TailscaleServices) or listener name (TailscaleGateway); absent: all.",
+        default=None,
+        pattern=DNS_LABEL,
+    )
+
+
+class AccessAction(enum.StrEnum):
+    ALLOW = "Allow"
+    DENY = "Deny"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccessRule:
+    """Tailnet sources matched by any of tags, users or CIDRs."""
+
+    __rules__ = (
+        Rule(
+            cel="has(self.tags) && size(self.tags) > 0 || has(self.users) && size(self.users) > 0 "
+            "|| has(self.cidrs) && size(self.cidrs) > 0",
+            message="a rule needs at least one of tags, users or cidrs",
+            check=lambda s: len(s.tags) + len(s.users) + len(s.cidrs) > 0,
+        ),
+    )
+
+    action: AccessAction = field("Allow or Deny.")
+    tags: tuple[str, ...] = field(
+        "Devices carrying any of these tags.", default=(), max_items=16, item_pattern=TAG
+    )
+    users: tuple[str, ...] = field(
+        "Devices owned by any of these users (login names).", default=(), max_items=16
+    )
+    cidrs: tuple[str, ...] = field(
+        "Tailnet source addresses.",
+        default=(),
+        max_items=16,
+        item_rules=(
+            Rule(
+                cel="isCIDR(self)", message="must be a CIDR, e.g. 100.64.0.0/10", check=lambda s: _is_cidr(s)
+            ),
+        ),
+    )
+
+
+def _is_cidr(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return "/" in text
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Access:
+    """Who on the tailnet may connect, by identity; the first matching rule decides."""
+
+    rules: tuple[AccessRule, ...] = field("Rules in order.", default=(), max_items=32)
+    default_action: AccessAction = field("When no rule matches.", default=AccessAction.ALLOW)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HeaderChanges:
+    """Changes to request headers before they reach the backend (HTTP ports)."""
+
+    set: tuple[HTTPHeader, ...] = field("Headers to set, replacing any value.", default=(), max_items=16)
+    add: tuple[HTTPHeader, ...] = field("Headers to append.", default=(), max_items=16)
+    remove: tuple[str, ...] = field(
+        "Header names to remove.", default=(), max_items=16, item_pattern=HEADER_NAME
+    )
+
+
+_RETRY_ON = frozenset(
+    {
+        "5xx",
+        "gateway-error",
+        "reset",
+        "connect-failure",
+        "retriable-4xx",
+        "refused-stream",
+        "unavailable",
+        "cancelled",
+        "deadline-exceeded",
+        "resource-exhausted",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Retries:
+    """Retries of failed requests (HTTP ports)."""
+
+    attempts: int = field("Retries after the first attempt.", default=2, minimum=1, maximum=10)
+    per_try_timeout: str | None = field("Timeout of each attempt.", default=None, pattern=DURATION)
+    on: tuple[str, ...] = field(
+        "Envoy retry conditions.",
+        default=("connect-failure", "reset", "5xx"),
+        max_items=8,
+        item_rules=(
+            Rule(
+                cel="self in ['5xx', 'gateway-error', 'reset', 'connect-failure', 'retriable-4xx', "
+                "'refused-stream', 'unavailable', 'cancelled', 'deadline-exceeded', 'resource-exhausted']",
+                message="not an Envoy retry condition",
+                check=lambda s: s in _RETRY_ON,
+            ),
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TailscaleRoutePolicySpec:
+    """Tailnet-identity access rules, header changes, timeouts and retries for ingress traffic."""
+
+    __rules__ = (
+        Rule(
+            cel="has(self.access) || has(self.requestHeaders) || has(self.timeout) || has(self.retries)",
+            message="a policy needs at least one of access, requestHeaders, timeout or retries",
+            check=lambda s: any(x is not None for x in (s.access, s.request_headers, s.timeout, s.retries)),
+        ),
+    )
+
+    target_refs: tuple[PolicyTargetRef, ...] = field(
+        "What the policy attaches to.", min_items=1, max_items=16
+    )
+    access: Access | None = field("Access rules (every port).", default=None)
+    request_headers: HeaderChanges | None = field("Request header changes (HTTP ports).", default=None)
+    timeout: str | None = field("Request timeout (HTTP ports).", default=None, pattern=DURATION)
+    retries: Retries | None = field("Retries (HTTP ports).", default=None)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AncestorRef:
+    """The object a policy status entry is about."""
+
+    group: str = field("API group.")
+    kind: str = field("Kind.")
+    name: str = field("Name.")
+    namespace: str | None = field("Namespace.", default=None)
+    section_name: str | None = field("Section.", default=None)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicyAncestorStatus:
+    """Status of the policy on one target (Gateway API PolicyAncestorStatus)."""
+
+    ancestor_ref: AncestorRef = field("The target.")
+    controller_name: str = field("The controller that wrote this entry.")
+    conditions: tuple[Condition, ...] = _conditions()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoutePolicyStatus:
+    """Observed state of a TailscaleRoutePolicy."""
+
+    ancestors: tuple[PolicyAncestorStatus, ...] = field("One entry per target.", default=(), max_items=16)
