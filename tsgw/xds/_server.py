@@ -1,0 +1,417 @@
+"""The aggregated discovery service (ADS) on grpclib: state-of-the-world and delta.
+
+Requests are decoded with protobuf's upb backend (Envoy's messages from ``xds-protos``);
+responses are assembled from the snapshot's cached wire bytes (see ``_wire``), and grpclib is
+given a pass-through codec so nothing is encoded twice. Each stream runs one task that owns its
+protocol state (``_state``) and a reader task feeding it; snapshot changes arrive as
+notifications on the same queue, so a stream's responses are strictly ordered: secrets, then
+clusters, endpoints, listeners and routes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf import json_format
+from grpclib.const import Cardinality, Handler, Status
+from grpclib.encoding.base import CodecBase
+from grpclib.exceptions import GRPCError
+from grpclib.server import Server, Stream
+
+from tsgw.xds import _metrics, _wire
+from tsgw.xds._cache import SnapshotCache
+from tsgw.xds._errors import ProtocolError
+from tsgw.xds._snapshot import Snapshot
+from tsgw.xds._state import DeltaPlan, DeltaType, Nack, SotwPlan, SotwType, Verdict
+from tsgw.xds._types import PUSH_ORDER, ClusterDiscovery, EndpointDiscovery, short_name
+
+log = structlog.get_logger("tsgw.xds.server")
+
+SOTW_PATH = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+DELTA_PATH = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
+
+
+class RawCodec(CodecBase):
+    """A grpclib codec that passes bytes through: we decode and encode ourselves."""
+
+    __content_subtype__ = "proto"
+
+    def encode(self, message: Any, message_type: Any) -> bytes:
+        return bytes(message)
+
+    def decode(self, data: bytes, message_type: Any) -> Any:
+        return data
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """Settings of :class:`AdsServer`."""
+
+    control_plane_id: str = "tsgw"
+    """Sent as ``control_plane.identifier`` in every response (Envoy shows it as a text
+    readout). Default ``"tsgw"``."""
+    max_request_bytes: int = 4 * 1024 * 1024
+    """Largest request accepted (Envoy's first request, with its node, is ~60 KB). Default 4 MiB."""
+
+
+AckHook = Callable[[str, str, str], None]
+"""``on_ack(node_id, type_url, version)``: called when a stream ACKs a version (benchmarks)."""
+
+
+@dataclass(frozen=True)
+class TypeStatus:
+    """What one Envoy holds of one resource type, as far as the server knows."""
+
+    type_url: str
+    sent_version: str | None
+    acked_version: str | None
+    nack: Nack | None
+    pushes: int
+    subscribed: tuple[str, ...]
+    wildcard: bool
+
+
+@dataclass(frozen=True)
+class StreamStatus:
+    """One connected Envoy (one ADS stream)."""
+
+    stream_id: int
+    variant: str
+    node_id: str
+    cluster: str
+    group: str
+    metadata: dict[str, Any]
+    peer: str
+    opened_at: float
+    snapshot_version: str | None
+    types: tuple[TypeStatus, ...]
+
+    @property
+    def age(self) -> float:
+        return time.time() - self.opened_at
+
+
+@dataclass(eq=False)
+class _Conn:
+    id: int
+    variant: str
+    peer: str
+    opened_at: float = field(default_factory=time.time)
+    node_id: str = ""
+    cluster: str = ""
+    group: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    sotw: dict[str, SotwType] = field(default_factory=dict)
+    delta: dict[str, DeltaType] = field(default_factory=dict)
+    pushes: dict[str, int] = field(default_factory=dict)
+    nonces: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    snapshot_version: str | None = None
+
+
+class AdsServer:
+    """Aggregated xDS over one stream per Envoy, serving snapshots from a :class:`SnapshotCache`.
+
+    Mount it on a grpclib :class:`~grpclib.server.Server` with :data:`RawCodec` (or call
+    :meth:`serve`). It answers ``StreamAggregatedResources`` (SotW) and
+    ``DeltaAggregatedResources`` (incremental).
+    """
+
+    def __init__(
+        self, cache: SnapshotCache, options: ServerOptions | None = None, *, on_ack: AckHook | None = None
+    ) -> None:
+        self.cache = cache
+        self.options = options or ServerOptions()
+        self._on_ack = on_ack
+        self._conns: dict[int, _Conn] = {}
+        self._transports: set[Any] = set()
+        self._ids = itertools.count(1)
+        self._sotw_cp = _wire.sotw_control_plane(self.options.control_plane_id)
+        self._delta_cp = _wire.delta_control_plane(self.options.control_plane_id)
+
+    # grpclib ---------------------------------------------------------------------------------
+
+    def __mapping__(self) -> dict[str, Handler]:
+        return {
+            SOTW_PATH: Handler(self._sotw_stream, Cardinality.STREAM_STREAM, bytes, bytes),
+            DELTA_PATH: Handler(self._delta_stream, Cardinality.STREAM_STREAM, bytes, bytes),
+        }
+
+    async def serve(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve until cancelled; reports the bound port through ``task_status``."""
+        server = Server([self], codec=RawCodec())
+        await server.start(host, port)
+        try:
+            inner: Any = server._server  # grpclib has no public accessor for the bound port
+            sockets = inner.sockets if inner is not None else ()
+            task_status.started(int(sockets[0].getsockname()[1]) if sockets else port)
+            await anyio.sleep_forever()
+        finally:
+            server.close()
+            # grpclib stops accepting and cancels handlers but leaves connections open: close them
+            # so Envoy sees the server go away (and nothing leaks a socket).
+            for connection in list(self._transports):
+                connection.close()
+            self._transports.clear()
+            with anyio.CancelScope(shield=True):
+                await server.wait_closed()
+
+    # status ----------------------------------------------------------------------------------
+
+    def streams(self) -> list[StreamStatus]:
+        """The connected Envoys, ordered by stream id."""
+        out = []
+        for c in sorted(self._conns.values(), key=lambda c: c.id):
+            types: list[TypeStatus] = []
+            for t in PUSH_ORDER:
+                if c.variant == "sotw" and t in c.sotw:
+                    s = c.sotw[t]
+                    types.append(
+                        TypeStatus(
+                            t,
+                            s.sent_version,
+                            s.acked_version,
+                            s.nack,
+                            c.pushes.get(t, 0),
+                            tuple(sorted(s.names)),
+                            s.wildcard,
+                        )
+                    )
+                elif c.variant == "delta" and t in c.delta:
+                    d = c.delta[t]
+                    types.append(
+                        TypeStatus(
+                            t,
+                            d.sent_version,
+                            d.acked_version,
+                            d.nack,
+                            c.pushes.get(t, 0),
+                            tuple(sorted(d.names)),
+                            d.wildcard,
+                        )
+                    )
+            out.append(
+                StreamStatus(
+                    c.id,
+                    c.variant,
+                    c.node_id,
+                    c.cluster,
+                    c.group or "",
+                    dict(c.metadata),
+                    c.peer,
+                    c.opened_at,
+                    c.snapshot_version,
+                    tuple(types),
+                )
+            )
+        return out
+
+    # streams ---------------------------------------------------------------------------------
+
+    async def _sotw_stream(self, stream: Stream[Any, Any]) -> None:
+        await self._run(stream, "sotw")
+
+    async def _delta_stream(self, stream: Stream[Any, Any]) -> None:
+        await self._run(stream, "delta")
+
+    async def _run(self, stream: Stream[Any, Any], variant: str) -> None:
+        peer = stream.peer.addr() if stream.peer else None
+        conn = _Conn(next(self._ids), variant, f"{peer[0]}:{peer[1]}" if peer else "")
+        connection = getattr(getattr(stream, "_stream", None), "connection", None)
+        if connection is not None:
+            self._transports.add(connection)
+        self._conns[conn.id] = conn
+        _metrics.CONNECTED_STREAMS.labels(variant).inc()
+        send, inbox = anyio.create_memory_object_stream[tuple[str, bytes]](math.inf)
+        dirty = [False]
+        cancel_watch: Callable[[], None] | None = None
+
+        def on_snapshot() -> None:
+            if not dirty[0]:
+                dirty[0] = True
+                send.send_nowait(("snapshot", b""))
+
+        async def reader() -> None:
+            try:
+                while True:
+                    data = await stream.recv_message()
+                    if data is None:
+                        break
+                    if len(data) > self.options.max_request_bytes:
+                        raise ProtocolError(f"request of {len(data)} bytes exceeds the limit")
+                    await send.send(("request", data))
+            finally:
+                send.close()
+
+        try:
+            async with anyio.create_task_group() as tg, inbox:
+                tg.start_soon(reader)
+                async for kind, data in inbox:
+                    if kind == "snapshot":
+                        dirty[0] = False
+                        await self._push(stream, conn, PUSH_ORDER)
+                        continue
+                    type_url = await self._on_request(stream, conn, data)
+                    if cancel_watch is None and conn.group is not None:
+                        cancel_watch = self.cache.watch(conn.group, on_snapshot)
+                    if type_url:
+                        extra = (EndpointDiscovery,) if type_url == ClusterDiscovery else ()
+                        await self._push(stream, conn, (type_url, *extra))
+                tg.cancel_scope.cancel()
+        except ProtocolError as e:
+            log.warning("xds protocol error", stream=conn.id, node=conn.node_id, error=str(e))
+            raise GRPCError(Status.INVALID_ARGUMENT, str(e)) from None
+        except (GRPCError, anyio.get_cancelled_exc_class()):
+            raise
+        except Exception:
+            # An escaping error would end Envoy's stream with INTERNAL and make it back off; log
+            # it and end the stream cleanly instead (Envoy reconnects at once).
+            log.exception("xds stream failed", stream=conn.id, node=conn.node_id)
+        finally:
+            if cancel_watch is not None:
+                cancel_watch()
+            self._conns.pop(conn.id, None)
+            if connection is not None and connection.is_closing():
+                self._transports.discard(connection)
+            _metrics.CONNECTED_STREAMS.labels(variant).dec()
+            log.info("xds stream closed", stream=conn.id, node=conn.node_id, variant=variant)
+
+    def _set_node(self, conn: _Conn, node: Any) -> None:
+        conn.node_id = str(node.id)
+        conn.cluster = str(node.cluster)
+        conn.group = self.cache.node_group(node)
+        if node.HasField("metadata"):
+            conn.metadata = json_format.MessageToDict(node.metadata)
+        log.info(
+            "xds stream opened", stream=conn.id, node=conn.node_id, group=conn.group, variant=conn.variant
+        )
+
+    async def _on_request(self, stream: Stream[Any, Any], conn: _Conn, data: bytes) -> str | None:
+        """Apply one request to the stream state; returns its type URL when a push may follow."""
+        if conn.variant == "sotw":
+            sreq = discovery_pb2.DiscoveryRequest.FromString(data)
+            node, type_url = sreq, str(sreq.type_url)
+        else:
+            dreq = discovery_pb2.DeltaDiscoveryRequest.FromString(data)
+            node, type_url = dreq, str(dreq.type_url)
+        if conn.group is None:
+            if not node.HasField("node"):
+                raise ProtocolError("the first request of a stream carries no node")
+            self._set_node(conn, node.node)
+        if not type_url:
+            raise ProtocolError("a request on an aggregated stream must name its type_url")
+        short = short_name(type_url)
+        error = None
+        if conn.variant == "sotw":
+            st = conn.sotw.get(type_url) or conn.sotw.setdefault(type_url, SotwType(type_url))
+            if sreq.HasField("error_detail"):
+                error = sreq.error_detail.message
+            verdict = st.on_request(sreq.version_info, sreq.response_nonce, sreq.resource_names, error)
+            version = sreq.version_info
+        else:
+            dt = conn.delta.get(type_url) or conn.delta.setdefault(type_url, DeltaType(type_url))
+            if dreq.HasField("error_detail"):
+                error = dreq.error_detail.message
+            verdict = dt.on_request(
+                dreq.resource_names_subscribe,
+                dreq.resource_names_unsubscribe,
+                dreq.initial_resource_versions,
+                dreq.response_nonce,
+                error,
+            )
+            version = dt.acked_version or ""
+        if verdict is Verdict.STALE:
+            _metrics.STALE_REQUESTS.labels(short).inc()
+            if conn.variant == "sotw":
+                return None  # SotW: a stale request is ignored whole
+        elif verdict is Verdict.NACK:
+            _metrics.NACKS.labels(short).inc()
+            nack = conn.sotw[type_url].nack if conn.variant == "sotw" else conn.delta[type_url].nack
+            log.warning(
+                "xds NACK: the Envoy rejected a version and keeps its last good config",
+                stream=conn.id,
+                node=conn.node_id,
+                type=short,
+                version=nack.version if nack else "",
+                error=error,
+            )
+        elif verdict is Verdict.ACK and self._on_ack is not None:
+            self._on_ack(conn.node_id, type_url, version)
+        return type_url
+
+    async def _push(self, stream: Stream[Any, Any], conn: _Conn, type_urls: tuple[str, ...]) -> None:
+        if conn.group is None:
+            return
+        snap = self.cache.get_snapshot(conn.group)
+        if snap is None:
+            return
+        conn.snapshot_version = snap.version
+        for t in type_urls:
+            if conn.variant == "sotw":
+                st = conn.sotw.get(t)
+                if st is not None:
+                    await self._push_sotw(stream, conn, snap, st)
+            else:
+                dt = conn.delta.get(t)
+                if dt is not None:
+                    await self._push_delta(stream, conn, snap, dt)
+
+    async def _push_sotw(self, stream: Stream[Any, Any], conn: _Conn, snap: Snapshot, st: SotwType) -> None:
+        res = snap.resources(st.type_url)
+        suppressed = st.suppressed
+        plan: SotwPlan | None = st.plan(res)
+        if st.suppressed != suppressed:
+            _metrics.NACK_RESENDS_SUPPRESSED.labels(short_name(st.type_url)).inc()
+        if plan is None:
+            return
+        started = time.perf_counter()
+        nonce = str(next(conn.nonces))
+        if len(plan.names) == len(res.items):
+            body = [res.all_sotw()]
+        else:
+            items = res.items
+            body = [items[n].sotw_field for n in plan.names]
+        msg = _wire.sotw_response(plan.version, body, st.type_url, nonce, self._sotw_cp)
+        st.sent(plan, nonce)
+        if st.type_url == ClusterDiscovery and EndpointDiscovery in conn.sotw:
+            conn.sotw[EndpointDiscovery].force = True  # updated clusters warm until EDS arrives
+        await stream.send_message(msg)
+        self._count(conn, st.type_url, started)
+
+    async def _push_delta(self, stream: Stream[Any, Any], conn: _Conn, snap: Snapshot, dt: DeltaType) -> None:
+        res = snap.resources(dt.type_url)
+        suppressed = dt.suppressed
+        plan: DeltaPlan | None = dt.plan(res)
+        if dt.suppressed != suppressed:
+            _metrics.NACK_RESENDS_SUPPRESSED.labels(short_name(dt.type_url)).inc()
+        if plan is None:
+            return
+        started = time.perf_counter()
+        nonce = str(next(conn.nonces))
+        body = [res.delta_field(n) for n in plan.names]
+        msg = _wire.delta_response(
+            plan.system_version, body, dt.type_url, plan.removed, nonce, self._delta_cp
+        )
+        dt.sent(plan, nonce)
+        await stream.send_message(msg)
+        self._count(conn, dt.type_url, started)
+
+    def _count(self, conn: _Conn, type_url: str, started: float) -> None:
+        conn.pushes[type_url] = conn.pushes.get(type_url, 0) + 1
+        short = short_name(type_url)
+        _metrics.PUSHES.labels(short).inc()
+        _metrics.PUSH_DURATION.labels(short).observe(time.perf_counter() - started)

@@ -1,0 +1,256 @@
+"""The per-stream, per-type protocol state of the ADS server, with no I/O.
+
+The server feeds each decoded request to :meth:`SotwType.on_request` or
+:meth:`DeltaType.on_request`, then asks :meth:`plan` whether (and what) to send given the
+current snapshot; :meth:`sent` records a response. Keeping this pure lets property tests drive
+it through arbitrary request sequences.
+
+Rules kept here (Envoy's ``xds_protocol.rst``):
+
+* SotW: a request whose ``response_nonce`` is not the latest nonce sent for its type is stale
+  and ignored whole. Delta: subscription changes are honoured whatever the nonce; the nonce only
+  correlates ACKs and NACKs.
+* A NACK (``error_detail`` set) never causes the rejected version to be sent again; the type
+  is parked until its content changes.
+* SotW answers at most one outstanding response per type: a push waits for the ACK of the
+  previous one, which is the natural flow control of the protocol.
+* After a CDS response, EDS is sent again even when unchanged: an updated cluster stays in
+  warming until it receives its ClusterLoadAssignment.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+
+from tsgw.xds._snapshot import TypeResources
+
+
+class Verdict(Enum):
+    """What a request meant."""
+
+    INITIAL = "initial"
+    ACK = "ack"
+    NACK = "nack"
+    STALE = "stale"
+    UPDATE = "update"  # a request with no known nonce: a (re)subscription
+
+
+@dataclass
+class Nack:
+    """An Envoy's rejection of one version of one type."""
+
+    version: str
+    detail: str
+    at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class SotwPlan:
+    version: str
+    names: tuple[str, ...]  # resource names to include, in order
+
+
+@dataclass
+class SotwType:
+    """State-of-the-world state of one type on one stream."""
+
+    type_url: str
+    wildcard: bool = False
+    names: frozenset[str] = frozenset()
+    seen_request: bool = False
+    pending: bool = False
+    """A request awaits an answer (at most one response is outstanding per type)."""
+    nonce: str = ""
+    sent_version: str | None = None
+    sent_names: frozenset[str] = frozenset()
+    client_version: str = ""
+    """version_info of the last accepted request (what the client holds)."""
+    acked_version: str | None = None
+    nack: Nack | None = None
+    parked_version: str | None = None
+    """The version the client rejected; never sent again on this stream."""
+    force: bool = False
+    """Send the next time even if nothing changed (EDS after CDS)."""
+    stale: int = 0
+    suppressed: int = 0
+
+    def on_request(
+        self,
+        version_info: str,
+        response_nonce: str,
+        resource_names: Iterable[str],
+        error_detail: str | None,
+    ) -> Verdict:
+        names = list(resource_names)
+        if response_nonce and self.nonce and response_nonce != self.nonce:
+            self.stale += 1
+            return Verdict.STALE
+        first = not self.seen_request
+        self.seen_request = True
+        if first:
+            self.wildcard = not names or "*" in names
+        elif "*" in names:
+            self.wildcard = True
+        elif names:
+            self.wildcard = False  # naming resources ends the legacy wildcard
+        elif not self.wildcard:
+            pass  # empty list after an explicit subscription: unsubscribe from everything
+        self.names = frozenset(n for n in names if n != "*")
+        self.pending = True
+        if error_detail is not None:
+            # The NACK's version_info is the last good version; the rejected one is what we sent.
+            rejected = self.sent_version if self.sent_version is not None else version_info
+            self.nack = Nack(rejected, error_detail)
+            self.parked_version = rejected
+            return Verdict.NACK
+        self.client_version = version_info
+        if response_nonce and response_nonce == self.nonce:
+            self.acked_version = version_info
+            return Verdict.ACK
+        return Verdict.INITIAL if first else Verdict.UPDATE
+
+    def plan(self, res: TypeResources | None) -> SotwPlan | None:
+        """The response to send now, or None (nothing pending, nothing new, or parked)."""
+        if res is None or not self.pending:
+            return None
+        if not self.wildcard and not self.names:
+            return None
+        if res.version == self.parked_version:
+            self.suppressed += 1
+            return None
+        items = res.items
+        names = tuple(items) if self.wildcard else tuple(n for n in sorted(self.names) if n in items)
+        known = self.sent_version if self.sent_version is not None else self.client_version
+        newly = not self.wildcard and bool(set(names) - self.sent_names)
+        if res.version != known or newly or self.force:
+            return SotwPlan(res.version, names)
+        return None
+
+    def sent(self, plan: SotwPlan, nonce: str) -> None:
+        self.nonce = nonce
+        self.sent_version = plan.version
+        self.sent_names = frozenset(plan.names)
+        self.pending = False
+        self.force = False
+
+
+@dataclass(frozen=True)
+class DeltaPlan:
+    system_version: str
+    names: tuple[str, ...]
+    versions: tuple[str, ...]
+    removed: tuple[str, ...]
+
+
+@dataclass
+class DeltaType:
+    """Incremental (delta) state of one type on one stream."""
+
+    type_url: str
+    wildcard: bool = False
+    names: set[str] = field(default_factory=set)
+    seen_request: bool = False
+    owe_initial: bool = False
+    """The first wildcard request gets an answer even if empty (Envoy's init waits for it)."""
+    client: dict[str, str] = field(default_factory=dict)
+    """name → version the client holds (or was last sent: recorded at send time)."""
+    told_absent: set[str] = field(default_factory=set)
+    rejected: dict[str, str] = field(default_factory=dict)
+    """name → version the client NACKed; never sent again."""
+    in_flight: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)
+    """nonce → (system version, {name: version}) of responses not yet ACKed or NACKed."""
+    sent_version: str | None = None
+    acked_version: str | None = None
+    nack: Nack | None = None
+    suppressed: int = 0
+    stale: int = 0
+
+    def on_request(
+        self,
+        subscribe: Iterable[str],
+        unsubscribe: Iterable[str],
+        initial_versions: Mapping[str, str],
+        response_nonce: str,
+        error_detail: str | None,
+    ) -> Verdict:
+        sub, unsub = list(subscribe), list(unsubscribe)
+        first = not self.seen_request
+        self.seen_request = True
+        if first:
+            self.client.update(initial_versions)
+            if not sub or "*" in sub:
+                self.wildcard = True
+                self.owe_initial = True
+        elif "*" in sub:
+            self.wildcard = True
+        if "*" in unsub:
+            self.wildcard = False
+        for n in sub:
+            if n != "*":
+                self.names.add(n)
+                # A repeated subscribe must be answered with the resource again.
+                self.client.pop(n, None)
+                self.told_absent.discard(n)
+        for n in unsub:
+            if n != "*":
+                self.names.discard(n)
+                self.client.pop(n, None)
+                self.told_absent.discard(n)
+        if not response_nonce:
+            return Verdict.INITIAL if first else Verdict.UPDATE
+        entry = self.in_flight.pop(response_nonce, None)
+        if entry is None:
+            self.stale += 1
+            return Verdict.STALE
+        system_version, versions = entry
+        if error_detail is not None:
+            self.rejected.update(versions)
+            self.nack = Nack(system_version, error_detail)
+            return Verdict.NACK
+        self.acked_version = system_version
+        for n, v in versions.items():
+            if self.rejected.get(n) == v:
+                del self.rejected[n]
+        return Verdict.ACK
+
+    def plan(self, res: TypeResources | None) -> DeltaPlan | None:
+        if res is None or not self.seen_request:
+            return None
+        items = res.items
+        wanted: Iterable[str] = items if self.wildcard else (n for n in self.names if n in items)
+        names: list[str] = []
+        versions: list[str] = []
+        for n in wanted:
+            v = items[n].version
+            if self.client.get(n) == v:
+                continue
+            if self.rejected.get(n) == v:
+                self.suppressed += 1
+                continue
+            names.append(n)
+            versions.append(v)
+        removed = [n for n in self.client if n not in items]
+        if not self.wildcard:
+            removed += [
+                n for n in self.names if n not in items and n not in self.client and n not in self.told_absent
+            ]
+        if not names and not removed and not self.owe_initial:
+            return None
+        return DeltaPlan(res.version, tuple(names), tuple(versions), tuple(sorted(set(removed))))
+
+    def sent(self, plan: DeltaPlan, nonce: str) -> None:
+        self.owe_initial = False
+        for n, v in zip(plan.names, plan.versions, strict=True):
+            self.client[n] = v
+            self.told_absent.discard(n)
+        for n in plan.removed:
+            self.client.pop(n, None)
+            if n in self.names:
+                self.told_absent.add(n)
+        self.in_flight[nonce] = (plan.system_version, dict(zip(plan.names, plan.versions, strict=True)))
+        if len(self.in_flight) > 64:  # a client that never answers must not grow this without bound
+            self.in_flight.pop(next(iter(self.in_flight)))
+        self.sent_version = plan.system_version
