@@ -7,9 +7,10 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.envoy import envoy_factory
+from tests.support.fixtures import control_plane
 from tests.support.process import reap_all
 
-__all__ = ["envoy_factory"]
+__all__ = ["control_plane", "envoy_factory"]
 
 
 @pytest.fixture(scope="session")

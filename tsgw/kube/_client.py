@@ -1,0 +1,499 @@
+"""The API client: any resource as raw JSON, over kubernetes-asyncio's configuration and session.
+
+kubernetes-asyncio does the parts that are hard to get right (kubeconfig and in-cluster loading,
+exec plugins, token refresh, TLS); its typed models are ~30× slower to build than ``orjson``
+dicts (controllers.md §2.2), so every request here goes through the ApiClient's aiohttp session
+with raw JSON. Watches are raw streams read line by line.
+
+Failures map onto one tree (:mod:`tsgw.kube._errors`). A 429 is retried after its Retry-After
+(up to :attr:`ClientOptions.max_429_retries` times). Client-side rate limiting is off by default,
+as in controller-runtime ≥ 0.21: API priority and fairness protects the server.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal
+
+import aiohttp
+import anyio
+import orjson
+import structlog
+from kubernetes_asyncio import client as k8s_client
+from kubernetes_asyncio import config as k8s_config
+
+from tsgw.kube._errors import (
+    NotFound,
+    TooManyRequests,
+    TransportError,
+    error_from_response,
+    error_from_status,
+)
+from tsgw.kube._ratelimit import TokenBucket
+from tsgw.kube._resources import RawObject, Resource
+
+__all__ = ["Client", "ClientOptions", "ObjectList", "WatchEvent", "WatchStream"]
+
+log = structlog.get_logger("tsgw.kube.client")
+
+PatchType = Literal["merge", "json", "strategic", "apply"]
+_CONTENT_TYPES: dict[str, str] = {
+    "merge": "application/merge-patch+json",
+    "json": "application/json-patch+json",
+    "strategic": "application/strategic-merge-patch+json",
+    "apply": "application/apply-patch+yaml",
+}
+_WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """Options for :class:`Client`."""
+
+    field_manager: str = "tsgw"
+    """Field manager for server-side apply and every write. Defaults to ``"tsgw"``."""
+    qps: float | None = None
+    """Client-side request rate limit; ``None`` (the default) disables it and relies on APF."""
+    burst: int = 10
+    """Token-bucket burst when :attr:`qps` is set. Defaults to 10."""
+    request_timeout: float = 60.0
+    """Total timeout of a non-watch request, in seconds; LISTs time out at 60 s server-side.
+    Defaults to 60."""
+    max_429_retries: int = 10
+    """How many times a 429 is retried after its Retry-After (client-go's number). Defaults to 10."""
+    connection_pool_size: int = 200
+    """aiohttp connection limit; every open watch pins one connection. Defaults to 200."""
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectList:
+    """A LIST result: every item (all pages) and the list's resourceVersion."""
+
+    items: list[RawObject]
+    resource_version: str
+    paginated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """One watch event: ``type`` is ADDED, MODIFIED, DELETED or BOOKMARK."""
+
+    type: str
+    object: RawObject
+
+
+class Client:
+    """An async client for every resource; use ``async with`` or call :meth:`aclose`.
+
+    Build it with :meth:`from_kubeconfig`, :meth:`from_environment` (in-cluster, then
+    kubeconfig), or around an existing kubernetes-asyncio ``ApiClient``.
+    """
+
+    def __init__(self, api_client: Any, options: ClientOptions | None = None) -> None:
+        self.options = options or ClientOptions()
+        self._api = api_client
+        self._host = str(api_client.configuration.host).rstrip("/")
+        self._bucket = TokenBucket(self.options.qps, self.options.burst) if self.options.qps else None
+        self._discovered: dict[tuple[str, str], Resource] = {}
+        self.requests: Counter[tuple[str, int]] = Counter()
+        """Requests made, by (verb, status code); status 0 is a transport failure."""
+
+    @classmethod
+    async def from_kubeconfig(
+        cls, path: str | None = None, context: str | None = None, options: ClientOptions | None = None
+    ) -> Client:
+        cfg = k8s_client.Configuration()
+        await k8s_config.load_kube_config(
+            config_file=path, context=context, client_configuration=cfg, persist_config=False
+        )
+        return cls._build(cfg, options)
+
+    @classmethod
+    async def from_environment(cls, options: ClientOptions | None = None) -> Client:
+        """In-cluster service account if present, otherwise ``$KUBECONFIG`` / ``~/.kube/config``."""
+        cfg = k8s_client.Configuration()
+        try:
+            k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+        except k8s_config.ConfigException:
+            await k8s_config.load_kube_config(client_configuration=cfg, persist_config=False)
+        return cls._build(cfg, options)
+
+    @classmethod
+    def _build(cls, cfg: Any, options: ClientOptions | None) -> Client:
+        options = options or ClientOptions()
+        cfg.connection_pool_maxsize = options.connection_pool_size
+        return cls(k8s_client.ApiClient(configuration=cfg), options)
+
+    async def aclose(self) -> None:
+        await self._api.close()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    @property
+    def host(self) -> str:
+        return self._host
+
+    def writes(self) -> int:
+        """How many write requests (POST/PUT/PATCH/DELETE) were sent."""
+        return sum(n for (verb, _), n in self.requests.items() if verb in _WRITE_VERBS)
+
+    # -- transport ---------------------------------------------------------------------------
+
+    def _pool(self) -> aiohttp.ClientSession:
+        # kubernetes-asyncio's own session: its TLS context, proxy settings and read buffer.
+        session: aiohttp.ClientSession = self._api.rest_client.pool_manager
+        return session
+
+    async def _headers(self, content_type: str | None) -> dict[str, str]:
+        headers = {"Accept": "application/json", "User-Agent": "tsgw-kube"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        await self._api.update_params_for_auth(headers, [], ["BearerToken"])
+        return headers
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str | None = None,
+        http_timeout: aiohttp.ClientTimeout | None = None,
+    ) -> aiohttp.ClientResponse:
+        """Send one request; returns an open response with a 2xx status, or raises."""
+        data = orjson.dumps(body) if body is not None else None
+        if body is not None and content_type is None:
+            content_type = "application/json"
+        attempt = 0
+        while True:
+            if self._bucket is not None:
+                await self._bucket.acquire()
+            headers = await self._headers(content_type)
+            try:
+                resp = await self._pool().request(
+                    method,
+                    self._host + path,
+                    params=params,
+                    data=data,
+                    headers=headers,
+                    timeout=http_timeout or aiohttp.ClientTimeout(total=self.options.request_timeout),
+                )
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                self.requests[(method, 0)] += 1
+                raise TransportError(f"{method} {path}: {exc!r}") from exc
+            self.requests[(method, resp.status)] += 1
+            if resp.status < 300:
+                return resp
+            content = await resp.read()
+            resp.release()
+            err = error_from_response(resp.status, content, resp.headers)
+            if isinstance(err, TooManyRequests) and attempt < self.options.max_429_retries:
+                attempt += 1
+                wait = err.retry_after if err.retry_after is not None else 1.0
+                log.debug("throttled by the API server", path=path, retry_after=wait, attempt=attempt)
+                await anyio.sleep(min(wait, 60.0))
+                continue
+            raise err
+
+    async def _json(self, method: str, path: str, **kwargs: Any) -> RawObject:
+        resp = await self._send(method, path, **kwargs)
+        try:
+            content = await resp.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise TransportError(f"{method} {path}: {exc!r}") from exc
+        finally:
+            resp.release()
+        result: RawObject = orjson.loads(content) if content else {}
+        return result
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def get(self, resource: Resource, name: str, namespace: str | None = None) -> RawObject:
+        return await self._json("GET", resource.path(namespace, name))
+
+    async def get_or_none(
+        self, resource: Resource, name: str, namespace: str | None = None
+    ) -> RawObject | None:
+        try:
+            return await self.get(resource, name, namespace)
+        except NotFound:
+            return None
+
+    async def list_page(
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        limit: int | None = None,
+        continue_: str | None = None,
+        resource_version: str | None = None,
+        resource_version_match: str | None = None,
+    ) -> RawObject:
+        """One LIST request; the raw List object (``items``, ``metadata.continue``)."""
+        params: dict[str, str] = {}
+        if label_selector:
+            params["labelSelector"] = label_selector
+        if field_selector:
+            params["fieldSelector"] = field_selector
+        if limit:
+            params["limit"] = str(limit)
+        if continue_:
+            params["continue"] = continue_
+        if resource_version is not None:
+            params["resourceVersion"] = resource_version
+        if resource_version_match:
+            params["resourceVersionMatch"] = resource_version_match
+        return await self._json("GET", resource.path(namespace), params=params)
+
+    async def list(
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        limit: int | None = 500,
+        resource_version: str | None = None,
+    ) -> ObjectList:
+        """Every item, following ``continue`` tokens; the RV is that of the consistent snapshot."""
+        items: list[RawObject] = []
+        cont: str | None = None
+        pages = 0
+        rv = ""
+        while True:
+            page = await self.list_page(
+                resource,
+                namespace,
+                label_selector=label_selector,
+                field_selector=field_selector,
+                limit=limit,
+                continue_=cont,
+                resource_version=resource_version if cont is None else None,
+            )
+            pages += 1
+            meta = page.get("metadata") or {}
+            rv = rv or str(meta.get("resourceVersion") or "")
+            page_items = page.get("items") or []
+            kind = resource.kind
+            for item in page_items:
+                # List items carry no apiVersion/kind; put them back so objects are self-describing.
+                item.setdefault("apiVersion", resource.api_version)
+                item.setdefault("kind", kind)
+            items.extend(page_items)
+            cont = meta.get("continue") or None
+            if not cont:
+                return ObjectList(items, str(meta.get("resourceVersion") or rv), paginated=pages > 1)
+
+    def watch(
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        *,
+        resource_version: str | None = None,
+        timeout_seconds: int | None = None,
+        allow_bookmarks: bool = True,
+        send_initial_events: bool = False,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        idle_timeout: float | None = 90.0,
+    ) -> WatchStream:
+        """A raw watch stream: ``async with client.watch(...) as events: async for ev in events``.
+
+        ``idle_timeout`` is the inactivity watchdog: with bookmarks every ~60 s, silence longer
+        than that means a dead connection (aiohttp has no HTTP/2 pings), and the stream ends with
+        :class:`TransportError`.
+        """
+        params: dict[str, str] = {"watch": "true"}
+        if resource_version is not None:
+            params["resourceVersion"] = resource_version
+        if timeout_seconds is not None:
+            params["timeoutSeconds"] = str(timeout_seconds)
+        if allow_bookmarks:
+            params["allowWatchBookmarks"] = "true"
+        if send_initial_events:
+            params["sendInitialEvents"] = "true"
+            params["resourceVersionMatch"] = "NotOlderThan"
+        if label_selector:
+            params["labelSelector"] = label_selector
+        if field_selector:
+            params["fieldSelector"] = field_selector
+        return WatchStream(self, resource.path(namespace), params, idle_timeout)
+
+    async def discover(self, api_version: str, kind: str) -> Resource:
+        """The :class:`Resource` serving ``kind`` in ``api_version`` (from API discovery; cached)."""
+        key = (api_version, kind)
+        if key not in self._discovered:
+            path = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+            doc = await self._json("GET", path)
+            for r in doc.get("resources") or []:
+                if r.get("kind") == kind and "/" not in r.get("name", ""):
+                    self._discovered[key] = Resource(api_version, kind, r["name"], bool(r.get("namespaced")))
+                    break
+            else:
+                raise NotFound(404, f"no resource for {kind} in {api_version}", reason="NotFound")
+        return self._discovered[key]
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def _write_params(self, field_manager: str | None, dry_run: bool = False) -> dict[str, str]:
+        params = {"fieldManager": field_manager or self.options.field_manager}
+        if dry_run:
+            params["dryRun"] = "All"
+        return params
+
+    async def create(
+        self, resource: Resource, obj: RawObject, *, field_manager: str | None = None
+    ) -> RawObject:
+        ns = (obj.get("metadata") or {}).get("namespace")
+        return await self._json("POST", resource.path(ns), body=obj, params=self._write_params(field_manager))
+
+    async def replace(
+        self,
+        resource: Resource,
+        obj: RawObject,
+        *,
+        subresource: str | None = None,
+        field_manager: str | None = None,
+    ) -> RawObject:
+        """PUT the whole object; optimistic on ``metadata.resourceVersion`` (409 if stale)."""
+        meta = obj["metadata"]
+        return await self._json(
+            "PUT",
+            resource.path(meta.get("namespace"), meta["name"], subresource),
+            body=obj,
+            params=self._write_params(field_manager),
+        )
+
+    async def replace_status(self, resource: Resource, obj: RawObject) -> RawObject:
+        """PUT the status subresource; only ``.status`` changes, ``generation`` does not."""
+        return await self.replace(resource, obj, subresource="status")
+
+    async def patch(
+        self,
+        resource: Resource,
+        name: str,
+        patch: Any,
+        *,
+        namespace: str | None = None,
+        patch_type: PatchType = "merge",
+        subresource: str | None = None,
+        field_manager: str | None = None,
+        force: bool = False,
+    ) -> RawObject:
+        """PATCH with a merge, JSON, strategic-merge or apply body."""
+        params = self._write_params(field_manager)
+        if force:
+            params["force"] = "true"
+        return await self._json(
+            "PATCH",
+            resource.path(namespace, name, subresource),
+            body=patch,
+            params=params,
+            content_type=_CONTENT_TYPES[patch_type],
+        )
+
+    async def apply(
+        self,
+        resource: Resource,
+        obj: RawObject,
+        *,
+        field_manager: str | None = None,
+        force: bool = True,
+        subresource: str | None = None,
+    ) -> RawObject:
+        """Server-side apply of a partial object (forced by default: controllers own their fields)."""
+        meta = obj["metadata"]
+        body = {"apiVersion": resource.api_version, "kind": resource.kind, **obj}
+        return await self.patch(
+            resource,
+            meta["name"],
+            body,
+            namespace=meta.get("namespace"),
+            patch_type="apply",
+            subresource=subresource,
+            field_manager=field_manager,
+            force=force,
+        )
+
+    async def apply_status(
+        self, resource: Resource, obj: RawObject, *, field_manager: str | None = None
+    ) -> RawObject:
+        return await self.apply(resource, obj, field_manager=field_manager, subresource="status")
+
+    async def delete(
+        self,
+        resource: Resource,
+        name: str,
+        namespace: str | None = None,
+        *,
+        uid: str | None = None,
+        resource_version: str | None = None,
+        propagation_policy: Literal["Background", "Foreground", "Orphan"] | None = None,
+    ) -> RawObject:
+        """DELETE, optionally only if the object still has ``uid``/``resource_version``."""
+        body: RawObject = {"apiVersion": "v1", "kind": "DeleteOptions"}
+        pre = {}
+        if uid:
+            pre["uid"] = uid
+        if resource_version:
+            pre["resourceVersion"] = resource_version
+        if pre:
+            body["preconditions"] = pre
+        if propagation_policy:
+            body["propagationPolicy"] = propagation_policy
+        return await self._json("DELETE", resource.path(namespace, name), body=body)
+
+
+class WatchStream:
+    """An open watch; iterate for :class:`WatchEvent`; an ERROR event raises its :class:`APIError`."""
+
+    def __init__(self, client: Client, path: str, params: dict[str, str], idle_timeout: float | None) -> None:
+        self._client = client
+        self._path = path
+        self._params = params
+        self._idle = idle_timeout
+        self._resp: aiohttp.ClientResponse | None = None
+
+    async def __aenter__(self) -> WatchStream:
+        self._resp = await self._client._send(
+            "GET",
+            self._path,
+            params=self._params,
+            http_timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=self._idle),
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._resp is not None:
+            self._resp.close()  # close, not release: the body is unread
+            self._resp = None
+
+    def __aiter__(self) -> AsyncIterator[WatchEvent]:
+        return self
+
+    async def __anext__(self) -> WatchEvent:
+        assert self._resp is not None, "use `async with`"
+        try:
+            line = await self._resp.content.readline()
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise TransportError(f"watch {self._path}: {exc!r}") from exc
+        if not line:
+            raise StopAsyncIteration
+        ev = orjson.loads(line)
+        etype = ev.get("type")
+        obj = ev.get("object") or {}
+        if etype == "ERROR":
+            raise error_from_status(int(obj.get("code") or 500), obj)
+        return WatchEvent(etype, obj)

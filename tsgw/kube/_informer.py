@@ -1,0 +1,411 @@
+"""The informer: a reflector that lists then watches, a :class:`Store`, and event handlers.
+
+The reflector follows client-go's ``tools/cache/reflector.go`` (controllers.md §1.1–1.5):
+
+* **Bootstrap**: WatchList (``sendInitialEvents=true``) when the server supports it: objects
+  stream into a scratch store until the ``k8s.io/initial-events-end`` bookmark, which swaps in
+  atomically and hands over the same stream; any failure (a 422 from a server with the gate off)
+  falls back to LIST for good. LIST uses RV ``"0"`` first (the watch cache), ``last_sync_rv`` on
+  relists, and ``""`` (a quorum read) when that RV expired.
+* **Watch** from ``last_sync_rv`` with bookmarks and a server timeout of 5–10 min; a normal
+  end re-watches without a relist; 410 Gone (or a too-large RV) relists; a refused connection or
+  a 429 backs off and re-watches; a watch that ends within 1 s with no event counts as a failure.
+* **Inactivity watchdog**: bookmarks arrive every ~60 s, so silence for ``idle_timeout`` means
+  a dead connection; the watch is re-opened from the last RV.
+* **Backoff** 0.8 s → 30 s, reset after 2 minutes of health.
+* After every (re)list ``gc.freeze()`` moves the cache out of the collector's sight: a full
+  collection over 10 k cached objects otherwise stalls the loop for hundreds of ms.
+
+A re-run of a stopped informer resumes by watching from the last resourceVersion it saw (its
+store is kept); if that version was compacted away the 410 makes it relist, and objects that
+vanished meanwhile are delivered as deletes.
+
+Handlers are synchronous callbacks, called after the store changed; they must not block (enqueue
+work, do not do it).
+"""
+
+from __future__ import annotations
+
+import gc
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import anyio
+import structlog
+
+from tsgw.kube._client import Client, WatchEvent, WatchStream
+from tsgw.kube._errors import Gone, KubeError, ServerTimeout, TooManyRequests, TransportError
+from tsgw.kube._resources import ObjectKey, RawObject, Resource, object_key
+from tsgw.kube._store import IndexFunc, Store
+
+__all__ = [
+    "EventHandler",
+    "HandlerFuncs",
+    "Informer",
+    "InformerOptions",
+    "strip_managed_fields",
+]
+
+log = structlog.get_logger("tsgw.kube.informer")
+
+Transform = Callable[[RawObject], RawObject]
+
+
+def strip_managed_fields(obj: RawObject) -> RawObject:
+    """The default transform: ``managedFields`` are a third of an object and nobody reads them."""
+    meta = obj.get("metadata")
+    if meta is not None:
+        meta.pop("managedFields", None)
+    return obj
+
+
+class EventHandler(Protocol):
+    """Receives store changes; ``initial`` marks adds from the first list (low priority)."""
+
+    def on_add(self, obj: RawObject, initial: bool) -> None: ...
+    def on_update(self, old: RawObject, new: RawObject) -> None: ...
+    def on_delete(self, obj: RawObject) -> None: ...
+
+
+@dataclass
+class HandlerFuncs:
+    """An :class:`EventHandler` from optional functions."""
+
+    add: Callable[[RawObject, bool], None] | None = None
+    update: Callable[[RawObject, RawObject], None] | None = None
+    delete: Callable[[RawObject], None] | None = None
+
+    def on_add(self, obj: RawObject, initial: bool) -> None:
+        if self.add:
+            self.add(obj, initial)
+
+    def on_update(self, old: RawObject, new: RawObject) -> None:
+        if self.update:
+            self.update(old, new)
+
+    def on_delete(self, obj: RawObject) -> None:
+        if self.delete:
+            self.delete(obj)
+
+
+@dataclass(frozen=True)
+class InformerOptions:
+    """Options for :class:`Informer`."""
+
+    namespace: str | None = None
+    """Watch one namespace; ``None`` (the default) watches all."""
+    label_selector: str | None = None
+    """Only objects matching this label selector. Defaults to all."""
+    field_selector: str | None = None
+    """Only objects matching this field selector. Defaults to all."""
+    transform: Transform | None = strip_managed_fields
+    """Applied to every object before it is cached. Defaults to stripping ``managedFields``."""
+    indexers: dict[str, IndexFunc] = field(default_factory=dict)
+    """Extra indexes by name (``namespace`` and ``owner`` always exist). Defaults to none."""
+    watch_list: bool = True
+    """Bootstrap with a WatchList stream where the server supports it. Defaults to True."""
+    page_size: int = 500
+    """LIST page size when reading from etcd (RV ``""``); client-go's 500. Defaults to 500."""
+    min_watch_timeout: float = 300.0
+    """Server watch timeout is uniform in [min, 2×min) seconds, as client-go. Defaults to 300."""
+    idle_timeout: float = 90.0
+    """Inactivity watchdog: reconnect after this long with no event or bookmark. Defaults to 90."""
+    backoff_initial: float = 0.8
+    """First retry delay after a failed list or watch (client-go). Defaults to 0.8 s."""
+    backoff_max: float = 30.0
+    """Largest retry delay (client-go). Defaults to 30 s."""
+    backoff_reset: float = 120.0
+    """Healthy seconds after which the backoff starts again from the beginning. Defaults to 120."""
+    gc_freeze: bool = True
+    """Pause the collector during a (re)list and ``gc.freeze()`` after it. Defaults to True."""
+
+
+_gc_pauses = 0
+
+
+@contextmanager
+def _gc_paused(enabled: bool) -> Iterator[None]:
+    """Collector off while a list is parsed and indexed; frozen afterwards (nestable)."""
+    global _gc_pauses
+    if not enabled:
+        yield
+        return
+    was_enabled = gc.isenabled() if _gc_pauses == 0 else True
+    _gc_pauses += 1
+    gc.disable()
+    try:
+        yield
+    finally:
+        _gc_pauses -= 1
+        if _gc_pauses == 0:
+            gc.freeze()
+            if was_enabled:
+                gc.enable()
+
+
+class _Backoff:
+    def __init__(self, opts: InformerOptions) -> None:
+        self._opts = opts
+        self._delay = opts.backoff_initial
+        self._last = 0.0
+
+    def next(self) -> float:
+        now = time.monotonic()
+        if now - self._last > self._opts.backoff_reset:
+            self._delay = self._opts.backoff_initial
+        self._last = now
+        delay = self._delay * (1.0 + random.random())  # jitter 1.0
+        self._delay = min(self._delay * 2.0, self._opts.backoff_max)
+        return float(min(delay, self._opts.backoff_max * 2))
+
+
+class _Relist(Exception):
+    """Internal: the watch cannot continue from ``last_sync_rv``."""
+
+
+class Informer:
+    """List-then-watch one resource into a :class:`Store`; run :meth:`run` in a task group."""
+
+    def __init__(self, client: Client, resource: Resource, options: InformerOptions | None = None) -> None:
+        self.client = client
+        self.resource = resource
+        self.options = options or InformerOptions()
+        self.store = Store(self.options.indexers)
+        self.last_sync_resource_version = ""
+        self._handlers: list[EventHandler] = []
+        self._synced = anyio.Event()
+        self._watch_list_supported = self.options.watch_list
+        self._list_rv_unavailable = False
+        self._log = log.bind(resource=str(resource), namespace=self.options.namespace)
+        self.relists = 0
+        """How many times the store was replaced from a list or a WatchList stream."""
+
+    # -- public ------------------------------------------------------------------------------
+
+    def add_handler(self, handler: EventHandler) -> None:
+        """Register a handler; one added after sync gets an add for every cached object first."""
+        self._handlers.append(handler)
+        if self.has_synced:
+            for obj in self.store.list():
+                handler.on_add(obj, True)
+
+    @property
+    def has_synced(self) -> bool:
+        return self._synced.is_set()
+
+    async def wait_for_sync(self) -> None:
+        """Return once the first list (or WatchList stream) is in the store."""
+        await self._synced.wait()
+
+    async def run(self) -> None:
+        """List and watch until cancelled; errors are logged and retried with backoff."""
+        backoff = _Backoff(self.options)
+        while True:
+            try:
+                await self._list_and_watch(backoff)
+            except _Relist:
+                pass
+            except KubeError as exc:
+                self._log.warning("list/watch failed; retrying", error=str(exc))
+            await anyio.sleep(backoff.next())
+
+    # -- reflector ---------------------------------------------------------------------------
+
+    async def _list_and_watch(self, backoff: _Backoff) -> None:
+        stream: WatchStream | None = None
+        if self.has_synced and self.last_sync_resource_version:
+            pass  # resume: watch from where we were
+        elif self._watch_list_supported:
+            try:
+                stream = await self._watch_list()
+            except (Gone, ServerTimeout) as exc:
+                if isinstance(exc, Gone) or exc.too_large_resource_version:
+                    self._list_rv_unavailable = True
+                raise _Relist() from exc
+            except KubeError as exc:
+                self._log.info("WatchList unavailable; falling back to LIST", error=str(exc))
+                self._watch_list_supported = False
+        if stream is None and not (self.has_synced and self.last_sync_resource_version):
+            await self._list()
+        await self._watch(stream, backoff)
+
+    def _watch_timeout(self) -> int:
+        m = self.options.min_watch_timeout
+        return int(random.uniform(m, 2 * m))
+
+    def _transform(self, obj: RawObject) -> RawObject:
+        fn = self.options.transform
+        return fn(obj) if fn is not None else obj
+
+    async def _list(self) -> None:
+        if self._list_rv_unavailable:
+            rv = ""
+        elif not self.last_sync_resource_version:
+            rv = "0"
+        else:
+            rv = self.last_sync_resource_version
+        opts = self.options
+        with _gc_paused(opts.gc_freeze):
+            try:
+                result = await self.client.list(
+                    self.resource,
+                    opts.namespace,
+                    label_selector=opts.label_selector,
+                    field_selector=opts.field_selector,
+                    limit=opts.page_size if rv == "" else None,
+                    resource_version=rv,
+                )
+            except (Gone, ServerTimeout) as exc:
+                if isinstance(exc, ServerTimeout) and not exc.too_large_resource_version:
+                    raise
+                self._list_rv_unavailable = True
+                result = await self.client.list(
+                    self.resource,
+                    opts.namespace,
+                    label_selector=opts.label_selector,
+                    field_selector=opts.field_selector,
+                    limit=opts.page_size,
+                    resource_version="",
+                )
+            self._list_rv_unavailable = False
+            self._replace([self._transform(o) for o in result.items], result.resource_version)
+
+    async def _watch_list(self) -> WatchStream:
+        """Bootstrap from a streamed list; returns the stream to keep watching on."""
+        opts = self.options
+        rv = "" if self._list_rv_unavailable else self.last_sync_resource_version
+        stream = self.client.watch(
+            self.resource,
+            opts.namespace,
+            resource_version=rv,
+            timeout_seconds=self._watch_timeout(),
+            send_initial_events=True,
+            label_selector=opts.label_selector,
+            field_selector=opts.field_selector,
+            idle_timeout=opts.idle_timeout,
+        )
+        await stream.__aenter__()
+        ok = False
+        try:
+            scratch: dict[ObjectKey, RawObject] = {}
+            with _gc_paused(opts.gc_freeze):
+                async for ev in stream:
+                    obj = ev.object
+                    if ev.type == "BOOKMARK":
+                        annotations = (obj.get("metadata") or {}).get("annotations") or {}
+                        if annotations.get("k8s.io/initial-events-end") == "true":
+                            self._list_rv_unavailable = False
+                            rv_end = obj["metadata"]["resourceVersion"]
+                            self._replace(list(scratch.values()), rv_end)
+                            ok = True
+                            return stream
+                    elif ev.type == "DELETED":
+                        scratch.pop(object_key(obj), None)
+                    else:
+                        obj = self._transform(obj)
+                        scratch[object_key(obj)] = obj
+            raise TransportError("watch-list stream ended before the initial-events-end bookmark")
+        finally:
+            if not ok:
+                await stream.__aexit__(None, None, None)
+
+    def _replace(self, objs: list[RawObject], rv: str) -> None:
+        """Swap the store and tell handlers what changed (adds, updates, deletes)."""
+        initial = not self.has_synced
+        old = {} if initial else {object_key(o): o for o in self.store.list()}
+        self.store.replace(objs)
+        self.last_sync_resource_version = rv
+        self.relists += 1
+        if self._handlers:
+            for obj in objs:
+                prev = old.pop(object_key(obj), None)
+                if prev is None:
+                    for h in self._handlers:
+                        h.on_add(obj, initial)
+                elif _rv(prev) != _rv(obj):
+                    for h in self._handlers:
+                        h.on_update(prev, obj)
+            for gone in old.values():
+                for h in self._handlers:
+                    h.on_delete(gone)
+        self._synced.set()
+        self._log.debug("store replaced", objects=len(objs), resource_version=rv)
+
+    async def _watch(self, stream: WatchStream | None, backoff: _Backoff) -> None:
+        opts = self.options
+        while True:
+            if stream is None:
+                stream = self.client.watch(
+                    self.resource,
+                    opts.namespace,
+                    resource_version=self.last_sync_resource_version,
+                    timeout_seconds=self._watch_timeout(),
+                    label_selector=opts.label_selector,
+                    field_selector=opts.field_selector,
+                    idle_timeout=opts.idle_timeout,
+                )
+                try:
+                    await stream.__aenter__()
+                except (TransportError, TooManyRequests) as exc:
+                    self._log.info("watch could not start; backing off", error=str(exc))
+                    stream = None
+                    await anyio.sleep(backoff.next())
+                    continue
+                except (Gone, ServerTimeout) as exc:
+                    raise _Relist() from exc
+            started = time.monotonic()
+            events = 0
+            try:
+                async for ev in stream:
+                    events += 1
+                    self._apply(ev)
+            except Gone as exc:
+                self._log.info("watch expired; relisting", error=str(exc))
+                raise _Relist() from exc
+            except ServerTimeout as exc:
+                if exc.too_large_resource_version:
+                    raise _Relist() from exc
+                raise
+            except TooManyRequests:
+                await anyio.sleep(backoff.next())
+            except TransportError as exc:
+                # A dead or idle connection: re-watch from the last RV (a 410 then relists).
+                self._log.info("watch connection lost; re-watching", error=str(exc))
+                await anyio.sleep(backoff.next())
+            else:
+                if events == 0 and time.monotonic() - started < 1.0:
+                    raise TransportError("very short watch: closed within 1 s without events")
+            finally:
+                await stream.__aexit__(None, None, None)
+                stream = None
+
+    def _apply(self, ev: WatchEvent) -> None:
+        obj = ev.object
+        rv = (obj.get("metadata") or {}).get("resourceVersion")
+        if ev.type == "BOOKMARK":
+            if rv:
+                self.last_sync_resource_version = rv
+            return
+        obj = self._transform(obj)
+        if ev.type == "DELETED":
+            self.store.delete(object_key(obj))
+            for h in self._handlers:
+                h.on_delete(obj)
+        else:
+            prev = self.store.upsert(obj)
+            if prev is None:
+                for h in self._handlers:
+                    h.on_add(obj, False)
+            else:
+                for h in self._handlers:
+                    h.on_update(prev, obj)
+        if rv:
+            self.last_sync_resource_version = rv
+
+
+def _rv(obj: RawObject) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
