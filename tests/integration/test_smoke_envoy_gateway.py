@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import http.client
+import socket
+from pathlib import Path
 
 import pytest
 
@@ -80,3 +82,66 @@ def test_envoy_gateway_routes_an_httproute_to_a_backend(envoy_gateway: EnvoyGate
         assert _get(port, "other.example")[0] == 404
     finally:
         backend.stop()
+
+
+def test_envoy_gateway_dials_an_extension_server_on_host_loopback(tmp_path: Path) -> None:
+    # A bare TCP listener stands where tsgw's extension server will: EG must open a gRPC (HTTP/2)
+    # connection to it when a route names a backend resource registered with the extension manager.
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(90)
+    extension = {
+        "backendResources": [
+            {"group": "gateway.tailscale.com", "version": "v1alpha1", "kind": "TailscaleEndpoints"}
+        ],
+        "hooks": {"xdsTranslator": {"post": ["Cluster", "Translation"]}},
+        "service": {"fqdn": {"hostname": "127.0.0.1", "port": listener.getsockname()[1]}},
+        "failOpen": True,
+    }
+    eg = EnvoyGateway(tmp_path / "eg", extension=extension)
+    try:
+        eg.write(
+            "ext.yaml",
+            [
+                {
+                    "apiVersion": "gateway.networking.k8s.io/v1",
+                    "kind": "Gateway",
+                    "metadata": {"name": "ext", "namespace": "default"},
+                    "spec": {
+                        "gatewayClassName": "eg",
+                        "listeners": [{"name": "http", "protocol": "HTTP", "port": 8889}],
+                    },
+                },
+                {
+                    "apiVersion": "gateway.tailscale.com/v1alpha1",
+                    "kind": "TailscaleEndpoints",
+                    "metadata": {"name": "tailnet-db", "namespace": "default"},
+                    "spec": {},
+                },
+                {
+                    "apiVersion": "gateway.networking.k8s.io/v1",
+                    "kind": "HTTPRoute",
+                    "metadata": {"name": "ext", "namespace": "default"},
+                    "spec": {
+                        "parentRefs": [{"name": "ext"}],
+                        "rules": [
+                            {
+                                "backendRefs": [
+                                    {
+                                        "group": "gateway.tailscale.com",
+                                        "kind": "TailscaleEndpoints",
+                                        "name": "tailnet-db",
+                                    }
+                                ]
+                            }
+                        ],
+                    },
+                },
+            ],
+        )
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(10)
+            assert conn.recv(24) == b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # the HTTP/2 preface gRPC opens with
+    finally:
+        eg.close()
+        listener.close()

@@ -87,7 +87,12 @@ class EnvoyGateway:
     """One standalone Envoy Gateway in its own namespace; call :meth:`close` when done."""
 
     def __init__(self, home: Path, extension: Mapping[str, Any] | None = None) -> None:
+        """``extension``: an ``extensionManager`` block; its ``service.fqdn`` names a host
+        loopback port (the test's extension server), reached from inside through
+        :meth:`NetNS.expose_host_port`.
+        """
         self.home = home
+        self.ns = NetNS(prefix="tsgw-eg")
         for d in ("config", "data", "state", "run", "resources"):
             (home / d).mkdir(parents=True, exist_ok=True)
         self.resources = home / "resources"
@@ -100,9 +105,12 @@ class EnvoyGateway:
         envoy_dir = home / "data" / "envoy-versions" / ENVOY_VERSION / "bin"
         envoy_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy2(bin_path("envoy"), envoy_dir / "envoy")
+        if extension is not None:
+            fqdn = extension["service"]["fqdn"]
+            inside = self.ns.expose_host_port(int(fqdn["port"]))
+            extension = {**extension, "service": {"fqdn": {"hostname": "127.0.0.1", "port": inside}}}
         self.config = home / "envoy-gateway.yaml"
         self.config.write_text(yaml.safe_dump(envoy_gateway_config(home, extension)))
-        self.ns = NetNS(prefix="tsgw-eg")
         self.write("base.yaml", base_resources())
         self.process = Process(
             "envoy-gateway",

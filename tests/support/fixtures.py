@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.controlplane import ControlPlane
+from tests.support.envoy_gateway import EnvoyGateway
+from tests.support.netns import delete_all
+from tests.support.tailnet import Tailnet
 
 
 @pytest.fixture(scope="session")
@@ -20,3 +23,30 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
         yield cp
     finally:
         cp.stop()
+
+
+@pytest.fixture(scope="session")
+def tailnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tailnet]:
+    """Headscale with embedded DERP in a private namespace; tests add tailscaled nodes to it."""
+    tn = Tailnet(tmp_path_factory.mktemp("tailnet"))
+    try:
+        yield tn
+    finally:
+        tn.close()
+
+
+@pytest.fixture(scope="session")
+def envoy_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EnvoyGateway]:
+    """Envoy Gateway standalone (file provider, host infrastructure) in a private namespace."""
+    eg = EnvoyGateway(tmp_path_factory.mktemp("envoy-gateway"))
+    try:
+        yield eg
+    finally:
+        eg.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_stray_namespaces() -> Iterator[None]:
+    yield
+    leaked = delete_all()
+    assert not leaked, f"network namespaces left at the end of the session: {leaked}"

@@ -103,6 +103,15 @@ class NetNS:
         self._forwarders.append(fw)
         return fw.port
 
+    def expose_host_port(self, host_port: int, ns_port: int = 0) -> int:
+        """Make the host's ``127.0.0.1:host_port`` reachable inside as ``127.0.0.1:ns_port``.
+
+        Returns the port inside the namespace (``ns_port``, or a free one when 0).
+        """
+        fw = _Forwarder(self, "127.0.0.1", host_port, inward=False, listen_port=ns_port)
+        self._forwarders.append(fw)
+        return fw.port
+
     def pids(self) -> list[int]:
         """Processes whose network namespace is this one."""
         out = subprocess.run(["ip", "netns", "pids", self.name], capture_output=True, text=True).stdout
@@ -124,11 +133,20 @@ class NetNS:
 
 
 class _Forwarder:
-    """Accepts on host loopback and splices each connection to a target inside a namespace."""
+    """Accepts on one side and splices each connection to a target on the other side.
 
-    def __init__(self, ns: NetNS, host: str, port: int) -> None:
-        self.ns, self.host, self.target = ns, host, port
-        self.listener = socket.create_server(("127.0.0.1", 0))
+    Forward (``inward=True``): listens on host loopback, connects inside the namespace.
+    Reverse (``inward=False``): listens inside the namespace on ``listen_port``, connects to
+    the host's loopback, so a program in the namespace can call a server of the test process.
+    """
+
+    def __init__(self, ns: NetNS, host: str, port: int, *, inward: bool = True, listen_port: int = 0) -> None:
+        self.ns, self.host, self.target, self.inward = ns, host, port, inward
+        if inward:
+            self.listener = socket.create_server(("127.0.0.1", 0))
+        else:
+            with ns.entered():
+                self.listener = socket.create_server(("127.0.0.1", listen_port))
         self.port = int(self.listener.getsockname()[1])
         self._closed = False
         self._conns: set[socket.socket] = set()
@@ -141,7 +159,11 @@ class _Forwarder:
             except OSError:
                 return
             try:
-                upstream = self.ns.connect(self.host, self.target)
+                if self.inward:
+                    upstream = self.ns.connect(self.host, self.target)
+                else:
+                    upstream = socket.create_connection((self.host, self.target), timeout=5)
+                upstream.settimeout(None)
             except OSError:
                 client.close()
                 continue
