@@ -3,4 +3,82 @@
 Knows Tailscale and nothing of Kubernetes or Envoy. It holds the client (OAuth client
 credentials or an API key; auth keys, devices, Tailscale Services), the auth-key lifecycle of a
 proxy replica, and the tailscaled/containerboot configuration of a proxy as plain data.
+
+    async with TailscaleClient(OAuthClientCredentials("", secret)) as ts:
+        key = await ts.create_auth_key(AuthKeyRequest(tags=("tag:k8s",)))
+
+:class:`Client` is the interface the operator depends on; :class:`TailscaleClient` and
+:class:`HeadscaleClient` implement it and say what they support in ``capabilities``. Every
+failure is a :class:`TailscaleError` (see ``_errors.py`` for the tree).
 """
+
+from ._client import Client, TailscaleClient
+from ._errors import (
+    APIError,
+    AuthError,
+    ConflictError,
+    ForbiddenError,
+    InvalidRequestError,
+    NotFoundError,
+    RateLimitedError,
+    ServerError,
+    TailscaleError,
+    TransportError,
+    UnsupportedError,
+)
+from ._headscale import HeadscaleClient
+from ._lifecycle import (
+    AuthKeyLifecycle,
+    DeleteResult,
+    EnsureResult,
+    MemoryStateStore,
+    ReplicaStateStore,
+    StateKeys,
+)
+from ._proxy import HostedService, ProxyConfig, ServePort
+from ._types import (
+    APIKey,
+    AuthKey,
+    AuthKeyRequest,
+    Capabilities,
+    ClientOptions,
+    Device,
+    OAuthClientCredentials,
+    RetryOptions,
+    TailscaleService,
+)
+
+__all__ = [
+    "APIError",
+    "APIKey",
+    "AuthError",
+    "AuthKey",
+    "AuthKeyLifecycle",
+    "AuthKeyRequest",
+    "Capabilities",
+    "Client",
+    "ClientOptions",
+    "ConflictError",
+    "DeleteResult",
+    "Device",
+    "EnsureResult",
+    "ForbiddenError",
+    "HeadscaleClient",
+    "HostedService",
+    "InvalidRequestError",
+    "MemoryStateStore",
+    "NotFoundError",
+    "OAuthClientCredentials",
+    "ProxyConfig",
+    "RateLimitedError",
+    "ReplicaStateStore",
+    "RetryOptions",
+    "ServePort",
+    "ServerError",
+    "StateKeys",
+    "TailscaleClient",
+    "TailscaleError",
+    "TailscaleService",
+    "TransportError",
+    "UnsupportedError",
+]

@@ -1,0 +1,137 @@
+"""The auth-key lifecycle against the fake API: one key per replica, devices cleaned up."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import anyio
+import pytest
+
+from tests.fake_tailscale import FakeTailscale
+from tsgw.tailscale import AuthKeyLifecycle, AuthKeyRequest, MemoryStateStore, StateKeys, TailscaleClient
+
+pytestmark = pytest.mark.anyio
+
+KEYS = "/api/v2/tailnet/-/keys"
+REQ = AuthKeyRequest(tags=("tag:k8s",))
+
+
+def containerboot_joins(
+    fake: FakeTailscale, store: MemoryStateStore, replica: str, *, tidy: bool = True
+) -> str:
+    """What containerboot does on first start: log in with ``authkey``, write ``device_id``,
+    and (with TS_AUTH_ONCE and patch rights) delete ``authkey``."""
+    state = store.data[replica]
+    dev = fake.register_device(state[StateKeys.AUTHKEY], replica)
+    state[StateKeys.DEVICE_ID] = dev["nodeId"]
+    state["_machinekey"] = "privkey:..."
+    if tidy:
+        del state[StateKeys.AUTHKEY]
+    return str(dev["nodeId"])
+
+
+async def test_each_replica_gets_exactly_one_key_however_often_it_is_reconciled(
+    fake: FakeTailscale, ts: TailscaleClient
+) -> None:
+    store = MemoryStateStore()
+    life = AuthKeyLifecycle(ts, store)
+    for _ in range(5):
+        for replica in ("web-0", "web-1", "web-2"):
+            await life.ensure(replica, REQ)
+    assert fake.count("POST", KEYS) == 3
+    assert {store.data[r][StateKeys.AUTHKEY_ID] for r in store.data} == set(fake.keys)
+    for r in ("web-0", "web-1", "web-2"):
+        key = fake.keys[store.data[r][StateKeys.AUTHKEY_ID]]
+        assert key["description"] == f"tsgw {r}"
+        create = key["capabilities"]["devices"]["create"]
+        assert create == {"reusable": False, "ephemeral": False, "preauthorized": True, "tags": ["tag:k8s"]}
+
+
+async def test_concurrent_reconciles_of_one_replica_mint_one_key(
+    fake: FakeTailscale, ts: TailscaleClient
+) -> None:
+    life = AuthKeyLifecycle(ts, MemoryStateStore())
+    results = []
+
+    async def go() -> None:
+        results.append(await life.ensure("web-0", REQ))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(8):
+            tg.start_soon(go)
+    assert fake.count("POST", KEYS) == 1
+    assert sum(r.minted for r in results) == 1
+
+
+async def test_a_registered_replica_never_gets_a_new_key_even_after_its_key_is_gone(
+    fake: FakeTailscale, ts: TailscaleClient
+) -> None:
+    store = MemoryStateStore()
+    life = AuthKeyLifecycle(ts, store)
+    await life.ensure("web-0", REQ)
+    device_id = containerboot_joins(fake, store, "web-0")
+    result = await life.ensure("web-0", REQ)
+    assert (result.minted, result.device_id) == (False, device_id)
+    assert fake.count("POST", KEYS) == 1
+    assert StateKeys.AUTHKEY_ID not in store.data["web-0"]
+
+
+async def test_a_key_left_behind_after_registration_is_removed_from_the_state(
+    fake: FakeTailscale, ts: TailscaleClient
+) -> None:
+    store = MemoryStateStore()
+    life = AuthKeyLifecycle(ts, store)
+    await life.ensure("web-0", REQ)
+    containerboot_joins(fake, store, "web-0", tidy=False)
+    await life.ensure("web-0", REQ)
+    assert StateKeys.AUTHKEY not in store.data["web-0"]
+    assert store.data["web-0"][StateKeys.DEVICE_ID]
+
+
+async def test_tailscaled_state_alone_counts_as_state(fake: FakeTailscale, ts: TailscaleClient) -> None:
+    store = MemoryStateStore({"web-0": {"_current-profile": "profile-1"}})
+    result = await AuthKeyLifecycle(ts, store).ensure("web-0", REQ)
+    assert result.minted is False
+    assert fake.count("POST", KEYS) == 0
+
+
+async def test_deleting_a_proxy_deletes_its_device_by_the_id_in_its_state(
+    fake: FakeTailscale, ts: TailscaleClient
+) -> None:
+    store = MemoryStateStore()
+    life = AuthKeyLifecycle(ts, store)
+    await life.ensure("web-0", REQ)
+    device_id = containerboot_joins(fake, store, "web-0")
+    result = await life.delete("web-0")
+    assert (result.device_deleted, result.key_revoked) == (True, False)
+    assert device_id not in fake.devices
+    assert fake.count("DELETE", f"/api/v2/device/{device_id}") == 1
+    again = await life.delete("web-0")  # a finalizer may run twice
+    assert again.device_deleted is False
+
+
+async def test_deleting_a_proxy_before_it_joined_revokes_its_unused_key(
+    fake: FakeTailscale, ts: TailscaleClient
+) -> None:
+    store = MemoryStateStore()
+    life = AuthKeyLifecycle(ts, store)
+    await life.ensure("web-0", REQ)
+    result = await life.delete("web-0")
+    assert (result.device_deleted, result.key_revoked) == (False, True)
+    assert fake.keys == {}
+    assert StateKeys.AUTHKEY not in store.data["web-0"]
+
+
+class FailingStore(MemoryStateStore):
+    async def save(self, replica: str, changes: Mapping[str, str | None]) -> None:
+        raise OSError("state store unavailable")
+
+
+async def test_a_key_that_could_not_be_stored_is_revoked_not_leaked(
+    fake: FakeTailscale, ts: TailscaleClient
+) -> None:
+    life = AuthKeyLifecycle(ts, FailingStore())
+    with pytest.raises(OSError, match="unavailable"):
+        await life.ensure("web-0", REQ)
+    assert fake.count("POST", KEYS) == 1
+    assert fake.keys == {}

@@ -1,0 +1,189 @@
+"""The auth-key lifecycle of proxy replicas: one key each, minted once, devices cleaned up.
+
+The prototype minted a key on every reconcile and leaked devices. The rules here:
+
+* A replica gets a key only while it has **no state**: no ``authkey`` waiting, no
+  ``device_id``, no tailscaled profile. A restarted pod logs in again from its state, never
+  with a new key.
+* The key is single use, pre-authorized, tagged, not ephemeral, and is written into the
+  replica's state (the ``authkey`` field containerboot reads when ``TS_AUTHKEY`` is unset).
+* containerboot deletes ``authkey`` after the first login (``TS_AUTH_ONCE``); if it could not,
+  :meth:`AuthKeyLifecycle.ensure` removes it once ``device_id`` shows the device registered.
+* On proxy deletion, :meth:`AuthKeyLifecycle.delete` deletes the device by the ``device_id``
+  kept in the state, and revokes a key that was never used. "Already gone" is success.
+
+State lives behind :class:`ReplicaStateStore` (the controllers implement it on Secrets), so
+this module knows nothing of Kubernetes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import anyio
+import structlog
+
+from ._client import Client
+from ._types import AuthKeyRequest
+
+__all__ = [
+    "AuthKeyLifecycle",
+    "DeleteResult",
+    "EnsureResult",
+    "MemoryStateStore",
+    "ReplicaStateStore",
+    "StateKeys",
+]
+
+log = structlog.get_logger("tsgw.tailscale")
+
+
+class StateKeys:
+    """Field names in a replica's state (containerboot's, ``kube/kubetypes``, and tsgw's own)."""
+
+    AUTHKEY = "authkey"
+    """The key containerboot logs in with; it deletes the field after login."""
+    AUTHKEY_ID = "tsgw-authkey-id"
+    """tsgw's: the id of that key, to revoke it if the replica goes away unused."""
+    DEVICE_ID = "device_id"
+    """containerboot's: the stable node ID once the device registered."""
+    DEVICE_FQDN = "device_fqdn"
+    DEVICE_IPS = "device_ips"
+    REISSUE_AUTHKEY = "reissue_authkey"
+    """containerboot's request for a new key (config-file mode only; see docs/tailscale.md)."""
+    # tailscaled's own state store keys: any of them means the replica has logged in before.
+    TAILSCALED = ("_machinekey", "_current-profile", "_profiles")
+
+
+class ReplicaStateStore(Protocol):
+    """Where a replica's state lives (a Secret per replica, in the operator)."""
+
+    async def load(self, replica: str) -> Mapping[str, str] | None:
+        """The replica's state fields, or None when it has no state object yet."""
+        ...
+
+    async def save(self, replica: str, changes: Mapping[str, str | None]) -> None:
+        """Merge ``changes`` into the state (None deletes a field), creating it if needed."""
+        ...
+
+
+@dataclass
+class MemoryStateStore:
+    """A :class:`ReplicaStateStore` in a dict: for tests and standalone runs."""
+
+    data: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    async def load(self, replica: str) -> Mapping[str, str] | None:
+        state = self.data.get(replica)
+        return dict(state) if state is not None else None
+
+    async def save(self, replica: str, changes: Mapping[str, str | None]) -> None:
+        state = self.data.setdefault(replica, {})
+        for k, v in changes.items():
+            if v is None:
+                state.pop(k, None)
+            else:
+                state[k] = v
+
+
+@dataclass(frozen=True)
+class EnsureResult:
+    minted: bool
+    """A key was minted and stored in this call."""
+    key_id: str = ""
+    """The id of the key waiting in the state (empty once used or unknown)."""
+    device_id: str = ""
+    """The registered device's stable node ID, once containerboot wrote it."""
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    device_deleted: bool
+    """The device existed and was deleted now."""
+    key_revoked: bool
+    """An unused key existed and was revoked now."""
+
+
+def has_state(state: Mapping[str, str] | None) -> bool:
+    """Whether a replica already has a key waiting, a device, or tailscaled state."""
+    if not state:
+        return False
+    names = (StateKeys.AUTHKEY, StateKeys.DEVICE_ID, *StateKeys.TAILSCALED)
+    return any(state.get(k) for k in names)
+
+
+class AuthKeyLifecycle:
+    """Mints and cleans up after replicas of one proxy through ``client`` and ``store``.
+
+    Calls for the same replica are serialized in this process, so two reconciles racing on
+    one replica still mint one key. (Across operator replicas, leader election does that.)
+    """
+
+    def __init__(self, client: Client, store: ReplicaStateStore) -> None:
+        self._client = client
+        self._store = store
+        self._locks: dict[str, anyio.Lock] = {}
+
+    def _lock(self, replica: str) -> anyio.Lock:
+        return self._locks.setdefault(replica, anyio.Lock())
+
+    async def ensure(self, replica: str, request: AuthKeyRequest) -> EnsureResult:
+        """Give ``replica`` a key if it has no state yet; tidy the key away once registered."""
+        async with self._lock(replica):
+            state = await self._store.load(replica) or {}
+            device_id = state.get(StateKeys.DEVICE_ID, "")
+            if device_id:
+                stale = {k: None for k in (StateKeys.AUTHKEY, StateKeys.AUTHKEY_ID) if k in state}
+                if stale:
+                    await self._store.save(replica, stale)
+                return EnsureResult(minted=False, device_id=device_id)
+            if has_state(state):
+                return EnsureResult(minted=False, key_id=state.get(StateKeys.AUTHKEY_ID, ""))
+            description = request.description or f"tsgw {replica}"[:50]
+            key = await self._client.create_auth_key(
+                AuthKeyRequest(
+                    tags=request.tags,
+                    reusable=request.reusable,
+                    ephemeral=request.ephemeral,
+                    preauthorized=request.preauthorized,
+                    expiry_seconds=request.expiry_seconds,
+                    description=description,
+                )
+            )
+            try:
+                await self._store.save(replica, {StateKeys.AUTHKEY: key.key, StateKeys.AUTHKEY_ID: key.id})
+            except BaseException:
+                # The key is nowhere a replica could use it: revoke it rather than leak it.
+                with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+                    try:
+                        await self._client.delete_auth_key(key.id, missing_ok=True)
+                    except Exception as e:  # the save error matters more
+                        log.warning(
+                            "tailscale.authkey_revoke_failed", replica=replica, key_id=key.id, error=str(e)
+                        )
+                raise
+            log.info("tailscale.authkey_minted", replica=replica, key_id=key.id, tags=list(key.tags))
+            return EnsureResult(minted=True, key_id=key.id)
+
+    async def delete(self, replica: str) -> DeleteResult:
+        """Delete the replica's device (by the ``device_id`` in its state) and any unused key."""
+        async with self._lock(replica):
+            state = await self._store.load(replica) or {}
+            device_deleted = key_revoked = False
+            device_id = state.get(StateKeys.DEVICE_ID, "")
+            if device_id:
+                device_deleted = await self._client.delete_device(device_id, missing_ok=True)
+                log.info(
+                    "tailscale.device_deleted", replica=replica, device_id=device_id, existed=device_deleted
+                )
+            key_id = state.get(StateKeys.AUTHKEY_ID, "")
+            if key_id and state.get(StateKeys.AUTHKEY):
+                key_revoked = await self._client.delete_auth_key(key_id, missing_ok=True)
+                log.info("tailscale.authkey_revoked", replica=replica, key_id=key_id, existed=key_revoked)
+            cleared = {k: None for k in (StateKeys.AUTHKEY, StateKeys.AUTHKEY_ID) if k in state}
+            if cleared:
+                await self._store.save(replica, cleared)
+            self._locks.pop(replica, None)
+            return DeleteResult(device_deleted=device_deleted, key_revoked=key_revoked)
