@@ -61,6 +61,7 @@ class _Meta:
     rules: tuple[Rule, ...] = ()
     item_pattern: str | None = None
     item_rules: tuple[Rule, ...] = ()
+    item_max_length: int = 253
 
 
 def field(
@@ -77,6 +78,7 @@ def field(
     max_length: int | None = None,
     pattern: str | None = None,
     item_pattern: str | None = None,
+    item_max_length: int = 253,
     list_map_keys: tuple[str, ...] | None = None,
     preserve_unknown: bool = False,
     rules: tuple[Rule, ...] = (),
@@ -103,6 +105,7 @@ def field(
         preserve_unknown=preserve_unknown,
         rules=rules,
         item_rules=item_rules,
+        item_max_length=item_max_length,
     )
     md = {"tsgw": meta}
     if isinstance(default, type) and dataclasses.is_dataclass(default):
@@ -155,7 +158,15 @@ def _to_json(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _to_json(v) for k, v in value.items()}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {}
+        # The materialized default: the API server validates a default (CEL rules included)
+        # as written, without applying the nested defaults first.
+        out = {}
+        for f in dataclasses.fields(value):
+            v = getattr(value, f.name)
+            if v is None or v == () or v == {}:
+                continue
+            out[_json_name(f)] = _to_json(v)
+        return out
     return value
 
 
@@ -176,6 +187,9 @@ def _type_schema(tp: Any, meta: _Meta | None, *, item: bool = False) -> dict[str
     elif typing.get_origin(tp) is tuple:
         (inner, _ellipsis) = typing.get_args(tp)
         items = _type_schema(inner, None, item=True)
+        if meta is not None and inner is str:
+            # Bounded strings keep the API server's CEL cost estimate within budget.
+            items["maxLength"] = meta.item_max_length
         if meta is not None and meta.item_pattern:
             items["pattern"] = meta.item_pattern
         if meta is not None and meta.item_rules:
@@ -307,6 +321,8 @@ def _parse(tp: Any, raw: Any, path: str, meta: _Meta | None = None) -> Any:
         items = []
         for i, item in enumerate(raw):
             ipath = f"{path}[{i}]"
+            if meta is not None and isinstance(item, str) and len(item) > meta.item_max_length:
+                _fail(ipath, f"may not be more than {meta.item_max_length} bytes")
             pattern = meta.item_pattern if meta is not None else None
             if pattern and isinstance(item, str) and not re.fullmatch(pattern, item):
                 _fail(ipath, f"should match {pattern!r}")

@@ -625,6 +625,7 @@ class AccessRule:
         "Tailnet source addresses.",
         default=(),
         max_items=16,
+        item_max_length=43,
         item_rules=(
             Rule(
                 cel="isCIDR(self)", message="must be a CIDR, e.g. 100.64.0.0/10", check=lambda s: _is_cidr(s)
@@ -686,6 +687,7 @@ class Retries:
         "Envoy retry conditions.",
         default=("connect-failure", "reset", "5xx"),
         max_items=8,
+        item_max_length=32,
         item_rules=(
             Rule(
                 cel="self in ['5xx', 'gateway-error', 'reset', 'connect-failure', 'retriable-4xx', "

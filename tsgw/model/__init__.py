@@ -1,5 +1,50 @@
-"""The intermediate model between the API and every output: proxy groups, listeners, routes,
-clusters with priorities, weights and health checks, endpoints and policies.
+"""The intermediate model: proxy groups, listeners, routes, clusters with priorities, weights and
+health checks, endpoints, access policies, and per-object conditions.
 
-Pure data with no I/O and a deterministic order, so the same input always gives the same bytes.
+Pure data, no I/O, deterministic order and stable names: the same input gives equal models, so
+the outputs derived from them are byte-identical.
 """
+
+from tsgw.model._model import (
+    AccessPolicy,
+    AccessRule,
+    Cluster,
+    Condition,
+    Direction,
+    Endpoint,
+    HeaderChanges,
+    HealthCheck,
+    Listener,
+    Model,
+    ObjectRef,
+    ObjectStatus,
+    Protocol,
+    ProxyGroup,
+    ProxyPod,
+    Retries,
+    Route,
+    ServicePort,
+    TailscaleService,
+)
+
+__all__ = [
+    "AccessPolicy",
+    "AccessRule",
+    "Cluster",
+    "Condition",
+    "Direction",
+    "Endpoint",
+    "HeaderChanges",
+    "HealthCheck",
+    "Listener",
+    "Model",
+    "ObjectRef",
+    "ObjectStatus",
+    "Protocol",
+    "ProxyGroup",
+    "ProxyPod",
+    "Retries",
+    "Route",
+    "ServicePort",
+    "TailscaleService",
+]

@@ -1,6 +1,27 @@
-"""Pure functions from inputs to outputs, with errors as values.
+"""Pure translation: api objects + Services + EndpointSlices + Gateways + tailnet facts → model;
+model → xDS resources per proxy group (protobuf messages, upb backend); model → owned Kubernetes
+objects (plain dicts for server-side apply).
 
-API objects, Gateway API objects, Services, EndpointSlices and tailnet facts become a model; the
-model becomes xDS resources per proxy group and the Kubernetes objects tsgw owns. One bad object
-yields a condition on that object and never blocks the others.
+No I/O. Errors are values: every input object gets conditions in the model, and one bad object
+never blocks the others. The same input gives byte-identical output.
 """
+
+from tsgw.translate._build import build_model, group_name
+from tsgw.translate._inputs import Device, Inputs, Options, TailnetFacts
+from tsgw.translate._objects import owned_objects
+from tsgw.translate._translate import Result, translate
+from tsgw.translate._xds import XdsResources, xds_resources
+
+__all__ = [
+    "Device",
+    "Inputs",
+    "Options",
+    "Result",
+    "TailnetFacts",
+    "XdsResources",
+    "build_model",
+    "group_name",
+    "owned_objects",
+    "translate",
+    "xds_resources",
+]

@@ -1,0 +1,77 @@
+"""What translation reads besides the API objects: tailnet facts and options."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Device", "Inputs", "Options", "TailnetFacts"]
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """A tailnet device as the Tailscale (or Headscale) API reports it."""
+
+    name: str
+    """MagicDNS name, e.g. db-eu-1.tail1234.ts.net."""
+    addresses: tuple[str, ...]
+    tags: tuple[str, ...] = ()
+    user: str = ""
+    online: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class TailnetFacts:
+    """What the controllers learned from a tailnet's API; translation never calls the API."""
+
+    magic_dns_suffix: str = ""
+    devices: tuple[Device, ...] = ()
+    services: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Tailscale Service name (svc:x) → its VIP addresses."""
+
+
+@dataclass(frozen=True, slots=True)
+class Inputs:
+    """Everything one translation reads. Raw objects are JSON-decoded dicts as the informers keep
+    them; their order does not matter (translation sorts)."""
+
+    objects: Sequence[Mapping[str, Any]] = ()
+    """gateway.tailscale.com/v1alpha1 objects of every kind."""
+    services: Sequence[Mapping[str, Any]] = ()
+    """core/v1 Services."""
+    endpoint_slices: Sequence[Mapping[str, Any]] = ()
+    """discovery.k8s.io/v1 EndpointSlices."""
+    gateways: Sequence[Mapping[str, Any]] = ()
+    """gateway.networking.k8s.io/v1 Gateways."""
+    tailnets: Mapping[str, TailnetFacts] = field(default_factory=dict)
+    """TailscaleTailnet name → its facts."""
+    auth_keys: Mapping[str, str] = field(default_factory=dict)
+    """Proxy pod name → the auth key minted for it (the controller mints once per replica)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """How the owned objects and Envoy configuration are shaped."""
+
+    operator_namespace: str = "tsgw-system"
+    """Namespace of the operator. Default: tsgw-system."""
+    xds_host: str = "tsgw.tsgw-system.svc"
+    """Where the proxies' Envoys find tsgw's xDS server. Default: tsgw.tsgw-system.svc."""
+    xds_port: int = 18000
+    """Its port. Default: 18000."""
+    tailscale_image: str = "ghcr.io/tailscale/tailscale:v1.102.3"
+    """Image running containerboot and tailscaled. Default: ghcr.io/tailscale/tailscale:v1.102.3."""
+    envoy_image: str = "docker.io/envoyproxy/envoy:v1.40.0"
+    """Envoy image. Default: docker.io/envoyproxy/envoy:v1.40.0."""
+    first_listener_port: int = 10000
+    """Envoy's listeners bind from this port up, in port order. Default: 10000."""
+    connect_proxy_port: int = 1055
+    """tailscaled's outbound HTTP CONNECT proxy on loopback (egress). Default: 1055."""
+    health_port: int = 9002
+    """containerboot's /healthz. Default: 9002."""
+    envoy_admin_port: int = 19000
+    """Envoy's admin interface, on loopback. Default: 19000."""
+    tailscale_capver: int = 130
+    """Capability version in the name of the tailscaled config file (cap-<N>.hujson); containerboot
+    reads the newest file not newer than itself. Default: 130."""

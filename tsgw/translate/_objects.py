@@ -1,0 +1,366 @@
+"""Model → the Kubernetes objects tsgw owns for each proxy group, as plain dicts ready for
+server-side apply.
+
+Per group: ServiceAccount, Role and RoleBinding (each replica may read and write only the
+group's state Secrets, by resourceNames), one state Secret per replica (containerboot keeps
+tailscaled's state and the device's id, name and addresses there), one config Secret per
+replica (the versioned tailscaled config file containerboot reads), the Envoy bootstrap
+ConfigMap, for ingress the serve ConfigMap, for egress the ClusterIP Service, and the StatefulSet
+whose pods run tailscaled (through tailscale's containerboot) and Envoy, both unprivileged.
+
+The tailscaled configuration below is a small local mapping of containerboot's inputs
+(shared/reference/tailscale.md §5.1, verified.md §12); tsgw.tailscale will own it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from tsgw.api import API_VERSION
+from tsgw.model import Direction, ProxyGroup
+from tsgw.translate._inputs import Options
+
+__all__ = ["owned_objects"]
+
+_LABEL_NAME = "app.kubernetes.io/name"
+_LABEL_INSTANCE = "app.kubernetes.io/instance"
+_LABEL_MANAGED = "app.kubernetes.io/managed-by"
+_LABEL_OWNER_KIND = "gateway.tailscale.com/owner-kind"
+_LABEL_OWNER_NAME = "gateway.tailscale.com/owner-name"
+
+_HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+_STATE_MOUNT = "/etc/tsconfig"
+_SERVE_MOUNT = "/etc/tsgw/serve"
+_ENVOY_MOUNT = "/etc/envoy"
+
+
+def _labels(g: ProxyGroup) -> dict[str, str]:
+    return {
+        _LABEL_NAME: "tsgw-proxy",
+        _LABEL_INSTANCE: g.name,
+        _LABEL_MANAGED: "tsgw",
+        _LABEL_OWNER_KIND: g.owner.kind,
+        _LABEL_OWNER_NAME: g.owner.name,
+    }
+
+
+def _selector(g: ProxyGroup) -> dict[str, str]:
+    return {_LABEL_NAME: "tsgw-proxy", _LABEL_INSTANCE: g.name}
+
+
+def _meta(g: ProxyGroup, name: str) -> dict[str, Any]:
+    md: dict[str, Any] = {"name": name, "namespace": g.namespace, "labels": _labels(g)}
+    if g.owner.uid:
+        md["ownerReferences"] = [
+            {
+                "apiVersion": API_VERSION,
+                "kind": g.owner.kind,
+                "name": g.owner.name,
+                "uid": g.owner.uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+    return md
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def tailscaled_config(g: ProxyGroup, pod: str, auth_key: str | None) -> dict[str, Any]:
+    """The per-replica tailscaled config file (ipn.ConfigVAlpha) containerboot reads. The
+    device's tags come with its auth key (minted tagged by the controller from `g.pod.tags`)."""
+    cfg: dict[str, Any] = {
+        "Version": "alpha0",
+        "Locked": False,
+        "Hostname": pod,
+        "AcceptDNS": False,
+        "AcceptRoutes": False,
+    }
+    if g.pod.login_url:
+        cfg["ServerURL"] = g.pod.login_url
+    if auth_key:
+        cfg["AuthKey"] = auth_key
+    if g.tailscale_service is not None:
+        cfg["AdvertiseServices"] = [g.tailscale_service.name]
+    return cfg
+
+
+def serve_config(g: ProxyGroup) -> dict[str, Any]:
+    """tailscaled's serve config: each Tailscale Service port → Envoy on loopback, with a PROXY
+    v2 header so Envoy sees the tailnet client's address."""
+    assert g.tailscale_service is not None
+    tcp = {
+        str(ts_port): {"TCPForward": f"127.0.0.1:{local}", "ProxyProtocol": 2}
+        for ts_port, local in g.tailscale_service.ports
+    }
+    return {"Services": {g.tailscale_service.name: {"TCP": tcp}}}
+
+
+def envoy_bootstrap(g: ProxyGroup, options: Options) -> dict[str, Any]:
+    """Envoy's bootstrap: everything dynamic from tsgw's ADS; node id and cluster from the
+    command line (pod name, group name)."""
+    return {
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "GRPC",
+                "transport_api_version": "V3",
+                "set_node_on_first_message_only": True,
+                "grpc_services": [{"envoy_grpc": {"cluster_name": "tsgw-xds"}}],
+            },
+            "cds_config": {"ads": {}, "resource_api_version": "V3"},
+            "lds_config": {"ads": {}, "resource_api_version": "V3"},
+        },
+        "static_resources": {
+            "clusters": [
+                {
+                    "name": "tsgw-xds",
+                    "type": "STRICT_DNS",
+                    "connect_timeout": "5s",
+                    "typed_extension_protocol_options": {
+                        _HTTP_OPTIONS: {
+                            "@type": "type.googleapis.com/" + _HTTP_OPTIONS,
+                            "explicit_http_config": {"http2_protocol_options": {}},
+                        }
+                    },
+                    "load_assignment": {
+                        "cluster_name": "tsgw-xds",
+                        "endpoints": [
+                            {
+                                "lb_endpoints": [
+                                    {
+                                        "endpoint": {
+                                            "address": {
+                                                "socket_address": {
+                                                    "address": options.xds_host,
+                                                    "port_value": options.xds_port,
+                                                }
+                                            }
+                                        }
+                                    }
+                                ]
+                            }
+                        ],
+                    },
+                }
+            ]
+        },
+        "admin": {
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": options.envoy_admin_port}}
+        },
+    }
+
+
+def _restricted() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def _resources(g: ProxyGroup) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if g.pod.requests:
+        out["requests"] = dict(g.pod.requests)
+    if g.pod.limits:
+        out["limits"] = dict(g.pod.limits)
+    return out
+
+
+def _statefulset(g: ProxyGroup, options: Options, config_hash: str) -> dict[str, Any]:
+    replicas = g.replica_names()
+    env: list[dict[str, Any]] = [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
+        {"name": "TS_USERSPACE", "value": "true"},
+        {"name": "TS_KUBE_SECRET", "value": "$(POD_NAME)"},
+        {"name": "TS_EXPERIMENTAL_VERSIONED_CONFIG_DIR", "value": f"{_STATE_MOUNT}/$(POD_NAME)"},
+        {"name": "TS_SOCKET", "value": "/tmp/tailscaled.sock"},
+        {"name": "TS_LOCAL_ADDR_PORT", "value": f"0.0.0.0:{options.health_port}"},
+        {"name": "TS_ENABLE_HEALTH_CHECK", "value": "true"},
+    ]
+    volumes: list[dict[str, Any]] = [
+        {"name": "tmp", "emptyDir": {}},
+        {"name": "envoy-bootstrap", "configMap": {"name": f"{g.name}-envoy"}},
+    ]
+    ts_mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    for pod in replicas:
+        volumes.append({"name": f"config-{pod}", "secret": {"secretName": f"{pod}-config"}})
+        ts_mounts.append({"name": f"config-{pod}", "mountPath": f"{_STATE_MOUNT}/{pod}", "readOnly": True})
+    if g.direction is Direction.EGRESS:
+        env.append(
+            {"name": "TS_OUTBOUND_HTTP_PROXY_LISTEN", "value": f"127.0.0.1:{options.connect_proxy_port}"}
+        )
+    else:
+        env.append({"name": "TS_SERVE_CONFIG", "value": f"{_SERVE_MOUNT}/serve-config.json"})
+        env.append({"name": "TS_EXPERIMENTAL_SERVICE_AUTO_ADVERTISEMENT", "value": "false"})
+        volumes.append({"name": "serve", "configMap": {"name": f"{g.name}-serve"}})
+        ts_mounts.append({"name": "serve", "mountPath": _SERVE_MOUNT, "readOnly": True})
+    tailscale = {
+        "name": "tailscale",
+        "image": g.pod.tailscale_image,
+        "env": env,
+        "ports": [{"name": "health", "containerPort": options.health_port}],
+        "readinessProbe": {"httpGet": {"path": "/healthz", "port": options.health_port}},
+        "securityContext": _restricted(),
+        "volumeMounts": ts_mounts,
+    }
+    envoy = {
+        "name": "envoy",
+        "image": g.pod.envoy_image,
+        "args": [
+            "--config-path",
+            f"{_ENVOY_MOUNT}/envoy.json",
+            "--service-node",
+            "$(POD_NAME)",
+            "--service-cluster",
+            g.name,
+        ],
+        "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+        "ports": [
+            {"name": f"l-{li.port}", "containerPort": li.port} for li in g.listeners if li.bind != "127.0.0.1"
+        ],
+        "securityContext": _restricted(),
+        "volumeMounts": [
+            {"name": "envoy-bootstrap", "mountPath": _ENVOY_MOUNT, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    if not envoy["ports"]:
+        del envoy["ports"]
+    res = _resources(g)
+    if res:
+        tailscale["resources"] = res
+        envoy["resources"] = res
+    pod_spec: dict[str, Any] = {
+        "serviceAccountName": g.name,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 65532,
+            "runAsGroup": 65532,
+            "fsGroup": 65532,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [tailscale, envoy],
+        "volumes": volumes,
+    }
+    if g.pod.node_selector:
+        pod_spec["nodeSelector"] = dict(g.pod.node_selector)
+    if g.pod.tolerations:
+        pod_spec["tolerations"] = list(g.pod.tolerations)
+    if g.pod.affinity is not None:
+        pod_spec["affinity"] = g.pod.affinity
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": _meta(g, g.name),
+        "spec": {
+            "replicas": g.pod.replicas,
+            "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": _selector(g)},
+            "template": {
+                "metadata": {
+                    "labels": _labels(g),
+                    # Envoy reads its bootstrap once: a new bootstrap rolls the pods.
+                    "annotations": {"gateway.tailscale.com/config-hash": config_hash},
+                },
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def owned_objects(
+    g: ProxyGroup, options: Options, auth_keys: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """Every object tsgw applies for one proxy group, in a stable order (kind, then name)."""
+    keys = auth_keys or {}
+    replicas = g.replica_names()
+    objs: list[dict[str, Any]] = [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(g, g.name)},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": _meta(g, g.name),
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["secrets"],
+                    "resourceNames": list(replicas),
+                    "verbs": ["get", "update", "patch"],
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": _meta(g, g.name),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": g.name},
+            "subjects": [{"kind": "ServiceAccount", "name": g.name, "namespace": g.namespace}],
+        },
+    ]
+    for pod in replicas:
+        # The state Secret exists before the pod so the Role can name it; containerboot fills it.
+        objs.append({"apiVersion": "v1", "kind": "Secret", "metadata": _meta(g, pod), "type": "Opaque"})
+        cfg = tailscaled_config(g, pod, keys.get(pod))
+        objs.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": _meta(g, f"{pod}-config"),
+                "type": "Opaque",
+                "stringData": {f"cap-{options.tailscale_capver}.hujson": _json(cfg)},
+            }
+        )
+    bootstrap = _json(envoy_bootstrap(g, options))
+    objs.append(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": _meta(g, f"{g.name}-envoy"),
+            "data": {"envoy.json": bootstrap},
+        }
+    )
+    if g.tailscale_service is not None:
+        objs.append(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": _meta(g, f"{g.name}-serve"),
+                "data": {"serve-config.json": _json(serve_config(g))},
+            }
+        )
+    if g.direction is Direction.EGRESS:
+        objs.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": _meta(g, g.owner.name),
+                "spec": {
+                    "type": "ClusterIP",
+                    "selector": _selector(g),
+                    "ports": [
+                        {"name": p.name, "port": p.port, "targetPort": p.target_port, "protocol": "TCP"}
+                        for p in g.service_ports
+                    ],
+                },
+            }
+        )
+    config_hash = hashlib.sha256(bootstrap.encode()).hexdigest()[:16]
+    objs.append(_statefulset(g, options, config_hash))
+    order = {
+        "ServiceAccount": 0,
+        "Role": 1,
+        "RoleBinding": 2,
+        "Secret": 3,
+        "ConfigMap": 4,
+        "Service": 5,
+        "StatefulSet": 6,
+    }
+    objs.sort(key=lambda o: (order[o["kind"]], o["metadata"]["name"]))
+    return objs

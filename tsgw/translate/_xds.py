@@ -1,0 +1,328 @@
+"""Model → Envoy xDS resources (protobuf messages of `xds-protos`, the upb backend: the codec the
+xDS server encodes once per version).
+
+Per proxy group: CDS clusters (EDS-fed), their ClusterLoadAssignments, LDS listeners and RDS
+route configurations. Egress endpoints are tailnet addresses dialled through tailscaled's local
+HTTP CONNECT proxy (Envoy's http_11_proxy transport socket, with the proxy address in each
+endpoint's metadata), so Envoy's own health checks, weights, priorities and outlier detection
+apply to tailnet targets one by one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from envoy.config.cluster.v3 import cluster_pb2, outlier_detection_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, health_check_pb2, protocol_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.config.rbac.v3 import rbac_pb2 as rbac_config_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.listener.proxy_protocol.v3 import proxy_protocol_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.filters.network.rbac.v3 import rbac_pb2
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from envoy.extensions.transport_sockets.http_11_proxy.v3 import upstream_http_11_connect_pb2
+from envoy.extensions.transport_sockets.raw_buffer.v3 import raw_buffer_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+from envoy.type.matcher.v3 import string_pb2
+from google.protobuf import any_pb2, duration_pb2, json_format, wrappers_pb2
+from google.protobuf.message import Message
+
+from tsgw.model import AccessPolicy, Cluster, HealthCheck, Listener, Protocol, ProxyGroup, Route
+
+__all__ = ["PROXY_ADDRESS_KEY", "XdsResources", "xds_resources"]
+
+PROXY_ADDRESS_KEY = "envoy.http11_proxy_transport_socket.proxy_address"
+"""Endpoint metadata key through which the http_11_proxy transport socket finds its proxy."""
+
+_HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+
+@dataclass(frozen=True, slots=True)
+class XdsResources:
+    """One proxy group's Envoy resources, each list sorted by name."""
+
+    clusters: tuple[Message, ...]
+    endpoints: tuple[Message, ...]
+    listeners: tuple[Message, ...]
+    routes: tuple[Message, ...]
+
+    def by_type(self) -> dict[str, tuple[Message, ...]]:
+        """Resources keyed by type URL, the shape tsgw.xds.Snapshot takes."""
+        out: dict[str, tuple[Message, ...]] = {}
+        for msgs, cls in (
+            (self.clusters, cluster_pb2.Cluster),
+            (self.endpoints, endpoint_pb2.ClusterLoadAssignment),
+            (self.listeners, listener_pb2.Listener),
+            (self.routes, route_pb2.RouteConfiguration),
+        ):
+            out["type.googleapis.com/" + cls.DESCRIPTOR.full_name] = msgs
+        return out
+
+    def to_json(self) -> dict[str, list[dict[str, Any]]]:
+        """Proto3 JSON of every resource (for golden files and dumps; not the hot path)."""
+        return {
+            kind: [json_format.MessageToDict(m, preserving_proto_field_name=True) for m in msgs]
+            for kind, msgs in (
+                ("clusters", self.clusters),
+                ("endpoints", self.endpoints),
+                ("listeners", self.listeners),
+                ("routes", self.routes),
+            )
+        }
+
+    def __iter__(self) -> Iterator[Message]:
+        yield from self.clusters
+        yield from self.endpoints
+        yield from self.listeners
+        yield from self.routes
+
+
+def _any(msg: Message) -> any_pb2.Any:
+    a = any_pb2.Any()
+    a.Pack(msg)
+    return a
+
+
+def _duration(seconds: float) -> duration_pb2.Duration:
+    d = duration_pb2.Duration()
+    d.FromNanoseconds(round(seconds * 1e9))
+    return d
+
+
+def _ads() -> config_source_pb2.ConfigSource:
+    return config_source_pb2.ConfigSource(
+        ads=config_source_pb2.AggregatedConfigSource(), resource_api_version=config_source_pb2.V3
+    )
+
+
+def _socket(address: str, port: int) -> address_pb2.Address:
+    return address_pb2.Address(socket_address=address_pb2.SocketAddress(address=address, port_value=port))
+
+
+def _health_check(hc: HealthCheck) -> health_check_pb2.HealthCheck:
+    msg = health_check_pb2.HealthCheck(
+        timeout=_duration(hc.timeout_s),
+        interval=_duration(hc.interval_s),
+        healthy_threshold=wrappers_pb2.UInt32Value(value=hc.healthy_threshold),
+        unhealthy_threshold=wrappers_pb2.UInt32Value(value=hc.unhealthy_threshold),
+    )
+    if hc.kind is Protocol.HTTP:
+        msg.http_health_check.path = hc.http_path
+    elif hc.kind is Protocol.GRPC:
+        msg.grpc_health_check.SetInParent()
+    else:
+        msg.tcp_health_check.SetInParent()
+    return msg
+
+
+def _cluster(c: Cluster, via_tailnet: bool) -> cluster_pb2.Cluster:
+    msg = cluster_pb2.Cluster(
+        name=c.name,
+        type=cluster_pb2.Cluster.EDS,
+        connect_timeout=_duration(5),
+        eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=_ads()),
+        lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
+    )
+    if c.health_check is not None:
+        msg.health_checks.append(_health_check(c.health_check))
+    if via_tailnet:
+        # Passive ejection of a failing target even without active checks.
+        msg.outlier_detection.CopyFrom(outlier_detection_pb2.OutlierDetection())
+        inner = base_pb2.TransportSocket(
+            name="envoy.transport_sockets.raw_buffer", typed_config=_any(raw_buffer_pb2.RawBuffer())
+        )
+        msg.transport_socket.CopyFrom(
+            base_pb2.TransportSocket(
+                name="envoy.transport_sockets.http_11_proxy",
+                typed_config=_any(
+                    upstream_http_11_connect_pb2.Http11ProxyUpstreamTransport(transport_socket=inner)
+                ),
+            )
+        )
+    if c.protocol in (Protocol.HTTP, Protocol.GRPC):
+        opts = http_protocol_options_pb2.HttpProtocolOptions()
+        if c.protocol is Protocol.GRPC:
+            opts.explicit_http_config.http2_protocol_options.CopyFrom(protocol_pb2.Http2ProtocolOptions())
+        else:
+            opts.explicit_http_config.http_protocol_options.CopyFrom(protocol_pb2.Http1ProtocolOptions())
+        msg.typed_extension_protocol_options[_HTTP_OPTIONS].CopyFrom(_any(opts))
+    return msg
+
+
+def _load_assignment(c: Cluster, proxy: address_pb2.Address | None) -> endpoint_pb2.ClusterLoadAssignment:
+    cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=c.name)
+    by_priority: dict[int, list[endpoint_components_pb2.LbEndpoint]] = {}
+    for e in c.endpoints:
+        lb = endpoint_components_pb2.LbEndpoint(
+            endpoint=endpoint_components_pb2.Endpoint(address=_socket(e.address, e.port)),
+            load_balancing_weight=wrappers_pb2.UInt32Value(value=e.weight),
+        )
+        if e.via_tailnet and proxy is not None:
+            lb.metadata.typed_filter_metadata[PROXY_ADDRESS_KEY].CopyFrom(_any(proxy))
+        by_priority.setdefault(e.priority, []).append(lb)
+    for prio in sorted(by_priority):
+        cla.endpoints.append(
+            endpoint_components_pb2.LocalityLbEndpoints(priority=prio, lb_endpoints=by_priority[prio])
+        )
+    return cla
+
+
+def _rbac(access: AccessPolicy, stat_prefix: str) -> listener_components_pb2.Filter:
+    """A network RBAC filter on the tailnet source address (from the PROXY protocol header)."""
+    # First match decides: a connection is denied when the first rule it matches is a Deny, or
+    # when it matches none and the default is Deny. One DENY-action RBAC expresses that: Deny
+    # rule i matches "rule i and no earlier rule"; the default matches "no rule at all".
+    policies: dict[str, rbac_config_pb2.Policy] = {}
+    rules = rbac_config_pb2.RBAC(action=rbac_config_pb2.RBAC.DENY)
+    earlier: list[rbac_config_pb2.Principal] = []
+    for i, rule in enumerate(access.rules):
+        principals = [rbac_config_pb2.Principal(remote_ip=_cidr(c)) for c in rule.cidrs] or [
+            rbac_config_pb2.Principal(not_id=rbac_config_pb2.Principal(any=True))
+        ]
+        matches = rbac_config_pb2.Principal(or_ids=rbac_config_pb2.Principal.Set(ids=principals))
+        if not rule.allow:
+            cond = matches
+            if earlier:
+                cond = rbac_config_pb2.Principal(
+                    and_ids=rbac_config_pb2.Principal.Set(
+                        ids=[
+                            matches,
+                            rbac_config_pb2.Principal(
+                                not_id=rbac_config_pb2.Principal(
+                                    or_ids=rbac_config_pb2.Principal.Set(ids=earlier)
+                                )
+                            ),
+                        ]
+                    )
+                )
+            policies[f"rule-{i}"] = rbac_config_pb2.Policy(
+                permissions=[rbac_config_pb2.Permission(any=True)], principals=[cond]
+            )
+        earlier.append(matches)
+    if not access.default_allow:
+        policies["default"] = rbac_config_pb2.Policy(
+            permissions=[rbac_config_pb2.Permission(any=True)],
+            principals=[
+                rbac_config_pb2.Principal(
+                    not_id=rbac_config_pb2.Principal(or_ids=rbac_config_pb2.Principal.Set(ids=earlier))
+                )
+                if earlier
+                else rbac_config_pb2.Principal(any=True)
+            ],
+        )
+    for name in sorted(policies):
+        rules.policies[name].CopyFrom(policies[name])
+    return listener_components_pb2.Filter(
+        name="envoy.filters.network.rbac",
+        typed_config=_any(rbac_pb2.RBAC(stat_prefix=stat_prefix, rules=rules)),
+    )
+
+
+def _cidr(text: str) -> address_pb2.CidrRange:
+    ip, _, length = text.partition("/")
+    return address_pb2.CidrRange(
+        address_prefix=ip, prefix_len=wrappers_pb2.UInt32Value(value=int(length or 32))
+    )
+
+
+def _listener(li: Listener) -> listener_pb2.Listener:
+    msg = listener_pb2.Listener(name=li.name, address=_socket(li.bind, li.port))
+    if li.proxy_protocol:
+        msg.listener_filters.append(
+            listener_components_pb2.ListenerFilter(
+                name="envoy.filters.listener.proxy_protocol",
+                typed_config=_any(proxy_protocol_pb2.ProxyProtocol()),
+            )
+        )
+    if li.protocol is Protocol.TLS:
+        msg.listener_filters.append(
+            listener_components_pb2.ListenerFilter(
+                name="envoy.filters.listener.tls_inspector",
+                typed_config=_any(tls_inspector_pb2.TlsInspector()),
+            )
+        )
+    chain = listener_components_pb2.FilterChain()
+    if li.access is not None:
+        chain.filters.append(_rbac(li.access, li.name))
+    if li.protocol in (Protocol.HTTP, Protocol.GRPC):
+        hcm = hcm_pb2.HttpConnectionManager(
+            stat_prefix=li.name,
+            codec_type=hcm_pb2.HttpConnectionManager.AUTO,
+            rds=hcm_pb2.Rds(config_source=_ads(), route_config_name=li.name),
+            http_filters=[
+                hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=_any(router_pb2.Router()))
+            ],
+        )
+        if li.proxy_protocol:
+            hcm.use_remote_address.value = True
+        chain.filters.append(
+            listener_components_pb2.Filter(
+                name="envoy.filters.network.http_connection_manager", typed_config=_any(hcm)
+            )
+        )
+    else:
+        tcp = tcp_proxy_pb2.TcpProxy(stat_prefix=li.name, cluster=li.cluster)
+        chain.filters.append(
+            listener_components_pb2.Filter(name="envoy.filters.network.tcp_proxy", typed_config=_any(tcp))
+        )
+    msg.filter_chains.append(chain)
+    return msg
+
+
+def _route(r: Route) -> route_components_pb2.Route:
+    match = route_components_pb2.RouteMatch(prefix=r.path_prefix)
+    for name, value in r.headers:
+        match.headers.append(
+            route_components_pb2.HeaderMatcher(name=name, string_match=string_pb2.StringMatcher(exact=value))
+        )
+    action = route_components_pb2.RouteAction(cluster=r.cluster)
+    if r.timeout_s is not None:
+        action.timeout.CopyFrom(_duration(r.timeout_s))
+    if r.retries is not None:
+        action.retry_policy.retry_on = ",".join(r.retries.on)
+        action.retry_policy.num_retries.value = r.retries.attempts
+        if r.retries.per_try_timeout_s is not None:
+            action.retry_policy.per_try_timeout.CopyFrom(_duration(r.retries.per_try_timeout_s))
+    msg = route_components_pb2.Route(name=r.name, match=match, route=action)
+    h = r.request_headers
+    for name, value in h.set:
+        msg.request_headers_to_add.append(
+            base_pb2.HeaderValueOption(
+                header=base_pb2.HeaderValue(key=name, value=value),
+                append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+            )
+        )
+    for name, value in h.add:
+        msg.request_headers_to_add.append(
+            base_pb2.HeaderValueOption(
+                header=base_pb2.HeaderValue(key=name, value=value),
+                append_action=base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD,
+            )
+        )
+    msg.request_headers_to_remove.extend(h.remove)
+    return msg
+
+
+def _route_config(li: Listener) -> route_pb2.RouteConfiguration:
+    vh = route_components_pb2.VirtualHost(name=li.name, domains=["*"], routes=[_route(r) for r in li.routes])
+    return route_pb2.RouteConfiguration(name=li.name, virtual_hosts=[vh])
+
+
+def xds_resources(group: ProxyGroup, *, connect_proxy_port: int = 1055) -> XdsResources:
+    """The Envoy resources of one proxy group (its Envoys' node cluster is `group.name`)."""
+    via = group.direction.value == "egress"
+    proxy = _socket("127.0.0.1", connect_proxy_port) if via else None
+    clusters = sorted(group.clusters, key=lambda c: c.name)
+    http = [li for li in group.listeners if li.protocol in (Protocol.HTTP, Protocol.GRPC)]
+    return XdsResources(
+        clusters=tuple(_cluster(c, via) for c in clusters),
+        endpoints=tuple(_load_assignment(c, proxy) for c in clusters),
+        listeners=tuple(_listener(li) for li in sorted(group.listeners, key=lambda x: x.name)),
+        routes=tuple(_route_config(li) for li in sorted(http, key=lambda x: x.name)),
+    )
