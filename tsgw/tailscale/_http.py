@@ -241,7 +241,6 @@ class HTTPCore:
         form: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
         authenticated: bool = True,
-        allow_status: tuple[int, ...] = (),
     ) -> Any:
         """The decoded JSON body (``None`` for an empty one); raises the mapped error."""
 
@@ -256,9 +255,7 @@ class HTTPCore:
             reraise=True,
         )
         try:
-            return await self._request(
-                retrying, method, path, json, form, params, authenticated, allow_status
-            )
+            return await self._request(retrying, method, path, json, form, params, authenticated)
         except _GrantFailed as e:
             raise e.error from None
 
@@ -271,22 +268,19 @@ class HTTPCore:
         form: Mapping[str, str] | None,
         params: Mapping[str, str] | None,
         authenticated: bool,
-        allow_status: tuple[int, ...],
     ) -> Any:
         reauthed = False
         async for attempt in retrying:
             with attempt:
                 n = attempt.retry_state.attempt_number
                 try:
-                    return await self._once(method, path, json, form, params, authenticated, n, allow_status)
+                    return await self._once(method, path, json, form, params, authenticated, n)
                 except AuthError:
                     # A cached OAuth token may have been revoked early: mint once more, then give up.
                     if authenticated and not reauthed and self.tokens and self.tokens.refreshable:
                         reauthed = True
                         self.tokens.invalidate()
-                        return await self._once(
-                            method, path, json, form, params, authenticated, n, allow_status
-                        )
+                        return await self._once(method, path, json, form, params, authenticated, n)
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -299,7 +293,6 @@ class HTTPCore:
         params: Mapping[str, str] | None,
         authenticated: bool,
         attempt: int,
-        allow_status: tuple[int, ...],
     ) -> Any:
         headers: dict[str, str] = {}
         if authenticated and self.tokens is not None:
@@ -336,7 +329,7 @@ class HTTPCore:
             attempt=attempt,
             ms=round((time.monotonic() - started) * 1000, 1),
         )
-        if resp.status_code >= 400 and resp.status_code not in allow_status:
+        if resp.status_code >= 400:
             retry_after = parse_retry_after(resp.headers.get("Retry-After"))
             err = error_for_status(
                 resp.status_code, _message(resp), method=method, path=path, retry_after=retry_after
