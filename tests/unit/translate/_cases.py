@@ -1,0 +1,102 @@
+"""Golden-test inputs: a case is a multi-document YAML of API objects, Services, EndpointSlices,
+Gateways and test-only `TailnetFacts` documents; its golden file is the JSON rendering of what
+translate produced. TSGW_UPDATE_GOLDEN=1 rewrites the golden files."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import pathlib
+from collections.abc import Iterable
+from typing import Any
+
+import yaml
+
+from tsgw.translate import Device, Inputs, Result, TailnetFacts
+
+HERE = pathlib.Path(__file__).parent
+CASES = HERE / "cases"
+GOLDEN = HERE / "golden"
+EXAMPLES = HERE.parents[2] / "examples"
+
+
+def _facts(doc: dict[str, Any]) -> TailnetFacts:
+    return TailnetFacts(
+        magic_dns_suffix=doc.get("magicDNSSuffix", ""),
+        devices=tuple(
+            Device(
+                name=d["name"],
+                addresses=tuple(d["addresses"]),
+                tags=tuple(d.get("tags", ())),
+                user=d.get("user", ""),
+                online=d.get("online", True),
+            )
+            for d in doc.get("devices", ())
+        ),
+        services={k: tuple(v) for k, v in (doc.get("services") or {}).items()},
+    )
+
+
+def inputs_from(docs: Iterable[dict[str, Any]]) -> Inputs:
+    objects, services, slices, gateways = [], [], [], []
+    tailnets: dict[str, TailnetFacts] = {}
+    for doc in docs:
+        if not doc:
+            continue
+        kind = doc["kind"]
+        if kind == "TailnetFacts":
+            tailnets[doc["tailnet"]] = _facts(doc)
+        elif kind == "Service":
+            services.append(doc)
+        elif kind == "EndpointSlice":
+            slices.append(doc)
+        elif kind == "Gateway":
+            gateways.append(doc)
+        else:
+            objects.append(doc)
+    return Inputs(
+        objects=objects, services=services, endpoint_slices=slices, gateways=gateways, tailnets=tailnets
+    )
+
+
+def load_case(name: str) -> Inputs:
+    docs = list(yaml.safe_load_all((CASES / "_tailnet.yaml").read_text()))
+    if name == "examples":
+        for p in sorted(EXAMPLES.glob("*.yaml")):
+            docs.extend(d for d in yaml.safe_load_all(p.read_text()) if d and d["kind"] != "TailscaleTailnet")
+    else:
+        docs.extend(yaml.safe_load_all((CASES / f"{name}.yaml").read_text()))
+    return inputs_from(docs)
+
+
+def case_names() -> list[str]:
+    return [*sorted(p.stem for p in CASES.glob("*.yaml") if not p.stem.startswith("_")), "examples"]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def render(result: Result) -> str:
+    """Model, xDS JSON and owned objects of a result, as stable, reviewable JSON text."""
+    out = {
+        "statuses": _plain(result.model.statuses),
+        "groups": {
+            f"{ns}/{name}": {
+                "model": _plain(result.model.group(ns, name)),
+                "xds": result.xds[(ns, name)].to_json(),
+                "objects": result.objects[(ns, name)],
+            }
+            for ns, name in sorted(result.xds)
+        },
+    }
+    return json.dumps(out, indent=1, sort_keys=True) + "\n"

@@ -1,0 +1,50 @@
+"""tsgw.model's and tsgw.translate's public surfaces are curated: adding a name is a decision."""
+
+import tsgw.model
+import tsgw.translate
+
+
+def test_model_exports_exactly_its_curated_names() -> None:
+    assert sorted(tsgw.model.__all__) == sorted(
+        [
+            "AccessPolicy",
+            "AccessRule",
+            "Cluster",
+            "Condition",
+            "Direction",
+            "Endpoint",
+            "HeaderChanges",
+            "HealthCheck",
+            "Listener",
+            "Model",
+            "ObjectRef",
+            "ObjectStatus",
+            "Protocol",
+            "ProxyGroup",
+            "ProxyPod",
+            "Retries",
+            "Route",
+            "ServicePort",
+            "TailscaleService",
+        ]
+    )
+    assert all(hasattr(tsgw.model, n) for n in tsgw.model.__all__)
+
+
+def test_translate_exports_exactly_its_curated_names() -> None:
+    assert sorted(tsgw.translate.__all__) == sorted(
+        [
+            "Device",
+            "Inputs",
+            "Options",
+            "Result",
+            "TailnetFacts",
+            "XdsResources",
+            "build_model",
+            "group_name",
+            "owned_objects",
+            "translate",
+            "xds_resources",
+        ]
+    )
+    assert all(hasattr(tsgw.translate, n) for n in tsgw.translate.__all__)
