@@ -20,6 +20,7 @@ import secrets
 import ssl
 import tempfile
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -27,12 +28,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from tests.support.netns import _entered
 from tests.support.process import Process, free_port
 from tools.testbin import bin_path
 
 
-def _write_pki(d: Path) -> None:
-    """A self-signed CA, a serving cert for 127.0.0.1/localhost, and a service-account keypair."""
+def _write_pki(d: Path, sans: Sequence[str] = ()) -> None:
+    """A self-signed CA, a serving cert for 127.0.0.1/localhost (+ ``sans``), and a SA keypair."""
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tsgw-test-ca")])
@@ -77,6 +79,7 @@ def _write_pki(d: Path) -> None:
                     x509.DNSName("kubernetes.default.svc"),
                     x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
                     x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
+                    *(_san(n) for n in sans),
                 ]
             ),
             critical=False,
@@ -97,6 +100,13 @@ def _write_pki(d: Path) -> None:
     )
 
 
+def _san(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
 class ControlPlane:
     """etcd plus kube-apiserver on loopback; :meth:`start` blocks until ``/readyz`` answers 200.
 
@@ -104,14 +114,39 @@ class ControlPlane:
     and the CA inline) are what a client needs.
     """
 
-    def __init__(self, workdir: Path | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path | None = None,
+        *,
+        netns: str | None = None,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        sans: Sequence[str] = (),
+        service_cidr: str = "10.0.0.0/24",
+        authorization_mode: str = "RBAC",
+        disable_admission_plugins: str = "ServiceAccount",
+        extra_tokens: Sequence[str] = (),
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        """Defaults are envtest's. The test bed (tests/bed) runs it inside a node's network
+        namespace (``netns``), bound to the node's address (``host``), with extra serving-cert
+        ``sans``, ``Node,RBAC``, the ServiceAccount admission plugin and more static tokens
+        (``extra_tokens``: ``token,user,uid,"group1,group2"`` lines)."""
+        self.netns = netns
+        self.host = host
+        self.sans = tuple(sans)
+        self.service_cidr = service_cidr
+        self.authorization_mode = authorization_mode
+        self.disable_admission_plugins = disable_admission_plugins
+        self.extra_tokens = tuple(extra_tokens)
+        self.extra_args = tuple(extra_args)
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="tsgw-cp-")
         self.dir = workdir or Path(self._tmp.name)  # type: ignore[union-attr]
         self.dir.mkdir(parents=True, exist_ok=True)
         self.etcd_port = free_port()
         self.etcd_peer_port = free_port()
-        self.port = free_port()
-        self.url = f"https://127.0.0.1:{self.port}"
+        self.port = port or free_port()
+        self.url = f"https://{host}:{self.port}"
         self.etcd_url = f"http://127.0.0.1:{self.etcd_port}"
         self.token = secrets.token_hex(16)
         self.ca_file = self.dir / "pki" / "ca.crt"
@@ -125,8 +160,9 @@ class ControlPlane:
     def start(self) -> ControlPlane:
         pki = self.dir / "pki"
         pki.mkdir(exist_ok=True)
-        _write_pki(pki)
-        (self.dir / "tokens.csv").write_text(f"{self.token},admin,admin-uid,system:masters\n")
+        _write_pki(pki, (self.host, *self.sans))
+        tokens = [f"{self.token},admin,admin-uid,system:masters", *self.extra_tokens]
+        (self.dir / "tokens.csv").write_text("\n".join(tokens) + "\n")
         self._write_kubeconfig()
         self._start_etcd()
         self._start_apiserver()
@@ -149,6 +185,7 @@ class ControlPlane:
                 "--log-level=warn",
             ],
             self.dir / "etcd.log",
+            netns=self.netns,
         )
         self.etcd.wait_ready(lambda: self._get(f"{self.etcd_url}/health") == 200, timeout=30)
 
@@ -164,20 +201,22 @@ class ControlPlane:
                 f"--tls-cert-file={pki / 'apiserver.crt'}",
                 f"--tls-private-key-file={pki / 'apiserver.key'}",
                 f"--secure-port={self.port}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                "--service-cluster-ip-range=10.0.0.0/24",
+                f"--bind-address={self.host}",
+                f"--advertise-address={self.host}",
+                f"--service-cluster-ip-range={self.service_cidr}",
                 "--allow-privileged=true",
-                "--disable-admission-plugins=ServiceAccount",
-                "--authorization-mode=RBAC",
+                f"--disable-admission-plugins={self.disable_admission_plugins}",
+                f"--authorization-mode={self.authorization_mode}",
                 f"--token-auth-file={self.dir / 'tokens.csv'}",
                 f"--service-account-issuer={self.url}/",
                 f"--service-account-key-file={pki / 'sa.pub'}",
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
                 "--watch-cache-sizes=podtemplates#0",
                 "--profiling=false",
+                *self.extra_args,
             ],
             self.dir / f"kube-apiserver.{self._starts}.log",
+            netns=self.netns,
         )
         self.apiserver.wait_ready(lambda: self._get(f"{self.url}/readyz") == 200, timeout=60)
 
@@ -221,6 +260,12 @@ class ControlPlane:
             return json.loads(resp.read())  # type: ignore[no-any-return]
 
     def _get(self, url: str) -> int:
+        if self.netns:
+            with _entered(f"/run/netns/{self.netns}"):
+                return self._get_here(url)
+        return self._get_here(url)
+
+    def _get_here(self, url: str) -> int:
         ctx = self.ssl_context() if url.startswith("https") else None
         req = urllib.request.Request(url)
         if url.startswith(self.url):

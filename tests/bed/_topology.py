@@ -1,0 +1,215 @@
+"""The bed's network: namespaces, a fabric bridge between nodes, a bridge per node, routes.
+
+Address plan of bed ``i`` (``o = 120 + i``; beds never share an address or a namespace name)::
+
+    fabric namespace  tb<i>-fab   bridge fab0 joining every node and the tailnet namespace
+    node k            tb<i>-n<k>  eth0 10.o.255.(10+k)/24 on the fabric; bridge cbr0 10.o.k.1/24
+    pod on node k     tb<i>-n<k>p<seq>  eth0 10.o.k.x/24, default route via 10.o.k.1
+    tailnet           tb<i>-tn    eth0 10.o.255.2/24 (Headscale, tailnet devices)
+    services          10.96.0.0/16 (inside each bed; beds are never connected to each other)
+
+Nothing here has a route to the host or the outside world: the fabric is a bridge inside its own
+namespace, and no interface of the bed lives in the host namespace. The test process reaches the
+API server (and anything else) with :class:`Namespace.forward`: a host loopback port whose
+connections are opened from inside a namespace with ``setns(2)``, like ``kubectl port-forward``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.netns import _entered, _Forwarder
+
+STATE = Path("/run/tsgw-bed")
+
+
+def ip(*args: str, input: str | None = None) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, text=True, input=input)
+
+
+def netns_list() -> list[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Names and addresses of bed ``index`` with ``nodes`` nodes."""
+
+    index: int
+    nodes: int
+
+    @property
+    def prefix(self) -> str:
+        return f"tb{self.index}"
+
+    @property
+    def octet(self) -> int:
+        return 120 + self.index
+
+    @property
+    def fabric_ns(self) -> str:
+        return f"{self.prefix}-fab"
+
+    @property
+    def tailnet_ns(self) -> str:
+        return f"{self.prefix}-tn"
+
+    @property
+    def tailnet_ip(self) -> str:
+        return f"10.{self.octet}.255.2"
+
+    @property
+    def cluster_cidr(self) -> str:
+        return f"10.{self.octet}.0.0/16"
+
+    def node_ns(self, k: int) -> str:
+        return f"{self.prefix}-n{k}"
+
+    def node_name(self, k: int) -> str:
+        return f"bed{self.index}-node{k}"
+
+    def node_ip(self, k: int) -> str:
+        return f"10.{self.octet}.255.{10 + k}"
+
+    def pod_cidr(self, k: int) -> str:
+        return f"10.{self.octet}.{k}.0/24"
+
+    def bridge_ip(self, k: int) -> str:
+        return f"10.{self.octet}.{k}.1"
+
+    def pod_ns_prefix(self, k: int) -> str:
+        return f"{self.prefix}-n{k}p"
+
+
+class Namespace:
+    """A named network namespace of the bed (duck-compatible with ``tests.support.netns.NetNS``)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._forwarders: list[_Forwarder] = []
+
+    @property
+    def path(self) -> str:
+        return f"/run/netns/{self.name}"
+
+    def exec_argv(self, argv: list[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.name, *argv]
+
+    def run(self, argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.exec_argv(argv), check=True, capture_output=True, text=True, **kw)  # type: ignore[call-overload, no-any-return]
+
+    def entered(self) -> contextlib.AbstractContextManager[None]:
+        return _entered(self.path)
+
+    def connect(self, host: str, port: int, timeout: float = 5.0) -> socket.socket:
+        with _entered(self.path):
+            return socket.create_connection((host, port), timeout=timeout)
+
+    def forward(self, port: int, host: str = "127.0.0.1") -> int:
+        """Expose ``host:port`` inside on a fresh host loopback port; returns that port."""
+        fw = _Forwarder(self, host, port)  # type: ignore[arg-type]
+        self._forwarders.append(fw)
+        return fw.port
+
+    def close_forwards(self) -> None:
+        for fw in self._forwarders:
+            fw.close()
+        self._forwarders.clear()
+
+
+def build(plan: Plan) -> dict[str, Namespace]:
+    """Create every namespace, link and route of the plan; returns the namespaces by role."""
+    o = plan.octet
+    made: dict[str, Namespace] = {}
+
+    def add(role: str, name: str) -> Namespace:
+        ip("netns", "add", name)
+        ns = made[role] = Namespace(name)
+        ip("-n", name, "link", "set", "lo", "up")
+        return ns
+
+    try:
+        fab = add("fabric", plan.fabric_ns)
+        ip("-n", fab.name, "link", "add", "fab0", "type", "bridge")
+        ip("-n", fab.name, "link", "set", "fab0", "up")
+
+        def attach(ns: Namespace, port: str, address: str) -> None:
+            ip("-n", ns.name, "link", "add", "eth0", "type", "veth", "peer", "name", port, "netns", fab.name)
+            ip("-n", fab.name, "link", "set", port, "master", "fab0", "up")
+            ip("-n", ns.name, "addr", "add", f"{address}/24", "dev", "eth0")
+            ip("-n", ns.name, "link", "set", "eth0", "up")
+
+        routes = [(plan.pod_cidr(k), plan.node_ip(k)) for k in range(plan.nodes)]
+        for k in range(plan.nodes):
+            ns = add(f"node{k}", plan.node_ns(k))
+            attach(ns, f"n{k}", plan.node_ip(k))
+            ip("-n", ns.name, "link", "add", "cbr0", "type", "bridge")
+            ip("-n", ns.name, "addr", "add", f"{plan.bridge_ip(k)}/24", "dev", "cbr0")
+            ip("-n", ns.name, "link", "set", "cbr0", "up")
+            ns.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+            for cidr, via in routes:
+                if cidr != plan.pod_cidr(k):
+                    ip("-n", ns.name, "route", "add", cidr, "via", via)
+        tn = add("tailnet", plan.tailnet_ns)
+        attach(tn, "tn", plan.tailnet_ip)
+        for cidr, via in routes:
+            ip("-n", tn.name, "route", "add", cidr, "via", via)
+        del o
+    except Exception:
+        sweep(plan.prefix)
+        raise
+    return made
+
+
+def sweep(prefix: str) -> list[str]:
+    """Kill every process in the bed's namespaces and delete them; returns what was deleted.
+
+    Pod namespaces are made by the kubelets; this finds them by name, so it also cleans up after
+    a kubelet that died.
+    """
+    names = [n for n in netns_list() if n.startswith(f"{prefix}-")]
+    for name in names:
+        out = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout
+        for pid in out.split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+    # Pods first: deleting a pod namespace removes its veth from the node's bridge.
+    for name in sorted(names, key=lambda n: ("p" not in n.rsplit("-", 1)[-1], n)):
+        subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+    return names
+
+
+def claim_index(owner: int) -> int:
+    """The lowest free bed index; a bed whose owner died is swept and reused."""
+    STATE.mkdir(parents=True, exist_ok=True)
+    for i in range(0, 100):
+        d = STATE / str(i)
+        try:
+            d.mkdir()
+        except FileExistsError:
+            try:
+                pid = int((d / "owner").read_text())
+                os.kill(pid, 0)
+                continue
+            except (FileNotFoundError, ValueError):
+                continue  # being claimed right now
+            except ProcessLookupError:
+                sweep(f"tb{i}")
+        (d / "owner").write_text(str(owner))
+        return i
+    raise RuntimeError("no free test bed index (0-99)")
+
+
+def release_index(index: int) -> None:
+    d = STATE / str(index)
+    with contextlib.suppress(FileNotFoundError):
+        (d / "owner").unlink()
+    with contextlib.suppress(OSError):
+        d.rmdir()
