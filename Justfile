@@ -41,3 +41,7 @@ fmt: sync
 # Run one benchmark (benchmarks/NAME.py); its last line of output is one JSON object.
 bench NAME *ARGS: testbin
     python -m benchmarks "$@"
+
+# A Kubernetes test bed in network namespaces: bed up [--nodes N] | status | logs POD [-n NS] | down.
+bed *ARGS: testbin
+    python -m tests.bed "$@"
