@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import re
 import types
 import typing
@@ -324,7 +325,7 @@ def _parse(tp: Any, raw: Any, path: str, meta: _Meta | None = None) -> Any:
             if meta is not None and isinstance(item, str) and len(item) > meta.item_max_length:
                 _fail(ipath, f"may not be more than {meta.item_max_length} bytes")
             pattern = meta.item_pattern if meta is not None else None
-            if pattern and isinstance(item, str) and not re.fullmatch(pattern, item):
+            if pattern and isinstance(item, str) and not _compiled(pattern).fullmatch(item):
                 _fail(ipath, f"should match {pattern!r}")
             parsed = _parse(inner, item, ipath)
             if meta is not None:
@@ -357,6 +358,11 @@ def _parse(tp: Any, raw: Any, path: str, meta: _Meta | None = None) -> Any:
     return value
 
 
+@functools.lru_cache(maxsize=256)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
 def _check_bounds(meta: _Meta, value: Any, path: str) -> None:
     if meta.enum is not None and value not in meta.enum:
         _fail(path, f"Unsupported value: {value!r}: supported values: {list(meta.enum)}")
@@ -375,30 +381,70 @@ def _check_bounds(meta: _Meta, value: Any, path: str) -> None:
             _fail(path, f"should be at least {meta.min_length} chars long")
         if meta.max_length is not None and len(value) > meta.max_length:
             _fail(path, f"may not be more than {meta.max_length} bytes")
-        if meta.pattern is not None and not re.fullmatch(meta.pattern, value):
+        if meta.pattern is not None and not _compiled(meta.pattern).fullmatch(value):
             _fail(path, f"should match {meta.pattern!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class _FieldPlan:
+    attr: str
+    json: str
+    tp: Any
+    meta: _Meta
+    required: bool
+    default: Any
+    factory: Any
+
+
+_PLANS: dict[type, tuple[tuple[_FieldPlan, ...], frozenset[str]]] = {}
+
+
+def _plan(cls: type) -> tuple[tuple[_FieldPlan, ...], frozenset[str]]:
+    """Per-class field plan, computed once: parsing is on the translation path."""
+    plan = _PLANS.get(cls)
+    if plan is None:
+        hints = _hints(cls)
+        fields = []
+        for f in dataclasses.fields(cls):
+            tp, _optional = _unwrap_optional(hints[f.name])
+            fields.append(
+                _FieldPlan(
+                    f.name,
+                    _json_name(f),
+                    tp,
+                    f.metadata["tsgw"],
+                    f.default is _MISSING and f.default_factory is _MISSING,
+                    f.default,
+                    f.default_factory,
+                )
+            )
+        plan = _PLANS[cls] = (tuple(fields), frozenset(p.json for p in fields))
+    return plan
 
 
 def _parse_object(cls: type, raw: Any, path: str) -> Any:
     if not isinstance(raw, Mapping):
         _fail(path, "must be an object")
-    hints = _hints(cls)
+    fields, known = _plan(cls)
+    for key in raw:
+        if key not in known:
+            # kubectl's default (server-side strict field validation) rejects these too.
+            _fail(f"{path}.{key}", f'unknown field "{key}"')
     kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        meta: _Meta = f.metadata["tsgw"]
-        name = _json_name(f)
-        tp, _optional = _unwrap_optional(hints[f.name])
-        fpath = f"{path}.{name}"
-        if name in raw and raw[name] is not None:
-            kwargs[f.name] = _parse(tp, raw[name], fpath, meta)
-        elif f.default is _MISSING and f.default_factory is _MISSING:
-            _fail(fpath, "Required value")
-        elif f.default_factory is not _MISSING:
-            default = typing.cast(Any, f.default_factory)()
+    for f in fields:
+        value = raw.get(f.json)
+        if value is not None:
+            kwargs[f.attr] = _parse(f.tp, value, f"{path}.{f.json}", f.meta)
+        elif f.required:
+            _fail(f"{path}.{f.json}", "Required value")
+        elif f.factory is not _MISSING:
+            default = f.factory()
             if dataclasses.is_dataclass(default):
                 # The API server defaults `{}` and then the nested defaults: do the same.
-                default = _parse_object(type(default), {}, fpath)
-            kwargs[f.name] = default
+                default = _parse_object(type(default), {}, f"{path}.{f.json}")
+            kwargs[f.attr] = default
     obj = cls(**kwargs)
-    _check_rules(getattr(cls, "__rules__", ()), obj, path)
+    rules: tuple[Rule, ...] = getattr(cls, "__rules__", ())
+    if rules:
+        _check_rules(rules, obj, path)
     return obj

@@ -683,8 +683,8 @@ class Retries:
 
     attempts: int = field("Retries after the first attempt.", default=2, minimum=1, maximum=10)
     per_try_timeout: str | None = field("Timeout of each attempt.", default=None, pattern=DURATION)
-    on: tuple[str, ...] = field(
-        "Envoy retry conditions.",
+    retry_on: tuple[str, ...] = field(
+        "Envoy retry conditions. (Not `on`: YAML 1.1 reads that key as the boolean true.)",
         default=("connect-failure", "reset", "5xx"),
         max_items=8,
         item_max_length=32,

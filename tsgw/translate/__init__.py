@@ -9,7 +9,7 @@ never blocks the others. The same input gives byte-identical output.
 from tsgw.translate._build import build_model, group_name
 from tsgw.translate._inputs import Device, Inputs, Options, TailnetFacts
 from tsgw.translate._objects import owned_objects
-from tsgw.translate._translate import Result, translate
+from tsgw.translate._translate import Result, Translator, translate
 from tsgw.translate._xds import XdsResources, xds_resources
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "Options",
     "Result",
     "TailnetFacts",
+    "Translator",
     "XdsResources",
     "build_model",
     "group_name",

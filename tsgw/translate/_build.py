@@ -36,9 +36,9 @@ from tsgw.model import (
     ServicePort,
     TailscaleService,
 )
-from tsgw.translate._inputs import Inputs, Options, TailnetFacts
+from tsgw.translate._inputs import Device, Inputs, Options, TailnetFacts
 
-__all__ = ["build_model", "group_name"]
+__all__ = ["apply_policies", "build_model", "group_name", "index", "invalid_status", "translate_object"]
 
 ACCEPTED = "Accepted"
 RESOLVED = "ResolvedRefs"
@@ -70,6 +70,32 @@ class _Ctx:
     services: dict[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
     slices: dict[tuple[str, str], list[Mapping[str, Any]]] = field(default_factory=dict)
     gateways: dict[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
+    device_index: dict[int, tuple[TailnetFacts, _DeviceIndex]] = field(default_factory=dict)
+    """id(facts) → (facts, index); may be shared between translations (identity-checked)."""
+
+    def devices(self, facts: TailnetFacts) -> _DeviceIndex:
+        hit = self.device_index.get(id(facts))
+        if hit is not None and hit[0] is facts:
+            return hit[1]
+        idx = _DeviceIndex(facts)
+        self.device_index[id(facts)] = (facts, idx)
+        return idx
+
+
+class _DeviceIndex:
+    """Devices by MagicDNS name, short name and tag: resolving a target is a lookup."""
+
+    def __init__(self, facts: TailnetFacts) -> None:
+        self.by_name: dict[str, Device] = {}
+        self.by_short: dict[str, Device] = {}
+        self.by_tag: dict[str, list[Device]] = {}
+        for d in facts.devices:
+            full = d.name.rstrip(".")
+            self.by_name.setdefault(full, d)
+            self.by_short.setdefault(full.split(".", 1)[0], d)
+            if d.online:
+                for t in d.tags:
+                    self.by_tag.setdefault(t, []).append(d)
 
 
 def _cond(type_: str, ok: bool, reason: str, message: str = "") -> Condition:
@@ -94,9 +120,13 @@ def _raw_ref(raw: Mapping[str, Any]) -> ObjectRef | None:
     )
 
 
-def build_model(inputs: Inputs, options: Options | None = None) -> Model:
-    """Translate everything in `inputs` into one model. Never raises for bad input objects."""
-    ctx = _Ctx(inputs, options or Options())
+def index(
+    inputs: Inputs, options: Options, device_index: dict[int, tuple[TailnetFacts, _DeviceIndex]] | None = None
+) -> _Ctx:
+    """Index the Services, EndpointSlices and Gateways of `inputs` by namespace and name."""
+    ctx = _Ctx(inputs, options)
+    if device_index is not None:
+        ctx.device_index = device_index
     for s in inputs.services:
         md = s.get("metadata") or {}
         ctx.services[(str(md.get("namespace", "")), str(md.get("name", "")))] = s
@@ -110,16 +140,40 @@ def build_model(inputs: Inputs, options: Options | None = None) -> Model:
     for g in inputs.gateways:
         md = g.get("metadata") or {}
         ctx.gateways[(str(md.get("namespace", "")), str(md.get("name", "")))] = g
+    return ctx
 
+
+def invalid_status(raw: Mapping[str, Any], error: ValidationError) -> ObjectStatus | None:
+    """The status of an object that failed schema validation (None if it has no name at all)."""
+    ref = _raw_ref(raw)
+    if ref is None:
+        return None
+    return ObjectStatus(ref, (_cond(ACCEPTED, False, "Invalid", str(error)),))
+
+
+def translate_object(ctx: _Ctx, obj: api.Object[Any]) -> tuple[ProxyGroup | None, ObjectStatus]:
+    """One TailscaleEndpoints, TailscaleServices or TailscaleGateway → its proxy group and status."""
+    if obj.kind == "TailscaleEndpoints":
+        return _endpoints(ctx, obj)
+    if obj.kind == "TailscaleServices":
+        return _services(ctx, obj)
+    if obj.kind == "TailscaleGateway":
+        return _gateway(ctx, obj)
+    raise ValueError(f"translate_object does not handle {obj.kind}")
+
+
+def build_model(inputs: Inputs, options: Options | None = None) -> Model:
+    """Translate everything in `inputs` into one model. Never raises for bad input objects."""
+    ctx = index(inputs, options or Options())
     statuses: list[ObjectStatus] = []
     loaded: list[api.Object[Any]] = []
     for raw in inputs.objects:
         try:
             loaded.append(api.load(raw))
         except ValidationError as e:
-            ref = _raw_ref(raw)
-            if ref is not None:
-                statuses.append(ObjectStatus(ref, (_cond(ACCEPTED, False, "Invalid", str(e)),)))
+            st = invalid_status(raw, e)
+            if st is not None:
+                statuses.append(st)
     loaded.sort(key=lambda o: o.key)
     for obj in loaded:
         if obj.kind == "TailscaleTailnet":
@@ -128,21 +182,16 @@ def build_model(inputs: Inputs, options: Options | None = None) -> Model:
     groups: list[ProxyGroup] = []
     policies: list[api.Object[Any]] = []
     for obj in loaded:
-        if obj.kind == "TailscaleEndpoints":
-            group, status = _endpoints(ctx, obj)
-        elif obj.kind == "TailscaleServices":
-            group, status = _services(ctx, obj)
-        elif obj.kind == "TailscaleGateway":
-            group, status = _gateway(ctx, obj)
-        elif obj.kind == "TailscaleRoutePolicy":
+        if obj.kind == "TailscaleRoutePolicy":
             policies.append(obj)
             continue
-        else:
+        if obj.kind == "TailscaleTailnet":
             continue
+        group, status = translate_object(ctx, obj)
         statuses.append(status)
         if group is not None:
             groups.append(group)
-    groups, policy_statuses = _apply_policies(ctx, groups, policies)
+    groups, policy_statuses = apply_policies(ctx, groups, policies)
     statuses.extend(policy_statuses)
     groups.sort(key=lambda g: (g.namespace, g.name))
     statuses.sort(key=lambda s: (s.ref.kind, s.ref.namespace, s.ref.name))
@@ -199,24 +248,22 @@ def _magicdns(facts: TailnetFacts, label: str) -> str:
 # --- TailscaleEndpoints (egress) ------------------------------------------------------------------
 
 
-def _resolve_target(target: api.Target, facts: TailnetFacts) -> tuple[str, ...]:
+def _resolve_target(target: api.Target, facts: TailnetFacts, devices: _DeviceIndex) -> tuple[str, ...]:
     """Tailnet addresses of a target (IPv4 only: tailscaled's CONNECT proxy dials either, one
     family keeps endpoints from being counted twice)."""
     if target.address is not None:
         if _is_ip(target.address):
             return (target.address,)
         name = target.address.rstrip(".")
-        for d in facts.devices:
-            short = d.name.split(".", 1)[0]
-            if d.name.rstrip(".") == name or (short == name and "." not in name):
-                return _v4(d.addresses)
-        return ()
+        d = devices.by_name.get(name) if "." in name else devices.by_short.get(name)
+        return _v4(d.addresses) if d is not None else ()
     if target.service is not None:
         return _v4(facts.services.get(target.service, ()))
-    want = set(target.device_tags)
+    first, *rest = target.device_tags
+    want = set(rest)
     found: list[str] = []
-    for d in facts.devices:
-        if d.online and want <= set(d.tags):
+    for d in devices.by_tag.get(first, ()):
+        if want <= set(d.tags):
             found.extend(_v4(d.addresses))
     return tuple(sorted(set(found)))
 
@@ -282,7 +329,7 @@ def _endpoints(
     unresolved: list[str] = []
     resolved: dict[str, tuple[str, ...]] = {}
     for target in spec.targets:
-        addrs = _resolve_target(target, facts)
+        addrs = _resolve_target(target, facts, ctx.devices(facts))
         resolved[target.name] = addrs
         if not addrs:
             unresolved.append(target.name)
@@ -666,7 +713,7 @@ def _access(policy: api.Access, facts: TailnetFacts) -> AccessPolicy:
     return AccessPolicy(tuple(rules), policy.default_action is api.AccessAction.ALLOW)
 
 
-def _apply_policies(
+def apply_policies(
     ctx: _Ctx, groups: list[ProxyGroup], policies: list[api.Object[Any]]
 ) -> tuple[list[ProxyGroup], list[ObjectStatus]]:
     by_owner = {(g.owner.kind, g.owner.namespace, g.owner.name): i for i, g in enumerate(groups)}
@@ -750,7 +797,7 @@ def _with_policy(
     if spec.retries is not None:
         r = spec.retries
         retries = Retries(
-            r.attempts, r.on, api.parse_duration(r.per_try_timeout) if r.per_try_timeout else None
+            r.attempts, r.retry_on, api.parse_duration(r.per_try_timeout) if r.per_try_timeout else None
         )
     timeout = api.parse_duration(spec.timeout) if spec.timeout else None
     out = []

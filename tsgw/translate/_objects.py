@@ -15,8 +15,9 @@ The tailscaled configuration below is a small local mapping of containerboot's i
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
+
+import orjson
 
 from tsgw.api import API_VERSION
 from tsgw.model import Direction, ProxyGroup
@@ -67,7 +68,7 @@ def _meta(g: ProxyGroup, name: str) -> dict[str, Any]:
 
 
 def _json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def tailscaled_config(g: ProxyGroup, pod: str, auth_key: str | None) -> dict[str, Any]:

@@ -1,39 +1,198 @@
-"""The whole pipeline in one call: inputs → model → per-group xDS resources and owned objects."""
+"""The whole pipeline: inputs → model → per-group xDS resources and owned objects, remembering
+per-object results between calls so that a one-object change costs about one object.
+
+An object's result is reused while everything it was built from is unchanged: the object itself
+(uid, resourceVersion, generation; or its content when it has no resourceVersion, as in
+standalone mode), its tailnet object and facts (by identity: the controllers hand over a new
+TailnetFacts when the facts change), and, for ingress, the Services and EndpointSlices of its
+namespace (a Gateway's: all of them). Output is identical to a fresh translation.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from tsgw.model import Model
-from tsgw.translate._build import build_model
+import orjson
+
+from tsgw import api
+from tsgw.model import Model, ObjectStatus, ProxyGroup
+from tsgw.translate._build import _Ctx, apply_policies, index, invalid_status, translate_object
 from tsgw.translate._inputs import Inputs, Options
 from tsgw.translate._objects import owned_objects
 from tsgw.translate._xds import XdsResources, xds_resources
 
-__all__ = ["Result", "translate"]
+__all__ = ["Result", "Translator", "translate"]
+
+GroupKey = tuple[str, str]
 
 
 @dataclass(frozen=True, slots=True)
 class Result:
     """What one translation produced. `xds` and `objects` are keyed by (namespace, group name);
-    the xDS node cluster of a group's Envoys is its group name."""
+    the xDS node cluster of a group's Envoys is its group name. `changed` names the groups whose
+    resources or objects differ from the previous translation of the same Translator (all of
+    them the first time), and the groups that disappeared."""
 
     model: Model
-    xds: dict[tuple[str, str], XdsResources]
-    objects: dict[tuple[str, str], list[dict[str, Any]]]
+    xds: dict[GroupKey, XdsResources]
+    objects: dict[GroupKey, list[dict[str, Any]]]
+    changed: frozenset[GroupKey] = frozenset()
+
+
+def _fingerprint(raw: Mapping[str, Any]) -> Any:
+    md = raw.get("metadata") or {}
+    rv = md.get("resourceVersion") if isinstance(md, Mapping) else None
+    if rv:
+        return (md.get("uid"), rv, md.get("generation"))
+    return hashlib.sha256(orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)).digest()
+
+
+@dataclass
+class _Entry:
+    deps: Any
+    group: ProxyGroup | None
+    status: ObjectStatus
+
+
+@dataclass
+class _Output:
+    group: ProxyGroup
+    xds: XdsResources
+    objects: list[dict[str, Any]]
+    keys: tuple[tuple[str, str], ...]
+
+
+@dataclass
+class Translator:
+    """Translates repeatedly, reusing what did not change. Not thread-safe; one per caller."""
+
+    options: Options = field(default_factory=Options)
+    _parsed: dict[Any, tuple[Any, api.Object[Any] | ObjectStatus | None]] = field(default_factory=dict)
+    _entries: dict[tuple[str, str, str], _Entry] = field(default_factory=dict)
+    _outputs: dict[GroupKey, _Output] = field(default_factory=dict)
+    _devices: dict[int, Any] = field(default_factory=dict)
+
+    def _load(self, raw: Mapping[str, Any]) -> api.Object[Any] | ObjectStatus | None:
+        md = raw.get("metadata") or {}
+        key = (raw.get("kind"), md.get("namespace"), md.get("name")) if isinstance(md, Mapping) else None
+        fp = _fingerprint(raw)
+        hit = self._parsed.get(key)
+        if hit is not None and hit[0] == fp:
+            return hit[1]
+        value: api.Object[Any] | ObjectStatus | None
+        try:
+            value = api.load(raw)
+        except api.ValidationError as e:
+            value = invalid_status(raw, e)
+        self._parsed[key] = (fp, value)
+        return value
+
+    def translate(self, inputs: Inputs) -> Result:
+        live_facts = {id(f) for f in inputs.tailnets.values()}
+        self._devices = {k: v for k, v in self._devices.items() if k in live_facts}
+        ctx = index(inputs, self.options, self._devices)
+        statuses: list[ObjectStatus] = []
+        loaded: list[tuple[api.Object[Any], Any]] = []
+        live_parsed = set()
+        for raw in inputs.objects:
+            value = self._load(raw)
+            md = raw.get("metadata") or {}
+            live_parsed.add((raw.get("kind"), md.get("namespace"), md.get("name")))
+            if isinstance(value, ObjectStatus):
+                statuses.append(value)
+            elif value is not None:
+                loaded.append(
+                    (value, self._parsed[(raw.get("kind"), md.get("namespace"), md.get("name"))][0])
+                )
+        for k in [k for k in self._parsed if k not in live_parsed]:
+            del self._parsed[k]
+        loaded.sort(key=lambda o: o[0].key)
+        tailnet_fp: dict[str, Any] = {}
+        for obj, fp in loaded:
+            if obj.kind == "TailscaleTailnet":
+                ctx.tailnets[obj.metadata.name] = obj.spec
+                tailnet_fp[obj.metadata.name] = fp
+        ns_fp = _namespace_fingerprints(ctx)
+        all_fp = tuple(sorted(ns_fp.items()))
+
+        groups: list[ProxyGroup] = []
+        policies: list[api.Object[Any]] = []
+        live: set[tuple[str, str, str]] = set()
+        for obj, fp in loaded:
+            if obj.kind == "TailscaleRoutePolicy":
+                policies.append(obj)
+                continue
+            if obj.kind == "TailscaleTailnet":
+                continue
+            tailnet = obj.spec.tailnet_ref.name
+            deps: tuple[Any, ...] = (fp, tailnet_fp.get(tailnet), id(ctx.inputs.tailnets.get(tailnet)))
+            if obj.kind == "TailscaleServices":
+                deps += (ns_fp.get(obj.metadata.namespace),)
+            elif obj.kind == "TailscaleGateway":
+                deps += (all_fp, _gateway_fp(ctx, obj))
+            key = obj.key
+            live.add(key)
+            entry = self._entries.get(key)
+            if entry is None or entry.deps != deps:
+                group, status = translate_object(ctx, obj)
+                entry = self._entries[key] = _Entry(deps, group, status)
+            statuses.append(entry.status)
+            if entry.group is not None:
+                groups.append(entry.group)
+        for k in [k for k in self._entries if k not in live]:
+            del self._entries[k]
+        if policies:
+            groups, policy_statuses = apply_policies(ctx, groups, policies)
+            statuses.extend(policy_statuses)
+        groups.sort(key=lambda g: (g.namespace, g.name))
+        statuses.sort(key=lambda s: (s.ref.kind, s.ref.namespace, s.ref.name))
+
+        xds: dict[GroupKey, XdsResources] = {}
+        objects: dict[GroupKey, list[dict[str, Any]]] = {}
+        changed: set[GroupKey] = set()
+        outputs: dict[GroupKey, _Output] = {}
+        for g in groups:
+            gk = (g.namespace, g.name)
+            keys = tuple(sorted((p, inputs.auth_keys[p]) for p in g.replica_names() if p in inputs.auth_keys))
+            out = self._outputs.get(gk)
+            if out is not None and out.keys == keys and (out.group is g or out.group == g):
+                out.group = g
+            else:
+                changed.add(gk)
+                out = _Output(
+                    g,
+                    xds_resources(g, connect_proxy_port=self.options.connect_proxy_port),
+                    owned_objects(g, self.options, dict(keys)),
+                    keys,
+                )
+            outputs[gk] = out
+            xds[gk] = out.xds
+            objects[gk] = out.objects
+        changed.update(k for k in self._outputs if k not in outputs)
+        self._outputs = outputs
+        model = Model(groups=tuple(groups), statuses=tuple(statuses))
+        return Result(model=model, xds=xds, objects=objects, changed=frozenset(changed))
+
+
+def _namespace_fingerprints(ctx: _Ctx) -> dict[str, tuple[Any, ...]]:
+    """Per namespace: the fingerprints of its Services and EndpointSlices (what ingress reads)."""
+    acc: dict[str, list[Any]] = {}
+    for (ns, name), svc in ctx.services.items():
+        acc.setdefault(ns, []).append(("s", name, _fingerprint(svc)))
+    for (ns, name), slices in ctx.slices.items():
+        acc.setdefault(ns, []).append(("e", name, tuple(_fingerprint(e) for e in slices)))
+    return {ns: tuple(sorted(v, key=lambda x: (x[0], x[1]))) for ns, v in acc.items()}
+
+
+def _gateway_fp(ctx: _Ctx, obj: api.Object[Any]) -> Any:
+    gw = ctx.gateways.get((obj.metadata.namespace, obj.spec.gateway_ref.name))
+    return None if gw is None else _fingerprint(gw)
 
 
 def translate(inputs: Inputs, options: Options | None = None) -> Result:
-    """Translate everything. Pure and deterministic; never raises for a bad input object (its
-    status in `result.model.statuses` says what is wrong)."""
-    opts = options or Options()
-    model = build_model(inputs, opts)
-    keys = dict(inputs.auth_keys)
-    xds = {}
-    objects = {}
-    for g in model.groups:
-        key = (g.namespace, g.name)
-        xds[key] = xds_resources(g, connect_proxy_port=opts.connect_proxy_port)
-        objects[key] = owned_objects(g, opts, keys)
-    return Result(model=model, xds=xds, objects=objects)
+    """Translate everything once. Pure and deterministic; never raises for a bad input object
+    (its status in `result.model.statuses` says what is wrong)."""
+    return Translator(options or Options()).translate(inputs)

@@ -85,3 +85,32 @@ def test_a_duplicate_list_map_key_is_rejected() -> None:
 def test_durations_read_like_go_durations() -> None:
     assert parse_duration("1m30s") == 90.0
     assert parse_duration("250ms") == 0.25
+
+
+def _keys_are_strings(value: object) -> bool:
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _keys_are_strings(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_keys_are_strings(v) for v in value)
+    return True
+
+
+@pytest.mark.parametrize("path", VALID, ids=lambda p: p.stem)
+def test_examples_have_no_yaml_1_1_key_traps(path: pathlib.Path) -> None:
+    # A key such as `on:` or `yes:` is a boolean in YAML 1.1; kubectl would turn it into "true".
+    assert _keys_are_strings(yaml.safe_load(path.read_text()))
+
+
+def test_an_unknown_field_is_rejected_as_kubectl_strict_validation_does() -> None:
+    with pytest.raises(ValidationError, match=r'spec\.retries\.on: unknown field "on"'):
+        load(
+            {
+                "apiVersion": "gateway.tailscale.com/v1alpha1",
+                "kind": "TailscaleRoutePolicy",
+                "metadata": {"name": "p", "namespace": "n"},
+                "spec": {
+                    "targetRefs": [{"kind": "TailscaleServices", "name": "w"}],
+                    "retries": {"on": ["5xx"]},
+                },
+            }
+        )

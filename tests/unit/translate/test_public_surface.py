@@ -39,6 +39,7 @@ def test_translate_exports_exactly_its_curated_names() -> None:
             "Options",
             "Result",
             "TailnetFacts",
+            "Translator",
             "XdsResources",
             "build_model",
             "group_name",
