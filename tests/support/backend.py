@@ -1,7 +1,8 @@
 """A tiny HTTP backend on loopback for proxy tests: answers with its own name.
 
 ``GET /anything`` → 200, body ``<name>``; ``GET /slow?ms=N`` answers after N milliseconds (for
-"in-flight requests survive an update" tests). It counts the requests it served. Runs in a
+"in-flight requests survive an update" tests). It counts the requests it served and those in
+progress. Runs in a
 thread so it works under sync and async tests alike.
 """
 
@@ -18,6 +19,7 @@ class HttpBackend:
     def __init__(self, name: str, host: str = "127.0.0.1") -> None:
         self.name = name
         self.requests = 0
+        self.in_flight = 0
         self._lock = threading.Lock()
         backend = self
 
@@ -26,11 +28,14 @@ class HttpBackend:
 
             def do_GET(self) -> None:
                 url = urlparse(self.path)
+                with backend._lock:
+                    backend.in_flight += 1
                 if url.path == "/slow":
                     ms = int(parse_qs(url.query).get("ms", ["500"])[0])
                     time.sleep(ms / 1000)
                 with backend._lock:
                     backend.requests += 1
+                    backend.in_flight -= 1
                 body = backend.name.encode()
                 self.send_response(200)
                 self.send_header("content-type", "text/plain")

@@ -99,13 +99,16 @@ def proxy_snapshot(
     version: str = "",
     check: bool = True,
     cluster_extra: Mapping[str, Mapping[str, Any]] | None = None,
+    endpoints_extra: Mapping[str, Any] | None = None,
 ) -> Snapshot:
     """One listener on ``port`` routing prefixes to EDS clusters with loopback endpoints."""
     extra = cluster_extra or {}
     return Snapshot(
         {
             ClusterDiscovery: [cluster(n, **extra.get(n, {})) for n in backends],
-            EndpointDiscovery: [endpoints(n, ports) for n, ports in backends.items()],
+            EndpointDiscovery: [
+                {**endpoints(n, ports), **(endpoints_extra or {})} for n, ports in backends.items()
+            ],
             ListenerDiscovery: [listener("http", port, "local")],
             RouteDiscovery: [routes("local", prefix_to_cluster)],
         },

@@ -252,11 +252,15 @@ class AdsServer:
                     if data is None:
                         break
                     if len(data) > self.options.max_request_bytes:
-                        raise ProtocolError(f"request of {len(data)} bytes exceeds the limit")
+                        await send.send(
+                            ("refuse", f"request of {len(data)} bytes exceeds the limit".encode())
+                        )
+                        break
                     await send.send(("request", data))
             finally:
                 send.close()
 
+        refused = ""
         try:
             async with anyio.create_task_group() as tg, inbox:
                 tg.start_soon(reader)
@@ -265,22 +269,30 @@ class AdsServer:
                         dirty[0] = False
                         await self._push(stream, conn, PUSH_ORDER)
                         continue
-                    type_url = await self._on_request(stream, conn, data)
+                    if kind == "refuse":
+                        refused = data.decode()
+                        break
+                    try:
+                        type_url = await self._on_request(stream, conn, data)
+                    except ProtocolError as e:
+                        refused = str(e)
+                        break
                     if cancel_watch is None and conn.group is not None:
                         cancel_watch = self.cache.watch(conn.group, on_snapshot)
                     if type_url:
                         extra = (EndpointDiscovery,) if type_url == ClusterDiscovery else ()
                         await self._push(stream, conn, (type_url, *extra))
                 tg.cancel_scope.cancel()
-        except ProtocolError as e:
-            log.warning("xds protocol error", stream=conn.id, node=conn.node_id, error=str(e))
-            raise GRPCError(Status.INVALID_ARGUMENT, str(e)) from None
-        except (GRPCError, anyio.get_cancelled_exc_class()):
+        except anyio.get_cancelled_exc_class():
             raise
         except Exception:
             # An escaping error would end Envoy's stream with INTERNAL and make it back off; log
             # it and end the stream cleanly instead (Envoy reconnects at once).
             log.exception("xds stream failed", stream=conn.id, node=conn.node_id)
+        else:
+            if refused:
+                log.warning("xds protocol error", stream=conn.id, node=conn.node_id, error=refused)
+                raise GRPCError(Status.INVALID_ARGUMENT, refused)
         finally:
             if cancel_watch is not None:
                 cancel_watch()

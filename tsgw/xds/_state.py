@@ -71,7 +71,10 @@ class SotwType:
     acked_version: str | None = None
     nack: Nack | None = None
     parked_version: str | None = None
-    """The version the client rejected; never sent again on this stream."""
+    """The version the client rejected last."""
+    rejected: list[str] = field(default_factory=list)
+    """Versions the client rejected (the last 32): never sent again on this stream. Versions
+    are content hashes, so the same content would be rejected again."""
     force: bool = False
     """Send the next time even if nothing changed (EDS after CDS)."""
     stale: int = 0
@@ -105,6 +108,9 @@ class SotwType:
             rejected = self.sent_version if self.sent_version is not None else version_info
             self.nack = Nack(rejected, error_detail)
             self.parked_version = rejected
+            if rejected not in self.rejected:
+                self.rejected.append(rejected)
+                del self.rejected[:-32]
             return Verdict.NACK
         self.client_version = version_info
         if response_nonce and response_nonce == self.nonce:
@@ -118,7 +124,7 @@ class SotwType:
             return None
         if not self.wildcard and not self.names:
             return None
-        if res.version == self.parked_version:
+        if res.version in self.rejected:
             self.suppressed += 1
             return None
         items = res.items
@@ -158,8 +164,10 @@ class DeltaType:
     client: dict[str, str] = field(default_factory=dict)
     """name → version the client holds (or was last sent: recorded at send time)."""
     told_absent: set[str] = field(default_factory=set)
-    rejected: dict[str, str] = field(default_factory=dict)
-    """name → version the client NACKed; never sent again."""
+    resend: set[str] = field(default_factory=set)
+    """Names (re)subscribed since they were last sent: answered even if the client has them."""
+    rejected: dict[tuple[str, str], None] = field(default_factory=dict)
+    """(name, version) pairs the client NACKed, oldest first (bounded): never sent again."""
     in_flight: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)
     """nonce → (system version, {name: version}) of responses not yet ACKed or NACKed."""
     sent_version: str | None = None
@@ -192,13 +200,18 @@ class DeltaType:
             if n != "*":
                 self.names.add(n)
                 # A repeated subscribe must be answered with the resource again.
-                self.client.pop(n, None)
+                self.resend.add(n)
                 self.told_absent.discard(n)
         for n in unsub:
             if n != "*":
                 self.names.discard(n)
-                self.client.pop(n, None)
                 self.told_absent.discard(n)
+                if self.wildcard:
+                    # Still wanted through the wildcard: the protocol says send it back.
+                    self.resend.add(n)
+                else:
+                    self.resend.discard(n)
+                    self.client.pop(n, None)  # the client drops what it unsubscribed
         if not response_nonce:
             return Verdict.INITIAL if first else Verdict.UPDATE
         entry = self.in_flight.pop(response_nonce, None)
@@ -207,13 +220,14 @@ class DeltaType:
             return Verdict.STALE
         system_version, versions = entry
         if error_detail is not None:
-            self.rejected.update(versions)
+            self.rejected.update(dict.fromkeys(versions.items()))
+            while len(self.rejected) > 4096:
+                del self.rejected[next(iter(self.rejected))]
             self.nack = Nack(system_version, error_detail)
             return Verdict.NACK
         self.acked_version = system_version
-        for n, v in versions.items():
-            if self.rejected.get(n) == v:
-                del self.rejected[n]
+        for pair in versions.items():
+            self.rejected.pop(pair, None)  # accepted after all
         return Verdict.ACK
 
     def plan(self, res: TypeResources | None) -> DeltaPlan | None:
@@ -225,9 +239,9 @@ class DeltaType:
         versions: list[str] = []
         for n in wanted:
             v = items[n].version
-            if self.client.get(n) == v:
+            if self.client.get(n) == v and n not in self.resend:
                 continue
-            if self.rejected.get(n) == v:
+            if (n, v) in self.rejected:
                 self.suppressed += 1
                 continue
             names.append(n)
@@ -246,6 +260,7 @@ class DeltaType:
         for n, v in zip(plan.names, plan.versions, strict=True):
             self.client[n] = v
             self.told_absent.discard(n)
+            self.resend.discard(n)
         for n in plan.removed:
             self.client.pop(n, None)
             if n in self.names:
