@@ -33,6 +33,7 @@ import yaml
 
 from tests.bed import _topology
 from tests.bed._images import ROOT
+from tests.bed._tailnet import BedTailnet
 from tests.bed._topology import Namespace, Plan
 from tests.support.controlplane import ControlPlane
 from tests.support.process import NotReady, Process
@@ -57,6 +58,8 @@ class BedOptions:
     """Run kube-proxy in nftables mode on every node (default True)."""
     backoff_base: float = 10.0
     """Container restart back-off start in seconds (default 10, a real kubelet's)."""
+    tailnet: bool = False
+    """Run Headscale in the bed's tailnet namespace (default False); see :attr:`Bed.tailnet`."""
 
 
 class Bed:
@@ -84,6 +87,7 @@ class Bed:
         }
         self.kubeconfig = self.dir / "kubeconfig"
         self.timings: dict[str, float] = {}
+        self.tailnet: BedTailnet | None = None
         self._closed = False
 
     # -- start -----------------------------------------------------------------------------
@@ -100,10 +104,19 @@ class Bed:
                 for k in range(self.options.nodes):
                     self._start_kube_proxy(k)
             self.wait_nodes_ready()
+            # Pods of the default namespace need its ServiceAccount (the real controller makes it).
+            self.kubelets[0].wait_ready(
+                lambda: bool(self.get("serviceaccount", "default", "-n", "default")),
+                timeout=60,
+                what="default ServiceAccount",
+            )
             self.timings["nodes_ready_s"] = time.monotonic() - t0
             if self.options.dns:
                 self._start_coredns()
                 self.timings["dns_ready_s"] = time.monotonic() - t0
+            if self.options.tailnet:
+                self.tailnet = BedTailnet(self.dir / "tailnet", self.ns["tailnet"], self.plan.tailnet_ip)
+                self.processes.append(self.tailnet.headscale)
         except BaseException:
             self.stop()
             raise
@@ -375,6 +388,8 @@ class Bed:
         self._closed = True
         for p in self.kubelets:
             p.stop(timeout=30)  # kubelets stop their pods first
+        if self.tailnet is not None:
+            self.tailnet.close()
         for p in reversed(self.processes):
             if p.alive():
                 p.stop(timeout=20)

@@ -21,10 +21,11 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.netns import _entered, _Forwarder
+from tests.support.netns import _entered
 
 STATE = Path("/run/tsgw-bed")
 
@@ -114,7 +115,7 @@ class Namespace:
 
     def forward(self, port: int, host: str = "127.0.0.1") -> int:
         """Expose ``host:port`` inside on a fresh host loopback port; returns that port."""
-        fw = _Forwarder(self, host, port)  # type: ignore[arg-type]
+        fw = _Forwarder(self, host, port)
         self._forwarders.append(fw)
         return fw.port
 
@@ -122,6 +123,67 @@ class Namespace:
         for fw in self._forwarders:
             fw.close()
         self._forwarders.clear()
+
+
+class _Forwarder:
+    """Host loopback listener; each connection is spliced to ``host:port`` opened inside ``ns``.
+
+    Both sockets of a connection are closed when both directions have ended.
+    """
+
+    def __init__(self, ns: Namespace, host: str, port: int) -> None:
+        self.ns, self.host, self.target = ns, host, port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self._closed = False
+        self._lock = threading.Lock()
+        self._conns: set[socket.socket] = set()
+        threading.Thread(target=self._accept, name=f"fwd-{ns.name}-{port}", daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = self.ns.connect(self.host, self.target)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns.update((client, upstream))
+            threading.Thread(target=self._splice, args=(client, upstream), daemon=True).start()
+
+    def _splice(self, a: socket.socket, b: socket.socket) -> None:
+        t = threading.Thread(target=self._pipe, args=(b, a), daemon=True)
+        t.start()
+        self._pipe(a, b)
+        t.join()
+        with self._lock:
+            for s in (a, b):
+                s.close()
+                self._conns.discard(s)
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self._closed = True
+        self.listener.close()
+        with self._lock:
+            for c in list(self._conns):
+                with contextlib.suppress(OSError):
+                    c.shutdown(socket.SHUT_RDWR)
 
 
 def build(plan: Plan) -> dict[str, Namespace]:

@@ -574,6 +574,8 @@ class Container:
                 }
             }
             pod.changed()
+            if reason == "StartError":
+                await pod.kubelet.event(pod.pod, "Warning", "Failed", message, self.field_path)
             if self.stopping:
                 break
             if policy == "Never" or (policy == "OnFailure" and code == 0):
@@ -581,8 +583,9 @@ class Container:
                 break
             self.last_state = self.state
             self.restarts += 1
-            if reason == "StartError":
-                await pod.kubelet.event(pod.pod, "Warning", "Failed", message, self.field_path)
+            self.started = False
+            if self.restarts == 1:
+                continue  # like a kubelet: the first restart is immediate, back-off starts after
             await pod.kubelet.event(
                 pod.pod,
                 "Warning",
@@ -597,7 +600,6 @@ class Container:
                     f"{self.name} pod={pod.name}_{pod.ns}({pod.uid})",
                 }
             }
-            self.started = False
             pod.changed()
             await pod.sleep(backoff)
             backoff = min(backoff * 2, pod.kubelet.cfg.backoff_max)

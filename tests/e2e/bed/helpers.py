@@ -1,0 +1,91 @@
+"""Waiting on the bed's API objects, and checking that a stopped bed left nothing behind."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests.bed import Bed
+from tests.bed._topology import netns_list
+
+
+def wait(
+    check: Callable[[], Any], timeout: float = 60, what: str = "condition", interval: float = 0.3
+) -> Any:
+    """Poll ``check`` until it returns something truthy; fail with the last value or error."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except Exception as e:
+            last = e
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"{what} not reached in {timeout} s; last: {last!r}")
+
+
+def pods(bed: Bed, selector: str, namespace: str = "default") -> list[dict[str, Any]]:
+    return bed.get("pods", "-n", namespace, "-l", selector)["items"]  # type: ignore[no-any-return]
+
+
+def ready(pod: dict[str, Any]) -> bool:
+    return any(
+        c["type"] == "Ready" and c["status"] == "True" for c in pod.get("status", {}).get("conditions", [])
+    )
+
+
+def pod_phase(bed: Bed, name: str, namespace: str = "default") -> str:
+    return str(bed.get("pod", "-n", namespace, name).get("status", {}).get("phase", ""))
+
+
+def events(bed: Bed, name: str, namespace: str = "default") -> list[dict[str, Any]]:
+    sel = f"involvedObject.name={name}"
+    return bed.get("events", "-n", namespace, "--field-selector", sel)["items"]  # type: ignore[no-any-return]
+
+
+def bed_pids(bed: Bed) -> list[int]:
+    """Processes of the bed: anything whose command line or working files mention its directory,
+    or that runs in one of its namespaces."""
+    prefix = f"/run/netns/{bed.plan.prefix}-"
+    own_mnt = os.readlink("/proc/self/ns/mnt")
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(bed.dir) in cmd or prefix in cmd:
+            found.append(int(proc.name))
+            continue
+        # A container: its private mount namespace holds bind mounts out of the bed's directory.
+        try:
+            if (
+                os.readlink(proc / "ns" / "mnt") != own_mnt
+                and str(bed.dir) in (proc / "mountinfo").read_text()
+            ):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def assert_bed_gone(bed: Bed) -> None:
+    """No process, no mount and no namespace of the bed is left."""
+    left_ns = [n for n in netns_list() if n.startswith(f"{bed.plan.prefix}-")]
+    assert not left_ns, f"namespaces left: {left_ns}"
+    left_procs = [p for p in bed.processes if p.alive()]
+    assert not left_procs, f"processes left: {left_procs}"
+    stray = bed_pids(bed)
+    assert not stray, f"processes of the bed still running: {stray}"
+    mounts = Path("/proc/self/mountinfo").read_text()
+    leaked = [line for line in mounts.splitlines() if str(bed.dir) in line or f"/{bed.plan.prefix}-" in line]
+    assert not leaked, f"mounts left: {leaked}"
+    assert not (Path("/run/tsgw-bed") / str(bed.index)).exists(), "bed index still claimed"

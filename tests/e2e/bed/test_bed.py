@@ -1,0 +1,427 @@
+"""The test bed itself: real controllers, kube-proxy and CoreDNS acting on pods that really run."""
+
+from __future__ import annotations
+
+import base64
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.bed import BACKEND_IMAGE, SHELL_IMAGE, Bed, BedOptions
+from tests.bed._topology import netns_list
+from tests.e2e.bed.helpers import assert_bed_gone, events, pod_phase, pods, ready, wait
+
+pytestmark = pytest.mark.e2e
+
+
+def backend_deployment(name: str, replicas: int = 3, version: str = "1") -> str:
+    return textwrap.dedent(
+        f"""
+        apiVersion: apps/v1
+        kind: Deployment
+        metadata: {{name: {name}}}
+        spec:
+          replicas: {replicas}
+          strategy: {{rollingUpdate: {{maxUnavailable: 0, maxSurge: 1}}}}
+          selector: {{matchLabels: {{app: {name}}}}}
+          template:
+            metadata: {{labels: {{app: {name}}}}}
+            spec:
+              securityContext: {{runAsUser: 1000, runAsGroup: 1000}}
+              containers:
+              - name: backend
+                image: {BACKEND_IMAGE}
+                env:
+                - {{name: POD_NAME, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}
+                - {{name: VERSION, value: "{version}"}}
+                ports: [{{containerPort: 8080, name: http}}]
+                readinessProbe: {{httpGet: {{path: /healthz, port: http}}, periodSeconds: 1}}
+                livenessProbe: {{grpc: {{port: 50051}}, initialDelaySeconds: 2, periodSeconds: 2}}
+        ---
+        apiVersion: v1
+        kind: Service
+        metadata: {{name: {name}}}
+        spec:
+          selector: {{app: {name}}}
+          ports: [{{name: http, port: 80, targetPort: http}}]
+        """
+    )
+
+
+def available(bed: Bed, name: str, replicas: int) -> bool:
+    st = bed.get("deployment", name)["status"]
+    return bool(
+        st.get("availableReplicas") == replicas
+        and st.get("updatedReplicas") == replicas
+        and st.get("replicas") == replicas
+    )
+
+
+def run_pod(bed: Bed, name: str, script: str | list[str], **spec: object) -> str:
+    """Run a one-shot pod (a shell script, or a command) to completion; returns its log."""
+    command = ["sh", "-c", script] if isinstance(script, str) else script
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "main", "image": SHELL_IMAGE, "command": command}],
+            **spec,
+        },
+    }
+    bed.apply([pod])
+    phase = wait(
+        lambda: pod_phase(bed, name) in ("Succeeded", "Failed") and pod_phase(bed, name),
+        timeout=90,
+        what=f"pod {name} finished",
+    )
+    log = bed.pod_log("default", name)
+    assert phase == "Succeeded", f"{name} {phase}; log:\n{log}"
+    return log
+
+
+def test_deployment_of_three_backends_becomes_available(bed: Bed) -> None:
+    bed.apply(backend_deployment("web"))
+    wait(lambda: available(bed, "web", 3), timeout=90, what="web available")
+    items = pods(bed, "app=web")
+    assert len(items) == 3
+    assert all(ready(p) for p in items)
+    # Spread by the real scheduler over both nodes' pod CIDRs; each IP in its node's range.
+    for p in items:
+        node = p["spec"]["nodeName"]
+        k = int(node.rsplit("node", 1)[1])
+        assert p["status"]["podIP"].startswith(bed.plan.pod_cidr(k).rsplit(".", 1)[0] + ".")
+        assert p["status"]["hostIP"] == bed.plan.node_ip(k)
+    # The EndpointSlice controller saw them Ready.
+    slices = bed.get("endpointslices", "-l", "kubernetes.io/service-name=web")["items"]
+    addrs = {
+        a for s in slices for e in s["endpoints"] if e["conditions"].get("ready") for a in e["addresses"]
+    }
+    assert addrs == {p["status"]["podIP"] for p in items}
+
+
+def test_pod_reaches_deployment_by_service_name_through_kube_proxy(bed: Bed) -> None:
+    bed.apply(backend_deployment("web"))
+    wait(lambda: available(bed, "web", 3), timeout=90, what="web available")
+    names = {p["metadata"]["name"] for p in pods(bed, "app=web")}
+    log = run_pod(
+        bed,
+        "client",
+        "for i in $(seq 1 12); do curl -sf --max-time 2 http://web/ && curl -sf --max-time 2 "
+        "http://web.default.svc.cluster.local/ && exit 0; sleep 1; done; exit 1",
+        securityContext={"runAsUser": 2000},
+    )
+    answered = {line.strip() for line in log.splitlines() if line.strip() in names}
+    assert answered, f"no backend answered by Service name; log:\n{log}"
+
+
+def test_statefulset_pods_get_stable_names(bed: Bed) -> None:
+    bed.apply(
+        textwrap.dedent(
+            f"""
+            apiVersion: v1
+            kind: Service
+            metadata: {{name: db}}
+            spec: {{clusterIP: None, selector: {{app: db}}, ports: [{{port: 8080}}]}}
+            ---
+            apiVersion: apps/v1
+            kind: StatefulSet
+            metadata: {{name: db}}
+            spec:
+              serviceName: db
+              replicas: 2
+              selector: {{matchLabels: {{app: db}}}}
+              template:
+                metadata: {{labels: {{app: db}}}}
+                spec:
+                  containers:
+                  - name: backend
+                    image: {BACKEND_IMAGE}
+                    readinessProbe: {{tcpSocket: {{port: 9000}}, periodSeconds: 1}}
+            """
+        )
+    )
+    wait(
+        lambda: bed.get("statefulset", "db")["status"].get("readyReplicas") == 2, timeout=90, what="db ready"
+    )
+    before = {p["metadata"]["name"]: p["metadata"]["uid"] for p in pods(bed, "app=db")}
+    assert set(before) == {"db-0", "db-1"}
+    bed.kubectl("delete", "pod", "db-0", "--wait=true")
+
+    def back() -> bool:
+        p = bed.get("pod", "db-0")
+        return p["metadata"]["uid"] != before["db-0"] and ready(p)
+
+    wait(back, timeout=90, what="db-0 recreated")
+    # The pod answers with its stable name, and its hosts file knows its stable DNS name.
+    log = run_pod(bed, "db-probe", "curl -sf --max-time 3 http://db-0.db.default.svc.cluster.local:8080/")
+    assert "db-0" in log
+
+
+def test_failing_liveness_probe_restarts_the_container(bed: Bed) -> None:
+    bed.apply(
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "flaky"},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "main",
+                            "image": SHELL_IMAGE,
+                            "command": ["sh", "-c", "touch /tmp/alive; sleep 3; rm /tmp/alive; sleep 600"],
+                            "livenessProbe": {
+                                "exec": {"command": ["test", "-f", "/tmp/alive"]},
+                                "periodSeconds": 1,
+                                "failureThreshold": 2,
+                            },
+                        }
+                    ]
+                },
+            }
+        ]
+    )
+
+    def restarted() -> dict[str, object] | None:
+        cs = bed.get("pod", "flaky")["status"]["containerStatuses"][0]
+        return cs if cs["restartCount"] >= 1 and "terminated" in cs.get("lastState", {}) else None
+
+    cs = wait(restarted, timeout=60, what="flaky restarted")
+    assert cs["lastState"]["terminated"]["exitCode"] == 143  # SIGTERM from the kubelet
+    reasons = {e["reason"] for e in events(bed, "flaky")}
+    assert {"Unhealthy", "Killing"} <= reasons
+    bed.kubectl("delete", "pod", "flaky", "--grace-period=1", "--wait=true")
+
+
+def test_rolling_update_replaces_every_pod(bed: Bed) -> None:
+    bed.apply(backend_deployment("roll", replicas=2))
+    wait(lambda: available(bed, "roll", 2), timeout=90, what="roll available")
+    old = {p["metadata"]["name"] for p in pods(bed, "app=roll")}
+    bed.apply(backend_deployment("roll", replicas=2, version="2"))
+
+    def rolled() -> bool:
+        items = pods(bed, "app=roll")
+        names = {p["metadata"]["name"] for p in items}
+        return available(bed, "roll", 2) and len(items) == 2 and not (names & old)
+
+    wait(rolled, timeout=120, what="roll updated")
+    for p in pods(bed, "app=roll"):
+        env = {e["name"]: e.get("value") for e in p["spec"]["containers"][0]["env"]}
+        assert env["VERSION"] == "2"
+        assert ready(p)
+
+
+def test_pod_reads_the_api_with_in_cluster_config_and_its_projected_token(bed: Bed) -> None:
+    bed.apply(
+        textwrap.dedent(
+            """
+            apiVersion: v1
+            kind: ServiceAccount
+            metadata: {name: reader}
+            ---
+            apiVersion: v1
+            kind: ConfigMap
+            metadata: {name: greeting}
+            data: {text: hello-from-the-api}
+            ---
+            apiVersion: rbac.authorization.k8s.io/v1
+            kind: Role
+            metadata: {name: reader}
+            rules: [{apiGroups: [""], resources: [configmaps], verbs: [get]}]
+            ---
+            apiVersion: rbac.authorization.k8s.io/v1
+            kind: RoleBinding
+            metadata: {name: reader}
+            roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: reader}
+            subjects: [{kind: ServiceAccount, name: reader, namespace: default}]
+            """
+        )
+    )
+    sa = "/var/run/secrets/kubernetes.io/serviceaccount"
+    script = (
+        "import json, os, ssl, urllib.request\n"
+        f"sa = '{sa}'\n"
+        "host, port = os.environ['KUBERNETES_SERVICE_HOST'], os.environ['KUBERNETES_SERVICE_PORT']\n"
+        "ns = open(sa + '/namespace').read()\n"
+        "ctx = ssl.create_default_context(cafile=sa + '/ca.crt')\n"
+        "for server in (f'https://{host}:{port}', 'https://kubernetes.default.svc'):\n"
+        "    req = urllib.request.Request(server + f'/api/v1/namespaces/{ns}/configmaps/greeting')\n"
+        "    req.add_header('Authorization', 'Bearer ' + open(sa + '/token').read())\n"
+        "    print(server, json.load(urllib.request.urlopen(req, context=ctx))['data']['text'])\n"
+        "print('uid', os.getuid())\n"
+    )
+    log = run_pod(
+        bed,
+        "in-cluster",
+        ["python3", "-c", script],
+        serviceAccountName="reader",
+        securityContext={"runAsUser": 1234, "runAsGroup": 1234},
+    )
+    assert "https://10.96.0.1:443 hello-from-the-api" in log
+    assert "https://kubernetes.default.svc hello-from-the-api" in log
+    assert "uid 1234" in log
+    # The token was issued by the TokenRequest API for this pod: bound to it, for its SA.
+    pod = bed.get("pod", "in-cluster")
+    vols = [v for v in pod["spec"]["volumes"] if v["name"].startswith("kube-api-access")]
+    assert vols
+    assert any("serviceAccountToken" in s for s in vols[0]["projected"]["sources"])
+
+
+def test_pods_the_kubelet_cannot_run_get_a_kubelets_status_and_an_event(bed: Bed) -> None:
+    bed.apply(
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "bad-image"},
+                "spec": {"containers": [{"name": "main", "image": "example.invalid/nope:1"}]},
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "bad-secret"},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "main",
+                            "image": SHELL_IMAGE,
+                            "env": [
+                                {"name": "X", "valueFrom": {"secretKeyRef": {"name": "missing", "key": "k"}}}
+                            ],
+                        }
+                    ]
+                },
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "bad-command"},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "main", "image": SHELL_IMAGE, "command": ["/no/such/program"]}],
+                },
+            },
+        ]
+    )
+
+    def waiting_reason(name: str) -> str:
+        cs = bed.get("pod", name)["status"].get("containerStatuses") or [{}]
+        return str(cs[0].get("state", {}).get("waiting", {}).get("reason", ""))
+
+    wait(
+        lambda: waiting_reason("bad-image") in ("ErrImagePull", "ImagePullBackOff"), what="bad-image waiting"
+    )
+    assert pod_phase(bed, "bad-image") == "Pending"
+    wait(lambda: waiting_reason("bad-secret") == "CreateContainerConfigError", what="bad-secret waiting")
+    waiting = bed.get("pod", "bad-secret")["status"]["containerStatuses"][0]["state"]["waiting"]
+    assert waiting["message"] == 'secret "missing" not found'
+    assert pod_phase(bed, "bad-secret") == "Pending"
+    wait(lambda: pod_phase(bed, "bad-command") == "Failed", what="bad-command failed")
+    term = bed.get("pod", "bad-command")["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert term["reason"] == "StartError"
+    assert term["exitCode"] == 128
+    for name in ("bad-image", "bad-secret", "bad-command"):
+        assert any(e["type"] == "Warning" for e in events(bed, name)), name
+    # The kubelets are still fine: their nodes stay Ready and a new pod still runs.
+    assert all(kl.alive() for kl in bed.kubelets)
+    assert "ok" in run_pod(bed, "after-bad", "echo ok")
+    bed.kubectl("delete", "pod", "bad-image", "bad-secret", "bad-command", "--grace-period=1")
+
+
+def test_containerboot_pod_joins_the_tailnet_and_a_device_reaches_it(bed: Bed) -> None:
+    assert bed.tailnet is not None
+    key = bed.tailnet.preauth_key()
+    bed.apply(
+        textwrap.dedent(
+            f"""
+            apiVersion: v1
+            kind: ServiceAccount
+            metadata: {{name: proxy}}
+            ---
+            apiVersion: v1
+            kind: Secret
+            metadata: {{name: proxy-0}}
+            ---
+            apiVersion: rbac.authorization.k8s.io/v1
+            kind: Role
+            metadata: {{name: proxy}}
+            rules:
+            - {{apiGroups: [""], resources: [secrets], resourceNames: [proxy-0], verbs: [get, update, patch]}}
+            - {{apiGroups: [""], resources: [events], verbs: [create, patch, get]}}
+            ---
+            apiVersion: rbac.authorization.k8s.io/v1
+            kind: RoleBinding
+            metadata: {{name: proxy}}
+            roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: proxy}}
+            subjects: [{{kind: ServiceAccount, name: proxy, namespace: default}}]
+            ---
+            apiVersion: v1
+            kind: Pod
+            metadata: {{name: proxy-0}}
+            spec:
+              serviceAccountName: proxy
+              securityContext: {{runAsUser: 1000, runAsGroup: 1000}}
+              containers:
+              - name: tailscale
+                image: ghcr.io/tailscale/tailscale:v1.102.3
+                env:
+                - {{name: TS_USERSPACE, value: "true"}}
+                - {{name: TS_AUTHKEY, value: "{key}"}}
+                - {{name: TS_KUBE_SECRET, value: proxy-0}}
+                - {{name: TS_HOSTNAME, value: proxy-0}}
+                - {{name: TS_EXTRA_ARGS, value: "--login-server={bed.tailnet.url}"}}
+                - {{name: TS_AUTH_ONCE, value: "true"}}
+                - {{name: TS_STATE_DIR, value: /tmp/ts}}
+                - {{name: TS_SOCKET, value: /tmp/ts/tailscaled.sock}}
+                - {{name: TS_DEBUG_USE_DERP_HTTP, value: "1"}}
+                - {{name: TS_NO_LOGS_NO_SUPPORT, value: "1"}}
+                - {{name: TS_DISABLE_PORTMAPPER, value: "1"}}
+              - name: backend
+                image: {BACKEND_IMAGE}
+                env: [{{name: POD_NAME, value: proxy-0}}]
+            """
+        )
+    )
+
+    def device_ips() -> list[str]:
+        data = bed.get("secret", "proxy-0").get("data") or {}
+        if "device_ips" not in data:
+            return []
+        return json.loads(base64.b64decode(data["device_ips"]))  # type: ignore[no-any-return]
+
+    ips = wait(device_ips, timeout=90, what="device_ips in Secret proxy-0")
+    ip4 = next(ip for ip in ips if "." in ip)
+    data = bed.get("secret", "proxy-0")["data"]
+    assert "authkey" not in data  # containerboot removed the one-time key
+    assert base64.b64decode(data["device_fqdn"]).decode().startswith("proxy-0.")
+    # A tailnet device in the tailnet namespace reaches the pod's backend over the tailnet.
+    device = bed.tailnet.device("laptop", key)
+    out = wait(
+        lambda: device.cli("nc", ip4, "9000", timeout=10).decode(),
+        timeout=60,
+        what="device reaches proxy-0 over the tailnet",
+    )
+    assert "proxy-0" in out
+
+
+def test_a_second_bed_runs_beside_and_leaves_nothing_behind(bed: Bed, tmp_path: Path) -> None:
+    other = Bed(tmp_path / "bed2", BedOptions(nodes=1, dns=False))
+    try:
+        other.start()
+        assert other.index != bed.index
+        assert other.plan.cluster_cidr != bed.plan.cluster_cidr
+        other.apply(backend_deployment("solo", replicas=2))
+        wait(lambda: available(other, "solo", 2), timeout=90, what="solo available")
+        # Sandboxes, container processes and their mounts exist while it runs...
+        assert any(n.startswith(f"{other.plan.prefix}-n0p") for n in netns_list())
+    finally:
+        swept = other.stop()
+    # ...and the kubelet removed its pods' namespaces itself; nothing is left at all.
+    assert not [n for n in swept if n.startswith(f"{other.plan.prefix}-n0p")]
+    assert_bed_gone(other)
+    # The first bed did not notice.
+    assert all(kl.alive() for kl in bed.kubelets)
