@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -65,9 +66,12 @@ def up(args: argparse.Namespace) -> int:
     if pid and _alive(pid):
         print(f"a bed is already running from {d} (pid {pid}); `just bed down` first", file=sys.stderr)
         return 1
+    if d.exists() and any(d.iterdir()):
+        if not ((d / "serve.log").exists() or (d / "bed.json").exists()):
+            print(f"{d} is not empty and not a bed's directory; choose another --dir", file=sys.stderr)
+            return 1
+        shutil.rmtree(d)  # a fresh bed each time: no etcd data or logs of the last one
     d.mkdir(parents=True, exist_ok=True)
-    for f in ("ready", "failed"):
-        (d / f).unlink(missing_ok=True)
     argv = [sys.executable, "-m", "tests.bed", "serve", f"--nodes={args.nodes}", f"--dir={d}"]
     if args.no_dns:
         argv.append("--no-dns")

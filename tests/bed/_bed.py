@@ -180,7 +180,11 @@ class Bed:
                 f"{t['proxy']},system:kube-proxy,proxy",
                 *nodes,
             ],
-            extra_args=["--enable-admission-plugins=NodeRestriction", "--endpoint-reconciler-type=lease"],
+            extra_args=[
+                "--enable-admission-plugins=NodeRestriction",
+                "--endpoint-reconciler-type=lease",
+                "--kubelet-preferred-address-types=InternalIP",
+            ],
         )
         self.cp.start()
         self.processes += [p for p in (self.cp.etcd, self.cp.apiserver) if p is not None]

@@ -401,9 +401,57 @@ class Kubelet:
 
     async def _work(self) -> None:
         await self.register()
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self.heartbeat())
-            tg.create_task(self.watch_pods())
+        server = await self.serve_logs()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.heartbeat())
+                tg.create_task(self.watch_pods())
+        finally:
+            server.close()
+
+    async def serve_logs(self) -> asyncio.Server:
+        """The kubelet API's ``/containerLogs`` on port 10250, so ``kubectl logs`` works.
+
+        The API server connects here (``--kubelet-preferred-address-types=InternalIP``) without
+        verifying the serving cert, as it does with no ``--kubelet-certificate-authority``.
+        Only whole logs (``tailLines`` honoured); no follow, no exec, no port-forward.
+        """
+        from tests.support.controlplane import _write_pki
+
+        pki = self.root / "pki"
+        pki.mkdir(exist_ok=True)
+        if not (pki / "apiserver.crt").exists():
+            _write_pki(pki, (self.cfg.node_ip,))
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(pki / "apiserver.crt", pki / "apiserver.key")
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+                target = head.split(b" ", 2)[1].decode()
+                path, _, query = target.partition("?")
+                parts = path.strip("/").split("/")
+                status, body = "404 Not Found", b"not found\n"
+                if len(parts) == 4 and parts[0] == "containerLogs":
+                    f = self.root / "logs" / f"{parts[1]}_{parts[2]}_{parts[3]}.log"
+                    if f.exists():
+                        status, body = "200 OK", f.read_bytes()
+                        params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+                        if params.get("tailLines", "").isdigit():
+                            lines = body.splitlines(keepends=True)
+                            body = b"".join(lines[len(lines) - int(params["tailLines"]) :])
+                writer.write(
+                    f"HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
+                    "Connection: close\r\n\r\n".encode()
+                    + body
+                )
+                await writer.drain()
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+                pass
+            finally:
+                writer.close()
+
+        return await asyncio.start_server(handle, self.cfg.node_ip, 10250, ssl=ctx)
 
 
 class Container:
@@ -481,8 +529,7 @@ class Container:
         spec_file.write_text(json.dumps(spec))
         logf = pod.kubelet.root / "logs" / f"{pod.ns}_{pod.name}_{self.name}.log"
         with logf.open("ab") as fh:
-            fh.write(f"--- {now()} start #{self.restarts}: {' '.join(argv)}\n".encode())
-            fh.flush()
+            log.info("start %s/%s %s #%d: %s", pod.ns, pod.name, self.name, self.restarts, " ".join(argv))
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-I",
@@ -818,7 +865,7 @@ class PodWorker:
         self.start_time = now()
         self.last_status: Any = None
         self.volumes: dict[str, Path] = {}
-        self.token_expiry: dict[str, float] = {}
+        self.tokens: dict[str, tuple[bytes, float]] = {}
 
     # -- events from the watch -------------------------------------------------------------
 
@@ -1148,6 +1195,10 @@ class PodWorker:
         }
         if src.get("audience"):
             spec["audiences"] = [src["audience"]]
+        key = json.dumps([sa, spec], sort_keys=True)
+        cached = self.tokens.get(key)
+        if cached and time.monotonic() < cached[1]:
+            return cached[0]
         try:
             tr = await self.kubelet.api.post(
                 f"/api/v1/namespaces/{self.ns}/serviceaccounts/{sa}/token",
@@ -1155,8 +1206,10 @@ class PodWorker:
             )
         except ApiError as e:
             raise PodError("FailedMount", f"failed to fetch token: {e}") from e
-        self.token_expiry[src.get("path", "token")] = time.monotonic() + spec["expirationSeconds"] * 0.8
-        return str(tr["status"]["token"]).encode()
+        # Refreshed at 80% of its lifetime, as the kubelet's token manager does.
+        token = str(tr["status"]["token"]).encode()
+        self.tokens[key] = (token, time.monotonic() + spec["expirationSeconds"] * 0.8)
+        return token
 
     async def volume_files(self, vol: Obj) -> dict[str, tuple[bytes, int | None]] | None:
         """Files of one volume, or None for a directory volume (emptyDir, hostPath)."""
@@ -1222,7 +1275,7 @@ class PodWorker:
     async def refresh_volumes(self) -> None:
         """Rewrite Secret/ConfigMap/projected files now and then, and tokens before they expire."""
         while True:
-            await asyncio.sleep(10)
+            await asyncio.sleep(15)
             try:
                 await self.write_volumes()
             except Exception as e:
