@@ -50,10 +50,11 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="just bench bed")
     p.add_argument("--nodes", type=int, default=2)
     p.add_argument("--pods", type=int, default=50)
+    p.add_argument("--no-dns", action="store_true", help="skip CoreDNS (faster up_s)")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="tsgw-bench-bed-") as tmp:
         t0 = time.monotonic()
-        bed = Bed(Path(tmp), BedOptions(nodes=args.nodes))
+        bed = Bed(Path(tmp), BedOptions(nodes=args.nodes, dns=not args.no_dns))
         try:
             bed.start()
             up_s = time.monotonic() - t0
@@ -79,6 +80,7 @@ def main(argv: list[str]) -> int:
     result = {
         "bench": "bed",
         "nodes": args.nodes,
+        "dns": not args.no_dns,
         "up_s": round(up_s, 2),
         "control_plane_s": round(bed.timings.get("control_plane_s", 0.0), 2),
         "nodes_ready_s": round(bed.timings.get("nodes_ready_s", 0.0), 2),
