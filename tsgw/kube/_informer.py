@@ -204,21 +204,23 @@ class Informer:
     async def run(self) -> None:
         """List and watch until cancelled; errors are logged and retried with backoff."""
         backoff = _Backoff(self.options)
+        resume = self.has_synced and bool(self.last_sync_resource_version)
         while True:
             try:
-                await self._list_and_watch(backoff)
+                await self._list_and_watch(backoff, resume)
             except _Relist:
                 pass
             except KubeError as exc:
                 self._log.warning("list/watch failed; retrying", error=str(exc))
+            resume = False
             await anyio.sleep(backoff.next())
 
     # -- reflector ---------------------------------------------------------------------------
 
-    async def _list_and_watch(self, backoff: _Backoff) -> None:
+    async def _list_and_watch(self, backoff: _Backoff, resume: bool) -> None:
         stream: WatchStream | None = None
-        if self.has_synced and self.last_sync_resource_version:
-            pass  # resume: watch from where we were
+        if resume:
+            pass  # a re-run: watch from where we were; a 410 brings us back here to list
         elif self._watch_list_supported:
             try:
                 stream = await self._watch_list()
@@ -229,7 +231,7 @@ class Informer:
             except KubeError as exc:
                 self._log.info("WatchList unavailable; falling back to LIST", error=str(exc))
                 self._watch_list_supported = False
-        if stream is None and not (self.has_synced and self.last_sync_resource_version):
+        if stream is None and not resume:
             await self._list()
         await self._watch(stream, backoff)
 

@@ -177,9 +177,12 @@ class LeaderElector:
     async def _try(self) -> bool:
         opts = self.options
         now = _micro_time(self.clock.wall())
-        # 1. fast path: we lead and our lease is valid → update without a GET.
-        if self._leading and self._observed_spec is not None and self._lease_valid():
-            old = self._observed_spec
+        # 1. fast path: the record we last saw names us and is still valid → update without a GET.
+        #    (Judged on the observed record, as client-go's IsLeader: once we have seen another
+        #    holder we must not overwrite it with its own resourceVersion.)
+        observed_holder = (self._observed_spec or {}).get("holderIdentity")
+        if self._leading and observed_holder == opts.identity and self._lease_valid():
+            old = self._observed_spec or {}
             try:
                 await self._update(
                     self._record(old.get("acquireTime") or now, int(old.get("leaseTransitions") or 0))

@@ -1,0 +1,255 @@
+"""Controllers and the manager against the real API server: owned objects, conditions, SSA,
+conflicts, probes, metrics and Events."""
+
+from __future__ import annotations
+
+import copy
+
+import anyio
+import httpx
+import pytest
+
+from tsgw.kube import (
+    CONFIGMAPS,
+    EVENTS,
+    Client,
+    Conflict,
+    ControllerOptions,
+    GenerationChanged,
+    Manager,
+    ManagerOptions,
+    RawObject,
+    Request,
+    Resource,
+    Result,
+    controller_managed_by,
+    find_condition,
+    is_condition_true,
+    owner_reference,
+    retry_on_conflict,
+    set_condition,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+
+def widget(ns: str, name: str, size: int = 1) -> RawObject:
+    return {
+        "apiVersion": "test.tsgw.io/v1",
+        "kind": "Widget",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"size": size},
+    }
+
+
+class WidgetReconciler:
+    """Applies one owned ConfigMap per Widget and sets Ready (writes only what changed)."""
+
+    def __init__(self, mgr: Manager, widgets: Resource) -> None:
+        self.client = mgr.client
+        self.widgets = widgets
+        self.cache = mgr.informer(widgets).store
+        self.configmaps = mgr.informer(CONFIGMAPS).store
+        self.calls = 0
+
+    async def reconcile(self, req: Request) -> Result | None:
+        self.calls += 1
+        obj = self.cache.get(req)
+        if obj is None:
+            return None
+        desired = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": f"{req.name}-config",
+                "namespace": req.namespace,
+                "ownerReferences": [owner_reference(obj)],
+            },
+            "data": {"size": str(obj["spec"]["size"])},
+        }
+        have = self.configmaps.get((req.namespace, f"{req.name}-config"))
+        if have is None or have.get("data") != desired["data"] or not have["metadata"].get("ownerReferences"):
+            await self.client.apply(CONFIGMAPS, desired, field_manager="widget-controller")
+        status = copy.deepcopy(obj.get("status") or {})
+        conditions = status.setdefault("conditions", [])
+        gen = obj["metadata"]["generation"]
+        changed = set_condition(conditions, "Ready", "True", "ConfigApplied", observed_generation=gen)
+        if changed or status.get("observedGeneration") != gen:
+            status["observedGeneration"] = gen
+            await self.client.replace_status(self.widgets, {**obj, "status": status})
+        return None
+
+
+async def wait_for(pred, within: float = 30) -> None:  # type: ignore[no-untyped-def]
+    with anyio.fail_after(within):
+        while not pred():  # noqa: ASYNC110
+            await anyio.sleep(0.05)
+
+
+async def test_a_controller_applies_owned_objects_sets_ready_and_repairs_a_deleted_child(
+    client: Client, namespace: str, widgets: Resource
+) -> None:
+    mgr = Manager(client, ManagerOptions(health_probe_bind_address="127.0.0.1:0"))
+    rec = WidgetReconciler(mgr, widgets)
+    ctrl = (
+        controller_managed_by(mgr)
+        .for_(widgets, GenerationChanged())
+        .owns(CONFIGMAPS)
+        .with_options(ControllerOptions(max_concurrent_reconciles=4))
+        .complete(rec)
+    )
+    for i in range(5):
+        await client.create(widgets, widget(namespace, f"w{i}", i))
+    wstore = mgr.informer(widgets).store
+    cstore = mgr.informer(CONFIGMAPS).store
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(mgr.run)
+        await wait_for(
+            lambda: all(is_condition_true(wstore.get((namespace, f"w{i}")) or {}, "Ready") for i in range(5))
+        )
+        for i in range(5):
+            cm = cstore.get((namespace, f"w{i}-config"))
+            assert cm is not None
+            assert cm["data"] == {"size": str(i)}
+            assert cm["metadata"]["ownerReferences"][0]["name"] == f"w{i}"
+            w = wstore.get((namespace, f"w{i}"))
+            assert w is not None
+            assert w["status"]["observedGeneration"] == 1
+            cond = find_condition(w["status"]["conditions"], "Ready")
+            assert cond is not None
+            assert cond["observedGeneration"] == 1
+
+        # A deleted child is an Owns event for its owner: the controller puts it back.
+        await client.delete(CONFIGMAPS, "w3-config", namespace)
+        await wait_for(lambda: cstore.get((namespace, "w3-config")) is None)
+        await wait_for(lambda: cstore.get((namespace, "w3-config")) is not None)
+
+        # A spec change (new generation) flows through to the child.
+        await client.patch(widgets, "w1", {"spec": {"size": 42}}, namespace=namespace)
+        await wait_for(lambda: (cstore.get((namespace, "w1-config")) or {}).get("data") == {"size": "42"})
+        await wait_for(
+            lambda: (wstore.get((namespace, "w1")) or {}).get("status", {}).get("observedGeneration") == 2
+        )
+
+        # Probes and metrics.
+        assert mgr.health is not None
+        base = f"http://127.0.0.1:{mgr.health.bound_port}"
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(f"{base}/healthz")).text == "ok"
+            ready = await http.get(f"{base}/readyz?verbose")
+            assert ready.status_code == 200
+            assert "[+]informers ok" in ready.text
+            metrics = (await http.get(f"{base}/metrics")).text
+        assert f'controller_runtime_reconcile_total{{controller="{ctrl.name}",result="success"}}' in metrics
+        assert "workqueue_adds_total" in metrics
+        assert "rest_client_requests_total" in metrics
+        mgr.stop()
+
+
+async def test_reapplying_an_unchanged_object_by_ssa_makes_no_write(client: Client, namespace: str) -> None:
+    cm = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "same", "namespace": namespace},
+        "data": {"a": "1"},
+    }
+    first = await client.apply(CONFIGMAPS, cm)
+    listed = await client.list(CONFIGMAPS, namespace)
+    async with client.watch(CONFIGMAPS, namespace, resource_version=listed.resource_version) as events:
+        again = await client.apply(CONFIGMAPS, cm)
+        changed = await client.apply(CONFIGMAPS, {**cm, "data": {"a": "2"}})
+        with anyio.fail_after(10):
+            ev = await events.__anext__()
+    assert again["metadata"]["resourceVersion"] == first["metadata"]["resourceVersion"]
+    # The first event the watch sees is the real change, not the no-op re-apply.
+    assert ev.type == "MODIFIED"
+    assert ev.object["metadata"]["resourceVersion"] == changed["metadata"]["resourceVersion"]
+
+
+async def test_a_status_write_conflict_is_retried_by_the_controller(
+    client: Client, namespace: str, widgets: Resource
+) -> None:
+    mgr = Manager(client)
+    cache = mgr.informer(widgets).store
+    attempts: list[str] = []
+
+    class Racy:
+        async def reconcile(self, req: Request) -> Result | None:
+            obj = cache.get(req)
+            assert obj is not None
+            if not attempts:  # someone else writes between our read and our write
+                await client.patch(
+                    widgets, req.name, {"metadata": {"labels": {"raced": "yes"}}}, namespace=req.namespace
+                )
+            try:
+                await client.replace_status(widgets, {**obj, "status": {"phase": "done"}})
+                attempts.append("ok")
+            except Conflict:
+                attempts.append("conflict")
+                raise
+            return None
+
+    controller_managed_by(mgr).for_(widgets).complete(Racy())
+    await client.create(widgets, widget(namespace, "racy"))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(mgr.run)
+        await wait_for(
+            lambda: (cache.get((namespace, "racy")) or {}).get("status", {}).get("phase") == "done"
+        )
+        mgr.stop()
+    assert attempts[0] == "conflict"
+    assert "ok" in attempts
+    final = await client.get(widgets, "racy", namespace)
+    assert final["metadata"]["labels"] == {"raced": "yes"}
+    assert final["status"] == {"phase": "done"}
+
+
+async def test_retry_on_conflict_rereads_and_succeeds(
+    client: Client, namespace: str, widgets: Resource
+) -> None:
+    await client.create(widgets, widget(namespace, "counter"))
+    tries = 0
+
+    async def bump() -> RawObject:
+        nonlocal tries
+        tries += 1
+        obj = await client.get(widgets, "counter", namespace)
+        if tries == 1:
+            await client.patch(
+                widgets, "counter", {"status": {"n": 100}}, namespace=namespace, subresource="status"
+            )
+        n = int((obj.get("status") or {}).get("n", 0))
+        return await client.replace_status(widgets, {**obj, "status": {"n": n + 1}})
+
+    result = await retry_on_conflict(bump)
+    assert tries == 2
+    assert result["status"] == {"n": 101}
+
+
+async def test_repeated_events_are_aggregated_into_one_event_series(client: Client, namespace: str) -> None:
+    cm = await client.apply(
+        CONFIGMAPS,
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "noisy", "namespace": namespace}},
+    )
+    mgr = Manager(client)
+    recorder = mgr.event_recorder()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(mgr.run)
+        for _ in range(5):
+            recorder.event(cm, "Warning", "BackendDown", "backend 10.0.0.7 refused")
+            await anyio.sleep(0.01)
+        recorder.event(cm, "Normal", "Synced", "all good")
+
+        async def events() -> list[RawObject]:
+            return (await client.list(EVENTS, namespace)).items
+
+        with anyio.fail_after(20):
+            while True:
+                evs = await events()
+                warn = [e for e in evs if e["reason"] == "BackendDown"]
+                if len(warn) == 1 and (warn[0].get("series") or {}).get("count") == 5 and len(evs) == 2:
+                    break
+                await anyio.sleep(0.1)
+        mgr.stop()
+    assert warn[0]["regarding"]["name"] == "noisy"
+    assert warn[0]["type"] == "Warning"

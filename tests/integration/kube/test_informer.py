@@ -1,0 +1,180 @@
+"""The informer against the real API server: churn, 410 Gone, an API server restart."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import anyio
+import pytest
+
+from tests.integration.kube.conftest import retrying
+from tests.support.controlplane import ControlPlane
+from tsgw.kube import (
+    CONFIGMAPS,
+    PODTEMPLATES,
+    AlreadyExists,
+    Client,
+    HandlerFuncs,
+    Informer,
+    InformerOptions,
+    NotFound,
+    RawObject,
+    Resource,
+    object_key,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+
+class Mirror:
+    """What handlers were told, replayed into a dict: it must equal the store."""
+
+    def __init__(self) -> None:
+        self.objects: dict[Any, str] = {}
+        self.deletes: list[str] = []
+        self.initial_adds = 0
+
+    def handler(self) -> HandlerFuncs:
+        return HandlerFuncs(add=self.add, update=self.update, delete=self.delete)
+
+    def add(self, obj: RawObject, initial: bool) -> None:
+        self.initial_adds += initial
+        self.objects[object_key(obj)] = obj["metadata"]["resourceVersion"]
+
+    def update(self, old: RawObject, new: RawObject) -> None:
+        assert object_key(old) == object_key(new)
+        self.objects[object_key(new)] = new["metadata"]["resourceVersion"]
+
+    def delete(self, obj: RawObject) -> None:
+        self.deletes.append(obj["metadata"]["name"])
+        self.objects.pop(object_key(obj), None)
+
+
+def configmap(ns: str, name: str, value: str) -> RawObject:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": ns},
+        "data": {"v": value},
+    }
+
+
+def podtemplate(ns: str, name: str, value: str) -> RawObject:
+    return {
+        "apiVersion": "v1",
+        "kind": "PodTemplate",
+        "metadata": {"name": name, "namespace": ns, "labels": {"v": value}},
+        "template": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}},
+    }
+
+
+async def churn(client: Client, res: Resource, make: Any, ns: str, ops: int, names: int, seed: int) -> None:
+    """``ops`` random creates/updates/deletes over ``names`` names, 16 at a time."""
+    rng = random.Random(seed)
+    limiter = anyio.CapacityLimiter(16)
+
+    async def one(i: int) -> None:
+        async with limiter:
+            name = f"o{rng.randrange(names)}"
+            op = rng.random()
+            try:
+                if op < 0.45:
+                    await client.create(res, make(ns, name, str(i)))
+                elif op < 0.8:
+                    await client.apply(res, make(ns, name, str(i)))
+                else:
+                    await client.delete(res, name, ns)
+            except (AlreadyExists, NotFound):
+                pass
+
+    async with anyio.create_task_group() as tg:
+        for i in range(ops):
+            tg.start_soon(one, i)
+
+
+async def converged(
+    client: Client, inf: Informer, res: Resource, ns: str, mirror: Mirror | None = None
+) -> None:
+    """Wait until the store equals a fresh LIST taken now (keys and resourceVersions)."""
+    fresh = await retrying(lambda: client.list(res, ns, resource_version=""))
+    want = {object_key(o): o["metadata"]["resourceVersion"] for o in fresh.items}
+    with anyio.fail_after(60):
+        while True:
+            have = {object_key(o): o["metadata"]["resourceVersion"] for o in inf.store.list()}
+            if have == want and (mirror is None or mirror.objects == want):
+                return
+            await anyio.sleep(0.05)
+
+
+@pytest.mark.parametrize("watch_list", [True, False], ids=["watchlist", "list"])
+async def test_under_churn_the_store_ends_identical_to_a_fresh_list(
+    client: Client, namespace: str, watch_list: bool
+) -> None:
+    await churn(client, CONFIGMAPS, configmap, namespace, 300, 100, seed=1)  # state before the informer
+    inf = Informer(client, CONFIGMAPS, InformerOptions(namespace=namespace, watch_list=watch_list))
+    mirror = Mirror()
+    inf.add_handler(mirror.handler())
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(inf.run)
+        with anyio.fail_after(30):
+            await inf.wait_for_sync()
+        assert mirror.initial_adds == len(inf.store)
+        await churn(client, CONFIGMAPS, configmap, namespace, 3000, 300, seed=2)
+        await converged(client, inf, CONFIGMAPS, namespace, mirror)
+        tg.cancel_scope.cancel()
+    assert all("managedFields" not in o["metadata"] for o in inf.store.list())  # default transform
+
+
+async def test_a_410_gone_makes_the_informer_relist_without_losing_an_update(
+    client: Client, namespace: str, control_plane: ControlPlane
+) -> None:
+    # podtemplates have no watch cache here: their watches read etcd, so compaction expires RVs.
+    for i in range(20):
+        await client.create(PODTEMPLATES, podtemplate(namespace, f"o{i}", "a"))
+    inf = Informer(client, PODTEMPLATES, InformerOptions(namespace=namespace))
+    mirror = Mirror()
+    inf.add_handler(mirror.handler())
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(inf.run)
+        with anyio.fail_after(30):
+            await inf.wait_for_sync()
+        tg.cancel_scope.cancel()
+    stale_rv = inf.last_sync_resource_version
+    relists = inf.relists
+
+    # While it is stopped: delete some, change some, add some; then compact them out of history.
+    for i in range(5):
+        await client.delete(PODTEMPLATES, f"o{i}", namespace)
+    for i in range(5, 10):
+        await client.apply(PODTEMPLATES, podtemplate(namespace, f"o{i}", "b"))
+    for i in range(20, 25):
+        await client.create(PODTEMPLATES, podtemplate(namespace, f"o{i}", "c"))
+    await anyio.to_thread.run_sync(control_plane.compact)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(inf.run)  # resumes watching from stale_rv → 410 → relist
+        await converged(client, inf, PODTEMPLATES, namespace, mirror)
+        tg.cancel_scope.cancel()
+    assert inf.relists == relists + 1
+    assert int(inf.last_sync_resource_version) > int(stale_rv)
+    assert sorted(mirror.deletes) == [f"o{i}" for i in range(5)]
+    labels = {o["metadata"]["name"]: o["metadata"]["labels"]["v"] for o in inf.store.list()}
+    assert [labels[f"o{i}"] for i in range(5, 10)] == ["b"] * 5
+
+
+async def test_the_informer_recovers_when_the_api_server_restarts_mid_watch(
+    client: Client, namespace: str, control_plane: ControlPlane
+) -> None:
+    inf = Informer(client, CONFIGMAPS, InformerOptions(namespace=namespace, backoff_max=2.0))
+    mirror = Mirror()
+    inf.add_handler(mirror.handler())
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(inf.run)
+        with anyio.fail_after(30):
+            await inf.wait_for_sync()
+        await churn(client, CONFIGMAPS, configmap, namespace, 200, 50, seed=3)
+        await anyio.to_thread.run_sync(control_plane.restart_apiserver)
+        await retrying(lambda: churn(client, CONFIGMAPS, configmap, namespace, 200, 50, seed=4))
+        await converged(client, inf, CONFIGMAPS, namespace, mirror)
+        tg.cancel_scope.cancel()
