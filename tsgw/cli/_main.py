@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from tsgw._version import __version__
-from tsgw.cli import _crds
+from tsgw.cli import _admin, _bootstrap, _crds
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -17,6 +17,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("version", help="print the version and exit")
     _crds.add_parser(sub)
+    _bootstrap.add_parser(sub)
+    _admin.add_parsers(sub)
     return p
 
 
@@ -28,6 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "crds":
         return _crds.run(args)
+    run = getattr(args, "run", None)
+    if run is not None:  # commands that registered their own runner
+        return int(run(args))
     return 2  # pragma: no cover - argparse rejects unknown commands first
 
 

@@ -41,9 +41,13 @@ def bootstrap(
         discovery = "STATIC"
     except ValueError:
         discovery = "LOGICAL_DNS"
-    config_source: dict[str, Any] = {"ads": {}, "resource_api_version": "V3"}
-    if initial_fetch_timeout is not None:
-        config_source["initial_fetch_timeout"] = initial_fetch_timeout
+
+    def config_source() -> dict[str, Any]:  # fresh dicts: YAML would otherwise emit anchors
+        source: dict[str, Any] = {"ads": {}, "resource_api_version": "V3"}
+        if initial_fetch_timeout is not None:
+            source["initial_fetch_timeout"] = initial_fetch_timeout
+        return source
+
     node: dict[str, Any] = {"id": node_id, "cluster": cluster}
     if metadata:
         node["metadata"] = dict(metadata)
@@ -56,8 +60,8 @@ def bootstrap(
                 "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
                 "set_node_on_first_message_only": True,
             },
-            "cds_config": dict(config_source),
-            "lds_config": dict(config_source),
+            "cds_config": config_source(),
+            "lds_config": config_source(),
         },
         "static_resources": {
             "clusters": [

@@ -1,0 +1,218 @@
+"""`tsgw snapshot list|dump|diff|watch` and `tsgw status`: clients of a running admin API."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import difflib
+import json
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import anyio
+import yaml
+
+from tsgw.admin import DEFAULT_ADDRESS, AdminClient, AdminError, messages
+
+_TYPES = ("sds", "cds", "eds", "lds", "rds")
+
+
+def _address_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--admin",
+        default=os.environ.get("TSGW_ADMIN", DEFAULT_ADDRESS),
+        metavar="HOST:PORT",
+        help=f"admin API address (default $TSGW_ADMIN or {DEFAULT_ADDRESS})",
+    )
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    snap = sub.add_parser("snapshot", help="inspect the xDS snapshots of a running tsgw")
+    ssub = snap.add_subparsers(dest="snapshot_command", required=True, metavar="SUBCOMMAND")
+
+    p = ssub.add_parser("list", help="stored snapshots per node group (current and recent)")
+    _address_arg(p)
+    p.add_argument("--group", default="", help="only this node group")
+    p.set_defaults(run=_run(_list))
+
+    p = ssub.add_parser("dump", help="one snapshot's resources")
+    _address_arg(p)
+    p.add_argument("--group", required=True)
+    p.add_argument("--version", default="", help="version label or generation (default: current)")
+    p.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
+    p.set_defaults(run=_run(_dump))
+
+    p = ssub.add_parser("diff", help="what changed between two snapshots of a group")
+    _address_arg(p)
+    p.add_argument("--group", required=True)
+    p.add_argument("old", help="version label or generation")
+    p.add_argument("new", nargs="?", default="", help="version label or generation (default: current)")
+    p.set_defaults(run=_run(_diff))
+
+    p = ssub.add_parser("watch", help="print each new snapshot version as it is set")
+    _address_arg(p)
+    p.add_argument("--group", default="")
+    p.add_argument("--count", type=int, default=0, help="stop after this many events (default: never)")
+    p.set_defaults(run=_run(_watch))
+
+    p = sub.add_parser("status", help="connected Envoys and what each has ACKed or NACKed")
+    _address_arg(p)
+    p.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    p.set_defaults(run=_run(_status))
+
+
+def _run(
+    fn: Callable[[AdminClient, argparse.Namespace], Awaitable[int]],
+) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        async def main() -> int:
+            async with AdminClient(args.admin) as client:
+                return await fn(client, args)
+
+        try:
+            return anyio.run(main)
+        except AdminError as e:
+            print(f"tsgw: {e}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _when(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _age(since: float) -> str:
+    s = int(time.time() - since)
+    return (
+        f"{s // 3600}h{s % 3600 // 60:02d}m"
+        if s >= 3600
+        else f"{s // 60}m{s % 60:02d}s"
+        if s >= 60
+        else f"{s}s"
+    )
+
+
+async def _list(client: AdminClient, args: argparse.Namespace) -> int:
+    rows = [
+        [
+            s.group,
+            str(s.generation),
+            s.version + (" *" if s.current else ""),
+            _when(s.created),
+            *(str(s.counts.get(t, 0)) for t in _TYPES),
+        ]
+        for s in await client.list_snapshots(args.group)
+    ]
+    sys.stdout.write(table(rows, ["GROUP", "GEN", "VERSION", "CREATED", *(t.upper() for t in _TYPES)]))
+    return 0
+
+
+async def _dump(client: AdminClient, args: argparse.Namespace) -> int:
+    summary, resources = await client.get_snapshot(args.group, args.version)
+    doc = {
+        "group": summary.group,
+        "generation": summary.generation,
+        "version": summary.version,
+        "types": resources,
+    }
+    if args.output == "json":
+        sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    else:
+        sys.stdout.write(yaml.safe_dump(doc, sort_keys=True))
+    return 0
+
+
+def diff_snapshots(old: dict[str, Any], new: dict[str, Any], old_label: str, new_label: str) -> str:
+    """A readable diff: per type, added/removed/changed resources, with a YAML diff of each change."""
+    out: list[str] = []
+    for t in sorted(set(old) | set(new)):
+        a = old.get(t, {}).get("resources", {})
+        b = new.get(t, {}).get("resources", {})
+        added = sorted(set(b) - set(a))
+        removed = sorted(set(a) - set(b))
+        changed = sorted(n for n in set(a) & set(b) if a[n] != b[n])
+        if not (added or removed or changed):
+            continue
+        out.append(f"{t}: +{len(added)} -{len(removed)} ~{len(changed)}")
+        out += [f"+ {t}/{n}" for n in added]
+        out += [f"- {t}/{n}" for n in removed]
+        for n in changed:
+            out.append(f"~ {t}/{n}")
+            lines = difflib.unified_diff(
+                yaml.safe_dump(a[n], sort_keys=True).splitlines(),
+                yaml.safe_dump(b[n], sort_keys=True).splitlines(),
+                f"{n}@{old_label}",
+                f"{n}@{new_label}",
+                lineterm="",
+            )
+            out += ["    " + line for line in lines]
+    return "\n".join(out) + "\n" if out else "no differences\n"
+
+
+async def _diff(client: AdminClient, args: argparse.Namespace) -> int:
+    old_summary, old = await client.get_snapshot(args.group, args.old)
+    new_summary, new = await client.get_snapshot(args.group, args.new)
+    sys.stdout.write(diff_snapshots(old, new, old_summary.version, new_summary.version))
+    return 0
+
+
+async def _watch(client: AdminClient, args: argparse.Namespace) -> int:
+    seen = 0
+    async for s in client.watch_snapshots(args.group):
+        counts = " ".join(f"{t}={s.counts.get(t, 0)}" for t in _TYPES if s.counts.get(t, 0))
+        print(f"{_when(s.created)} {s.group} gen={s.generation} version={s.version} {counts}", flush=True)
+        seen += 1
+        if args.count and seen >= args.count:
+            break
+    return 0
+
+
+def type_state(t: messages.TypeStatus) -> str:
+    """Istio-like: SYNCED (ACKed what was sent), NACKED, STALE (sent, not ACKed), NOT SENT."""
+    if not t.sent_version:
+        return "NOT SENT"
+    if t.HasField("last_nack") and t.last_nack.version == t.sent_version:
+        return "NACKED"
+    return "SYNCED" if t.acked_version == t.sent_version else "STALE"
+
+
+async def _status(client: AdminClient, args: argparse.Namespace) -> int:
+    nodes = await client.list_nodes()
+    if args.output == "json":
+        from google.protobuf import json_format
+
+        docs = [json_format.MessageToDict(n, preserving_proto_field_name=True) for n in nodes]
+        sys.stdout.write(json.dumps(docs, indent=2) + "\n")
+        return 0
+    rows = []
+    nacks = []
+    for n in nodes:
+        by_type = {t.type_url.rsplit(".", 1)[-1]: t for t in n.types}
+        short = {"Secret": "sds", "Cluster": "cds", "ClusterLoadAssignment": "eds", "Listener": "lds"}
+        short["RouteConfiguration"] = "rds"
+        states = {short.get(k, k): type_state(t) for k, t in by_type.items()}
+        rows.append(
+            [n.node_id, n.cluster, n.variant, _age(n.opened_at), *(states.get(t, "-") for t in _TYPES[1:])]
+        )
+        for t in n.types:
+            if t.HasField("last_nack"):
+                nacks.append(
+                    f"{n.node_id} {short.get(t.type_url.rsplit('.', 1)[-1], t.type_url)}: NACK of version "
+                    f"{t.last_nack.version} at {_when(t.last_nack.time)}: {t.last_nack.detail.strip()}"
+                )
+    sys.stdout.write(table(rows, ["NODE", "CLUSTER", "VARIANT", "AGE", "CDS", "EDS", "LDS", "RDS"]))
+    if nacks:
+        sys.stdout.write("\n" + "\n".join(nacks) + "\n")
+    return 0

@@ -1,0 +1,44 @@
+"""`tsgw bootstrap`: write an Envoy bootstrap that points Envoy at tsgw's ADS server."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+
+import yaml
+
+from tsgw.xds import bootstrap
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("bootstrap", help="write an Envoy bootstrap for tsgw's aggregated xDS server")
+    p.add_argument("--node-id", required=True, help="the Envoy's node id (a proxy pod's name)")
+    p.add_argument("--cluster", required=True, help="node cluster: the proxy group whose snapshot it gets")
+    p.add_argument("--xds-address", required=True, metavar="HOST:PORT", help="tsgw's xDS server")
+    p.add_argument("--delta", action="store_true", help="incremental xDS (DELTA_GRPC) instead of SotW")
+    p.add_argument("--admin-port", type=int, default=9901, help="Envoy admin port on loopback (default 9901)")
+    p.add_argument("--format", choices=["yaml", "json"], default="yaml", help="output format (default yaml)")
+    p.add_argument("-o", "--output", type=pathlib.Path, help="write to this file instead of stdout")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = bootstrap(
+            args.node_id, args.cluster, args.xds_address, delta=args.delta, admin_port=args.admin_port
+        )
+    except ValueError as e:
+        print(f"tsgw bootstrap: {e}", file=sys.stderr)
+        return 2
+    text = (
+        json.dumps(config, indent=2) + "\n"
+        if args.format == "json"
+        else yaml.safe_dump(config, sort_keys=False)
+    )
+    if args.output is not None:
+        args.output.write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
