@@ -24,7 +24,7 @@ def test_two_tailscaled_nodes_exchange_bytes_over_the_tailnet(tailnet: Tailnet) 
         payload = b"hello over the tailnet\n"
         # `tailscale nc` dials through a's netstack: the bytes can only reach b's echo server
         # over the WireGuard tunnel to b's tailnet address.
-        out = a.cli("nc", b_ip, str(echo.port), input=payload, timeout=30)
+        out = a.exchange(b_ip, echo.port, payload)
         assert out == payload
         assert echo.connections == 1
     finally:

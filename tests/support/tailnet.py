@@ -11,6 +11,7 @@ confined by network namespaces).
 from __future__ import annotations
 
 import json
+import select
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -88,7 +89,7 @@ class Node:
     name: str
     dir: Path
     process: Process
-    tailnet: Tailnet
+    tailnet: TailscaledNodes
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -106,6 +107,38 @@ class Node:
         if proc.returncode != 0:
             raise RuntimeError(f"tailscale {' '.join(args)} on {self.name}: {proc.stderr.decode()}")
         return proc.stdout
+
+    def exchange(self, ip: str, port: int, payload: bytes, timeout: float = 30) -> bytes:
+        """Send ``payload`` to ``ip:port`` through this node (``tailscale nc``); return as many
+        bytes as were sent, read back from the connection, before closing it."""
+        proc = subprocess.Popen(
+            [str(bin_path("tailscale")), f"--socket={self.socket}", "nc", ip, str(port)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        try:
+            proc.stdin.write(payload)
+            proc.stdin.flush()
+            got = b""
+            deadline = time.monotonic() + timeout
+            while len(got) < len(payload) and time.monotonic() < deadline:
+                if not select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                    break
+                chunk = proc.stdout.read1(65536)
+                if not chunk:
+                    break
+                got += chunk
+            return got
+        finally:
+            proc.kill()
+            proc.wait(5)
+            proc.stdin.close()
+            proc.stdout.close()
+            if proc.stderr:
+                proc.stderr.close()
 
     def status(self) -> dict[str, Any]:
         return json.loads(self.cli("status", "--json"))  # type: ignore[no-any-return]
@@ -125,14 +158,75 @@ class Node:
         )
 
 
-class Tailnet:
+class TailscaledNodes:
+    """tailscaled nodes in one private namespace, joined to the control server at :attr:`url`.
+
+    The part every test tailnet shares, whatever serves the control protocol (Headscale here,
+    tailscale's testcontrol in :mod:`tests.support.tailnet_box`).
+    """
+
+    dir: Path
+    ns: NetNS
+    url: str
+    """The control server's URL as seen from inside the namespace (``--login-server``)."""
+    nodes: list[Node]
+
+    def start_node(
+        self, name: str, *, env: Mapping[str, str] | None = None, args: Sequence[str] = ()
+    ) -> Node:
+        """Start a userspace tailscaled (not yet joined) inside the namespace."""
+        d = self.dir / "nodes" / name
+        d.mkdir(parents=True, exist_ok=True)
+        sock = d / "tailscaled.sock"
+        proc = Process(
+            f"tailscaled-{name}",
+            [
+                bin_path("tailscaled"),
+                "--tun=userspace-networking",
+                f"--statedir={d / 'state'}",
+                f"--socket={sock}",
+                "--port=0",
+                "--no-logs-no-support",
+                *args,
+            ],
+            d / "tailscaled.log",
+            env={**TAILSCALED_ENV, **(env or {})},
+            netns=self.ns.name,
+        )
+        proc.wait_ready(sock.exists, timeout=20, what="listening on its socket")
+        node = Node(name, d, proc, self)
+        self.nodes.append(node)
+        return node
+
+    def join(self, name: str, auth_key: str, *flags: str, args: Sequence[str] = ()) -> Node:
+        """Start a tailscaled and bring it up with ``auth_key``; returns once it has an address."""
+        node = self.start_node(name, args=args)
+        node.up(auth_key, *flags)
+        node.process.wait_ready(lambda: bool(node.ip4()), timeout=30, what="given a tailnet address")
+        return node
+
+    def wait_peers(self, node: Node, count: int, timeout: float = 30) -> None:
+        """Wait until ``node`` sees ``count`` peers online."""
+
+        def ready() -> bool:
+            peers = (node.status().get("Peer") or {}).values()
+            return sum(1 for p in peers if p.get("Online")) >= count
+
+        node.process.wait_ready(ready, timeout=timeout, what=f"seeing {count} peers online")
+
+    def stop_nodes(self) -> None:
+        for node in self.nodes:
+            node.process.stop(timeout=5)
+
+
+class Tailnet(TailscaledNodes):
     """Headscale plus tailscaled nodes in one private namespace. Call :meth:`close` when done."""
 
     def __init__(self, workdir: Path) -> None:
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.ns = NetNS(prefix="tsgw-tailnet")
-        self.nodes: list[Node] = []
+        self.nodes = []
         listen = f"127.0.0.1:{HEADSCALE_PORT}"
         self.url = f"http://{listen}"  # as seen from inside the namespace
         cfg = self.dir / "headscale.yaml"
@@ -194,52 +288,8 @@ class Tailnet:
         ).stdout
         return out.strip().splitlines()[-1]
 
-    def start_node(
-        self, name: str, *, env: Mapping[str, str] | None = None, args: Sequence[str] = ()
-    ) -> Node:
-        """Start a userspace tailscaled (not yet joined) inside the namespace."""
-        d = self.dir / "nodes" / name
-        d.mkdir(parents=True, exist_ok=True)
-        sock = d / "tailscaled.sock"
-        proc = Process(
-            f"tailscaled-{name}",
-            [
-                bin_path("tailscaled"),
-                "--tun=userspace-networking",
-                f"--statedir={d / 'state'}",
-                f"--socket={sock}",
-                "--port=0",
-                "--no-logs-no-support",
-                *args,
-            ],
-            d / "tailscaled.log",
-            env={**TAILSCALED_ENV, **(env or {})},
-            netns=self.ns.name,
-        )
-        proc.wait_ready(sock.exists, timeout=20, what="listening on its socket")
-        node = Node(name, d, proc, self)
-        self.nodes.append(node)
-        return node
-
-    def join(self, name: str, auth_key: str, *flags: str, args: Sequence[str] = ()) -> Node:
-        """Start a tailscaled and bring it up with ``auth_key``; returns once it has an address."""
-        node = self.start_node(name, args=args)
-        node.up(auth_key, *flags)
-        node.process.wait_ready(lambda: bool(node.ip4()), timeout=30, what="given a tailnet address")
-        return node
-
-    def wait_peers(self, node: Node, count: int, timeout: float = 30) -> None:
-        """Wait until ``node`` sees ``count`` peers online."""
-
-        def ready() -> bool:
-            peers = (node.status().get("Peer") or {}).values()
-            return sum(1 for p in peers if p.get("Online")) >= count
-
-        node.process.wait_ready(ready, timeout=timeout, what=f"seeing {count} peers online")
-
     def close(self) -> None:
-        for node in self.nodes:
-            node.process.stop(timeout=5)
+        self.stop_nodes()
         self.headscale.stop(timeout=10)
         self.ns.delete()
 
