@@ -9,6 +9,8 @@ device is a userspace tailscaled driven through its unix socket (``tests.support
 from __future__ import annotations
 
 import json
+import socket
+import struct
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from tests.support.tailnet import TAILSCALED_ENV, Node, headscale_config
 from tools.testbin import bin_path
 
 PORT = 8080
+SOCKS_BASE = 1080
 
 
 class BedTailnet:
@@ -65,8 +68,13 @@ class BedTailnet:
         return str(key["key"])
 
     def device(self, name: str, auth_key: str) -> Node:
-        """A tailscaled in the tailnet namespace, joined with ``auth_key``."""
+        """A tailscaled in the tailnet namespace, joined with ``auth_key``.
+
+        It also runs a SOCKS5 server on ``127.0.0.1:<SOCKS_BASE + n>`` inside the namespace, so
+        :meth:`dial` can open TCP connections to tailnet addresses through it.
+        """
         d = self.dir / "devices" / name
+        socks = SOCKS_BASE + len(self.nodes)
         d.mkdir(parents=True, exist_ok=True)
         sock = d / "tailscaled.sock"
         proc = Process(
@@ -78,17 +86,35 @@ class BedTailnet:
                 f"--socket={sock}",
                 "--port=0",
                 "--no-logs-no-support",
+                f"--socks5-server=127.0.0.1:{socks}",
             ],
             d / "tailscaled.log",
             env=TAILSCALED_ENV,
             netns=self.ns.name,
         )
         proc.wait_ready(sock.exists, timeout=20, what="listening on its socket")
-        node = Node(name, d, proc, self)  # type: ignore[arg-type]
+        node = Node(name, d, proc, self, extra={"socks5": str(socks)})  # type: ignore[arg-type]
         self.nodes.append(node)
         node.up(auth_key)
         proc.wait_ready(lambda: bool(node.ip4()), timeout=30, what="given a tailnet address")
         return node
+
+    def dial(self, node: Node, host: str, port: int, send: bytes = b"", timeout: float = 10) -> bytes:
+        """Connect to ``host:port`` over the tailnet from ``node``; send, then read to EOF."""
+        with self.ns.connect("127.0.0.1", int(node.extra["socks5"]), timeout=timeout) as s:
+            s.sendall(b"\x05\x01\x00")
+            if s.recv(2) != b"\x05\x00":
+                raise ConnectionError("SOCKS5: no acceptable auth method")
+            s.sendall(b"\x05\x01\x00\x01" + socket.inet_aton(host) + struct.pack(">H", port))
+            reply = s.recv(10)
+            if len(reply) < 2 or reply[1] != 0:
+                raise ConnectionError(f"SOCKS5 connect to {host}:{port} failed: {reply!r}")
+            if send:
+                s.sendall(send)
+            chunks = []
+            while data := s.recv(65536):
+                chunks.append(data)
+            return b"".join(chunks)
 
     def close(self) -> None:
         for n in self.nodes:

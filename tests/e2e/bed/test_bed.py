@@ -400,12 +400,13 @@ def test_containerboot_pod_joins_the_tailnet_and_a_device_reaches_it(bed: Bed) -
     assert base64.b64decode(data["device_fqdn"]).decode().startswith("proxy-0.")
     # A tailnet device in the tailnet namespace reaches the pod's backend over the tailnet.
     device = bed.tailnet.device("laptop", key)
+    tailnet = bed.tailnet
     out = wait(
-        lambda: device.cli("nc", ip4, "9000", timeout=10).decode(),
-        timeout=60,
-        what="device reaches proxy-0 over the tailnet",
+        lambda: tailnet.dial(device, ip4, 9000), timeout=60, what="device reaches proxy-0 over the tailnet"
     )
-    assert "proxy-0" in out
+    assert out == b"proxy-0\n"
+    http = tailnet.dial(device, ip4, 8080, b"GET / HTTP/1.0\r\n\r\n")
+    assert b"X-Pod-Name: proxy-0" in http
 
 
 def test_a_second_bed_runs_beside_and_leaves_nothing_behind(bed: Bed, tmp_path: Path) -> None:
