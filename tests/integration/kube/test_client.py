@@ -1,0 +1,112 @@
+"""The raw-JSON client against the real API server: errors, paging, patches, preconditions."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from tsgw.kube import (
+    CONFIGMAPS,
+    AlreadyExists,
+    Client,
+    Conflict,
+    Informer,
+    InformerOptions,
+    Invalid,
+    NotFound,
+    Resource,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+
+def cm(ns: str, name: str, **data: str) -> dict:  # type: ignore[type-arg]
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": ns},
+        "data": data,
+    }
+
+
+async def test_api_failures_map_onto_the_exception_tree(client: Client, namespace: str) -> None:
+    with pytest.raises(NotFound):
+        await client.get(CONFIGMAPS, "absent", namespace)
+    assert await client.get_or_none(CONFIGMAPS, "absent", namespace) is None
+    await client.create(CONFIGMAPS, cm(namespace, "dup"))
+    with pytest.raises(AlreadyExists) as exc:
+        await client.create(CONFIGMAPS, cm(namespace, "dup"))
+    assert exc.value.status == 409
+    with pytest.raises(Invalid):
+        await client.create(CONFIGMAPS, cm(namespace, "Not_A_Valid_Name"))
+
+
+async def test_a_paged_list_follows_continue_tokens_and_returns_every_item(
+    client: Client, namespace: str
+) -> None:
+    for i in range(7):
+        await client.create(CONFIGMAPS, cm(namespace, f"p{i}"))
+    result = await client.list(CONFIGMAPS, namespace, limit=2, resource_version="")
+    assert result.paginated
+    assert sorted(o["metadata"]["name"] for o in result.items) == [f"p{i}" for i in range(7)]
+    assert all(o["kind"] == "ConfigMap" for o in result.items)
+    assert int(result.resource_version) > 0
+
+
+async def test_merge_and_json_patches_and_delete_preconditions(client: Client, namespace: str) -> None:
+    created = await client.create(CONFIGMAPS, cm(namespace, "p", a="1"))
+    merged = await client.patch(CONFIGMAPS, "p", {"data": {"b": "2"}}, namespace=namespace)
+    assert merged["data"] == {"a": "1", "b": "2"}
+    jsoned = await client.patch(
+        CONFIGMAPS, "p", [{"op": "remove", "path": "/data/a"}], namespace=namespace, patch_type="json"
+    )
+    assert jsoned["data"] == {"b": "2"}
+    # A stale resourceVersion precondition refuses the delete; the right uid allows it.
+    with pytest.raises(Conflict):
+        await client.delete(
+            CONFIGMAPS, "p", namespace, resource_version=created["metadata"]["resourceVersion"]
+        )
+    await client.delete(CONFIGMAPS, "p", namespace, uid=created["metadata"]["uid"])
+    assert await client.get_or_none(CONFIGMAPS, "p", namespace) is None
+    assert client.writes() >= 4
+
+
+async def test_a_status_write_leaves_the_generation_alone(
+    client: Client, namespace: str, widgets: Resource
+) -> None:
+    w = await client.create(
+        widgets,
+        {
+            "apiVersion": widgets.api_version,
+            "kind": "Widget",
+            "metadata": {"name": "g", "namespace": namespace},
+        },
+    )
+    after = await client.replace_status(widgets, {**w, "status": {"phase": "x"}})
+    assert after["metadata"]["generation"] == w["metadata"]["generation"]
+    applied = await client.apply_status(
+        widgets, {"metadata": {"name": "g", "namespace": namespace}, "status": {"phase": "y"}}
+    )
+    assert applied["status"]["phase"] == "y"
+    assert applied["metadata"]["generation"] == w["metadata"]["generation"]
+
+
+async def test_the_inactivity_watchdog_reconnects_a_silent_watch_without_relisting(
+    client: Client, namespace: str
+) -> None:
+    inf = Informer(
+        client, CONFIGMAPS, InformerOptions(namespace=namespace, idle_timeout=0.5, backoff_max=0.5)
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(inf.run)
+        with anyio.fail_after(30):
+            await inf.wait_for_sync()
+        requests_before = client.requests[("GET", 200)]
+        await anyio.sleep(3)  # no events: the watchdog fires several times
+        assert client.requests[("GET", 200)] - requests_before >= 2  # re-watched
+        await client.create(CONFIGMAPS, cm(namespace, "late"))
+        with anyio.fail_after(15):
+            while inf.store.get((namespace, "late")) is None:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+        tg.cancel_scope.cancel()
+    assert inf.relists == 1  # only the initial sync: reconnects resumed from the last RV
