@@ -1,10 +1,10 @@
 """containerboot configured only from ``ProxyConfig`` joins real Headscale and carries traffic.
 
-The proxy is tailscale's own containerboot v1.102.3 (the proxy pods' entry point) with the
+Each proxy is tailscale's own containerboot v1.102.3 (the proxy pods' entry point) with the
 environment and serve-config file that :class:`tsgw.tailscale.ProxyConfig` renders, in the
-tailnet's private namespace (state on disk: no Kubernetes here). A plain tailscaled peer then
-reaches it both ways: ingress through the serve config's TCP forward with PROXY protocol v2,
-and egress through the proxy's outbound HTTP CONNECT listener.
+tailnet's private namespace (state on disk: no Kubernetes here). Two such proxies reach each
+other: one's outbound HTTP CONNECT listener (egress, as Envoy tunnels) carries a stream over
+WireGuard to the other's serve-config TCP forward (ingress), which prefixes PROXY protocol v2.
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ import ipaddress
 import os
 import socket
 import struct
+import subprocess
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -84,92 +86,133 @@ def _containerboot(tailnet: Tailnet, cfg: ProxyConfig, workdir: Path) -> Process
         f"containerboot-{cfg.hostname}",
         [bin_path("containerboot")],
         workdir / "containerboot.log",
-        env={k: v for k, v in env.items()},
+        env=env,
         netns=tailnet.ns.name,
         cwd=workdir,
     )
 
 
-async def test_a_proxy_configured_by_proxyconfig_serves_ingress_and_egress_over_the_tailnet(
+def _proxy_config(tailnet: Tailnet, name: str, key: str, d: Path, **kw: Any) -> ProxyConfig:
+    d.mkdir(parents=True, exist_ok=True)
+    return ProxyConfig(
+        hostname=name,
+        state_dir=str(d / "state"),
+        tags=("tag:tsgw-proxy",),
+        login_server=tailnet.url,
+        auth_key=key,
+        serve_config_path=str(d / "serve-config.json"),
+        outbound_http_proxy=f"127.0.0.1:{free_port()}",
+        local_addr_port=f"127.0.0.1:{free_port()}",
+        socket=str(d / "tailscaled.sock"),
+        tailscaled_extra_args=("--port=0", "--no-logs-no-support"),
+        extra_env=TAILSCALED_ENV,
+        **kw,
+    )
+
+
+def _start(tailnet: Tailnet, cfg: ProxyConfig, d: Path) -> tuple[Process, str]:
+    """Start containerboot for ``cfg``; returns it and its tailnet IPv4 once it is healthy."""
+    (d / "serve-config.json").write_text(cfg.serve_config_json())
+    proc = _containerboot(tailnet, cfg, d)
+    host, port = cfg.local_addr_port.rsplit(":", 1)
+
+    def healthy() -> bool:
+        with tailnet.ns.connect(host, int(port), timeout=1) as s:
+            s.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+            return b" 200 " in s.recv(64)
+
+    proc.wait_ready(healthy, timeout=60, what="healthy (joined the tailnet)")
+    out = subprocess.run(
+        [str(bin_path("tailscale")), f"--socket={cfg.socket}", "ip", "-4"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=20,
+    )
+    return proc, out.stdout.strip()
+
+
+def _connect_through(tailnet: Tailnet, proxy: str, target: str) -> socket.socket:
+    """A stream to ``target`` through the HTTP CONNECT proxy at ``proxy`` (as Envoy's tunnel)."""
+    host, port = proxy.rsplit(":", 1)
+    s = tailnet.ns.connect(host, int(port), timeout=5)
+    s.settimeout(20)
+    s.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = s.recv(1024)
+        if not chunk:
+            s.close()
+            raise ConnectionError(f"proxy closed the CONNECT: {head!r}")
+        head += chunk
+    if head.split(b"\r\n", 1)[0].split(b" ")[1] != b"200":
+        s.close()
+        raise ConnectionError(f"CONNECT refused: {head!r}")
+    return s
+
+
+def _roundtrip(s: socket.socket, payload: bytes) -> bytes:
+    with s:
+        s.sendall(payload)
+        got = b""
+        while len(got) < len(payload):
+            chunk = s.recv(1024)
+            if not chunk:
+                break
+            got += chunk
+        return got
+
+
+async def test_two_proxies_configured_by_proxyconfig_reach_each_other_over_the_tailnet(
     tailnet: Tailnet, tmp_path: Path
 ) -> None:
     async with HeadscaleClient(APIKey(tailnet.api_key()), ClientOptions(base_url=tailnet.api_url)) as hs:
-        proxy_key = await hs.create_auth_key(AuthKeyRequest(tags=("tag:tsgw-proxy",)))
-        peer_key = await hs.create_auth_key(AuthKeyRequest(tags=("tag:tsgw-client",)))
+        ingress_key = await hs.create_auth_key(AuthKeyRequest(tags=("tag:tsgw-proxy",)))
+        egress_key = await hs.create_auth_key(AuthKeyRequest(tags=("tag:tsgw-proxy",)))
 
     with tailnet.ns.entered():
-        backend = ProxyProtocolEcho()  # "Envoy" on the proxy's loopback
-        echo = EchoServer()  # a service on the peer, reached by egress
+        backend = ProxyProtocolEcho()  # the ingress proxy's "Envoy", on its loopback
     ingress_port = 9000
-    proxy_http = free_port()
-    health = free_port()
-    cfg = ProxyConfig(
-        hostname="tsgw-proxy-0",
-        state_dir=str(tmp_path / "state"),
-        tags=("tag:tsgw-proxy",),
-        login_server=tailnet.url,
-        auth_key=proxy_key.key,
+    a_cfg = _proxy_config(
+        tailnet,
+        "tsgw-ingress-0",
+        ingress_key.key,
+        tmp_path / "a",
         device_ports=(ServePort(ingress_port, backend.port),),
-        serve_config_path=str(tmp_path / "serve-config.json"),
-        outbound_http_proxy=f"127.0.0.1:{proxy_http}",
-        local_addr_port=f"127.0.0.1:{health}",
-        socket=str(tmp_path / "tailscaled.sock"),
-        tailscaled_extra_args=("--port=0", "--no-logs-no-support"),
-        extra_env=TAILSCALED_ENV,
     )
-    (tmp_path / "serve-config.json").write_text(cfg.serve_config_json())
-    proc = _containerboot(tailnet, cfg, tmp_path)
+    b_cfg = _proxy_config(tailnet, "tsgw-egress-0", egress_key.key, tmp_path / "b")
+    procs: list[Process] = []
     try:
+        a, a_ip = _start(tailnet, a_cfg, tmp_path / "a")
+        procs.append(a)
+        b, b_ip = _start(tailnet, b_cfg, tmp_path / "b")
+        procs.append(b)
+        assert a_ip.startswith("100.")
+        assert b_ip.startswith("100.")
 
-        def healthy() -> bool:
-            with tailnet.ns.connect("127.0.0.1", health, timeout=1) as s:
-                s.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
-                return b" 200 " in s.recv(64)
-
-        proc.wait_ready(healthy, timeout=60, what="healthy (joined the tailnet)")
-        peer = tailnet.join("tsgw-peer", peer_key.key)
-        proxy_ip = wait_for(
-            lambda: next(
-                (
-                    p["TailscaleIPs"][0]
-                    for p in (peer.status().get("Peer") or {}).values()
-                    if p.get("HostName") == "tsgw-proxy-0" and p.get("Online")
-                ),
-                None,
-            ),
-            timeout=30,
+        # Egress proxy B → tailnet → ingress proxy A's serve config → "Envoy", PROXY v2 first:
+        # the path of a cluster workload calling a service published by another tsgw.
+        payload = b"through two tsgw proxies\n"
+        target = f"{a_ip}:{ingress_port}"
+        got = wait_for(
+            lambda: _roundtrip(_connect_through(tailnet, b_cfg.outbound_http_proxy, target), payload)
         )
-
-        # Ingress: peer → proxy's tailnet address:9000 → serve TCP forward → "Envoy", PROXY v2 first.
-        payload = b"ingress through the serve config\n"
-        out = wait_for(
-            lambda: peer.cli("nc", proxy_ip, str(ingress_port), input=payload, timeout=20), timeout=40
-        )
-        assert out == payload
+        assert got == payload
         assert backend.sources, "no PROXY v2 header arrived"
-        assert backend.sources[-1][0] == peer.ip4()  # Envoy would see the tailnet client
+        assert backend.sources[-1][0] == b_ip  # Envoy sees which tailnet device called
 
-        # Egress: "Envoy" on the proxy → its HTTP CONNECT listener → tailnet → the peer's service.
-        peer_ip = peer.ip4()
-        with tailnet.ns.connect("127.0.0.1", proxy_http, timeout=5) as s:
-            s.settimeout(20)
-            s.sendall(
-                f"CONNECT {peer_ip}:{echo.port} HTTP/1.1\r\nHost: {peer_ip}:{echo.port}\r\n\r\n".encode()
+        # And the other way: A's outbound proxy reaches a port on B's tailnet address, which
+        # B's userspace netstack hands to B's loopback.
+        with tailnet.ns.entered():
+            b_echo = EchoServer()
+        try:
+            back = _roundtrip(
+                _connect_through(tailnet, a_cfg.outbound_http_proxy, f"{b_ip}:{b_echo.port}"), payload
             )
-            head = b""
-            while b"\r\n\r\n" not in head:
-                chunk = s.recv(1024)
-                assert chunk, f"proxy closed the CONNECT: {head!r}"
-                head += chunk
-            assert head.split(b"\r\n", 1)[0].split(b" ")[1] == b"200", head
-            s.sendall(b"egress through the outbound proxy\n")
-            got = b""
-            while len(got) < 34:
-                got += s.recv(1024)
-        assert got == b"egress through the outbound proxy\n"
-        assert echo.connections >= 1
-        peer.process.stop()
+            assert back == payload
+        finally:
+            b_echo.close()
     finally:
-        proc.stop(timeout=10)
+        for p in procs:
+            p.stop(timeout=10)
         backend.close()
-        echo.close()
