@@ -299,14 +299,18 @@ class TailscaleClient(Client):
         return _service(await self._core.request("GET", self._svc(name)))
 
     async def put_service(self, service: TailscaleService) -> TailscaleService:
-        body: dict[str, Any] = {
-            "name": service.name,
-            "addrs": list(service.addrs),
-            "comment": service.comment,
-            "annotations": dict(service.annotations),
-            "ports": list(service.ports),
-            "tags": list(service.tags),
-        }
+        # Empty fields are left out, as the official Go client's omitempty does: on create
+        # that leaves "addrs" to control, which allocates them.
+        body: dict[str, Any] = {"name": service.name}
+        for field_name, value in (
+            ("addrs", list(service.addrs)),
+            ("comment", service.comment),
+            ("annotations", dict(service.annotations)),
+            ("ports", list(service.ports)),
+            ("tags", list(service.tags)),
+        ):
+            if value:
+                body[field_name] = value
         answer = await self._core.request("PUT", self._svc(service.name), json=body)
         if isinstance(answer, dict) and answer.get("name"):
             return _service(answer)

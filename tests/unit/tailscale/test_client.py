@@ -148,6 +148,14 @@ async def test_ensure_service_creates_it_and_keeps_the_assigned_addresses_on_upd
         "svc:web", ports=["tcp:80"], tags=["tag:k8s"], comment="managed by tsgw", annotations={"a": "1"}
     )
     assert len(created.addrs) == 2
+    create = next(c for c in fake.calls if c.method == "PUT")
+    assert create.body == {
+        "name": "svc:web",
+        "comment": "managed by tsgw",
+        "annotations": {"a": "1"},
+        "ports": ["tcp:80"],
+        "tags": ["tag:k8s"],
+    }
     assert created.ports == ("tcp:80",)
     assert created.annotations == {"a": "1"}
 
