@@ -7,10 +7,17 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.envoy import envoy_factory
-from tests.support.fixtures import _no_stray_namespaces, control_plane, envoy_gateway, tailnet
+from tests.support.fixtures import _no_stray_namespaces, control_plane, envoy_gateway, tailnet, tailnet_box
 from tests.support.process import reap_all
 
-__all__ = ["_no_stray_namespaces", "control_plane", "envoy_factory", "envoy_gateway", "tailnet"]
+__all__ = [
+    "_no_stray_namespaces",
+    "control_plane",
+    "envoy_factory",
+    "envoy_gateway",
+    "tailnet",
+    "tailnet_box",
+]
 
 
 @pytest.fixture(scope="session")

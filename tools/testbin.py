@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -205,6 +206,26 @@ def _build_envoy_gateway(c: Component, out: Path, log: Path) -> None:
         (out / "crds.yaml").write_text(crds)
 
 
+TAILNET_SRC = ROOT / "tests" / "tailnet"
+
+
+def _tailnet_version() -> str:
+    """The tailscale version plus a digest of tests/tailnet's sources, so an edit rebuilds it."""
+    h = hashlib.sha256()
+    for f in [*sorted(TAILNET_SRC.glob("*.go")), TAILNET_SRC / "go.mod", TAILNET_SRC / "go.sum"]:
+        if f.exists():
+            h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return f"{VERSIONS['go']['tailscale']}-{h.hexdigest()[:10]}"
+
+
+def _build_tailnet_box(c: Component, out: Path, log: Path) -> None:
+    # Our own test control server (tests/tailnet): its go.mod must pin the tailscaled version.
+    want = f"tailscale.com {VERSIONS['go']['tailscale']}"
+    if want not in (TAILNET_SRC / "go.mod").read_text():
+        raise BuildError(f"tests/tailnet/go.mod does not require {want}")
+    _run(["go", "build", "-ldflags", "-s -w", "-o", str(out / "tsgw-testcontrol"), "."], log, TAILNET_SRC)
+
+
 COMPONENTS: tuple[Component, ...] = (
     Component("etcd", VERSIONS["go"]["etcd"], ("etcd", "etcdctl"), _build_etcd),
     Component("kubernetes", VERSIONS["go"]["kubernetes"], KUBE_CMDS, _build_kubernetes),
@@ -216,6 +237,7 @@ COMPONENTS: tuple[Component, ...] = (
             *(f"tailscale.com/cmd/{x}" for x in ("tailscaled", "tailscale", "containerboot", "testcontrol"))
         ),
     ),
+    Component("tsgw-testcontrol", _tailnet_version(), ("tsgw-testcontrol",), _build_tailnet_box),
     Component("headscale", VERSIONS["go"]["headscale"], ("headscale",), _build_headscale),
     Component(
         "envoy-gateway", VERSIONS["go"]["envoy-gateway"], ("envoy-gateway", "crds.yaml"), _build_envoy_gateway

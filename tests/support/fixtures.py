@@ -11,6 +11,7 @@ from tests.support.controlplane import ControlPlane
 from tests.support.envoy_gateway import EnvoyGateway
 from tests.support.netns import delete_all
 from tests.support.tailnet import Tailnet
+from tests.support.tailnet_box import TailnetBox
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +34,17 @@ def tailnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tailnet]:
         yield tn
     finally:
         tn.close()
+
+
+@pytest.fixture
+def tailnet_box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TailnetBox]:
+    """tsgw-testcontrol (tailscale's testcontrol with Tailscale Services, DERP, STUN, an admin
+    API) in a private namespace, one per test (tests change services, devices and keys)."""
+    box = TailnetBox(tmp_path_factory.mktemp("box"))
+    try:
+        yield box
+    finally:
+        box.close()
 
 
 @pytest.fixture(scope="session")

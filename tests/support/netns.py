@@ -150,6 +150,7 @@ class _Forwarder:
         self.port = int(self.listener.getsockname()[1])
         self._closed = False
         self._conns: set[socket.socket] = set()
+        self._lock = threading.Lock()
         threading.Thread(target=self._accept, name=f"fwd-{ns.name}-{port}", daemon=True).start()
 
     def _accept(self) -> None:
@@ -168,10 +169,11 @@ class _Forwarder:
                 client.close()
                 continue
             self._conns.update((client, upstream))
+            remaining = [2]  # directions still open; the last one to finish closes both sockets
             for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+                threading.Thread(target=self._pipe, args=(a, b, remaining), daemon=True).start()
 
-    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket, remaining: list[int]) -> None:
         try:
             while data := src.recv(65536):
                 dst.sendall(data)
@@ -180,7 +182,13 @@ class _Forwarder:
         finally:
             with contextlib.suppress(OSError):
                 dst.shutdown(socket.SHUT_WR)
-            self._conns.discard(src)
+            with self._lock:
+                remaining[0] -= 1
+                last = remaining[0] == 0
+            if last:
+                for s in (src, dst):
+                    self._conns.discard(s)
+                    s.close()
 
     def close(self) -> None:
         self._closed = True

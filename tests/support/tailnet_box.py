@@ -1,0 +1,452 @@
+"""A tailnet in a box: tsgw's test control server and real tailscaled nodes in one namespace.
+
+The control server is ``tsgw-testcontrol`` (``tests/tailnet/``, built by ``tools/testbin.py``):
+tailscale's own ``testcontrol`` package speaking the real control protocol, plus DERP, STUN
+and an admin JSON API that models Tailscale Services (VIPs, host approval, one primary host
+with failover), device deletion, key expiry and register rate limiting. Headscale has no
+Tailscale Services; this is where a real tailscaled hosts ``svc:web`` in tests.
+``tests/tailnet/README.md`` says exactly what it models and what it does not.
+
+Everything runs inside one :class:`~tests.support.netns.NetNS`: the server listens on the
+namespace's own address (control ``:8080``, DERP ``:3340``, STUN ``:3478``) and its admin API on
+``127.0.0.1:9912`` inside; the test process reaches the admin API through a forwarded host
+port (:attr:`TailnetBox.admin`). Nodes are tailscaled or tailscale's ``containerboot``
+(:meth:`TailnetBox.start_proxy`), started and driven like those of
+:class:`~tests.support.tailnet.Tailnet`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import signal
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.support.netns import NetNS
+from tests.support.process import NotReady, Process
+from tests.support.tailnet import TAILSCALED_ENV, Node, TailscaledNodes
+from tools.testbin import bin_path
+
+CONTROL_PORT = 8080
+DERP_PORT = 3340
+STUN_PORT = 3478
+ADMIN_PORT = 9912
+DOMAIN = "tailnet.test"
+"""MagicDNS domain: nodes are ``HOST.tailnet.test``, services ``LABEL.tailnet.test``."""
+DEFAULT_TAGS = ("tag:proxy", "tag:k8s", "tag:client")
+"""Tags nodes may request (the server's ``-tags``, testcontrol's ``TagOwners``)."""
+
+
+class AdminError(RuntimeError):
+    """The admin API answered an error; carries the status and the server's message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+
+
+class BoxAdmin:
+    """Client of the box's admin API (JSON): what tests and the hosted-API fake call.
+
+    Services use the Tailscale API's VIPService shape (``name``, ``addrs``, ``comment``,
+    ``annotations``, ``ports``, ``tags``); nodes are addressed by numeric ``id``, stable
+    ``nodeId`` or hostname.
+    """
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self._http = httpx.Client(base_url=base_url, timeout=10)
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        r = self._http.request(method, path, json=body)
+        data = r.json() if r.content else None
+        if r.status_code >= 400:
+            raise AdminError(r.status_code, (data or {}).get("message", r.text))
+        return data
+
+    def close(self) -> None:
+        self._http.close()
+
+    # Tailscale Services
+    def put_service(
+        self,
+        name: str,
+        ports: list[str],
+        *,
+        tags: list[str] | None = None,
+        comment: str = "",
+        annotations: Mapping[str, str] | None = None,
+        addrs: list[str] | None = None,
+    ) -> dict[str, Any]:
+        body = {
+            "name": name,
+            "ports": ports,
+            "tags": tags or [],
+            "comment": comment,
+            "annotations": dict(annotations or {}),
+            "addrs": addrs or [],
+        }
+        return dict(self._call("PUT", f"/api/services/{name}", body))
+
+    def get_service(self, name: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/api/services/{name}"))
+
+    def list_services(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/api/services")["vipServices"])
+
+    def delete_service(self, name: str) -> None:
+        self._call("DELETE", f"/api/services/{name}")
+
+    def service_hosts(self, name: str) -> list[dict[str, Any]]:
+        """Nodes that advertise the service or have an approval decision, with their status."""
+        return list(self._call("GET", f"/api/services/{name}/hosts")["hosts"])
+
+    def approve(self, name: str, node: str, approved: bool = True) -> None:
+        """An explicit host approval (``approved=False``: an explicit refusal)."""
+        self._call("PUT", f"/api/services/{name}/approvals/{node}", {"approved": approved})
+
+    def clear_approval(self, name: str, node: str) -> None:
+        """Forget the explicit decision: autoApprovers decide again."""
+        self._call("DELETE", f"/api/services/{name}/approvals/{node}")
+
+    def set_auto_approvers(self, services: Mapping[str, list[str]]) -> None:
+        """The policy's ``autoApprovers.services`` (replaced as a whole)."""
+        self._call("PUT", "/api/auto-approvers", {"services": dict(services)})
+
+    # Auth keys, devices
+    def add_key(
+        self,
+        *,
+        tags: tuple[str, ...] = (),
+        reusable: bool = False,
+        expires: str | None = None,
+        key: str = "",
+        key_id: str = "",
+    ) -> dict[str, Any]:
+        """Make an auth key known to the box (``key``/``key_id`` given: the fake's own key;
+        empty: the box mints one). The answer holds the secret as ``key``."""
+        body = {"id": key_id, "key": key, "tags": list(tags), "reusable": reusable, "expires": expires}
+        return dict(self._call("POST", "/api/keys", body))
+
+    def list_keys(self) -> list[dict[str, Any]]:
+        """Known keys with ``uses`` and the ``nodes`` (ids) that joined with each."""
+        return list(self._call("GET", "/api/keys")["keys"])
+
+    def revoke_key(self, key_id: str) -> None:
+        self._call("DELETE", f"/api/keys/{key_id}")
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/api/nodes")["nodes"])
+
+    def node(self, ref: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/api/nodes/{ref}"))
+
+    def delete_node(self, ref: str) -> None:
+        self._call("DELETE", f"/api/nodes/{ref}")
+
+    def expire_node(self, ref: str, at: str | None = None) -> dict[str, Any]:
+        """Set the node key's expiry (RFC 3339); ``None`` expires it now."""
+        return dict(self._call("POST", f"/api/nodes/{ref}/expire", {"keyExpiry": at}))
+
+    def rate_limit_register(
+        self, *, reject_next: int = 0, always: bool = False, retry_after: str = ""
+    ) -> None:
+        self._call(
+            "PUT",
+            "/api/register-rate-limit",
+            {"rejectNext": reject_next, "always": always, "retryAfter": retry_after},
+        )
+
+    def register_stats(self) -> dict[str, Any]:
+        """``attempts`` and ``rejected`` register requests so far, and the current limit."""
+        return dict(self._call("GET", "/api/register-rate-limit"))
+
+
+class TailnetBox(TailscaledNodes):
+    """``tsgw-testcontrol`` plus tailscaled nodes in one private namespace; :meth:`close` it."""
+
+    def __init__(
+        self, workdir: Path, *, tags: tuple[str, ...] = DEFAULT_TAGS, require_known_keys: bool = True
+    ) -> None:
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.ns = NetNS(prefix="tsgw-box")
+        self.nodes = []
+        host = self.ns.ip
+        self.url = f"http://{host}:{CONTROL_PORT}"
+        self.domain = DOMAIN
+        self.server = Process(
+            "tsgw-testcontrol",
+            [
+                bin_path("tsgw-testcontrol"),
+                f"-control={host}:{CONTROL_PORT}",
+                f"-derp={host}:{DERP_PORT}",
+                f"-stun={host}:{STUN_PORT}",
+                f"-admin=127.0.0.1:{ADMIN_PORT}",
+                f"-domain={DOMAIN}",
+                f"-tags={','.join(tags)}",
+                f"-require-known-keys={str(require_known_keys).lower()}",
+            ],
+            self.dir / "tsgw-testcontrol.log",
+            netns=self.ns.name,
+        )
+        try:
+            self.server.wait_ready(self._healthy, timeout=30, what="serving its admin API")
+        except NotReady:
+            self.close()
+            raise
+        self.admin_url = f"http://127.0.0.1:{self.ns.forward(ADMIN_PORT)}"
+        self.admin = BoxAdmin(self.admin_url)
+
+    def _healthy(self) -> bool:
+        with self.ns.connect("127.0.0.1", ADMIN_PORT, timeout=0.5) as s:
+            s.sendall(b"GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n")
+            return b" 200 " in s.recv(128).split(b"\r\n", 1)[0]
+
+    def auth_key(self, tags: tuple[str, ...] = (), *, reusable: bool = False) -> str:
+        """A fresh auth key the box knows; a node that joins with it gets ``tags``."""
+        return str(self.admin.add_key(tags=tags, reusable=reusable)["key"])
+
+    def start_proxy(self, name: str, env: Mapping[str, str], *, serve_config: str | None = None) -> Node:
+        """Start tailscale's ``containerboot`` as a proxy replica named ``name`` in the namespace.
+
+        ``env`` is containerboot's environment (e.g. ``tsgw.tailscale.ProxyConfig.env()``);
+        ``serve_config`` is written to the file ``TS_SERVE_CONFIG`` names (relative paths are
+        taken inside the node's directory). The socket, state directory and tailscaled's test
+        environment are set here so nodes in one namespace do not collide.
+        """
+        d = self.dir / "nodes" / name
+        d.mkdir(parents=True, exist_ok=True)
+        full: dict[str, str] = {
+            **TAILSCALED_ENV,
+            **env,
+            "TS_SOCKET": str(d / "tailscaled.sock"),
+            "TS_STATE_DIR": str(d / "state"),
+            "PATH": f"{bin_path('tailscaled').parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        }
+        if not full.get("TS_KUBE_SECRET"):
+            full.pop("TS_KUBE_SECRET", None)  # no Kubernetes here: state on disk
+        extra = full.get("TS_TAILSCALED_EXTRA_ARGS", "")
+        if "--port" not in extra:
+            full["TS_TAILSCALED_EXTRA_ARGS"] = f"{extra} --port=0 --no-logs-no-support".strip()
+        if "TS_SERVE_CONFIG" in full:
+            path = Path(full["TS_SERVE_CONFIG"])
+            if not path.is_absolute() or not path.parent.exists():
+                path = d / path.name
+            full["TS_SERVE_CONFIG"] = str(path)
+            if serve_config is not None:
+                path.write_text(serve_config)
+        proc = Process(
+            f"containerboot-{name}",
+            [bin_path("containerboot")],
+            d / "containerboot.log",
+            env=full,
+            netns=self.ns.name,
+        )
+        node = Node(name, d, proc, self)
+        self.nodes.append(node)
+        proc.wait_ready(lambda: node.status().get("BackendState") == "Running", timeout=60, what="Running")
+        return node
+
+    def crash(self, node: Node) -> None:
+        """SIGKILL a node's every process at once, as a crashed pod or machine.
+
+        containerboot starts tailscaled in a process group of its own, so killing containerboot's
+        group is not enough: every process whose command line names the node's directory goes.
+        """
+        for pid in _pids_mentioning(str(node.dir)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        node.process.kill()
+
+    def close(self) -> None:
+        self.stop_nodes()
+        if hasattr(self, "admin"):
+            self.admin.close()
+        if hasattr(self, "server"):
+            self.server.stop(timeout=10)
+        self.ns.delete()
+
+
+def _pids_mentioning(text: str) -> list[int]:
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (
+                    text.encode() in (d / "cmdline").read_bytes()
+                    or text.encode() in (d / "environ").read_bytes()
+                ):
+                    pids.append(int(d.name))
+    return pids
+
+
+# --- talking to the tailnet from a test --------------------------------------------------------
+
+
+def socks5_connect(ns: NetNS, socks_port: int, host: str, port: int, timeout: float = 5.0) -> socket.socket:
+    """A TCP stream to ``host:port`` through a node's SOCKS5 server (``--socks5-server``).
+
+    ``host`` may be a tailnet IP, a VIP or a MagicDNS name (tailscaled resolves it). Raises
+    ``OSError`` when the SOCKS server reports a failure.
+    """
+    s = ns.connect("127.0.0.1", socks_port, timeout=timeout)
+    try:
+        s.sendall(b"\x05\x01\x00")
+        if s.recv(2) != b"\x05\x00":
+            raise OSError("SOCKS5: no acceptable auth method")
+        try:
+            addr = ipaddress.ip_address(host)
+            atyp = b"\x01" if addr.version == 4 else b"\x04"
+            dst = atyp + addr.packed
+        except ValueError:
+            dst = b"\x03" + bytes([len(host)]) + host.encode()
+        s.sendall(b"\x05\x01\x00" + dst + struct.pack(">H", port))
+        head = _recv_exact(s, 4)
+        if head[1] != 0:
+            raise OSError(f"SOCKS5 connect to {host}:{port} failed: reply {head[1]}")
+        alen = {1: 4, 4: 16}.get(head[3]) or _recv_exact(s, 1)[0]
+        _recv_exact(s, alen + 2)
+        return s
+    except BaseException:
+        s.close()
+        raise
+
+
+def _recv_exact(s: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            raise OSError("connection closed")
+        buf += chunk
+    return buf
+
+
+def fetch(ns: NetNS, socks_port: int, host: str, port: int, timeout: float = 5.0) -> str:
+    """Connect through SOCKS5, send a line, return everything the server answers (a
+    :class:`ProxyProtocolBackend` answers one line and closes)."""
+    with socks5_connect(ns, socks_port, host, port, timeout) as s:
+        s.settimeout(timeout)
+        s.sendall(b"hello\n")
+        out = b""
+        while chunk := s.recv(4096):
+            out += chunk
+        return out.decode()
+
+
+PP2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+@dataclass
+class ProxyProtocolBackend:
+    """A TCP server that requires a PROXY protocol v2 header and answers, in one line, its own
+    name and the source address the header carried: ``backend=NAME src=IP:PORT``.
+
+    Construct it inside the namespace (``with ns.entered(): ProxyProtocolBackend("a")``).
+    """
+
+    name: str
+    host: str = "127.0.0.1"
+    sources: list[str] = field(default_factory=list)
+    """The source address of every connection served, in order."""
+    errors: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._sock = socket.create_server((self.host, 0))
+        self.port = int(self._sock.getsockname()[1])
+        self._lock = threading.Lock()
+        threading.Thread(target=self._serve, name=f"pp2-{self.name}", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.settimeout(10)
+                src = self._read_header(conn)
+                with self._lock:
+                    self.sources.append(src)
+                conn.sendall(f"backend={self.name} src={src}\n".encode())
+            except (OSError, ValueError) as e:
+                with self._lock:
+                    self.errors.append(repr(e))
+
+    @staticmethod
+    def _read_header(conn: socket.socket) -> str:
+        head = _recv_exact(conn, 16)
+        if head[:12] != PP2_SIGNATURE:
+            raise ValueError(f"no PROXY v2 signature: {head!r}")
+        ver_cmd, fam, length = head[12], head[13], struct.unpack(">H", head[14:16])[0]
+        body = _recv_exact(conn, length)
+        if ver_cmd >> 4 != 2:
+            raise ValueError(f"PROXY version {ver_cmd >> 4}")
+        if fam >> 4 == 1:  # AF_INET
+            return f"{ipaddress.IPv4Address(body[0:4])}:{struct.unpack('>H', body[8:10])[0]}"
+        if fam >> 4 == 2:  # AF_INET6
+            return f"[{ipaddress.IPv6Address(body[0:16])}]:{struct.unpack('>H', body[32:34])[0]}"
+        raise ValueError(f"PROXY family {fam:#x}")
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def wait_for(
+    check: Callable[[], Any], timeout: float = 30, interval: float = 0.1, what: str = "condition"
+) -> Any:
+    """Poll ``check()`` until it returns something truthy (exceptions count as not yet)."""
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except Exception as e:
+            last = e
+        time.sleep(interval)
+    raise TimeoutError(f"{what} not met in {timeout} s (last error: {last!r})")
+
+
+@contextlib.contextmanager
+def tailnet_box(workdir: Path) -> Iterator[TailnetBox]:
+    box = TailnetBox(workdir)
+    try:
+        yield box
+    finally:
+        box.close()
+
+
+def serve_config_json(services: Mapping[str, Mapping[int, tuple[int, int]]]) -> str:
+    """An ``ipn.ServeConfig`` with a ``Services`` map: ``{svc: {port: (target_port, proxy_protocol)}}``
+    (for tests that do not go through ``tsgw.tailscale.ProxyConfig``)."""
+    cfg = {
+        "Services": {
+            name: {
+                "TCP": {
+                    str(p): {"TCPForward": f"127.0.0.1:{t}", **({"ProxyProtocol": pp} if pp else {})}
+                    for p, (t, pp) in ports.items()
+                }
+            }
+            for name, ports in services.items()
+        }
+    }
+    return json.dumps(cfg, indent=2)
