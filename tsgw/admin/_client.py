@@ -65,6 +65,11 @@ class AdminClient:
         reply = await self._unary("ListNodes", pb.ListNodesRequest(), pb.ListNodesResponse)
         return list(reply.nodes)
 
+    async def list_sources(self) -> list[pb.Source]:
+        """Where the server's desired state comes from, with each source's problems."""
+        reply = await self._unary("ListSources", pb.ListSourcesRequest(), pb.ListSourcesResponse)
+        return list(reply.sources)
+
     async def list_snapshots(self, group: str = "") -> list[pb.SnapshotSummary]:
         reply = await self._unary(
             "ListSnapshots", pb.ListSnapshotsRequest(group=group), pb.ListSnapshotsResponse

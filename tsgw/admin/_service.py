@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
@@ -47,9 +48,17 @@ def summary(info: SnapshotInfo, current: bool) -> pb.SnapshotSummary:
 class AdminService:
     """Answers the admin API from a :class:`SnapshotCache` and (optionally) an :class:`AdsServer`."""
 
-    def __init__(self, cache: SnapshotCache, ads: AdsServer | None = None) -> None:
+    def __init__(
+        self,
+        cache: SnapshotCache,
+        ads: AdsServer | None = None,
+        *,
+        sources: Callable[[], Sequence[pb.Source]] | None = None,
+    ) -> None:
         self.cache = cache
         self.ads = ads
+        self.sources = sources
+        """Reports where desired state comes from and its problems (standalone mode's folder)."""
 
     def __mapping__(self) -> dict[str, Handler]:
         return {
@@ -67,6 +76,9 @@ class AdminService:
             ),
             _PREFIX + "WatchSnapshots": Handler(
                 self._watch_snapshots, Cardinality.UNARY_STREAM, pb.WatchSnapshotsRequest, pb.SnapshotEvent
+            ),
+            _PREFIX + "ListSources": Handler(
+                self._list_sources, Cardinality.UNARY_UNARY, pb.ListSourcesRequest, pb.ListSourcesResponse
             ),
         }
 
@@ -156,6 +168,11 @@ class AdminService:
                 resources_json=json.dumps(resources, sort_keys=True),
             )
         )
+
+    async def _list_sources(self, stream: Stream[Any, Any]) -> None:
+        await stream.recv_message()
+        found = list(self.sources()) if self.sources is not None else []
+        await stream.send_message(pb.ListSourcesResponse(sources=found))
 
     async def _watch_snapshots(self, stream: Stream[Any, Any]) -> None:
         req: Any = await stream.recv_message()

@@ -190,12 +190,31 @@ def type_state(t: messages.TypeStatus) -> str:
 
 async def _status(client: AdminClient, args: argparse.Namespace) -> int:
     nodes = await client.list_nodes()
+    sources = await client.list_sources()
     if args.output == "json":
         from google.protobuf import json_format
 
         docs = [json_format.MessageToDict(n, preserving_proto_field_name=True) for n in nodes]
-        sys.stdout.write(json.dumps(docs, indent=2) + "\n")
+        if sources:  # only standalone mode reports sources; keep the plain list otherwise
+            out: Any = {
+                "nodes": docs,
+                "sources": [json_format.MessageToDict(s, preserving_proto_field_name=True) for s in sources],
+            }
+        else:
+            out = docs
+        sys.stdout.write(json.dumps(out, indent=2) + "\n")
         return 0
+    for src in sources:
+        state = f"{len(src.problems)} problem(s)" if src.problems else "ok"
+        sys.stdout.write(
+            f"source {src.kind} {src.location}: {state}, {src.objects} objects served, "
+            f"generation {src.generation}, loaded {_when(src.loaded_at)}\n"
+        )
+        for pr in src.problems:
+            where = f"{pr.file}:{pr.line}" if pr.line else pr.file
+            sys.stdout.write(f"  {where}: {pr.reason}\n")
+    if sources:
+        sys.stdout.write("\n")
     rows = []
     nacks = []
     for n in nodes:

@@ -139,3 +139,39 @@ class SnapshotEvent(_message.Message):
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
     summary: SnapshotSummary
     def __init__(self, summary: _Optional[_Union[SnapshotSummary, _Mapping]] = ...) -> None: ...
+
+class ListSourcesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SourceProblem(_message.Message):
+    __slots__ = ("file", "line", "reason")
+    FILE_FIELD_NUMBER: _ClassVar[int]
+    LINE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    file: str
+    line: int
+    reason: str
+    def __init__(self, file: _Optional[str] = ..., line: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class Source(_message.Message):
+    __slots__ = ("kind", "location", "generation", "loaded_at", "objects", "problems")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    LOADED_AT_FIELD_NUMBER: _ClassVar[int]
+    OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    location: str
+    generation: int
+    loaded_at: float
+    objects: int
+    problems: _containers.RepeatedCompositeFieldContainer[SourceProblem]
+    def __init__(self, kind: _Optional[str] = ..., location: _Optional[str] = ..., generation: _Optional[int] = ..., loaded_at: _Optional[float] = ..., objects: _Optional[int] = ..., problems: _Optional[_Iterable[_Union[SourceProblem, _Mapping]]] = ...) -> None: ...
+
+class ListSourcesResponse(_message.Message):
+    __slots__ = ("sources",)
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    sources: _containers.RepeatedCompositeFieldContainer[Source]
+    def __init__(self, sources: _Optional[_Iterable[_Union[Source, _Mapping]]] = ...) -> None: ...

@@ -1,0 +1,155 @@
+"""A running `tsgw run --standalone` (the real CLI, as a process) on a copy of
+examples/standalone, and the Envoys bootstrapped to it. Shared by the e2e tests and the
+standalone benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.support.envoy import Envoy
+from tests.support.process import Process, free_port, tcp_open
+from tsgw.xds import bootstrap
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "standalone"
+INGRESS_GROUP = "web-tssvc"
+EGRESS_GROUP = "tailnet-echo-tsep"
+PRIMARY_PORT, STANDBY_PORT = 18081, 18082
+_INTERNAL_LISTENER = "type.googleapis.com/envoy.extensions.bootstrap.internal_listener.v3.InternalListener"
+
+
+def copy_example(dest: Path, primary: int, standby: int) -> Path:
+    """examples/standalone in ``dest``, its backend ports replaced by the given ones."""
+    shutil.copytree(EXAMPLE, dest)
+    backends = dest / "backends.yaml"
+    text = backends.read_text()
+    assert f"port: {PRIMARY_PORT}" in text
+    assert f"port: {STANDBY_PORT}" in text
+    text = text.replace(f"port: {PRIMARY_PORT}", f"port: {primary}")
+    backends.write_text(text.replace(f"port: {STANDBY_PORT}", f"port: {standby}"))
+    return dest
+
+
+def write(path: Path, text: str) -> None:
+    """Replace a file the way editors do (a new file renamed over the old one)."""
+    tmp = path.with_name("." + path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class Tsgw:
+    """`python -m tsgw run --standalone DIR` on free loopback ports."""
+
+    def __init__(self, folder: Path, workdir: Path, *, listener_port: int | None = None) -> None:
+        self.folder = folder
+        self.xds_port = free_port()
+        self.admin_port = free_port()
+        self.listener_port = listener_port or free_port()
+        self.admin = f"127.0.0.1:{self.admin_port}"
+        self.process = Process(
+            "tsgw-standalone",
+            [
+                sys.executable,
+                "-m",
+                "tsgw",
+                "run",
+                "--standalone",
+                folder,
+                "--xds",
+                f"127.0.0.1:{self.xds_port}",
+                "--admin",
+                self.admin,
+                "--listener-port",
+                str(self.listener_port),
+            ],
+            workdir / "tsgw.log",
+            cwd=ROOT,
+        )
+        self.process.wait_ready(
+            lambda: tcp_open("127.0.0.1", self.admin_port), timeout=30, what="serving its admin API"
+        )
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "tsgw", *args, "--admin", self.admin],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=ROOT,
+        )
+
+    def status(self) -> str:
+        out = self.cli("status")
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    def status_json(self) -> Any:
+        out = self.cli("status", "-o", "json")
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    def stop(self) -> None:
+        self.process.stop(timeout=10)
+
+
+def envoy_bootstrap(group: str, node: str, xds_port: int, *, egress: bool = False) -> dict[str, Any]:
+    """tsgw.xds's bootstrap for one proxy of ``group`` (admin on a port Envoy picks)."""
+    config = bootstrap(node, group, f"127.0.0.1:{xds_port}", admin_port=0)
+    if egress:
+        # Egress targets may be internal listeners tunnelling through tailscaled (as the proxy
+        # pods' bootstrap enables them).
+        config["bootstrap_extensions"] = [
+            {
+                "name": "envoy.bootstrap.internal_listener",
+                "typed_config": {"@type": _INTERNAL_LISTENER},
+            }
+        ]
+    return config
+
+
+def ingress_envoy(tsgw: Tsgw, workdir: Path) -> Envoy:
+    envoy = Envoy(envoy_bootstrap(INGRESS_GROUP, "web-0", tsgw.xds_port), workdir / "envoy", name="envoy-web")
+    envoy.start()
+    return envoy
+
+
+def get(port: int, path: str = "/", timeout: float = 5.0) -> tuple[int, str]:
+    """GET through an ingress listener as tailscaled would send it: a PROXY header first
+    (the tailnet client's address), then the request. Returns (status, body); (0, error) when
+    the connection fails."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall(
+                b"PROXY TCP4 100.64.0.99 127.0.0.1 40000 80\r\n"
+                + f"GET {path} HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n".encode()
+            )
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+    except OSError as e:
+        return 0, str(e)
+    head, _, body = data.partition(b"\r\n\r\n")
+    m = re.match(rb"HTTP/1\.[01] (\d+)", head)
+    return (int(m.group(1)) if m else 0), body.decode(errors="replace")
+
+
+def wait_until(check: Any, timeout: float = 30.0, interval: float = 0.02) -> Any:
+    """Poll ``check()`` until truthy; returns its value. Fails with the last value seen."""
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s; last value {value!r}")

@@ -1,0 +1,117 @@
+"""Standalone mode end to end: the real `tsgw run --standalone` process serving a copy of
+examples/standalone to a real Envoy, which routes real requests to real HTTP backends."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.standalone import Tsgw, copy_example, get, ingress_envoy, wait_until, write
+from tests.support.backend import HttpBackend
+from tests.support.envoy import Envoy
+
+pytestmark = pytest.mark.e2e
+
+
+@dataclass
+class Demo:
+    folder: Path
+    tsgw: Tsgw
+    envoy: Envoy
+    primary: HttpBackend
+    standby: HttpBackend
+
+    @property
+    def port(self) -> int:
+        return self.tsgw.listener_port
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[Demo]:
+    primary = HttpBackend("primary").start()
+    standby = HttpBackend("standby").start()
+    folder = copy_example(tmp_path / "standalone", primary.port, standby.port)
+    tsgw = Tsgw(folder, tmp_path)
+    envoy: Envoy | None = None
+    try:
+        envoy = ingress_envoy(tsgw, tmp_path)
+        yield Demo(folder, tsgw, envoy, primary, standby)
+    finally:
+        if envoy is not None:
+            envoy.stop()
+        tsgw.stop()
+        primary.stop()
+        standby.stop()
+
+
+def test_a_request_through_envoy_reaches_the_primary_backend(demo: Demo) -> None:
+    assert wait_until(lambda: get(demo.port) == (200, "primary"))
+    assert demo.primary.requests >= 1
+    assert demo.standby.requests == 0
+    # `tsgw status` shows the Envoy connected and in sync, and the folder without problems.
+    status = demo.tsgw.status()
+    assert "web-0" in status
+    assert "web-tssvc" in status
+    assert "SYNCED" in status
+    assert "NACKED" not in status
+    assert "ok, " in status
+
+
+def test_editing_a_file_changes_the_route(demo: Demo) -> None:
+    assert wait_until(lambda: get(demo.port, "/standby/x") == (200, "primary"))
+    web = demo.folder / "web.yaml"
+    text = web.read_text()
+    edited = text.replace("      # - pathPrefix: /standby/\n      #   services: [web-standby]\n", "")
+    edited = edited.replace(
+        "      - pathPrefix: /             #",
+        "      - pathPrefix: /standby/\n        services: [web-standby]\n      - pathPrefix: /             #",
+    )
+    assert edited != text
+    write(web, edited)
+    assert wait_until(lambda: get(demo.port, "/standby/x") == (200, "standby"))
+    assert get(demo.port, "/other") == (200, "primary")
+
+
+def test_stopping_the_primary_backend_fails_over_to_the_next_priority(demo: Demo) -> None:
+    assert wait_until(lambda: get(demo.port) == (200, "primary"))
+    demo.primary.stop()
+    assert wait_until(lambda: get(demo.port) == (200, "standby"))
+    # Every request now goes to the standby, none fails.
+    assert [get(demo.port) for _ in range(10)] == [(200, "standby")] * 10
+
+
+def test_a_malformed_file_keeps_traffic_on_the_last_good_config_and_status_names_it(demo: Demo) -> None:
+    assert wait_until(lambda: get(demo.port) == (200, "primary"))
+    web = demo.folder / "web.yaml"
+    text = web.read_text()
+    # A schema error: UDP on a Tailscale Service port; and the route would change if it applied.
+    bad = text.replace("      protocol: HTTP ", "      protocol: UDP  ").replace(
+        "    - service: web-primary\n      priority: 0", "    - service: web-primary\n      priority: 2"
+    )
+    assert bad != text
+    line = next(i for i, ln in enumerate(bad.splitlines(), 1) if "protocol: UDP" in ln)
+    write(web, bad)
+    expected = f"{web.name}:{line}: spec.ports[0].protocol: Tailscale Services carry TCP only"
+    status = wait_until(lambda: _status_with(demo, expected))
+    assert "1 problem(s)" in status
+    assert [get(demo.port) for _ in range(5)] == [(200, "primary")] * 5
+
+    # Broken YAML is reported with its line too, and traffic still flows.
+    write(web, text + "  oops: [unclosed\n")
+    status = wait_until(lambda: _status_with(demo, "invalid YAML"))
+    assert f"{web.name}:" in status
+    assert get(demo.port) == (200, "primary")
+
+    # Fixing the file clears the problem.
+    write(web, text)
+    wait_until(lambda: _status_with(demo, "ok, "))
+    assert get(demo.port) == (200, "primary")
+
+
+def _status_with(demo: Demo, text: str) -> str:
+    """`tsgw status` output if it contains ``text``, else empty (for wait_until)."""
+    out = demo.tsgw.status()
+    return out if text in out else ""

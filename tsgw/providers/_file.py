@@ -1,0 +1,480 @@
+"""Desired state from a folder of YAML: standalone mode's provider.
+
+The folder holds the same objects a cluster would: gateway.tailscale.com/v1alpha1 objects, and,
+since there is no cluster to run them, the core/v1 Services and discovery.k8s.io/v1
+EndpointSlices (and gateway.networking.k8s.io/v1 Gateways) that ingress objects point at, as
+plain YAML. Every ``*.yaml``/``*.yml`` below the folder is read, in path order; a file may hold
+several documents.
+
+Validation is tsgw.api's, the same schema the CRDs carry, so a file is rejected here exactly when
+the API server would reject it. A rejected file is reported with its path, the line of the
+offending field and the reason, and the folder keeps serving that file's last good content (or
+nothing of it, if it never was good): one bad edit never takes traffic down.
+
+Watching is by polling (``os.scandir`` + ``stat``, every ``poll_interval``): it works on every
+file system, including bind mounts and network shares where inotify stays silent, and costs
+microseconds for a folder of a few dozen files. A change is acted on once the folder has been
+quiet for ``debounce`` (an editor's save is often several writes: truncate, write, rename).
+
+Endpoint readiness: in a cluster the kubelet probes pods and the EndpointSlice controller marks
+an endpoint ``ready: false`` when its pod stops answering, which is what moves traffic to the
+next priority. Standalone mode has no kubelet, so (with ``probe_endpoints``) the provider plays
+that part: it opens a TCP connection to every EndpointSlice endpoint's ports every
+``probe_interval`` and serves an endpoint that refuses as not ready. An endpoint the file itself
+marks ``ready: false`` stays not ready.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+import yaml
+
+from tsgw import api
+from tsgw.translate import Inputs
+
+__all__ = ["FileOptions", "FileProvider", "FolderState", "Problem"]
+
+log = structlog.get_logger("tsgw.providers.file")
+
+_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_NAMESPACED = {k.kind: k.namespaced for k in api.KINDS}
+_PATH_TOKEN = re.compile(r"[^.\[\]]+|\[\d+\]")
+
+ObjectKey = tuple[str, str, str]
+"""(kind, namespace, name)"""
+
+
+@dataclass(frozen=True, slots=True)
+class FileOptions:
+    """How the folder is read and watched."""
+
+    poll_interval: float = 0.05
+    """Seconds between two scans of the folder. Default: 0.05."""
+    debounce: float = 0.05
+    """A change is loaded once the folder has not changed for this long (seconds). Default: 0.05."""
+    default_namespace: str = "default"
+    """Namespace of a namespaced object that names none, as kubectl apply does. Default: default."""
+    probe_endpoints: bool = True
+    """Probe EndpointSlice endpoints by TCP connect, as the kubelet's readiness probe would.
+    Default: True."""
+    probe_interval: float = 0.5
+    """Seconds between two probe rounds. Default: 0.5."""
+    probe_timeout: float = 0.5
+    """A connection not made within this many seconds fails the probe. Default: 0.5."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Why (part of) a file is not being served: file, line (1-based; 0 for the whole file) and
+    reason."""
+
+    file: str
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.reason}" if self.line else f"{self.file}: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class FolderState:
+    """One reading of the folder: what is served, and what is wrong."""
+
+    inputs: Inputs
+    """The objects served: each file's current content if it is good, else its last good one."""
+    problems: tuple[Problem, ...]
+    """Every file that is not served as it is now, with file, line and reason."""
+    origins: Mapping[ObjectKey, tuple[str, int]]
+    """Where each served object was read: (kind, namespace, name) → (file, line)."""
+    files: int
+    """How many YAML files the folder holds."""
+    generation: int
+    """1 for the first reading, +1 for each reading that found a change."""
+    loaded_at: float
+    """When this reading was made (seconds since the epoch)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Doc:
+    raw: dict[str, Any]
+    key: ObjectKey
+    bucket: str
+    line: int
+
+
+@dataclass(slots=True)
+class _FileResult:
+    digest: bytes
+    docs: tuple[_Doc, ...] = ()
+    problems: tuple[Problem, ...] = ()
+
+
+# --- locating a field in YAML -------------------------------------------------------------------
+
+
+def _line_of(node: yaml.Node | None, path: str) -> int:
+    """The 1-based line of the deepest node on ``path`` (``spec.targets[0].ports``) that exists."""
+    if node is None:
+        return 0
+    line = node.start_mark.line + 1
+    for token in _PATH_TOKEN.findall(path):
+        nxt: yaml.Node | None = None
+        if token.startswith("[") and isinstance(node, yaml.SequenceNode):
+            i = int(token[1:-1])
+            nxt = node.value[i] if i < len(node.value) else None
+        elif isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if isinstance(k, yaml.ScalarNode) and k.value == token:
+                    nxt = v
+                    line = k.start_mark.line + 1
+                    break
+        if nxt is None:
+            break
+        node = nxt
+        line = max(line, node.start_mark.line + 1) if isinstance(node, yaml.ScalarNode) else line
+    return line
+
+
+# --- one document -------------------------------------------------------------------------------
+
+
+class _Invalid(Exception):
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.message = message
+
+
+def _metadata(raw: dict[str, Any], namespaced: bool, default_ns: str) -> tuple[str, str]:
+    md = raw.get("metadata")
+    if not isinstance(md, dict):
+        raise _Invalid("metadata", "Required value")
+    name = md.get("name")
+    if not isinstance(name, str) or not name:
+        raise _Invalid("metadata.name", "Required value")
+    if not namespaced:
+        return "", name
+    ns = md.get("namespace") or default_ns
+    if not isinstance(ns, str):
+        raise _Invalid("metadata.namespace", "must be a string")
+    md["namespace"] = ns
+    return ns, name
+
+
+def _check_doc(raw: Any, default_ns: str) -> tuple[dict[str, Any], str, ObjectKey]:
+    """Validate one document; returns it (namespace filled in), its bucket and key."""
+    if not isinstance(raw, dict):
+        raise _Invalid("", "a document must be a mapping with apiVersion and kind")
+    version, kind = raw.get("apiVersion"), raw.get("kind")
+    if not isinstance(version, str) or not version:
+        raise _Invalid("apiVersion", "Required value")
+    if not isinstance(kind, str) or not kind:
+        raise _Invalid("kind", "Required value")
+    if version == api.API_VERSION:
+        namespaced = _NAMESPACED.get(kind)
+        if namespaced is None:
+            raise _Invalid("kind", f"must be one of {sorted(_NAMESPACED)}")
+        ns, name = _metadata(raw, namespaced, default_ns)
+        try:
+            api.load(raw)
+        except api.ValidationError as e:
+            raise _Invalid(e.path, e.message) from None
+        return raw, "objects", (kind, ns, name)
+    if (version, kind) == ("v1", "Service"):
+        ns, name = _metadata(raw, True, default_ns)
+        ports = (raw.get("spec") or {}).get("ports") if isinstance(raw.get("spec"), dict) else None
+        if not isinstance(ports, list) or not ports:
+            raise _Invalid("spec.ports", "Required value: a Service needs at least one port")
+        for i, p in enumerate(ports):
+            if not isinstance(p, dict) or not isinstance(p.get("port"), int):
+                raise _Invalid(f"spec.ports[{i}].port", "Required value: an integer port")
+        return raw, "services", (kind, ns, name)
+    if (version, kind) == ("discovery.k8s.io/v1", "EndpointSlice"):
+        ns, name = _metadata(raw, True, default_ns)
+        labels = raw["metadata"].get("labels") or {}
+        if not isinstance(labels, dict) or not labels.get("kubernetes.io/service-name"):
+            raise _Invalid(
+                "metadata.labels", "an EndpointSlice needs the label kubernetes.io/service-name: <Service>"
+            )
+        eps = raw.get("endpoints") or []
+        if not isinstance(eps, list):
+            raise _Invalid("endpoints", "must be a list")
+        for i, ep in enumerate(eps):
+            if not isinstance(ep, dict) or not isinstance(ep.get("addresses"), list) or not ep["addresses"]:
+                raise _Invalid(f"endpoints[{i}].addresses", "Required value: at least one address")
+        return raw, "endpoint_slices", (kind, ns, name)
+    if (version, kind) == ("gateway.networking.k8s.io/v1", "Gateway"):
+        ns, name = _metadata(raw, True, default_ns)
+        return raw, "gateways", (kind, ns, name)
+    raise _Invalid(
+        "kind",
+        f"{version} {kind} is not read in standalone mode (only {api.API_VERSION} kinds, v1 Service, "
+        "discovery.k8s.io/v1 EndpointSlice and gateway.networking.k8s.io/v1 Gateway)",
+    )
+
+
+def _parse_file(path: str, text: str, default_ns: str) -> tuple[tuple[_Doc, ...], tuple[Problem, ...]]:
+    try:
+        nodes = list(yaml.compose_all(text, Loader=_Loader))
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark is not None else 0
+        reason = " ".join(str(x) for x in (e.context, e.problem) if x) or str(e)
+        return (), (Problem(path, line, f"invalid YAML: {reason}"),)
+    except yaml.YAMLError as e:
+        return (), (Problem(path, 0, f"invalid YAML: {e}"),)
+    docs: list[_Doc] = []
+    problems: list[Problem] = []
+    for node in nodes:
+        if node is None:
+            continue
+        raw = _Loader("").construct_document(node)
+        if raw is None:
+            continue
+        try:
+            raw, bucket, key = _check_doc(raw, default_ns)
+        except _Invalid as e:
+            where = f"{e.path}: " if e.path else ""
+            problems.append(Problem(path, _line_of(node, e.path), f"{where}{e.message}"))
+            continue
+        docs.append(_Doc(raw, key, bucket, node.start_mark.line + 1))
+    return tuple(docs), tuple(problems)
+
+
+# --- the folder ---------------------------------------------------------------------------------
+
+
+class FileProvider:
+    """Reads and watches one folder. :meth:`load` reads it once; :meth:`watch` yields a
+    :class:`FolderState` for the first reading and for every change after it."""
+
+    def __init__(self, directory: str | os.PathLike[str], options: FileOptions | None = None) -> None:
+        self.directory = Path(directory)
+        self.options = options or FileOptions()
+        self._files: dict[str, _FileResult] = {}
+        """Per file: its last reading's digest, last good documents and current problems."""
+        self._generation = 0
+        self._state: FolderState | None = None
+        self._down: frozenset[tuple[str, int]] = frozenset()
+        """Endpoint (address, port) pairs whose last probe failed."""
+
+    @property
+    def state(self) -> FolderState | None:
+        """The last reading (None before the first)."""
+        return self._state
+
+    def _paths(self) -> list[Path]:
+        out: list[Path] = []
+        stack = [self.directory]
+        while stack:
+            d = stack.pop()
+            try:
+                entries = list(os.scandir(d))
+            except FileNotFoundError:
+                continue
+            for e in entries:
+                if e.name.startswith("."):
+                    continue  # editors' swap and backup files
+                if e.is_dir(follow_symlinks=True):
+                    stack.append(Path(e.path))
+                elif e.name.endswith((".yaml", ".yml")):
+                    out.append(Path(e.path))
+        return sorted(out)
+
+    def signature(self) -> tuple[tuple[str, int, int, int], ...]:
+        """What the watcher compares between scans: (path, mtime_ns, size, inode) per file."""
+        sig = []
+        for p in self._paths():
+            try:
+                st = p.stat()
+            except FileNotFoundError:
+                continue
+            sig.append((str(p), st.st_mtime_ns, st.st_size, st.st_ino))
+        return tuple(sig)
+
+    def _display(self, p: Path) -> str:
+        try:
+            return str(p.relative_to(Path.cwd()))
+        except ValueError:
+            return str(p)
+
+    def load(self) -> FolderState:
+        """Read the folder now. Unchanged files (by content) are not parsed again."""
+        if not self.directory.is_dir():
+            raise FileNotFoundError(f"standalone folder {str(self.directory)!r} does not exist")
+        seen: dict[str, _FileResult] = {}
+        for p in self._paths():
+            name = self._display(p)
+            try:
+                data = p.read_bytes()
+            except FileNotFoundError:
+                continue
+            digest = hashlib.sha256(data).digest()
+            prev = self._files.get(name)
+            if prev is not None and prev.digest == digest:
+                seen[name] = prev
+                continue
+            docs: tuple[_Doc, ...]
+            problems: tuple[Problem, ...]
+            try:
+                text = data.decode()
+            except UnicodeDecodeError as e:
+                docs, problems = (), (Problem(name, 0, f"not UTF-8 text: {e}"),)
+            else:
+                docs, problems = _parse_file(name, text, self.options.default_namespace)
+            if problems:
+                # Keep serving what this file last held when it was good.
+                docs = prev.docs if prev is not None else ()
+                for pr in problems:
+                    log.warning("bad file, serving its last good content", problem=str(pr))
+            seen[name] = _FileResult(digest, docs, problems)
+        changed = seen.keys() != self._files.keys() or any(seen[k] is not self._files.get(k) for k in seen)
+        self._files = seen
+        if self._state is not None and not changed:
+            return self._state
+        self._generation += 1
+        self._state = self._assemble()
+        return self._state
+
+    def _assemble(self) -> FolderState:
+        buckets: dict[str, list[dict[str, Any]]] = {
+            "objects": [],
+            "services": [],
+            "endpoint_slices": [],
+            "gateways": [],
+        }
+        origins: dict[ObjectKey, tuple[str, int]] = {}
+        problems: list[Problem] = []
+        for name in sorted(self._files):
+            fr = self._files[name]
+            problems.extend(fr.problems)
+            for doc in fr.docs:
+                first = origins.get(doc.key)
+                if first is not None:
+                    kind, ns, obj = doc.key
+                    problems.append(
+                        Problem(
+                            name,
+                            doc.line,
+                            f"{kind} {ns + '/' if ns else ''}{obj} is already defined at "
+                            f"{first[0]}:{first[1]}; this copy is ignored",
+                        )
+                    )
+                    continue
+                origins[doc.key] = (name, doc.line)
+                raw = doc.raw
+                if doc.bucket == "endpoint_slices" and self._down:
+                    raw = _with_readiness(raw, self._down)
+                buckets[doc.bucket].append(raw)
+        inputs = Inputs(
+            objects=tuple(buckets["objects"]),
+            services=tuple(buckets["services"]),
+            endpoint_slices=tuple(buckets["endpoint_slices"]),
+            gateways=tuple(buckets["gateways"]),
+        )
+        return FolderState(
+            inputs=inputs,
+            problems=tuple(problems),
+            origins=origins,
+            files=len(self._files),
+            generation=self._generation,
+            loaded_at=time.time(),
+        )
+
+    def _probe_targets(self) -> list[tuple[str, int]]:
+        out: set[tuple[str, int]] = set()
+        for fr in self._files.values():
+            for doc in fr.docs:
+                if doc.bucket != "endpoint_slices":
+                    continue
+                ports = [p["port"] for p in doc.raw.get("ports") or () if isinstance(p.get("port"), int)]
+                for ep in doc.raw.get("endpoints") or ():
+                    for a in ep.get("addresses") or ():
+                        out.update((str(a), port) for port in ports)
+        return sorted(out)
+
+    async def probe(self) -> bool:
+        """Probe every endpoint once; True if the set of unreachable endpoints changed (then
+        the next state serves them as not ready)."""
+        down: set[tuple[str, int]] = set()
+
+        async def one(address: str, port: int) -> None:
+            try:
+                with anyio.fail_after(self.options.probe_timeout):
+                    stream = await anyio.connect_tcp(address, port)
+                await stream.aclose()
+            except (OSError, TimeoutError):
+                down.add((address, port))
+
+        async with anyio.create_task_group() as tg:
+            for address, port in self._probe_targets():
+                tg.start_soon(one, address, port)
+        if frozenset(down) == self._down:
+            return False
+        for address, port in sorted(down - self._down):
+            log.info("endpoint not ready: connection refused or timed out", address=address, port=port)
+        for address, port in sorted(self._down - down):
+            log.info("endpoint ready again", address=address, port=port)
+        self._down = frozenset(down)
+        return True
+
+    def _reassemble(self) -> FolderState:
+        self._generation += 1
+        self._state = self._assemble()
+        return self._state
+
+    async def watch(self) -> AsyncGenerator[FolderState, None]:
+        """Yield the first reading, then a new reading after each debounced change (and each
+        change of endpoint readiness), forever."""
+        sig = self.signature()
+        state = self.load()
+        if self.options.probe_endpoints and await self.probe():
+            state = self._reassemble()
+        yield state
+        next_probe = time.monotonic() + self.options.probe_interval
+        while True:
+            await anyio.sleep(self.options.poll_interval)
+            if self.options.probe_endpoints and time.monotonic() >= next_probe:
+                next_probe = time.monotonic() + self.options.probe_interval
+                if await self.probe():
+                    state = self._reassemble()
+                    yield state
+            now = self.signature()
+            if now == sig:
+                continue
+            # Wait for the folder to be quiet for `debounce`, then read it.
+            while True:
+                await anyio.sleep(self.options.debounce)
+                again = self.signature()
+                if again == now:
+                    break
+                now = again
+            sig = now
+            new = self.load()
+            if new is not state:
+                state = new
+                yield state
+
+
+def _with_readiness(raw: dict[str, Any], down: frozenset[tuple[str, int]]) -> dict[str, Any]:
+    """A copy of an EndpointSlice whose unreachable endpoints are marked not ready."""
+    ports = [p["port"] for p in raw.get("ports") or () if isinstance(p.get("port"), int)]
+    endpoints = []
+    touched = False
+    for ep in raw.get("endpoints") or ():
+        addrs = [str(a) for a in ep.get("addresses") or ()]
+        if ports and all((a, port) in down for a in addrs for port in ports):
+            ep = {**ep, "conditions": {**(ep.get("conditions") or {}), "ready": False}}
+            touched = True
+        endpoints.append(ep)
+    return {**raw, "endpoints": endpoints} if touched else raw
