@@ -172,6 +172,10 @@ class AdsServer:
 
     # status ----------------------------------------------------------------------------------
 
+    def stream_count(self) -> int:
+        """How many ADS streams are open (cheap; :meth:`streams` builds full status)."""
+        return len(self._conns)
+
     def streams(self) -> list[StreamStatus]:
         """The connected Envoys, ordered by stream id."""
         out = []
