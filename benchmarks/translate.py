@@ -65,7 +65,6 @@ def make_inputs(n: int) -> Inputs:
                             "ports": [{"port": 8080, "protocol": "HTTP"}],
                         },
                     ],
-                    "healthCheck": {"httpPath": "/healthz"},
                 },
             }
         )

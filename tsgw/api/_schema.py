@@ -291,71 +291,141 @@ def _check_rules(rules: tuple[Rule, ...], value: Any, path: str) -> None:
             _fail(path + (r.field_path or ""), r.message)
 
 
+Parser = Callable[[Any, str], Any]
+_PARSERS: dict[tuple[Any, int], Parser] = {}
+
+
 def _parse(tp: Any, raw: Any, path: str, meta: _Meta | None = None) -> Any:
+    return _parser(tp, meta)(raw, path)
+
+
+def _parser(tp: Any, meta: _Meta | None) -> Parser:
+    """A parser for one (type, field declaration), built once: parsing is on the translation
+    path, so the type dispatch happens here and not per value."""
+    key = (tp, id(meta))
+    p = _PARSERS.get(key)
+    if p is None:
+        p = _PARSERS[key] = _with_checks(_base_parser(tp, meta), meta)
+    return p
+
+
+def _base_parser(tp: Any, meta: _Meta | None) -> Parser:
     if _is_int_or_str(tp):
-        if isinstance(raw, bool) or not isinstance(raw, int | str):
-            _fail(path, "must be an integer or a string")
-        value: Any = raw
-    elif tp is str:
-        if not isinstance(raw, str):
-            _fail(path, "must be a string")
-        value = raw
-    elif tp is bool:
-        if not isinstance(raw, bool):
-            _fail(path, "must be a boolean")
-        value = raw
-    elif tp is int:
-        if isinstance(raw, bool) or not isinstance(raw, int):
-            _fail(path, "must be an integer")
-        value = raw
-    elif isinstance(tp, type) and issubclass(tp, enum.Enum):
-        try:
-            value = tp(raw)
-        except ValueError:
-            _fail(path, f"Unsupported value: {raw!r}: supported values: {[m.value for m in tp]}")
-    elif isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        value = _parse_object(tp, raw, path)
-    elif typing.get_origin(tp) is tuple:
+
+        def int_or_str(raw: Any, path: str) -> Any:
+            if isinstance(raw, bool) or not isinstance(raw, int | str):
+                _fail(path, "must be an integer or a string")
+            return raw
+
+        return int_or_str
+    if tp is str or tp is bool or tp is int:
+        name = {str: "a string", bool: "a boolean", int: "an integer"}[tp]
+
+        def scalar(raw: Any, path: str) -> Any:
+            if type(raw) is not tp:
+                _fail(path, f"must be {name}")
+            return raw
+
+        return scalar
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        enum_tp: Any = tp
+
+        def enum_value(raw: Any, path: str) -> Any:
+            try:
+                return enum_tp(raw)
+            except ValueError:
+                _fail(path, _unsupported(raw, [m.value for m in enum_tp]))
+
+        return enum_value
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        cls: type = tp
+        return lambda raw, path: _parse_object(cls, raw, path)
+    if typing.get_origin(tp) is tuple:
+        return _list_parser(typing.get_args(tp)[0], meta)
+    if typing.get_origin(tp) is dict:
+        value_parser = _parser(typing.get_args(tp)[1], None)
+
+        def mapping(raw: Any, path: str) -> Any:
+            if not isinstance(raw, dict):
+                _fail(path, "must be an object")
+            return {str(k): value_parser(item, f"{path}.{k}") for k, item in sorted(raw.items())}
+
+        return mapping
+    if tp is Any:
+        return lambda raw, path: raw
+    raise TypeError(f"unsupported schema type {tp!r}")  # pragma: no cover
+
+
+def _list_parser(inner: Any, meta: _Meta | None) -> Parser:
+    item_parser = _parser(inner, None)
+    max_len = meta.item_max_length if meta is not None else None
+    pattern = _compiled(meta.item_pattern) if meta is not None and meta.item_pattern else None
+    item_rules = meta.item_rules if meta is not None else ()
+    map_keys = meta.list_map_keys if meta is not None else None
+    is_set = inner in (str, int)
+
+    def items(raw: Any, path: str) -> Any:
         if not isinstance(raw, list):
             _fail(path, "must be a list")
-        (inner, _ellipsis) = typing.get_args(tp)
-        items = []
+        out = []
         for i, item in enumerate(raw):
-            ipath = f"{path}[{i}]"
-            if meta is not None and isinstance(item, str) and len(item) > meta.item_max_length:
-                _fail(ipath, f"may not be more than {meta.item_max_length} bytes")
-            pattern = meta.item_pattern if meta is not None else None
-            if pattern and isinstance(item, str) and not _compiled(pattern).fullmatch(item):
-                _fail(ipath, f"should match {pattern!r}")
-            parsed = _parse(inner, item, ipath)
-            if meta is not None:
-                _check_rules(meta.item_rules, parsed, ipath)
-            items.append(parsed)
-        if meta is not None and meta.list_map_keys:
+            if isinstance(item, str):
+                if max_len is not None and len(item) > max_len:
+                    _fail(f"{path}[{i}]", f"may not be more than {max_len} bytes")
+                if pattern is not None and not pattern.fullmatch(item):
+                    _fail(f"{path}[{i}]", f"should match {pattern.pattern!r}")
+            parsed = item_parser(item, f"{path}[{i}]")
+            if item_rules:
+                _check_rules(item_rules, parsed, f"{path}[{i}]")
+            out.append(parsed)
+        if map_keys:
             seen: set[tuple[Any, ...]] = set()
-            for i, item in enumerate(items):
-                key = tuple(getattr(item, k) for k in meta.list_map_keys)
+            for i, item in enumerate(out):
+                key = tuple(getattr(item, k) for k in map_keys)
                 if key in seen:
-                    _fail(
-                        f"{path}[{i}]", f"Duplicate value: {dict(zip(meta.list_map_keys, key, strict=True))}"
-                    )
+                    _fail(f"{path}[{i}]", f"Duplicate value: {dict(zip(map_keys, key, strict=True))}")
                 seen.add(key)
-        elif inner in (str, int) and len(set(items)) != len(items):
+        elif is_set and len(set(out)) != len(out):
             _fail(path, "Duplicate value")
-        value = tuple(items)
-    elif typing.get_origin(tp) is dict:
-        if not isinstance(raw, dict):
-            _fail(path, "must be an object")
-        _k, v = typing.get_args(tp)
-        value = {str(k): _parse(v, item, f"{path}.{k}") for k, item in sorted(raw.items())}
-    elif tp is Any:
-        value = raw
-    else:  # pragma: no cover
-        raise TypeError(f"unsupported schema type {tp!r}")
-    if meta is not None:
-        _check_bounds(meta, value, path)
-        _check_rules(meta.rules, value, path)
-    return value
+        return tuple(out)
+
+    return items
+
+
+def _with_checks(base: Parser, meta: _Meta | None) -> Parser:
+    if meta is None:
+        return base
+    checks_needed = any(
+        x is not None
+        for x in (
+            meta.enum,
+            meta.minimum,
+            meta.maximum,
+            meta.min_items,
+            meta.max_items,
+            meta.min_length,
+            meta.max_length,
+            meta.pattern,
+        )
+    )
+    rules = meta.rules
+    if not checks_needed and not rules:
+        return base
+
+    def checked(raw: Any, path: str) -> Any:
+        value = base(raw, path)
+        if checks_needed:
+            _check_bounds(meta, value, path)
+        if rules:
+            _check_rules(rules, value, path)
+        return value
+
+    return checked
+
+
+def _unsupported(value: Any, allowed: list[str]) -> str:
+    """The API server's wording, so a message reads the same in standalone mode."""
+    return f'Unsupported value: "{value}": supported values: ' + ", ".join(f'"{v}"' for v in allowed)
 
 
 @functools.lru_cache(maxsize=256)
@@ -365,7 +435,7 @@ def _compiled(pattern: str) -> re.Pattern[str]:
 
 def _check_bounds(meta: _Meta, value: Any, path: str) -> None:
     if meta.enum is not None and value not in meta.enum:
-        _fail(path, f"Unsupported value: {value!r}: supported values: {list(meta.enum)}")
+        _fail(path, _unsupported(value, list(meta.enum)))
     if isinstance(value, int) and not isinstance(value, bool):
         if meta.minimum is not None and value < meta.minimum:
             _fail(path, f"should be greater than or equal to {meta.minimum}")
@@ -391,6 +461,7 @@ class _FieldPlan:
     json: str
     tp: Any
     meta: _Meta
+    parser: Parser
     required: bool
     default: Any
     factory: Any
@@ -413,6 +484,7 @@ def _plan(cls: type) -> tuple[tuple[_FieldPlan, ...], frozenset[str]]:
                     _json_name(f),
                     tp,
                     f.metadata["tsgw"],
+                    _parser(tp, f.metadata["tsgw"]),
                     f.default is _MISSING and f.default_factory is _MISSING,
                     f.default,
                     f.default_factory,
@@ -434,7 +506,7 @@ def _parse_object(cls: type, raw: Any, path: str) -> Any:
     for f in fields:
         value = raw.get(f.json)
         if value is not None:
-            kwargs[f.attr] = _parse(f.tp, value, f"{path}.{f.json}", f.meta)
+            kwargs[f.attr] = f.parser(value, f"{path}.{f.json}")
         elif f.required:
             _fail(f"{path}.{f.json}", "Required value")
         elif f.factory is not _MISSING:

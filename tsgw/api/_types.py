@@ -29,12 +29,12 @@ __all__ = [
     "EgressPort",
     "EgressProtocol",
     "EndpointsStatus",
+    "Failover",
     "GatewayStatus",
     "HTTPHeader",
     "HTTPRouting",
     "HTTPRule",
     "HeaderChanges",
-    "HealthCheck",
     "Images",
     "IngressBackend",
     "IngressPort",
@@ -279,8 +279,8 @@ class EgressPort:
 
     port: int = field("Port of the ClusterIP Service.", minimum=1, maximum=65535)
     protocol: EgressProtocol = field(
-        "TCP (opaque), HTTP (HTTP/1.1 and h2c, per-request balancing and retries), GRPC (HTTP/2 "
-        "upstream, gRPC health checks), TLS (passthrough, SNI read for stats). UDP is not offered: "
+        "TCP (opaque), HTTP (HTTP/1.1 and h2c, per-request balancing, retries and failover), GRPC "
+        "(HTTP/2 upstream, as HTTP), TLS (passthrough, SNI read for stats). UDP is not offered: "
         "the unprivileged proxy reaches the tailnet through tailscaled's CONNECT proxy, TCP only.",
         default=EgressProtocol.TCP,
     )
@@ -325,7 +325,9 @@ class Target:
         "Share of traffic among targets of the same priority.", default=1, minimum=1, maximum=128
     )
     priority: int = field(
-        "Failover tier: 0 is used first; tier N+1 gets traffic when tier N is unhealthy.",
+        "Failover tier: 0 is used first; tier N+1 gets traffic when tier N's targets are ejected "
+        "(see failover). TCP and TLS ports cannot tell a failed target through the tunnel, so "
+        "on them only tier 0 is used.",
         default=0,
         minimum=0,
         maximum=7,
@@ -333,27 +335,31 @@ class Target:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class HealthCheck:
-    """Envoy active health checks, run by every proxy replica over the tailnet."""
+class Failover:
+    """Passive health: each proxy's Envoy ejects a target after consecutive failed connections
+    or requests, and traffic moves to the other targets of the tier, then to the next priority.
+    (Active health checks are not offered: from an unprivileged proxy they cannot cross
+    tailscaled's CONNECT tunnel, so they would judge the wrong thing.)"""
 
-    __rules__ = (
-        Rule(
-            cel="duration(self.timeout) < duration(self.interval)",
-            message="timeout must be shorter than interval",
-            check=lambda s: parse_duration(s.timeout) < parse_duration(s.interval),
-        ),
+    consecutive_failures: int = field(
+        "HTTP and GRPC ports: failed requests in a row (connect failures, resets, 502-504) that "
+        "eject a target.",
+        default=3,
+        minimum=1,
+        maximum=100,
     )
-
-    interval: str = field("Time between checks.", default="10s", pattern=DURATION)
-    timeout: str = field("Time to wait for an answer.", default="2s", pattern=DURATION)
-    healthy_threshold: int = field("Passes before healthy.", default=2, minimum=1, maximum=10)
-    unhealthy_threshold: int = field("Failures before unhealthy.", default=3, minimum=1, maximum=10)
-    http_path: str | None = field(
-        "HTTP ports: GET this path and expect 2xx. Without it HTTP ports get a TCP connect check. "
-        "GRPC ports always use the gRPC health protocol.",
-        default=None,
-        pattern=r"^/.*$",
-        json="httpPath",
+    ejection_time: str = field(
+        "How long an ejected target stays out; Envoy doubles it for repeat offenders.",
+        default="30s",
+        pattern=DURATION,
+    )
+    interval: str = field("How often ejections are evaluated and lifted.", default="5s", pattern=DURATION)
+    retries: int = field(
+        "HTTP and GRPC ports: retries of a request that failed to connect, on another target and "
+        "the next tier first, so callers do not see the failures that lead to an ejection.",
+        default=1,
+        minimum=0,
+        maximum=5,
     )
 
 
@@ -368,9 +374,7 @@ class TailscaleEndpointsSpec:
         max_items=32,
         list_map_keys=("name",),
     )
-    health_check: HealthCheck | None = field(
-        "Active health checks. Absent: none (outlier detection only).", default=None
-    )
+    failover: Failover = field("Passive health and failover between targets.", default=Failover)
     proxy: Proxy = field("Proxy settings.", default=Proxy)
 
 

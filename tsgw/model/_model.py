@@ -19,8 +19,8 @@ __all__ = [
     "Condition",
     "Direction",
     "Endpoint",
+    "Failover",
     "HeaderChanges",
-    "HealthCheck",
     "Listener",
     "Model",
     "ObjectRef",
@@ -86,16 +86,13 @@ class ObjectStatus:
 
 
 @dataclass(frozen=True, slots=True)
-class HealthCheck:
-    """An Envoy active health check."""
+class Failover:
+    """Passive health (Envoy outlier detection) and failover retries of a cluster."""
 
-    kind: Protocol
-    """TCP: connect; HTTP: GET path expecting 2xx; GRPC: grpc.health.v1."""
+    consecutive_failures: int
+    ejection_s: float
     interval_s: float
-    timeout_s: float
-    healthy_threshold: int
-    unhealthy_threshold: int
-    http_path: str = ""
+    retries: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +114,7 @@ class Cluster:
     name: str
     protocol: Protocol
     endpoints: tuple[Endpoint, ...]
-    health_check: HealthCheck | None = None
+    failover: Failover | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +129,8 @@ class Retries:
     attempts: int
     on: tuple[str, ...]
     per_try_timeout_s: float | None = None
+    other_hosts: bool = True
+    """Retry on a host (and priority tier) not yet tried."""
 
 
 @dataclass(frozen=True, slots=True)

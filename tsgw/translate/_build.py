@@ -22,8 +22,8 @@ from tsgw.model import (
     Condition,
     Direction,
     Endpoint,
+    Failover,
     HeaderChanges,
-    HealthCheck,
     Listener,
     Model,
     ObjectRef,
@@ -274,23 +274,16 @@ def _v4(addresses: Iterable[str]) -> tuple[str, ...]:
     return v4[:1] if v4 else ordered[:1]
 
 
-def _health(spec: api.HealthCheck | None, protocol: Protocol) -> HealthCheck | None:
-    if spec is None:
-        return None
-    if protocol is Protocol.GRPC:
-        kind, path = Protocol.GRPC, ""
-    elif protocol is Protocol.HTTP and spec.http_path:
-        kind, path = Protocol.HTTP, spec.http_path
-    else:
-        kind, path = Protocol.TCP, ""
-    return HealthCheck(
-        kind=kind,
+def _failover(spec: api.Failover) -> Failover:
+    return Failover(
+        consecutive_failures=spec.consecutive_failures,
+        ejection_s=api.parse_duration(spec.ejection_time),
         interval_s=api.parse_duration(spec.interval),
-        timeout_s=api.parse_duration(spec.timeout),
-        healthy_threshold=spec.healthy_threshold,
-        unhealthy_threshold=spec.unhealthy_threshold,
-        http_path=path,
+        retries=spec.retries,
     )
+
+
+_FAILOVER_RETRY_ON = ("connect-failure", "reset", "gateway-error")
 
 
 def _endpoints(
@@ -350,11 +343,12 @@ def _endpoints(
                         Endpoint(a, p.target_port or p.port, target.weight, target.priority, True)
                     )
         endpoints.sort(key=lambda e: (e.priority, e.address, e.port))
-        clusters.append(Cluster(cname, proto, tuple(_dedupe(endpoints)), _health(spec.health_check, proto)))
+        clusters.append(Cluster(cname, proto, tuple(_dedupe(endpoints)), _failover(spec.failover)))
         local = ctx.options.first_listener_port + i
         routes: tuple[Route, ...] = ()
         if proto in (Protocol.HTTP, Protocol.GRPC):
-            routes = (Route(name="default", path_prefix="/", cluster=cname),)
+            retries = Retries(spec.failover.retries, _FAILOVER_RETRY_ON) if spec.failover.retries else None
+            routes = (Route(name="default", path_prefix="/", cluster=cname, retries=retries),)
         listeners.append(
             Listener(
                 name=f"egress-{port}",

@@ -4,8 +4,13 @@ xDS server encodes once per version).
 Per proxy group: CDS clusters (EDS-fed), their ClusterLoadAssignments, LDS listeners and RDS
 route configurations. Egress endpoints are tailnet addresses dialled through tailscaled's local
 HTTP CONNECT proxy (Envoy's http_11_proxy transport socket, with the proxy address in each
-endpoint's metadata), so Envoy's own health checks, weights, priorities and outlier detection
-apply to tailnet targets one by one.
+endpoint's metadata), so Envoy's weights, priorities, outlier detection and retries apply to
+tailnet targets one by one.
+
+Not active health checks: Envoy's health checker ignores the http_11_proxy routing and dials
+the target directly (unreachable from an unprivileged pod), and it cannot reach internal
+listeners either (it runs on the main thread, internal listeners live on workers); both were
+tried against Envoy 1.40 (tests/integration/translate). Failure detection is passive.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2, outlier_detection_pb2
-from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, health_check_pb2, protocol_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.rbac.v3 import rbac_pb2 as rbac_config_pb2
@@ -26,6 +31,8 @@ from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
+from envoy.extensions.retry.priority.previous_priorities.v3 import previous_priorities_config_pb2
 from envoy.extensions.transport_sockets.http_11_proxy.v3 import upstream_http_11_connect_pb2
 from envoy.extensions.transport_sockets.raw_buffer.v3 import raw_buffer_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
@@ -33,7 +40,7 @@ from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import any_pb2, duration_pb2, json_format, wrappers_pb2
 from google.protobuf.message import Message
 
-from tsgw.model import AccessPolicy, Cluster, HealthCheck, Listener, Protocol, ProxyGroup, Route
+from tsgw.model import AccessPolicy, Cluster, Failover, Listener, Protocol, ProxyGroup, Route
 
 __all__ = ["PROXY_ADDRESS_KEY", "XdsResources", "xds_resources"]
 
@@ -105,20 +112,17 @@ def _socket(address: str, port: int) -> address_pb2.Address:
     return address_pb2.Address(socket_address=address_pb2.SocketAddress(address=address, port_value=port))
 
 
-def _health_check(hc: HealthCheck) -> health_check_pb2.HealthCheck:
-    msg = health_check_pb2.HealthCheck(
-        timeout=_duration(hc.timeout_s),
-        interval=_duration(hc.interval_s),
-        healthy_threshold=wrappers_pb2.UInt32Value(value=hc.healthy_threshold),
-        unhealthy_threshold=wrappers_pb2.UInt32Value(value=hc.unhealthy_threshold),
+def _outlier_detection(f: Failover) -> outlier_detection_pb2.OutlierDetection:
+    n = wrappers_pb2.UInt32Value(value=f.consecutive_failures)
+    return outlier_detection_pb2.OutlierDetection(
+        consecutive_5xx=n,
+        consecutive_gateway_failure=n,
+        enforcing_consecutive_gateway_failure=wrappers_pb2.UInt32Value(value=100),
+        interval=_duration(f.interval_s),
+        base_ejection_time=_duration(f.ejection_s),
+        # A tier may be ejected whole: that is what moves traffic to the next priority.
+        max_ejection_percent=wrappers_pb2.UInt32Value(value=100),
     )
-    if hc.kind is Protocol.HTTP:
-        msg.http_health_check.path = hc.http_path
-    elif hc.kind is Protocol.GRPC:
-        msg.grpc_health_check.SetInParent()
-    else:
-        msg.tcp_health_check.SetInParent()
-    return msg
 
 
 def _cluster(c: Cluster, via_tailnet: bool) -> cluster_pb2.Cluster:
@@ -129,11 +133,9 @@ def _cluster(c: Cluster, via_tailnet: bool) -> cluster_pb2.Cluster:
         eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=_ads()),
         lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
     )
-    if c.health_check is not None:
-        msg.health_checks.append(_health_check(c.health_check))
+    if c.failover is not None:
+        msg.outlier_detection.CopyFrom(_outlier_detection(c.failover))
     if via_tailnet:
-        # Passive ejection of a failing target even without active checks.
-        msg.outlier_detection.CopyFrom(outlier_detection_pb2.OutlierDetection())
         inner = base_pb2.TransportSocket(
             name="envoy.transport_sockets.raw_buffer", typed_config=_any(raw_buffer_pb2.RawBuffer())
         )
@@ -289,6 +291,17 @@ def _route(r: Route) -> route_components_pb2.Route:
         action.retry_policy.num_retries.value = r.retries.attempts
         if r.retries.per_try_timeout_s is not None:
             action.retry_policy.per_try_timeout.CopyFrom(_duration(r.retries.per_try_timeout_s))
+        if r.retries.other_hosts:
+            action.retry_policy.retry_host_predicate.append(
+                route_components_pb2.RetryPolicy.RetryHostPredicate(
+                    name="envoy.retry_host_predicates.previous_hosts",
+                    typed_config=_any(previous_hosts_pb2.PreviousHostsPredicate()),
+                )
+            )
+            action.retry_policy.retry_priority.name = "envoy.retry_priorities.previous_priorities"
+            action.retry_policy.retry_priority.typed_config.CopyFrom(
+                _any(previous_priorities_config_pb2.PreviousPrioritiesConfig(update_frequency=1))
+            )
     msg = route_components_pb2.Route(name=r.name, match=match, route=action)
     h = r.request_headers
     for name, value in h.set:

@@ -61,7 +61,7 @@ def test_defaults_are_applied_like_the_api_server_does() -> None:
     target = obj.spec.targets[0]
     assert (target.weight, target.priority, target.ports[0].protocol) == (1, 0, EgressProtocol.TCP)
     assert obj.spec.proxy.replicas == 2
-    assert obj.spec.health_check is None
+    assert (obj.spec.failover.consecutive_failures, obj.spec.failover.retries) == (3, 1)
 
 
 def test_a_duplicate_list_map_key_is_rejected() -> None:

@@ -23,7 +23,7 @@ def test_api_exports_exactly_its_curated_names() -> None:
             "HTTPRouting",
             "HTTPRule",
             "HeaderChanges",
-            "HealthCheck",
+            "Failover",
             "IngressBackend",
             "IngressPort",
             "Kind",

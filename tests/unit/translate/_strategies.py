@@ -28,6 +28,7 @@ _BIAS: dict[str, st.SearchStrategy[Any]] = {
     "gatewayRef": st.just({"name": "eg"}),
     "listeners": st.lists(st.sampled_from(["http", "https", "nosuch"]), max_size=2, unique=True),
     "interval": st.sampled_from(["10s", "1m", "500ms"]),
+    "ejectionTime": st.sampled_from(["30s", "2m"]),
     "timeout": st.sampled_from(["1s", "2s", "250ms", "30s"]),
     "perTryTimeout": st.sampled_from(["1s", "100ms"]),
     "cidrs": st.lists(

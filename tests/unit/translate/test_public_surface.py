@@ -14,7 +14,7 @@ def test_model_exports_exactly_its_curated_names() -> None:
             "Direction",
             "Endpoint",
             "HeaderChanges",
-            "HealthCheck",
+            "Failover",
             "Listener",
             "Model",
             "ObjectRef",
