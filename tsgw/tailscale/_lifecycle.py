@@ -26,7 +26,7 @@ import anyio
 import structlog
 
 from ._client import Client
-from ._types import AuthKeyRequest
+from ._types import AuthKey, AuthKeyRequest
 
 __all__ = [
     "AuthKeyLifecycle",
@@ -52,7 +52,7 @@ class StateKeys:
     DEVICE_FQDN = "device_fqdn"
     DEVICE_IPS = "device_ips"
     REISSUE_AUTHKEY = "reissue_authkey"
-    """containerboot's request for a new key (config-file mode only; see docs/tailscale.md)."""
+    """containerboot's request for a new key, naming the refused one (config-file mode only)."""
     # tailscaled's own state store keys: any of them means the replica has logged in before.
     TAILSCALED = ("_machinekey", "_current-profile", "_profiles")
 
@@ -141,17 +141,7 @@ class AuthKeyLifecycle:
                 return EnsureResult(minted=False, device_id=device_id)
             if has_state(state):
                 return EnsureResult(minted=False, key_id=state.get(StateKeys.AUTHKEY_ID, ""))
-            description = request.description or f"tsgw {replica}"[:50]
-            key = await self._client.create_auth_key(
-                AuthKeyRequest(
-                    tags=request.tags,
-                    reusable=request.reusable,
-                    ephemeral=request.ephemeral,
-                    preauthorized=request.preauthorized,
-                    expiry_seconds=request.expiry_seconds,
-                    description=description,
-                )
-            )
+            key = await self._mint(replica, request)
             try:
                 await self._store.save(replica, {StateKeys.AUTHKEY: key.key, StateKeys.AUTHKEY_ID: key.id})
             except BaseException:
@@ -166,6 +156,46 @@ class AuthKeyLifecycle:
                 raise
             log.info("tailscale.authkey_minted", replica=replica, key_id=key.id, tags=list(key.tags))
             return EnsureResult(minted=True, key_id=key.id)
+
+    async def config_key(
+        self, replica: str, request: AuthKeyRequest, *, current_key: str | None
+    ) -> str | None:
+        """The auth key to write into the replica's tailscaled config file (config-file mode).
+
+        ``current_key`` is the key in the existing config file ("" when it has none), or None
+        when the replica has no config yet. Returns the key the file should hold: a new one
+        when there is no config yet or the proxy asked for a re-issue (``reissue_authkey`` in
+        its state names the refused key; the old device is deleted first, as it can never log
+        in again); the current one while the device has not registered;
+        None once it has (the used key leaves the file).
+        """
+        async with self._lock(replica):
+            state = await self._store.load(replica) or {}
+            broken = state.get(StateKeys.REISSUE_AUTHKEY)
+            # The request names the refused key; a different key in the config means a new
+            # one was written and the proxy has not picked it up yet.
+            reissue = broken is not None and (not current_key or broken == current_key)
+            if current_key is None or reissue:
+                if reissue and state.get(StateKeys.DEVICE_ID):
+                    await self._client.delete_device(state[StateKeys.DEVICE_ID], missing_ok=True)
+                key = await self._mint(replica, request)
+                log.info("tailscale.authkey_minted", replica=replica, key_id=key.id, reissue=reissue)
+                return key.key
+            if not state.get(StateKeys.DEVICE_ID) or broken is not None:
+                return current_key or None  # not registered yet, or a re-issue is in flight
+            return None
+
+    async def _mint(self, replica: str, request: AuthKeyRequest) -> AuthKey:
+        return await self._client.create_auth_key(
+            AuthKeyRequest(
+                tags=request.tags,
+                reusable=request.reusable,
+                ephemeral=request.ephemeral,
+                preauthorized=request.preauthorized,
+                expiry_seconds=request.expiry_seconds,
+                description=request.description or f"tsgw {replica}"[:50],
+            )
+        )
 
     async def delete(self, replica: str) -> DeleteResult:
         """Delete the replica's device (by the ``device_id`` in its state) and any unused key."""

@@ -14,12 +14,16 @@ Choices, and why:
   loopback with PROXY protocol v2, so Envoy sees the tailnet client's address.
 * Outbound: tailscaled's HTTP proxy listener on loopback; Envoy tunnels egress through it
   with CONNECT (``tunneling_config``).
-* The auth key is not in the environment: containerboot reads the ``authkey`` field of the
-  replica's state Secret when ``TS_AUTHKEY`` is unset, and deletes it after the first login
-  (``TS_AUTH_ONCE=true``), so a key never sits in a pod spec.
-* Tailscale Services are advertised from the serve config's ``Services`` map
-  (containerboot's service auto-advertisement), so changing the serve config file is the
-  one switch that starts or stops hosting a service.
+* The auth key is never in a pod spec. Two modes, both containerboot's own:
+
+  - environment mode (default): containerboot reads the ``authkey`` field of the replica's
+    state Secret when ``TS_AUTHKEY`` is unset and deletes it after the first login
+    (``TS_AUTH_ONCE=true``); Tailscale Services are advertised from the serve config's
+    ``Services`` map (service auto-advertisement), so the serve config file is the one switch;
+  - config-file mode (``config_dir``): a per-replica tailscaled config file
+    (``ipn.ConfigVAlpha``, what Tailscale's operator uses) carries hostname, login server, key
+    and ``AdvertiseServices``; a proxy whose key is refused asks for a new one through
+    ``reissue_authkey`` in its state, which :class:`~tsgw.tailscale.AuthKeyLifecycle` answers.
 """
 
 from __future__ import annotations
@@ -126,6 +130,12 @@ class ProxyConfig:
     """Extra ``tailscaled`` flags (``TS_TAILSCALED_EXTRA_ARGS``). Default ()."""
     extra_env: Mapping[str, str] = field(default_factory=dict)
     """More environment, e.g. ``TS_DEBUG_USE_DERP_HTTP`` in tests. Default {}."""
+    config_dir: str = ""
+    """Config-file mode: where the replica's tailscaled config files (:meth:`config_files`)
+    are mounted (``TS_EXPERIMENTAL_VERSIONED_CONFIG_DIR``). Then hostname, login server, auth
+    key and advertised services come from the file, not the environment, and containerboot
+    asks for a new key (``reissue_authkey``) when its key is refused. Default empty: the
+    environment mode above."""
 
     def serve_config(self) -> dict[str, Any]:
         """The ``ipn.ServeConfig`` JSON (map keys are strings, as Go writes uint16 keys)."""
@@ -153,26 +163,68 @@ class ProxyConfig:
             description=description[:50],
         )
 
+    def tailscaled_config(self, auth_key: str | None = None) -> dict[str, Any]:
+        """The ``ipn.ConfigVAlpha`` (``Version: alpha0``) of this replica, for config-file mode.
+
+        ``auth_key`` is the key to log in with (default: the ``auth_key`` field); pass ""
+        once the device has registered, so the used key does not linger in a Secret
+        (:meth:`~tsgw.tailscale.AuthKeyLifecycle.config_key` decides). ``AdvertiseServices``
+        lists the hosted Tailscale Services.
+        """
+        key = self.auth_key if auth_key is None else auth_key
+        # opt.Bool fields are JSON booleans (a quoted "false" is refused by tailscaled).
+        conf: dict[str, Any] = {
+            "Version": "alpha0",
+            "Locked": False,
+            "Hostname": self.hostname,
+            "AcceptDNS": self.accept_dns,
+            "AcceptRoutes": False,
+            "NoStatefulFiltering": True,
+        }
+        if self.login_server:
+            conf["ServerURL"] = self.login_server
+        if key:
+            conf["AuthKey"] = key
+        if self.services:
+            conf["AdvertiseServices"] = sorted(s.name for s in self.services)
+        return conf
+
+    def config_files(self, auth_key: str | None = None) -> dict[str, str]:
+        """The files of ``config_dir``: ``cap-<capability version>.hujson`` → JSON text.
+
+        containerboot reads the file with the highest capability version not above its own;
+        capability version 95 (tailscale 1.74) already has every field used here.
+        """
+        return {
+            "cap-95.hujson": json.dumps(self.tailscaled_config(auth_key), sort_keys=True, indent=2) + "\n"
+        }
+
     def env(self) -> dict[str, str]:
         """containerboot's environment for this replica (no secret unless ``auth_key`` is set)."""
         env: dict[str, str] = {
             "TS_USERSPACE": "true",
-            "TS_AUTH_ONCE": "true",
-            "TS_HOSTNAME": self.hostname,
             "TS_SOCKET": self.socket,
-            "TS_ACCEPT_DNS": "true" if self.accept_dns else "false",
             "TS_KUBE_SECRET": self.state_secret,
         }
+        if self.config_dir:
+            # Hostname, server, key and services are in the config file; containerboot
+            # refuses the corresponding variables next to it.
+            env["TS_EXPERIMENTAL_VERSIONED_CONFIG_DIR"] = self.config_dir
+        else:
+            env["TS_AUTH_ONCE"] = "true"
+            env["TS_HOSTNAME"] = self.hostname
+            env["TS_ACCEPT_DNS"] = "true" if self.accept_dns else "false"
+            if self.auth_key:
+                env["TS_AUTHKEY"] = self.auth_key
+            if self.login_server:
+                env["TS_EXTRA_ARGS"] = f"--login-server={self.login_server}"
         if self.state_dir:
             env["TS_STATE_DIR"] = self.state_dir
-        if self.auth_key:
-            env["TS_AUTHKEY"] = self.auth_key
-        if self.login_server:
-            env["TS_EXTRA_ARGS"] = f"--login-server={self.login_server}"
         if self.services or self.device_ports:
             env["TS_SERVE_CONFIG"] = self.serve_config_path
-            # Advertise exactly the services of the serve config; withdraw them on shutdown.
-            env["TS_EXPERIMENTAL_SERVICE_AUTO_ADVERTISEMENT"] = "true"
+            # Environment mode: advertise exactly the services of the serve config (and
+            # withdraw them on shutdown). Config-file mode: the file's AdvertiseServices decide.
+            env["TS_EXPERIMENTAL_SERVICE_AUTO_ADVERTISEMENT"] = "false" if self.config_dir else "true"
         if self.outbound_http_proxy:
             env["TS_OUTBOUND_HTTP_PROXY_LISTEN"] = self.outbound_http_proxy
         if self.local_addr_port:

@@ -113,6 +113,10 @@ def _proxy_config(tailnet: Tailnet, name: str, key: str, d: Path, **kw: Any) -> 
 def _start(tailnet: Tailnet, cfg: ProxyConfig, d: Path) -> tuple[Process, str]:
     """Start containerboot for ``cfg``; returns it and its tailnet IPv4 once it is healthy."""
     (d / "serve-config.json").write_text(cfg.serve_config_json())
+    if cfg.config_dir:
+        Path(cfg.config_dir).mkdir(parents=True, exist_ok=True)
+        for name, text in cfg.config_files().items():
+            (Path(cfg.config_dir) / name).write_text(text)
     proc = _containerboot(tailnet, cfg, d)
     host, port = cfg.local_addr_port.rsplit(":", 1)
 
@@ -121,14 +125,18 @@ def _start(tailnet: Tailnet, cfg: ProxyConfig, d: Path) -> tuple[Process, str]:
             s.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
             return b" 200 " in s.recv(64)
 
-    proc.wait_ready(healthy, timeout=60, what="healthy (joined the tailnet)")
-    out = subprocess.run(
-        [str(bin_path("tailscale")), f"--socket={cfg.socket}", "ip", "-4"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=20,
-    )
+    try:
+        proc.wait_ready(healthy, timeout=60, what="healthy (joined the tailnet)")
+        out = subprocess.run(
+            [str(bin_path("tailscale")), f"--socket={cfg.socket}", "ip", "-4"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=20,
+        )
+    except BaseException:
+        proc.stop(timeout=10)
+        raise
     return proc, out.stdout.strip()
 
 
@@ -163,8 +171,9 @@ def _roundtrip(s: socket.socket, payload: bytes) -> bytes:
         return got
 
 
+@pytest.mark.parametrize("mode", ["env", "config-file"])
 async def test_two_proxies_configured_by_proxyconfig_reach_each_other_over_the_tailnet(
-    tailnet: Tailnet, tmp_path: Path
+    tailnet: Tailnet, tmp_path: Path, mode: str
 ) -> None:
     async with HeadscaleClient(APIKey(tailnet.api_key()), ClientOptions(base_url=tailnet.api_url)) as hs:
         ingress_key = await hs.create_auth_key(AuthKeyRequest(tags=("tag:tsgw-proxy",)))
@@ -175,12 +184,21 @@ async def test_two_proxies_configured_by_proxyconfig_reach_each_other_over_the_t
     ingress_port = 9000
     a_cfg = _proxy_config(
         tailnet,
-        "tsgw-ingress-0",
+        f"tsgw-ingress-{mode}",
         ingress_key.key,
         tmp_path / "a",
         device_ports=(ServePort(ingress_port, backend.port),),
+        config_dir=str(tmp_path / "a" / "tsconfig") if mode == "config-file" else "",
     )
-    b_cfg = _proxy_config(tailnet, "tsgw-egress-0", egress_key.key, tmp_path / "b")
+    b_cfg = _proxy_config(
+        tailnet,
+        f"tsgw-egress-{mode}",
+        egress_key.key,
+        tmp_path / "b",
+        config_dir=str(tmp_path / "b" / "tsconfig") if mode == "config-file" else "",
+    )
+    if mode == "config-file":
+        assert "TS_AUTHKEY" not in a_cfg.env()  # the key is only in the config file
     procs: list[Process] = []
     try:
         a, a_ip = _start(tailnet, a_cfg, tmp_path / "a")

@@ -135,3 +135,40 @@ async def test_a_key_that_could_not_be_stored_is_revoked_not_leaked(
         await life.ensure("web-0", REQ)
     assert fake.count("POST", KEYS) == 1
     assert fake.keys == {}
+
+
+async def test_config_mode_mints_for_a_new_config_then_keeps_then_drops_the_key(
+    fake: FakeTailscale, ts: TailscaleClient
+) -> None:
+    store = MemoryStateStore()
+    life = AuthKeyLifecycle(ts, store)
+    key = await life.config_key("web-0", REQ, current_key=None)
+    assert key is not None
+    assert key.startswith("tskey-auth-")
+    # Reconciled again before the proxy joined: the same key stays, nothing is minted.
+    assert await life.config_key("web-0", REQ, current_key=key) == key
+    assert fake.count("POST", KEYS) == 1
+    dev = fake.register_device(key, "web-0")
+    await store.save("web-0", {StateKeys.DEVICE_ID: dev["nodeId"]})
+    assert await life.config_key("web-0", REQ, current_key=key) is None  # used: leaves the file
+    assert await life.config_key("web-0", REQ, current_key="") is None
+    assert fake.count("POST", KEYS) == 1
+
+
+async def test_config_mode_answers_a_reissue_request_once_deleting_the_stale_device(
+    fake: FakeTailscale, ts: TailscaleClient
+) -> None:
+    store = MemoryStateStore()
+    life = AuthKeyLifecycle(ts, store)
+    old = await life.config_key("web-0", REQ, current_key=None)
+    assert old is not None
+    dev = fake.register_device(old, "web-0")
+    # The proxy lost its state and its single-use key is spent: containerboot asks for a new one.
+    await store.save("web-0", {StateKeys.DEVICE_ID: dev["nodeId"], StateKeys.REISSUE_AUTHKEY: old})
+    new = await life.config_key("web-0", REQ, current_key=old)
+    assert new is not None
+    assert new != old
+    assert dev["nodeId"] not in fake.devices
+    # Until containerboot picks the new key up and clears the request, nothing more is minted.
+    assert await life.config_key("web-0", REQ, current_key=new) == new
+    assert fake.count("POST", KEYS) == 2

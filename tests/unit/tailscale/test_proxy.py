@@ -103,3 +103,40 @@ def test_the_replica_key_is_single_use_preauthorized_tagged_and_not_ephemeral() 
 def test_invalid_ports_and_service_names_are_refused(build: Callable[[], object], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         build()
+
+
+def test_config_file_mode_moves_identity_key_and_services_into_the_tailscaled_config() -> None:
+    cfg = ProxyConfig(
+        hostname="web-0",
+        state_secret="web-0",
+        login_server="http://headscale:8080",
+        config_dir="/etc/tsconfig/web-0",
+        services=(HostedService("svc:web", (ServePort(443, 18443),)),),
+    )
+    env = cfg.env()
+    assert env["TS_EXPERIMENTAL_VERSIONED_CONFIG_DIR"] == "/etc/tsconfig/web-0"
+    # containerboot refuses these next to a config directory
+    for refused in (
+        "TS_HOSTNAME",
+        "TS_EXTRA_ARGS",
+        "TS_AUTHKEY",
+        "TS_ROUTES",
+        "TS_ACCEPT_DNS",
+        "TS_AUTH_ONCE",
+    ):
+        assert refused not in env
+    assert env["TS_EXPERIMENTAL_SERVICE_AUTO_ADVERTISEMENT"] == "false"
+    assert cfg.tailscaled_config("tskey-auth-k1-x") == {
+        "Version": "alpha0",
+        "Locked": False,
+        "Hostname": "web-0",
+        "ServerURL": "http://headscale:8080",
+        "AuthKey": "tskey-auth-k1-x",
+        "AcceptDNS": False,
+        "AcceptRoutes": False,
+        "NoStatefulFiltering": True,
+        "AdvertiseServices": ["svc:web"],
+    }
+    [(name, text)] = cfg.config_files("").items()
+    assert name == "cap-95.hujson"
+    assert "AuthKey" not in json.loads(text)  # removed once the device registered
