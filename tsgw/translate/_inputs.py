@@ -72,6 +72,3 @@ class Options:
     """containerboot's /healthz. Default: 9002."""
     envoy_admin_port: int = 19000
     """Envoy's admin interface, on loopback. Default: 19000."""
-    tailscale_capver: int = 130
-    """Capability version in the name of the tailscaled config file (cap-<N>.hujson); containerboot
-    reads the newest file not newer than itself. Default: 130."""

@@ -8,8 +8,8 @@ replica (the versioned tailscaled config file containerboot reads), the Envoy bo
 ConfigMap, for ingress the serve ConfigMap, for egress the ClusterIP Service, and the StatefulSet
 whose pods run tailscaled (through tailscale's containerboot) and Envoy, both unprivileged.
 
-The tailscaled configuration below is a small local mapping of containerboot's inputs
-(shared/reference/tailscale.md §5.1, verified.md §12); tsgw.tailscale will own it.
+containerboot's inputs (environment, per-replica tailscaled config file, serve config) come from
+tsgw.tailscale.ProxyConfig in config-file mode, which is tested against real containerboot.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ import orjson
 
 from tsgw.api import API_VERSION
 from tsgw.model import Direction, ProxyGroup
+from tsgw.tailscale import HostedService, ProxyConfig, ServePort
 from tsgw.translate._inputs import Options
 
-__all__ = ["owned_objects"]
+__all__ = ["envoy_bootstrap", "owned_objects", "proxy_config"]
 
 _LABEL_NAME = "app.kubernetes.io/name"
 _LABEL_INSTANCE = "app.kubernetes.io/instance"
@@ -71,34 +72,31 @@ def _json(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 
-def tailscaled_config(g: ProxyGroup, pod: str, auth_key: str | None) -> dict[str, Any]:
-    """The per-replica tailscaled config file (ipn.ConfigVAlpha) containerboot reads. The
-    device's tags come with its auth key (minted tagged by the controller from `g.pod.tags`)."""
-    cfg: dict[str, Any] = {
-        "Version": "alpha0",
-        "Locked": False,
-        "Hostname": pod,
-        "AcceptDNS": False,
-        "AcceptRoutes": False,
-    }
-    if g.pod.login_url:
-        cfg["ServerURL"] = g.pod.login_url
-    if auth_key:
-        cfg["AuthKey"] = auth_key
+def proxy_config(g: ProxyGroup, options: Options, pod: str = "$(POD_NAME)") -> ProxyConfig:
+    """containerboot's settings for a replica of `g` (`pod` = its name; the default is the
+    downward-API reference the shared pod template uses)."""
+    hosted: tuple[HostedService, ...] = ()
     if g.tailscale_service is not None:
-        cfg["AdvertiseServices"] = [g.tailscale_service.name]
-    return cfg
-
-
-def serve_config(g: ProxyGroup) -> dict[str, Any]:
-    """tailscaled's serve config: each Tailscale Service port → Envoy on loopback, with a PROXY
-    v2 header so Envoy sees the tailnet client's address."""
-    assert g.tailscale_service is not None
-    tcp = {
-        str(ts_port): {"TCPForward": f"127.0.0.1:{local}", "ProxyProtocol": 2}
-        for ts_port, local in g.tailscale_service.ports
-    }
-    return {"Services": {g.tailscale_service.name: {"TCP": tcp}}}
+        hosted = (
+            HostedService(
+                g.tailscale_service.name,
+                tuple(ServePort(port, local) for port, local in g.tailscale_service.ports),
+            ),
+        )
+    return ProxyConfig(
+        hostname=pod,
+        state_secret=pod,
+        tags=g.pod.tags,
+        login_server=g.pod.login_url,
+        services=hosted,
+        serve_config_path=f"{_SERVE_MOUNT}/serve-config.json",
+        outbound_http_proxy=f"127.0.0.1:{options.connect_proxy_port}"
+        if g.direction is Direction.EGRESS
+        else "",
+        # The kubelet probes the pod IP, so the health endpoint cannot stay on loopback.
+        local_addr_port=f"0.0.0.0:{options.health_port}",
+        config_dir=f"{_STATE_MOUNT}/{pod}",
+    )
 
 
 def envoy_bootstrap(g: ProxyGroup, options: Options) -> dict[str, Any]:
@@ -175,16 +173,12 @@ def _resources(g: ProxyGroup) -> dict[str, Any]:
 
 def _statefulset(g: ProxyGroup, options: Options, config_hash: str) -> dict[str, Any]:
     replicas = g.replica_names()
+    cfg = proxy_config(g, options)
     env: list[dict[str, Any]] = [
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "POD_UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
-        {"name": "TS_USERSPACE", "value": "true"},
-        {"name": "TS_KUBE_SECRET", "value": "$(POD_NAME)"},
-        {"name": "TS_EXPERIMENTAL_VERSIONED_CONFIG_DIR", "value": f"{_STATE_MOUNT}/$(POD_NAME)"},
-        {"name": "TS_SOCKET", "value": "/tmp/tailscaled.sock"},
-        {"name": "TS_LOCAL_ADDR_PORT", "value": f"0.0.0.0:{options.health_port}"},
-        {"name": "TS_ENABLE_HEALTH_CHECK", "value": "true"},
     ]
+    env.extend({"name": k, "value": v} for k, v in sorted(cfg.env().items()))
     volumes: list[dict[str, Any]] = [
         {"name": "tmp", "emptyDir": {}},
         {"name": "envoy-bootstrap", "configMap": {"name": f"{g.name}-envoy"}},
@@ -193,13 +187,7 @@ def _statefulset(g: ProxyGroup, options: Options, config_hash: str) -> dict[str,
     for pod in replicas:
         volumes.append({"name": f"config-{pod}", "secret": {"secretName": f"{pod}-config"}})
         ts_mounts.append({"name": f"config-{pod}", "mountPath": f"{_STATE_MOUNT}/{pod}", "readOnly": True})
-    if g.direction is Direction.EGRESS:
-        env.append(
-            {"name": "TS_OUTBOUND_HTTP_PROXY_LISTEN", "value": f"127.0.0.1:{options.connect_proxy_port}"}
-        )
-    else:
-        env.append({"name": "TS_SERVE_CONFIG", "value": f"{_SERVE_MOUNT}/serve-config.json"})
-        env.append({"name": "TS_EXPERIMENTAL_SERVICE_AUTO_ADVERTISEMENT", "value": "false"})
+    if g.tailscale_service is not None:
         volumes.append({"name": "serve", "configMap": {"name": f"{g.name}-serve"}})
         ts_mounts.append({"name": "serve", "mountPath": _SERVE_MOUNT, "readOnly": True})
     tailscale = {
@@ -308,14 +296,14 @@ def owned_objects(
     for pod in replicas:
         # The state Secret exists before the pod so the Role can name it; containerboot fills it.
         objs.append({"apiVersion": "v1", "kind": "Secret", "metadata": _meta(g, pod), "type": "Opaque"})
-        cfg = tailscaled_config(g, pod, keys.get(pod))
+        files = proxy_config(g, options, pod).config_files(keys.get(pod) or "")
         objs.append(
             {
                 "apiVersion": "v1",
                 "kind": "Secret",
                 "metadata": _meta(g, f"{pod}-config"),
                 "type": "Opaque",
-                "stringData": {f"cap-{options.tailscale_capver}.hujson": _json(cfg)},
+                "stringData": files,
             }
         )
     bootstrap = _json(envoy_bootstrap(g, options))
@@ -333,7 +321,7 @@ def owned_objects(
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
                 "metadata": _meta(g, f"{g.name}-serve"),
-                "data": {"serve-config.json": _json(serve_config(g))},
+                "data": {"serve-config.json": proxy_config(g, options).serve_config_json()},
             }
         )
     if g.direction is Direction.EGRESS:
