@@ -45,3 +45,8 @@ bench NAME *ARGS: testbin
 # A Kubernetes test bed in network namespaces: bed up [--nodes N] | status | logs POD [-n NS] | down.
 bed *ARGS: testbin
     python -m tests.bed "$@"
+
+# A tailnet in a box: tsgw-testcontrol (Tailscale Services) + the hosted-API fake in front of it,
+# in a private network namespace (root). `just tailnet up` runs in the foreground; `just tailnet down`.
+tailnet CMD: testbin
+    python -m tests.support.tailnet_box "$@"
