@@ -24,6 +24,8 @@ import os
 import signal
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -450,3 +452,88 @@ def serve_config_json(services: Mapping[str, Mapping[int, tuple[int, int]]]) -> 
         }
     }
     return json.dumps(cfg, indent=2)
+
+
+# --- `just tailnet up|down` ---------------------------------------------------------------------
+
+STATE_FILE = Path(os.environ.get("TSGW_CACHE", "~/.cache/tsgw")).expanduser() / "tailnet-box.json"
+
+
+def _up(workdir: Path) -> int:
+    """Run the box and the hosted-API fake in front of it until SIGINT/SIGTERM."""
+    from tests.fake_tailscale import serve
+    from tests.support.boxed_fake import BoxedFake
+
+    box = TailnetBox(workdir)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        fake = BoxedFake(box=box.admin)
+        cid, secret = fake.add_oauth_client()
+        with serve(fake) as api_url:
+            info = {
+                "pid": os.getpid(),
+                "namespace": box.ns.name,
+                "control_url": box.url,
+                "admin_url": box.admin_url,
+                "api_url": api_url,
+                "oauth_client_id": cid,
+                "workdir": str(workdir),
+            }
+            STATE_FILE.parent.mkdir(parents=True, exist_ok=True)
+            STATE_FILE.write_text(json.dumps(info, indent=2))
+            print(json.dumps(info, indent=2))
+            print(f"OAuth client secret (for {cid}): {secret}")
+            print(
+                f"Join a node: ip netns exec {box.ns.name} tailscaled --tun=userspace-networking ...; "
+                f"tailscale up --login-server={box.url} --auth-key=<a key minted through {api_url}>"
+                " (with TS_DEBUG_USE_DERP_HTTP=1 in tailscaled's environment)"
+            )
+            print("Ctrl-C or `just tailnet down` stops it.", flush=True)
+            stop.wait()
+    finally:
+        box.close()
+        STATE_FILE.unlink(missing_ok=True)
+    return 0
+
+
+def _down() -> int:
+    try:
+        info = json.loads(STATE_FILE.read_text())
+    except FileNotFoundError:
+        print("no tailnet box is running")
+        return 0
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(int(info["pid"]), signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and Path(f"/proc/{info['pid']}").exists():
+        time.sleep(0.1)
+    if Path(f"/run/netns/{info['namespace']}").exists():  # the runner died without cleaning up
+        for pid in _netns_pids(info["namespace"]):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        subprocess.run(["ip", "netns", "delete", info["namespace"]], check=False)
+    STATE_FILE.unlink(missing_ok=True)
+    print(f"stopped the tailnet box in {info['namespace']}")
+    return 0
+
+
+def _netns_pids(name: str) -> list[int]:
+    out = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["up"]:
+        import tempfile
+
+        return _up(Path(tempfile.mkdtemp(prefix="tsgw-tailnet-box-")))
+    if argv[:1] == ["down"]:
+        return _down()
+    print("usage: python -m tests.support.tailnet_box up|down", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
