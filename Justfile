@@ -10,9 +10,10 @@ export PYTHONDONTWRITEBYTECODE := "1"
 default:
     @just --list
 
-# Run tsgw standalone on the embedded example: xDS server, a local Envoy and backends.
+# Run tsgw standalone on examples/standalone: xDS server, local Envoys, backends, and (as root,
+# with the test bed's binaries) a Headscale tailnet in a private network namespace. Ctrl-C stops it.
 run *ARGS: sync
-    python -m tsgw run --standalone examples/standalone "$@"
+    python -m tools.standalone "$@"
 
 # Install Python deps, build the real components (cached), run every test. Extra args go to pytest.
 test *ARGS: testbin

