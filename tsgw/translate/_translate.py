@@ -156,7 +156,11 @@ class Translator:
         outputs: dict[GroupKey, _Output] = {}
         for g in groups:
             gk = (g.namespace, g.name)
-            keys = tuple(sorted((p, inputs.auth_keys[p]) for p in g.replica_names() if p in inputs.auth_keys))
+            keys: tuple[tuple[str, str], ...] = ()
+            if inputs.auth_keys:
+                keys = tuple(
+                    sorted((p, inputs.auth_keys[p]) for p in g.replica_names() if p in inputs.auth_keys)
+                )
             out = self._outputs.get(gk)
             if out is not None and out.keys == keys and (out.group is g or out.group == g):
                 out.group = g

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2, outlier_detection_pb2
-from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, protocol_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.rbac.v3 import rbac_pb2 as rbac_config_pb2
@@ -125,39 +125,53 @@ def _outlier_detection(f: Failover) -> outlier_detection_pb2.OutlierDetection:
     )
 
 
+def _constants() -> dict[str, Any]:
+    """Sub-messages every group repeats, built once (translation runs for thousands of groups);
+    always copied into a resource, never mutated."""
+    inner = base_pb2.TransportSocket(
+        name="envoy.transport_sockets.raw_buffer", typed_config=_any(raw_buffer_pb2.RawBuffer())
+    )
+    http1 = http_protocol_options_pb2.HttpProtocolOptions()
+    http1.explicit_http_config.http_protocol_options.SetInParent()
+    http2 = http_protocol_options_pb2.HttpProtocolOptions()
+    http2.explicit_http_config.http2_protocol_options.SetInParent()
+    return {
+        "http11_proxy": base_pb2.TransportSocket(
+            name="envoy.transport_sockets.http_11_proxy",
+            typed_config=_any(
+                upstream_http_11_connect_pb2.Http11ProxyUpstreamTransport(transport_socket=inner)
+            ),
+        ),
+        "http1": _any(http1),
+        "http2": _any(http2),
+        "eds": cluster_pb2.Cluster.EdsClusterConfig(eds_config=_ads()),
+        "connect_timeout": _duration(5),
+    }
+
+
+_C = _constants()
+
+
 def _cluster(c: Cluster, via_tailnet: bool) -> cluster_pb2.Cluster:
     msg = cluster_pb2.Cluster(
         name=c.name,
         type=cluster_pb2.Cluster.EDS,
-        connect_timeout=_duration(5),
-        eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=_ads()),
+        connect_timeout=_C["connect_timeout"],
+        eds_cluster_config=_C["eds"],
         lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
     )
     if c.failover is not None:
         msg.outlier_detection.CopyFrom(_outlier_detection(c.failover))
     if via_tailnet:
-        inner = base_pb2.TransportSocket(
-            name="envoy.transport_sockets.raw_buffer", typed_config=_any(raw_buffer_pb2.RawBuffer())
-        )
-        msg.transport_socket.CopyFrom(
-            base_pb2.TransportSocket(
-                name="envoy.transport_sockets.http_11_proxy",
-                typed_config=_any(
-                    upstream_http_11_connect_pb2.Http11ProxyUpstreamTransport(transport_socket=inner)
-                ),
-            )
-        )
-    if c.protocol in (Protocol.HTTP, Protocol.GRPC):
-        opts = http_protocol_options_pb2.HttpProtocolOptions()
-        if c.protocol is Protocol.GRPC:
-            opts.explicit_http_config.http2_protocol_options.CopyFrom(protocol_pb2.Http2ProtocolOptions())
-        else:
-            opts.explicit_http_config.http_protocol_options.CopyFrom(protocol_pb2.Http1ProtocolOptions())
-        msg.typed_extension_protocol_options[_HTTP_OPTIONS].CopyFrom(_any(opts))
+        msg.transport_socket.CopyFrom(_C["http11_proxy"])
+    if c.protocol is Protocol.GRPC:
+        msg.typed_extension_protocol_options[_HTTP_OPTIONS].CopyFrom(_C["http2"])
+    elif c.protocol is Protocol.HTTP:
+        msg.typed_extension_protocol_options[_HTTP_OPTIONS].CopyFrom(_C["http1"])
     return msg
 
 
-def _load_assignment(c: Cluster, proxy: address_pb2.Address | None) -> endpoint_pb2.ClusterLoadAssignment:
+def _load_assignment(c: Cluster, proxy: any_pb2.Any | None) -> endpoint_pb2.ClusterLoadAssignment:
     cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=c.name)
     by_priority: dict[int, list[endpoint_components_pb2.LbEndpoint]] = {}
     for e in c.endpoints:
@@ -166,7 +180,7 @@ def _load_assignment(c: Cluster, proxy: address_pb2.Address | None) -> endpoint_
             load_balancing_weight=wrappers_pb2.UInt32Value(value=e.weight),
         )
         if e.via_tailnet and proxy is not None:
-            lb.metadata.typed_filter_metadata[PROXY_ADDRESS_KEY].CopyFrom(_any(proxy))
+            lb.metadata.typed_filter_metadata[PROXY_ADDRESS_KEY].CopyFrom(proxy)
         by_priority.setdefault(e.priority, []).append(lb)
     for prio in sorted(by_priority):
         cla.endpoints.append(
@@ -330,7 +344,7 @@ def _route_config(li: Listener) -> route_pb2.RouteConfiguration:
 def xds_resources(group: ProxyGroup, *, connect_proxy_port: int = 1055) -> XdsResources:
     """The Envoy resources of one proxy group (its Envoys' node cluster is `group.name`)."""
     via = group.direction.value == "egress"
-    proxy = _socket("127.0.0.1", connect_proxy_port) if via else None
+    proxy = _any(_socket("127.0.0.1", connect_proxy_port)) if via else None
     clusters = sorted(group.clusters, key=lambda c: c.name)
     http = [li for li in group.listeners if li.protocol in (Protocol.HTTP, Protocol.GRPC)]
     return XdsResources(
