@@ -74,6 +74,10 @@ def serve_backend(name: str, port: int, host: str = "127.0.0.1") -> None:
 # --- processes ----------------------------------------------------------------------------------
 
 
+class Failed(RuntimeError):
+    """A program did not start; the message carries its log's tail."""
+
+
 class Proc:
     """A child in its own process group, logging to a file."""
 
@@ -103,7 +107,7 @@ class Proc:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive():
-                raise SystemExit(f"{self.name} exited before {what}; its log ({self.log}):\n{self.tail()}")
+                raise Failed(f"{self.name} exited before {what}; its log ({self.log}):\n{self.tail()}")
             with contextlib.suppress(Exception):
                 if check():
                     return
@@ -182,6 +186,13 @@ class TailnetPart:
         from tests.support.tailnet import Tailnet
 
         self.net = Tailnet(run / "tailnet")
+        try:
+            self._start(run, procs)
+        except BaseException:
+            self.net.close()
+            raise
+
+    def _start(self, run: Path, procs: list[Proc]) -> None:
         user = self.net.create_user("demo")
         key = self.net.preauth_key(user)
         self.proxy = self.net.join(
@@ -223,6 +234,10 @@ class TailnetPart:
         self.egress_port = ns.forward(INGRESS_PORT)
         self.admin_port = ns.forward(19001)
         envoy.wait_ready(lambda: http_ok(f"http://127.0.0.1:{self.admin_port}/ready"), "LIVE")
+        # The first connection over a fresh tailnet waits for paths to warm up: try it once here.
+        envoy.wait_ready(
+            lambda: http_ok(f"http://127.0.0.1:{self.egress_port}/"), "reaching the device over the tailnet"
+        )
 
     def close(self) -> None:
         self.net.close()
@@ -286,7 +301,11 @@ def main(argv: list[str] | None = None) -> int:
         why_not = "skipped (--no-tailnet)" if opts.no_tailnet else tailnet_unavailable()
         if not why_not:
             print("starting the tailnet (Headscale and two tailscaled in a private network namespace)...")
-            tailnet = TailnetPart(run, procs)
+            try:
+                tailnet = TailnetPart(run, procs)
+            except Exception as e:  # the rest of the demo still works without it
+                why_not = f"it failed to start: {e}"
+        if tailnet is not None:
             started.append(
                 f"tailnet          Headscale + tailscaled 'proxy' ({tailnet.proxy.ip4()}) and 'device' "
                 f"({tailnet.device_ip}) in namespace {tailnet.net.ns.name}"
@@ -306,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nstopping...", flush=True)
         return 0
+    except Failed as e:
+        print(f"just run: {e}", file=sys.stderr, flush=True)
+        return 1
     finally:
         for proc in reversed(procs):
             proc.stop()
