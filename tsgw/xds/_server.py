@@ -61,6 +61,9 @@ class ServerOptions:
     readout). Default ``"tsgw"``."""
     max_request_bytes: int = 4 * 1024 * 1024
     """Largest request accepted (Envoy's first request, with its node, is ~60 KB). Default 4 MiB."""
+    write_buffer_bytes: int = 8 * 1024 * 1024
+    """Per-connection write buffer before the server waits for the socket to drain; large
+    enough for a whole response so a push is written in one go. Default 8 MiB."""
 
 
 AckHook = Callable[[str, str, str], None]
@@ -238,6 +241,11 @@ class AdsServer:
         connection = getattr(getattr(stream, "_stream", None), "connection", None)
         if connection is not None:
             self._transports.add(connection)
+            transport = getattr(connection, "_transport", None)
+            if transport is not None:
+                # A 1,000-cluster response is ~100 KiB, above asyncio's 64 KiB high-water mark:
+                # without this every push pauses and resumes writing per stream.
+                transport.set_write_buffer_limits(high=self.options.write_buffer_bytes)
         self._conns[conn.id] = conn
         _metrics.CONNECTED_STREAMS.labels(variant).inc()
         send, inbox = anyio.create_memory_object_stream[tuple[str, bytes]](math.inf)

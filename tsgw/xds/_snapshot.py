@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2
@@ -37,20 +36,40 @@ def _hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
-@dataclass(frozen=True, slots=True)
-class Resource:
-    """One encoded resource: its name, serialized bytes and content version (a hash)."""
+_NAME_FIELD = {EndpointDiscovery: "cluster_name"}
 
-    type_url: str
-    name: str
-    data: bytes
-    version: str
-    any: bytes = field(repr=False)
-    sotw_field: bytes = field(repr=False)
+
+class Resource:
+    """One encoded resource: its name, serialized bytes and content version (a hash).
+
+    Immutable by convention; a plain slotted class because building thousands of them per
+    snapshot is on the push path (a frozen dataclass's ``__init__`` costs several times more).
+    """
+
+    __slots__ = ("any", "data", "name", "sotw_field", "type_url", "version")
+
+    def __init__(
+        self, type_url: str, name: str, data: bytes, version: str, any: bytes, sotw_field: bytes
+    ) -> None:
+        self.type_url = type_url
+        self.name = name
+        self.data = data
+        self.version = version
+        self.any = any
+        self.sotw_field = sotw_field
+
+    def __repr__(self) -> str:
+        return f"<Resource {short_name(self.type_url)} {self.name!r} {self.version}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Resource) and (self.type_url, self.data) == (other.type_url, other.data)
+
+    def __hash__(self) -> int:
+        return hash((self.type_url, self.data))
 
     @classmethod
     def encode(cls, type_url: str, message: Message) -> Resource:
-        name = str(getattr(message, "name", "") or getattr(message, "cluster_name", ""))
+        name = str(getattr(message, _NAME_FIELD.get(type_url, "name")))
         if not name:
             raise SnapshotError(f"a {short_name(type_url)} resource has no name")
         data = message.SerializeToString(deterministic=True)

@@ -87,10 +87,12 @@ class SotwType:
         resource_names: Iterable[str],
         error_detail: str | None,
     ) -> Verdict:
-        names = list(resource_names)
         if response_nonce and self.nonce and response_nonce != self.nonce:
+            # Checked before touching the names: Envoy sends one stale EDS request per updated
+            # cluster (1,000 requests of 1,000 names after a 1,000-cluster CDS push).
             self.stale += 1
             return Verdict.STALE
+        names = list(resource_names)
         first = not self.seen_request
         self.seen_request = True
         if first:

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+_SMALL = [bytes([i]) for i in range(128)]
+
 
 def varint(n: int) -> bytes:
+    if n < 128:
+        return _SMALL[n]
     out = bytearray()
     while True:
         b = n & 0x7F
@@ -32,9 +36,15 @@ def field_str(number: int, text: str) -> bytes:
     return field_bytes(number, text.encode()) if text else b""
 
 
+_ANY_PREFIX: dict[str, bytes] = {}
+
+
 def any_bytes(type_url: str, value: bytes) -> bytes:
     """``google.protobuf.Any{type_url=1, value=2}``."""
-    return field_str(1, type_url) + field_bytes(2, value)
+    prefix = _ANY_PREFIX.get(type_url)
+    if prefix is None:
+        prefix = _ANY_PREFIX[type_url] = field_str(1, type_url) + b"\x12"  # then field 2's length
+    return prefix + varint(len(value)) + value
 
 
 # DiscoveryResponse: version_info=1, resources=2, type_url=4, nonce=5, control_plane=6

@@ -178,3 +178,44 @@ async def test_a_stream_without_a_node_is_refused_as_invalid() -> None:
         with pytest.raises(GRPCError, match="no node") as e:
             await c.recv()
         assert e.value.status is Status.INVALID_ARGUMENT
+
+
+def _sample(name: str, **labels: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_metrics_count_streams_pushes_nacks_and_snapshot_generation() -> None:
+    cache = SnapshotCache()
+    streams_before = _sample("tsgw_xds_connected_streams", variant="sotw")
+    pushes_before = _sample("tsgw_xds_pushes_total", type="cds")
+    nacks_before = _sample("tsgw_xds_nacks_total", type="cds")
+    suppressed_before = _sample("tsgw_xds_nack_resends_suppressed_total", type="cds")
+    durations_before = _sample("tsgw_xds_push_duration_seconds_count", type="cds")
+    generation = cache.set_snapshot("metrics", snap([1]))
+    assert _sample("tsgw_xds_snapshot_generation", group="metrics") == generation
+    async with running_ads(cache) as (_, port), ads_client(port, cluster="metrics") as c:
+        await c.request(ClusterDiscovery)
+        first = await c.recv()
+        assert _sample("tsgw_xds_connected_streams", variant="sotw") == streams_before + 1
+        await c.ack(first)
+        cache.set_snapshot("metrics", snap([1], per_connection_buffer_limit_bytes=99))
+        bad = await c.recv()
+        await c.ack(bad, error="nope")
+        await c.silent(0.2)
+        assert _sample("tsgw_xds_pushes_total", type="cds") == pushes_before + 2
+        assert _sample("tsgw_xds_push_duration_seconds_count", type="cds") == durations_before + 2
+        assert _sample("tsgw_xds_nacks_total", type="cds") == nacks_before + 1
+        assert _sample("tsgw_xds_nack_resends_suppressed_total", type="cds") >= suppressed_before + 1
+    await _eventually_zero(streams_before)
+
+
+async def _eventually_zero(expected: float) -> None:
+    import anyio
+
+    for _ in range(100):
+        if _sample("tsgw_xds_connected_streams", variant="sotw") == expected:
+            return
+        await anyio.sleep(0.02)
+    raise AssertionError("the stream gauge did not come back down")
