@@ -27,6 +27,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
@@ -256,8 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-tailnet", action="store_true", help="skip Headscale and tailscaled")
     opts = p.parse_args(args)
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops as cleanly as Ctrl-C
-    run = Path(os.environ.get("TSGW_RUN_DIR", "/tmp/tsgw-run")) / str(os.getpid())
-    run.mkdir(parents=True, exist_ok=True)
+    # Logs and state; short (tailscaled's socket path must fit in 108 bytes), one per run and user.
+    base = os.environ.get("TSGW_RUN_DIR")
+    if base:
+        Path(base).mkdir(parents=True, exist_ok=True)
+    run = Path(tempfile.mkdtemp(prefix="tsgw-run-", dir=base))
     procs: list[Proc] = []
     tailnet: TailnetPart | None = None
     started: list[str] = []
