@@ -140,7 +140,9 @@ class SotwType:
     def sent(self, plan: SotwPlan, nonce: str) -> None:
         self.nonce = nonce
         self.sent_version = plan.version
-        self.sent_names = frozenset(plan.names)
+        # Only named subscriptions compare names; a wildcard stream of 1,000 clusters would
+        # otherwise build a 1,000-name set per push.
+        self.sent_names = frozenset() if self.wildcard else frozenset(plan.names)
         self.pending = False
         self.force = False
 

@@ -102,3 +102,20 @@ def test_to_dict_decodes_resources_for_dumps() -> None:
     assert d["version"] == "v1"
     assert d["types"]["cds"]["resources"]["a"]["type"] == "EDS"
     assert d["types"]["lds"]["resources"]["http"]["filter_chains"][0]["filters"][0]["typed_config"]["rds"]
+
+
+def test_reuse_shares_unchanged_resources_with_the_previous_snapshot() -> None:
+    a = proxy_snapshot(8000, {"a": [1], "b": [2]}, {"/": "a"})
+    b = Snapshot(
+        {
+            ClusterDiscovery: [cluster("a"), cluster("b", per_connection_buffer_limit_bytes=5)],
+            EndpointDiscovery: [endpoints("a", [1]), endpoints("b", [2])],
+            ListenerDiscovery: [listener("http", 8000, "local")],
+            RouteDiscovery: [routes("local", {"/": "a"})],
+        },
+        reuse=a,
+    )
+    assert b.resources(ClusterDiscovery).items["a"] is a.resources(ClusterDiscovery).items["a"]
+    assert b.resources(ClusterDiscovery).items["b"] is not a.resources(ClusterDiscovery).items["b"]
+    assert b.type_version(EndpointDiscovery) == a.type_version(EndpointDiscovery)
+    assert b.type_version(ClusterDiscovery) != a.type_version(ClusterDiscovery)
