@@ -338,13 +338,13 @@ def _recv_exact(s: socket.socket, n: int) -> bytes:
 
 
 def fetch(ns: NetNS, socks_port: int, host: str, port: int, timeout: float = 5.0) -> str:
-    """Connect through SOCKS5, send a line, return everything the server answers (a
-    :class:`ProxyProtocolBackend` answers one line and closes)."""
+    """Connect through SOCKS5, send a line, return the line the server answers (what a
+    :class:`ProxyProtocolBackend` does), then close."""
     with socks5_connect(ns, socks_port, host, port, timeout) as s:
         s.settimeout(timeout)
         s.sendall(b"hello\n")
         out = b""
-        while chunk := s.recv(4096):
+        while not out.endswith(b"\n") and (chunk := s.recv(4096)):
             out += chunk
         return out.decode()
 
@@ -354,8 +354,8 @@ PP2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 
 @dataclass
 class ProxyProtocolBackend:
-    """A TCP server that requires a PROXY protocol v2 header and answers, in one line, its own
-    name and the source address the header carried: ``backend=NAME src=IP:PORT``.
+    """A TCP server that requires a PROXY protocol v2 header, reads one line, and answers, in
+    one line, its own name and the source address the header carried: ``backend=NAME src=IP:PORT``.
 
     Construct it inside the namespace (``with ns.entered(): ProxyProtocolBackend("a")``).
     """
@@ -387,7 +387,17 @@ class ProxyProtocolBackend:
                 src = self._read_header(conn)
                 with self._lock:
                     self.sources.append(src)
+                # Read the client's line before answering: closing a socket with unread bytes
+                # sends a reset, which can overtake the answer.
+                line = b""
+                while not line.endswith(b"\n") and (chunk := conn.recv(1024)):
+                    line += chunk
                 conn.sendall(f"backend={self.name} src={src}\n".encode())
+                # Let the client close first: the side that closes first holds TIME_WAIT, and a
+                # host (netstack) in TIME_WAIT drops a client's SYN that reuses the port, which
+                # stalls rapid fresh connections for seconds.
+                while conn.recv(1024):
+                    pass
             except (OSError, ValueError) as e:
                 with self._lock:
                     self.errors.append(repr(e))
