@@ -9,6 +9,7 @@ never blocks the others. The same input gives byte-identical output.
 from tsgw.translate._build import build_model, group_name
 from tsgw.translate._inputs import Device, Inputs, Options, TailnetFacts
 from tsgw.translate._objects import owned_objects
+from tsgw.translate._status import status_body
 from tsgw.translate._translate import Result, Translator, translate
 from tsgw.translate._xds import XdsResources, xds_resources
 
@@ -23,6 +24,7 @@ __all__ = [
     "build_model",
     "group_name",
     "owned_objects",
+    "status_body",
     "translate",
     "xds_resources",
 ]

@@ -382,9 +382,8 @@ def _endpoints(
         clusters=tuple(clusters),
         service_ports=tuple(service_ports),
     )
-    targets = tuple(
-        {"name": t.name, "addresses": list(resolved[t.name]), "health": "Unknown"} for t in spec.targets
-    )
+    # Health is what the proxies' Envoys report; the controller adds it, translation does not know.
+    targets = tuple({"name": t.name, "addresses": list(resolved[t.name])} for t in spec.targets)
     facts_out: tuple[tuple[str, Any], ...] = (("serviceName", obj.metadata.name), ("targets", targets))
     return group, ObjectStatus(ref, tuple(conditions), facts_out)
 

@@ -44,6 +44,7 @@ def test_translate_exports_exactly_its_curated_names() -> None:
             "build_model",
             "group_name",
             "owned_objects",
+            "status_body",
             "translate",
             "xds_resources",
         ]
