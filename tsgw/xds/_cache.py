@@ -67,10 +67,17 @@ class SnapshotCache:
         hist.append(info)
         _metrics.SNAPSHOT_GENERATION.labels(group).set(info.generation)
         log.debug("snapshot set", group=group, version=snapshot.version, generation=info.generation)
+        # A failing watcher must not fail the writer nor starve the other watchers.
         for notify in list(self._watchers.get(group, ())):
-            notify()
+            try:
+                notify()
+            except Exception:
+                log.exception("snapshot watcher failed", group=group)
         for notify_any in list(self._any_watchers):
-            notify_any(group)
+            try:
+                notify_any(group)
+            except Exception:
+                log.exception("snapshot watcher failed", group=group)
         return info.generation
 
     def clear_snapshot(self, group: str) -> None:

@@ -10,6 +10,7 @@ clusters, endpoints, listeners and routes.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import struct
@@ -25,7 +26,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import json_format
 from grpclib.const import Cardinality, Handler, Status
 from grpclib.encoding.base import CodecBase
-from grpclib.exceptions import GRPCError
+from grpclib.exceptions import GRPCError, StreamTerminatedError
 from grpclib.server import Server, Stream
 
 from tsgw.xds import _metrics, _wire
@@ -256,12 +257,16 @@ class AdsServer:
         def on_snapshot() -> None:
             if not dirty[0]:
                 dirty[0] = True
-                send.send_nowait(("snapshot", b""))
+                with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    send.send_nowait(("snapshot", b""))  # the stream may be closing
 
         async def reader() -> None:
             try:
                 while True:
-                    data = await stream.recv_message()
+                    try:
+                        data = await stream.recv_message()
+                    except StreamTerminatedError:
+                        break  # the Envoy went away (reset or connection lost)
                     if data is None:
                         break
                     if len(data) > self.options.max_request_bytes:
