@@ -7,12 +7,25 @@ documented API is what the real tailscaled nodes experience.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
 import pytest
 
 from tests.fake_tailscale import serve
 from tests.support.boxed_fake import BoxedFake
 from tests.support.tailnet_box import TailnetBox, wait_for
-from tsgw.tailscale import AuthKeyRequest, ClientOptions, OAuthClientCredentials, TailscaleClient
+from tsgw.tailscale import (
+    AuthKeyLifecycle,
+    AuthKeyRequest,
+    ClientOptions,
+    OAuthClientCredentials,
+    ProxyConfig,
+    StateKeys,
+    TailscaleClient,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
@@ -66,3 +79,73 @@ async def test_keys_services_and_devices_through_tsgw_tailscale_act_on_real_node
     keys = {k["id"]: k for k in box.admin.list_keys()}
     assert [keys[key.id]["uses"], keys[fresh.id]["uses"]] == [1, 1]
     assert fake.count("POST", r"/api/v2/tailnet/-/keys") == 2
+
+
+@dataclass
+class _DiskStateStore:
+    """A replica's state as the operator's state Secret would hold it, without Kubernetes.
+
+    tailscaled's own state is the file containerboot keeps under ``TS_STATE_DIR`` (the same keys
+    its kube store writes into the Secret); tsgw's fields live beside it. As containerboot does
+    with the Secret after a login, the ``authkey`` field is gone once tailscaled has state.
+    """
+
+    root: Path
+    fields: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def _tailscaled(self, replica: str) -> dict[str, str]:
+        try:
+            raw = json.loads((self.root / "nodes" / replica / "state" / "tailscaled.state").read_text())
+        except FileNotFoundError:
+            return {}
+        return {k: "present" for k in raw}
+
+    async def load(self, replica: str) -> Mapping[str, str] | None:
+        ts = self._tailscaled(replica)
+        mine = self.fields.get(replica)
+        if mine is None and not ts:
+            return None
+        state = {**(mine or {}), **ts}
+        if ts:
+            state.pop(StateKeys.AUTHKEY, None)
+        return state
+
+    async def save(self, replica: str, changes: Mapping[str, str | None]) -> None:
+        mine = self.fields.setdefault(replica, {})
+        for k, v in changes.items():
+            if v is None:
+                mine.pop(k, None)
+            else:
+                mine[k] = v
+
+
+async def test_one_key_is_minted_per_proxy_replica_across_restarts(tailnet_box: TailnetBox) -> None:
+    box = tailnet_box
+    fake = BoxedFake(box=box.admin)
+    cid, secret = fake.add_oauth_client()
+    store = _DiskStateStore(box.dir)
+    replicas = ("proxy-0", "proxy-1")
+    with serve(fake) as url:
+        async with TailscaleClient(OAuthClientCredentials(cid, secret), ClientOptions(base_url=url)) as ts:
+            lifecycle = AuthKeyLifecycle(ts, store)
+            for round_ in range(3):  # three starts of each replica: one login, two restarts
+                for name in replicas:
+                    cfg = ProxyConfig(hostname=name, tags=("tag:k8s",), login_server=box.url)
+                    await lifecycle.ensure(name, cfg.auth_key_request())
+                    state = await store.load(name) or {}
+                    cfg = replace(
+                        cfg,
+                        auth_key=state.get(StateKeys.AUTHKEY, ""),
+                        outbound_http_proxy="",
+                        local_addr_port="",
+                    )
+                    assert bool(cfg.auth_key) == (round_ == 0)  # a key only before the first login
+                    node = box.start_proxy(f"{name}", cfg.env())
+                    node.process.stop(timeout=30)
+                    box.nodes.remove(node)
+            devices = await ts.list_devices()
+
+    minted = [c for c in fake.calls if c.method == "POST" and c.path == "/api/v2/tailnet/-/keys"]
+    assert len(minted) == len(replicas)  # exactly one key per replica, across restarts
+    assert sorted(d.hostname for d in devices) == list(replicas)  # one device each, never re-created
+    assert all(k["uses"] == 1 for k in box.admin.list_keys())
