@@ -14,6 +14,7 @@ tsgw.tailscale.ProxyConfig in config-file mode, which is tested against real con
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Any
 
@@ -99,7 +100,7 @@ def proxy_config(g: ProxyGroup, options: Options, pod: str = "$(POD_NAME)") -> P
     )
 
 
-def envoy_bootstrap(g: ProxyGroup, options: Options) -> dict[str, Any]:
+def envoy_bootstrap(options: Options) -> dict[str, Any]:
     """Envoy's bootstrap: everything dynamic from tsgw's ADS; node id and cluster from the
     command line (pod name, group name)."""
     return {
@@ -151,6 +152,14 @@ def envoy_bootstrap(g: ProxyGroup, options: Options) -> dict[str, Any]:
             "address": {"socket_address": {"address": "127.0.0.1", "port_value": options.envoy_admin_port}}
         },
     }
+
+
+@functools.lru_cache(maxsize=16)
+def _bootstrap_json(options: Options) -> tuple[str, str]:
+    """The bootstrap depends only on the options (node identity comes from the command line):
+    render it once, with its hash."""
+    text = _json(envoy_bootstrap(options))
+    return text, hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _restricted() -> dict[str, Any]:
@@ -306,7 +315,7 @@ def owned_objects(
                 "stringData": files,
             }
         )
-    bootstrap = _json(envoy_bootstrap(g, options))
+    bootstrap, config_hash = _bootstrap_json(options)
     objs.append(
         {
             "apiVersion": "v1",
@@ -340,7 +349,6 @@ def owned_objects(
                 },
             }
         )
-    config_hash = hashlib.sha256(bootstrap.encode()).hexdigest()[:16]
     objs.append(_statefulset(g, options, config_hash))
     order = {
         "ServiceAccount": 0,
