@@ -16,6 +16,7 @@ from tsgw.kube import (
     Conflict,
     ControllerOptions,
     GenerationChanged,
+    InformerOptions,
     Manager,
     ManagerOptions,
     RawObject,
@@ -45,11 +46,11 @@ def widget(ns: str, name: str, size: int = 1) -> RawObject:
 class WidgetReconciler:
     """Applies one owned ConfigMap per Widget and sets Ready (writes only what changed)."""
 
-    def __init__(self, mgr: Manager, widgets: Resource) -> None:
+    def __init__(self, mgr: Manager, widgets: Resource, scope: InformerOptions) -> None:
         self.client = mgr.client
         self.widgets = widgets
-        self.cache = mgr.informer(widgets).store
-        self.configmaps = mgr.informer(CONFIGMAPS).store
+        self.cache = mgr.informer(widgets, scope).store
+        self.configmaps = mgr.informer(CONFIGMAPS, scope).store
         self.calls = 0
 
     async def reconcile(self, req: Request) -> Result | None:
@@ -90,18 +91,19 @@ async def test_a_controller_applies_owned_objects_sets_ready_and_repairs_a_delet
     client: Client, namespace: str, widgets: Resource
 ) -> None:
     mgr = Manager(client, ManagerOptions(health_probe_bind_address="127.0.0.1:0"))
-    rec = WidgetReconciler(mgr, widgets)
+    scope = InformerOptions(namespace=namespace)  # other tests' objects stay out of this one
+    rec = WidgetReconciler(mgr, widgets, scope)
     ctrl = (
         controller_managed_by(mgr)
-        .for_(widgets, GenerationChanged())
-        .owns(CONFIGMAPS)
+        .for_(widgets, GenerationChanged(), informer=scope)
+        .owns(CONFIGMAPS, informer=scope)
         .with_options(ControllerOptions(max_concurrent_reconciles=4))
         .complete(rec)
     )
     for i in range(5):
         await client.create(widgets, widget(namespace, f"w{i}", i))
-    wstore = mgr.informer(widgets).store
-    cstore = mgr.informer(CONFIGMAPS).store
+    wstore = mgr.informer(widgets, scope).store
+    cstore = mgr.informer(CONFIGMAPS, scope).store
     async with anyio.create_task_group() as tg:
         tg.start_soon(mgr.run)
         await wait_for(
@@ -120,9 +122,14 @@ async def test_a_controller_applies_owned_objects_sets_ready_and_repairs_a_delet
             assert cond["observedGeneration"] == 1
 
         # A deleted child is an Owns event for its owner: the controller puts it back.
+        old_uid = (await client.get(CONFIGMAPS, "w3-config", namespace))["metadata"]["uid"]
         await client.delete(CONFIGMAPS, "w3-config", namespace)
-        await wait_for(lambda: cstore.get((namespace, "w3-config")) is None)
-        await wait_for(lambda: cstore.get((namespace, "w3-config")) is not None)
+        await wait_for(
+            lambda: (
+                (cstore.get((namespace, "w3-config")) or {"metadata": {}})["metadata"].get("uid")
+                not in (None, old_uid)
+            )
+        )
 
         # A spec change (new generation) flows through to the child.
         await client.patch(widgets, "w1", {"spec": {"size": 42}}, namespace=namespace)
@@ -170,7 +177,8 @@ async def test_a_status_write_conflict_is_retried_by_the_controller(
     client: Client, namespace: str, widgets: Resource
 ) -> None:
     mgr = Manager(client)
-    cache = mgr.informer(widgets).store
+    scope = InformerOptions(namespace=namespace)
+    cache = mgr.informer(widgets, scope).store
     attempts: list[str] = []
 
     class Racy:
@@ -189,7 +197,7 @@ async def test_a_status_write_conflict_is_retried_by_the_controller(
                 raise
             return None
 
-    controller_managed_by(mgr).for_(widgets).complete(Racy())
+    controller_managed_by(mgr).for_(widgets, informer=scope).complete(Racy())
     await client.create(widgets, widget(namespace, "racy"))
     async with anyio.create_task_group() as tg:
         tg.start_soon(mgr.run)

@@ -84,7 +84,7 @@ async def test_the_standby_takes_over_within_the_lease_after_the_leader_dies_and
     timelines = {c.name: c.acting for c in (a, b)}
     print("timelines (start, end) in loop seconds:", timelines, "killed at", killed_at)
     # Within the lease duration of the leader's last renewal (≤ one retry period before the kill).
-    assert took_over_at - killed_at <= LEASE + 2 * RETRY * 1.2 + 0.5
+    assert took_over_at - killed_at <= LEASE + 2 * RETRY * 1.2 + 1.0  # + API latency on a busy box
     # It waited for the lease to expire rather than stealing it.
     assert took_over_at - killed_at >= LEASE - RETRY * 1.2 - 0.1
     assert holder["holderIdentity"] == standby.name
