@@ -206,6 +206,7 @@ func (b *box) handleKeyRotation(n *tailcfg.Node) {
 	ns := b.stateLocked(n.ID)
 	rotated := !ns.key.IsZero() && ns.key != n.Key
 	expiredBy := ns.expiredKey
+	ns.key = n.Key // claimed here, so concurrent requests of the new key see one rotation
 	if rotated {
 		ns.deleted = false
 		ns.expireAt = time.Time{}
