@@ -21,7 +21,8 @@ store is kept); if that version was compacted away the 410 makes it relist, and 
 vanished meanwhile are delivered as deletes.
 
 Handlers are synchronous callbacks, called after the store changed; they must not block (enqueue
-work, do not do it).
+work, do not do it). A relist reports what it changed: adds, updates for objects whose
+resourceVersion moved, deletes for objects that vanished (unchanged objects are not re-announced).
 """
 
 from __future__ import annotations

@@ -240,3 +240,31 @@ async def test_shutdown_with_drain_waits_for_in_flight_items() -> None:
         assert not drained
         q.done(item)
     assert drained
+
+
+@pytest.mark.anyio
+async def test_the_client_token_bucket_waits_for_a_token_once_the_burst_is_spent() -> None:
+    from tsgw.kube import TokenBucket
+
+    clock = FakeClock()
+    bucket = TokenBucket(qps=5, burst=2, clock=clock)
+    await bucket.acquire()
+    await bucket.acquire()  # the burst: no wait
+    got = False
+
+    async def third() -> None:
+        nonlocal got
+        await bucket.acquire()
+        got = True
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(third)
+        await anyio.sleep(0.01)
+        assert not got
+        clock.advance(0.19)
+        await anyio.sleep(0.01)
+        assert not got
+        clock.advance(0.02)  # 1/qps = 0.2 s
+        with anyio.fail_after(2):
+            while not got:  # noqa: ASYNC110
+                await anyio.sleep(0.001)
