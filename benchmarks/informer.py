@@ -97,7 +97,7 @@ async def _ours(kubeconfig: str, n: int, watch_list: bool = True) -> dict[str, A
         "max_stall_ms": round(stall["wall"], 1),
         "max_stall_cpu_ms": round(stall["cpu"], 1),
         "max_gc_pause_ms": round(stall["gc"], 1),
-        "watch_list": inf._watch_list_supported,
+        "watch_list": inf.uses_watch_list,
     }
 
 

@@ -195,6 +195,11 @@ class Informer:
                 handler.on_add(obj, True)
 
     @property
+    def uses_watch_list(self) -> bool:
+        """Whether (re)lists stream with WatchList; False once the server refused it."""
+        return self._watch_list_supported
+
+    @property
     def has_synced(self) -> bool:
         return self._synced.is_set()
 

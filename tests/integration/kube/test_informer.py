@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -178,3 +179,24 @@ async def test_the_informer_recovers_when_the_api_server_restarts_mid_watch(
         await retrying(lambda: churn(client, CONFIGMAPS, configmap, namespace, 200, 50, seed=4))
         await converged(client, inf, CONFIGMAPS, namespace, mirror)
         tg.cancel_scope.cancel()
+
+
+async def test_the_informer_falls_back_to_list_when_the_server_has_watchlist_off(tmp_path: Path) -> None:
+    cp = ControlPlane(tmp_path / "cp", extra_args=["--feature-gates=WatchList=false"])
+    await anyio.to_thread.run_sync(cp.start)
+    try:
+        async with await Client.from_kubeconfig(str(cp.kubeconfig)) as client:
+            for i in range(5):
+                await client.create(CONFIGMAPS, configmap("default", f"f{i}", "x"))
+            inf = Informer(client, CONFIGMAPS, InformerOptions(namespace="default", watch_list=True))
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(inf.run)
+                with anyio.fail_after(30):
+                    await inf.wait_for_sync()
+                await client.create(CONFIGMAPS, configmap("default", "after", "y"))
+                await converged(client, inf, CONFIGMAPS, "default")
+                tg.cancel_scope.cancel()
+        assert not inf.uses_watch_list  # the 422 switched it to LIST for good
+        assert {f"f{i}" for i in range(5)} | {"after"} <= {o["metadata"]["name"] for o in inf.store.list()}
+    finally:
+        await anyio.to_thread.run_sync(cp.stop)
