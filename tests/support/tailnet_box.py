@@ -466,7 +466,11 @@ def serve_config_json(services: Mapping[str, Mapping[int, tuple[int, int]]]) -> 
 
 # --- `just tailnet up|down` ---------------------------------------------------------------------
 
-STATE_FILE = Path(os.environ.get("TSGW_CACHE", "~/.cache/tsgw")).expanduser() / "tailnet-box.json"
+STATE_FILE = Path(
+    os.environ.get("TSGW_TAILNET_STATE")
+    or Path(os.environ.get("TSGW_CACHE", "~/.cache/tsgw")) / "tailnet-box.json"
+).expanduser()
+"""Where ``up`` records what it runs, for ``down`` (``TSGW_TAILNET_STATE`` overrides it)."""
 
 
 def _up(workdir: Path) -> int:

@@ -99,6 +99,10 @@ def test_an_untagged_host_and_an_unapproved_host_get_no_traffic(tailnet_box: Tai
     )
     assert untagged_backend.sources == []
 
+    box.admin.approve(SVC, "other", approved=False)  # approval withdrawn: the VIP goes dark
+    wait_for(lambda: unreachable(box, client, vip4), what="the VIP going dark")
+    wait_for(lambda: _service_host_cap(other) is None, what="the service-host capability withdrawn")
+
 
 def test_deleting_the_service_stops_traffic(tailnet_box: TailnetBox) -> None:
     box = tailnet_box
