@@ -414,7 +414,7 @@ def coredns_manifests() -> list[dict[str, Any]]:
     """CoreDNS the way kubeadm installs it, less what the bed does not need (no upstream)."""
     labels = {"k8s-app": "kube-dns"}
     corefile = (
-        ".:53 {\n    errors\n    health { lameduck 1s }\n    ready\n"
+        ".:53 {\n    errors\n    health {\n        lameduck 1s\n    }\n    ready\n"
         "    kubernetes cluster.local in-addr.arpa ip6.arpa {\n       pods insecure\n"
         "       fallthrough in-addr.arpa ip6.arpa\n       ttl 5\n    }\n    cache 5\n    loop\n"
         "    reload\n}\n"
