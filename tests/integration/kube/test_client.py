@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import anyio
 import pytest
 
+from tests.support.controlplane import ControlPlane
 from tsgw.kube import (
     CONFIGMAPS,
     AlreadyExists,
     Client,
     Conflict,
+    Forbidden,
     Informer,
     InformerOptions,
     Invalid,
     NotFound,
     Resource,
+)
+
+CLUSTERROLES = Resource("rbac.authorization.k8s.io/v1", "ClusterRole", "clusterroles", namespaced=False)
+CLUSTERROLEBINDINGS = Resource(
+    "rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "clusterrolebindings", namespaced=False
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -110,3 +120,66 @@ async def test_the_inactivity_watchdog_reconnects_a_silent_watch_without_relisti
                 await anyio.sleep(0.05)
         tg.cancel_scope.cancel()
     assert inf.relists == 1  # only the initial sync: reconnects resumed from the last RV
+
+
+async def test_a_429_is_retried_after_its_retry_after(tmp_path: Path) -> None:
+    # Without API priority and fairness and with one request in flight, kube-apiserver's
+    # max-in-flight filter answers concurrent non-exempt requests with 429 and Retry-After: 1.
+    cp = ControlPlane(
+        tmp_path / "cp",
+        extra_tokens=["reader-token,reader,reader-uid,readers"],
+        extra_args=["--enable-priority-and-fairness=false", "--max-requests-inflight=1"],
+    )
+    await anyio.to_thread.run_sync(cp.start)
+    try:
+        async with await Client.from_kubeconfig(str(cp.kubeconfig)) as admin:
+            # (the aggregated "view" role is empty here: no controller-manager fills it)
+            await admin.create(
+                CLUSTERROLES,
+                {
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "ClusterRole",
+                    "metadata": {"name": "cm-reader"},
+                    "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}],
+                },
+            )
+            await admin.create(
+                CLUSTERROLEBINDINGS,
+                {
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "ClusterRoleBinding",
+                    "metadata": {"name": "readers-view"},
+                    "roleRef": {
+                        "apiGroup": "rbac.authorization.k8s.io",
+                        "kind": "ClusterRole",
+                        "name": "cm-reader",
+                    },
+                    "subjects": [
+                        {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "readers"}
+                    ],
+                },
+            )
+        config = json.loads(cp.kubeconfig.read_text())
+        config["users"][0]["user"]["token"] = "reader-token"
+        reader_config = tmp_path / "reader.kubeconfig"
+        reader_config.write_text(json.dumps(config))
+        async with await Client.from_kubeconfig(str(reader_config)) as reader:
+            with anyio.fail_after(60):
+                while True:  # until RBAC caught up with the new binding
+                    try:
+                        await reader.list(CONFIGMAPS, "default")
+                        break
+                    except Forbidden:
+                        await anyio.sleep(0.2)
+                results: list[str] = []
+
+                async def one() -> None:
+                    results.append((await reader.list(CONFIGMAPS, "kube-system")).resource_version)
+
+                async with anyio.create_task_group() as tg:
+                    for _ in range(6):
+                        tg.start_soon(one)
+        assert len(results) == 6  # every request succeeded in the end
+        assert reader.requests[("GET", 429)] > 0  # and the server did push back
+    finally:
+        await anyio.to_thread.run_sync(cp.stop)
