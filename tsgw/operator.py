@@ -126,6 +126,9 @@ class Standalone:
                 continue
             self.cache.set_snapshot(name, snap)
             log.info("snapshot set", group=name, version=snap.version)
+        for p in problems:
+            if p not in self._problems:
+                log.warning("not served as written", problem=str(p))
         self._state = state
         self._problems = tuple(problems)
         self.applied += 1

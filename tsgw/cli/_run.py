@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -68,8 +69,28 @@ def run(args: argparse.Namespace) -> int:
         ),
         file=FileOptions(probe_endpoints=not args.no_probe),
     )
+    failed: list[str] = []
     try:
-        anyio.run(Standalone(options).run)
-    except KeyboardInterrupt:
-        return 130
+        anyio.run(_serve, Standalone(options))
+    except* OSError as group:  # a port in use, a folder that vanished
+        failed.extend(_leaves(group))
+    if failed:
+        print(f"tsgw run: {'; '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _leaves(e: BaseException) -> list[str]:
+    if isinstance(e, BaseExceptionGroup):
+        return [m for sub in e.exceptions for m in _leaves(sub)]
+    return [str(e)]
+
+
+async def _serve(standalone: Standalone) -> None:
+    """Run until SIGTERM or SIGINT, then stop cleanly (Envoys see their streams closed)."""
+    async with anyio.create_task_group() as tg:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            tg.start_soon(standalone.run)
+            async for _ in signals:
+                tg.cancel_scope.cancel()
+                break
