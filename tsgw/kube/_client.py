@@ -487,11 +487,14 @@ class WatchStream:
         assert self._resp is not None, "use `async with`"
         try:
             line = await self._resp.content.readline()
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
             raise TransportError(f"watch {self._path}: {exc!r}") from exc
         if not line:
             raise StopAsyncIteration
-        ev = orjson.loads(line)
+        try:
+            ev = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:  # a line cut short by a dropped connection
+            raise TransportError(f"watch {self._path}: truncated event") from exc
         etype = ev.get("type")
         obj = ev.get("object") or {}
         if etype == "ERROR":
