@@ -21,6 +21,7 @@ import contextlib
 import ipaddress
 import json
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -509,6 +510,7 @@ def _up(workdir: Path) -> int:
     finally:
         box.close()
         STATE_FILE.unlink(missing_ok=True)
+        shutil.rmtree(workdir, ignore_errors=True)  # logs live there while it runs
     return 0
 
 
