@@ -523,7 +523,7 @@ def _down() -> int:
     with contextlib.suppress(ProcessLookupError):
         os.kill(int(info["pid"]), signal.SIGTERM)
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and Path(f"/proc/{info['pid']}").exists():
+    while time.monotonic() < deadline and _running(int(info["pid"])):
         time.sleep(0.1)
     if Path(f"/run/netns/{info['namespace']}").exists():  # the runner died without cleaning up
         for pid in _netns_pids(info["namespace"]):
@@ -533,6 +533,15 @@ def _down() -> int:
     STATE_FILE.unlink(missing_ok=True)
     print(f"stopped the tailnet box in {info['namespace']}")
     return 0
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie waiting for its parent."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _netns_pids(name: str) -> list[int]:
