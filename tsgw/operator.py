@@ -162,6 +162,11 @@ class Standalone:
             task_status.started()
             try:
                 async for state in watch:
-                    self.apply(state)
+                    try:
+                        self.apply(state)
+                    except Exception as e:  # keep serving the last snapshots; say why
+                        log.exception("translation failed; serving the last snapshots")
+                        self._state = state
+                        self._problems = (*state.problems, Problem("", 0, f"translation failed: {e!r}"))
             finally:
                 await watch.aclose()

@@ -198,6 +198,11 @@ def _check_doc(raw: Any, default_ns: str) -> tuple[dict[str, Any], str, ObjectKe
         for i, p in enumerate(ports):
             if not isinstance(p, dict) or not isinstance(p.get("port"), int):
                 raise _Invalid(f"spec.ports[{i}].port", "Required value: an integer port")
+            if not isinstance(p.get("name", ""), str):
+                raise _Invalid(f"spec.ports[{i}].name", "must be a string")
+        labels = raw["metadata"].get("labels") or {}
+        if not isinstance(labels, dict):
+            raise _Invalid("metadata.labels", "must be an object")
         return raw, "services", (kind, ns, name)
     if (version, kind) == ("discovery.k8s.io/v1", "EndpointSlice"):
         ns, name = _metadata(raw, True, default_ns)
@@ -206,12 +211,24 @@ def _check_doc(raw: Any, default_ns: str) -> tuple[dict[str, Any], str, ObjectKe
             raise _Invalid(
                 "metadata.labels", "an EndpointSlice needs the label kubernetes.io/service-name: <Service>"
             )
+        ports = raw.get("ports") or []
+        if not isinstance(ports, list):
+            raise _Invalid("ports", "must be a list")
+        for i, p in enumerate(ports):
+            if not isinstance(p, dict) or not isinstance(p.get("port"), int):
+                raise _Invalid(f"ports[{i}].port", "Required value: an integer port")
+            if not isinstance(p.get("name", ""), str):
+                raise _Invalid(f"ports[{i}].name", "must be a string")
         eps = raw.get("endpoints") or []
         if not isinstance(eps, list):
             raise _Invalid("endpoints", "must be a list")
         for i, ep in enumerate(eps):
             if not isinstance(ep, dict) or not isinstance(ep.get("addresses"), list) or not ep["addresses"]:
                 raise _Invalid(f"endpoints[{i}].addresses", "Required value: at least one address")
+            if not all(isinstance(a, str) for a in ep["addresses"]):
+                raise _Invalid(f"endpoints[{i}].addresses", "must be a list of IP addresses")
+            if not isinstance(ep.get("conditions", {}), dict):
+                raise _Invalid(f"endpoints[{i}].conditions", "must be an object")
         return raw, "endpoint_slices", (kind, ns, name)
     if (version, kind) == ("gateway.networking.k8s.io/v1", "Gateway"):
         ns, name = _metadata(raw, True, default_ns)
@@ -238,7 +255,13 @@ def _parse_file(path: str, text: str, default_ns: str) -> tuple[tuple[_Doc, ...]
     for node in nodes:
         if node is None:
             continue
-        raw = _Loader("").construct_document(node)
+        try:
+            raw = _Loader("").construct_document(node)
+        except yaml.MarkedYAMLError as e:  # e.g. an unknown tag, a mapping used as a key
+            mark = e.problem_mark or e.context_mark
+            line = mark.line + 1 if mark is not None else node.start_mark.line + 1
+            problems.append(Problem(path, line, f"invalid YAML: {e.problem or e}"))
+            continue
         if raw is None:
             continue
         try:
@@ -246,6 +269,9 @@ def _parse_file(path: str, text: str, default_ns: str) -> tuple[tuple[_Doc, ...]
         except _Invalid as e:
             where = f"{e.path}: " if e.path else ""
             problems.append(Problem(path, _line_of(node, e.path), f"{where}{e.message}"))
+            continue
+        except Exception as e:  # never let one odd document stop the folder from being served
+            problems.append(Problem(path, node.start_mark.line + 1, f"cannot read this object: {e!r}"))
             continue
         docs.append(_Doc(raw, key, bucket, node.start_mark.line + 1))
     return tuple(docs), tuple(problems)

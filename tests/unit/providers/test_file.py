@@ -114,3 +114,44 @@ async def test_an_endpoint_that_refuses_connections_is_served_not_ready(folder: 
     await gen.aclose()
     for es in state.inputs.endpoint_slices:
         assert [ep["conditions"]["ready"] for ep in es["endpoints"]] == [False]
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("- 1\n- 2\n", "a document must be a mapping"),
+        ("{[1]: 2}\n", "invalid YAML"),
+        ("!!python/object:os.system x\n", "invalid YAML"),
+        (
+            "apiVersion: gateway.tailscale.com/v1alpha1\nkind: TailscaleServices\nmetadata: []\nspec: {}\n",
+            "metadata: Required value",
+        ),
+        (
+            "apiVersion: gateway.tailscale.com/v1alpha1\nkind: TailscaleEndpoints\nmetadata: {name: a}\n"
+            "spec: {targets: 7, tailnetRef: x}\n",
+            "spec.tailnetRef: must be an object",
+        ),
+        (
+            "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 1, name: 5}]}\n",
+            "spec.ports[0].name: must be a string",
+        ),
+        (
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n"
+            "metadata: {name: e, labels: {kubernetes.io/service-name: s}}\nports: 5\n",
+            "ports: must be a list",
+        ),
+        (
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n"
+            "metadata: {name: e, labels: {kubernetes.io/service-name: s}}\n"
+            "endpoints: [{addresses: [1.2.3.4], conditions: 3}]\n",
+            "endpoints[0].conditions: must be an object",
+        ),
+    ],
+)
+def test_odd_documents_are_problems_not_crashes(tmp_path: Path, text: str, reason: str) -> None:
+    (tmp_path / "odd.yaml").write_text(text)
+    state = FileProvider(tmp_path).load()
+    assert [reason in p.reason for p in state.problems] == [True]
+    assert state.inputs.objects == ()
+    assert state.inputs.services == ()
+    assert state.inputs.endpoint_slices == ()
