@@ -10,6 +10,7 @@ its SOCKS5 server, so every byte crosses WireGuard inside the box's namespace.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -184,3 +185,22 @@ def test_a_spent_single_use_key_is_refused_and_rate_limited_registers_are_retrie
     stats = box.admin.register_stats()
     assert stats["rejected"] == 1
     assert stats["attempts"] >= 3
+
+
+def test_a_key_expiry_set_in_the_future_takes_effect_then(tailnet_box: TailnetBox) -> None:
+    box = tailnet_box
+    node = box.join("proxy-0", box.auth_key(("tag:proxy",)))
+    peer = socks_client(box)
+    box.wait_peers(peer, 1)
+    at = datetime.now(UTC) + timedelta(seconds=4)
+    box.admin.expire_node("proxy-0", at.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    assert node.status()["BackendState"] == "Running"  # not yet
+    assert not box.admin.node("proxy-0")["expired"]
+    wait_for(
+        lambda: node.status()["BackendState"] == "NeedsLogin", timeout=30, what="NeedsLogin at the expiry"
+    )
+    assert box.admin.node("proxy-0")["expired"]
+    wait_for(
+        lambda: all(p.get("Expired") for p in peer.status()["Peer"].values() if p["HostName"] == "proxy-0"),
+        what="the peer seeing it expired",
+    )
