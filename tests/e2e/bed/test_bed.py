@@ -426,3 +426,83 @@ def test_a_second_bed_runs_beside_and_leaves_nothing_behind(bed: Bed, tmp_path: 
     assert_bed_gone(other)
     # The first bed did not notice.
     assert all(kl.alive() for kl in bed.kubelets)
+
+
+def test_init_containers_volumes_env_and_identity_reach_the_container(bed: Bed) -> None:
+    bed.apply(
+        textwrap.dedent(
+            f"""
+            apiVersion: v1
+            kind: ConfigMap
+            metadata: {{name: app-config}}
+            data: {{app.conf: alpha, GREETING: hello}}
+            ---
+            apiVersion: v1
+            kind: Secret
+            metadata: {{name: app-secret}}
+            stringData: {{password: s3cret}}
+            ---
+            apiVersion: v1
+            kind: Pod
+            metadata: {{name: features, labels: {{tier: web}}}}
+            spec:
+              restartPolicy: Never
+              securityContext: {{runAsUser: 1500, runAsGroup: 1500, fsGroup: 2500}}
+              initContainers:
+              - name: first
+                image: {SHELL_IMAGE}
+                command: [sh, -c, 'echo one > /var/shared/order']
+                volumeMounts: [{{name: shared, mountPath: /var/shared}}]
+              - name: second
+                image: {SHELL_IMAGE}
+                command: [sh, -c, 'echo two >> /var/shared/order']
+                volumeMounts: [{{name: shared, mountPath: /var/shared}}]
+              containers:
+              - name: main
+                image: {SHELL_IMAGE}
+                workingDir: /etc/app
+                command:
+                - sh
+                - -c
+                - >-
+                  echo "id=$(id -u):$(id -g)"; echo "groups=$(id -G)"; echo "cwd=$(pwd)";
+                  echo "order=$(cat /var/shared/order | tr '\\n' ,)"; echo "conf=$(cat app.conf)";
+                  echo "labels=$(cat /etc/podinfo/labels)"; echo "secret=$(cat /etc/secret/password)";
+                  echo "mode=$(stat -c %a:%g /etc/secret/password)"; echo "env=$GREETING/$PASSWORD/$ME";
+                  echo "hostname=$(hostname -f 2>/dev/null || cat /etc/hostname)"
+                envFrom: [{{configMapRef: {{name: app-config}}}}]
+                env:
+                - {{name: PASSWORD, valueFrom: {{secretKeyRef: {{name: app-secret, key: password}}}}}}
+                - {{name: ME, value: "$(GREETING)-from-$(HOSTNAME)"}}
+                volumeMounts:
+                - {{name: shared, mountPath: /var/shared}}
+                - {{name: config, mountPath: /etc/app}}
+                - {{name: info, mountPath: /etc/podinfo}}
+                - {{name: secret, mountPath: /etc/secret, readOnly: true}}
+              volumes:
+              - {{name: shared, emptyDir: {{}}}}
+              - {{name: config, configMap: {{name: app-config}}}}
+              - {{name: secret, secret: {{secretName: app-secret, defaultMode: 0440}}}}
+              - name: info
+                downwardAPI: {{items: [{{path: labels, fieldRef: {{fieldPath: metadata.labels}}}}]}}
+            """
+        )
+    )
+    wait(lambda: pod_phase(bed, "features") in ("Succeeded", "Failed"), timeout=60, what="features finished")
+    log = bed.pod_log("default", "features", "main")
+    assert pod_phase(bed, "features") == "Succeeded", log
+    lines = dict(line.split("=", 1) for line in log.splitlines() if "=" in line)
+    assert lines["id"] == "1500:1500"
+    assert "2500" in lines["groups"].split()
+    assert lines["cwd"] == "/etc/app"
+    assert lines["order"] == "one,two,"
+    assert lines["conf"] == "alpha"
+    assert lines["labels"] == 'tier="web"'
+    assert lines["secret"] == "s3cret"
+    assert lines["mode"] == "440:2500"
+    assert lines["env"] == "hello/s3cret/hello-from-features"
+    init = bed.get("pod", "features")["status"]["initContainerStatuses"]
+    assert [c["state"]["terminated"]["reason"] for c in init] == ["Completed", "Completed"]
+    # Nothing of it touched the host's files.
+    assert not Path("/var/shared").exists()
+    assert not Path("/etc/app").exists()
