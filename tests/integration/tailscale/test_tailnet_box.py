@@ -49,7 +49,7 @@ def test_a_tagged_containerboot_proxy_hosts_a_service_reached_by_vip_and_magicdn
     wait_for(lambda: primary(box) == "proxy-0", what="proxy-0 carrying the VIP")
     # The control plane learnt the service from the host itself (ServicesHash, then c2n).
     assert host_status(box, "proxy-0")["ports"] == ["tcp:80"]
-    assert _service_host_cap(proxy) == [{SVC: [vip4, vip6]}]
+    wait_for(lambda: _service_host_cap(proxy) == [{SVC: [vip4, vip6]}], what="the service-host capability")
     assert box.admin.node("proxy-0")["tags"] == ["tag:proxy"]  # from its auth key
 
     by_vip = wait_for(lambda: reach(box, client, vip4), what="the VIP answering")
