@@ -15,14 +15,15 @@ Starts, in order:
 
 It prints what it started and the commands to try, then waits; Ctrl-C stops everything.
 
-The tailnet part reuses the test bed's Headscale/tailscaled helper (tests/support/tailnet.py,
-imported only when the tailnet part runs) rather than a second copy of it.
+The tailnet part uses the namespace helper and Headscale settings the tests use too
+(tools/netns.py, tools/tailnet.py); nothing here imports the tests package.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -82,7 +83,14 @@ class Failed(RuntimeError):
 class Proc:
     """A child in its own process group, logging to a file."""
 
-    def __init__(self, name: str, argv: list[str], log: Path, netns: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        log: Path,
+        netns: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.log = log
         if netns is not None:
@@ -95,6 +103,7 @@ class Proc:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
                 cwd=ROOT,
+                env={**os.environ, **(env or {})},
             )
 
     @property
@@ -181,33 +190,93 @@ def tailnet_unavailable() -> str:
 
 class TailnetPart:
     """Headscale + tailscaled "proxy" and "device" + an echo server and the egress Envoy, all in
-    one private network namespace."""
+    one private network namespace (tools/netns.py, the helper the tests use too)."""
 
     def __init__(self, run: Path, procs: list[Proc]) -> None:
-        from tests.support.tailnet import Tailnet
+        from tools.netns import NetNS
 
-        self.net = Tailnet(run / "tailnet")
+        self.dir = run / "tailnet"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.shared = procs
+        self.procs: list[Proc] = []
+        """Only this part's processes: a failed start stops them and leaves the rest running."""
+        self.ns = NetNS(prefix="tsgw-run")
         try:
-            self._start(run, procs)
+            self._start()
         except BaseException:
-            self.net.close()
+            self.close()
             raise
 
-    def _start(self, run: Path, procs: list[Proc]) -> None:
-        user = self.net.create_user("demo")
-        key = self.net.preauth_key(user)
-        self.proxy = self.net.join(
-            "proxy", key, args=[f"--outbound-http-proxy-listen=127.0.0.1:{CONNECT_PROXY_PORT}"]
+    def _add(self, proc: Proc) -> None:
+        self.procs.append(proc)
+        self.shared.append(proc)
+
+    def _headscale(self, *args: str) -> Any:
+        from tools.testbin import bin_path
+
+        out = subprocess.run(
+            [str(bin_path("headscale")), "-c", str(self.dir / "headscale.yaml"), *args, "-o", "json"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout
+        return json.loads(out)
+
+    def _healthy(self) -> bool:
+        from tools.tailnet import HEADSCALE_PORT
+
+        with self.ns.connect("127.0.0.1", HEADSCALE_PORT, timeout=0.5) as s:
+            s.sendall(b"GET /health HTTP/1.0\r\nHost: x\r\n\r\n")
+            return b" 200 " in s.recv(128).split(b"\r\n", 1)[0]
+
+    def _node(self, name: str, key: str, url: str, *args: str) -> tuple[Path, str]:
+        """Start a userspace tailscaled, join it; returns its socket and tailnet IPv4 address."""
+        from tools.tailnet import TAILSCALED_ENV
+        from tools.testbin import bin_path
+
+        d = self.dir / name
+        d.mkdir(exist_ok=True)
+        sock = d / "tailscaled.sock"
+        argv = [str(bin_path("tailscaled")), "--tun=userspace-networking", f"--statedir={d / 'state'}"]
+        argv += [f"--socket={sock}", "--port=0", "--no-logs-no-support", *args]
+        proc = Proc(f"tailscaled-{name}", argv, d / "tailscaled.log", netns=self.ns.name, env=TAILSCALED_ENV)
+        self._add(proc)
+        proc.wait_ready(sock.exists, "listening on its socket")
+        cli = [str(bin_path("tailscale")), f"--socket={sock}"]
+        up = [f"--login-server={url}", f"--auth-key={key}", f"--hostname={name}", "--accept-dns=false"]
+        subprocess.run([*cli, "up", *up], check=True, capture_output=True, timeout=60)
+        ip = subprocess.run([*cli, "ip", "-4"], check=True, capture_output=True, text=True, timeout=30)
+        return sock, ip.stdout.strip()
+
+    def _start(self) -> None:
+        from tools.tailnet import HEADSCALE_PORT, headscale_config
+        from tools.testbin import bin_path
+
+        listen = f"127.0.0.1:{HEADSCALE_PORT}"  # inside the namespace
+        (self.dir / "headscale.yaml").write_text(yaml.safe_dump(headscale_config(self.dir, listen)))
+        headscale = Proc(
+            "headscale",
+            [str(bin_path("headscale")), "serve", "-c", str(self.dir / "headscale.yaml")],
+            self.dir / "headscale.log",
+            netns=self.ns.name,
         )
-        self.device = self.net.join("device", key)
-        self.net.wait_peers(self.proxy, 1)
-        self.device_ip = self.device.ip4()
+        self._add(headscale)
+        headscale.wait_ready(self._healthy, "healthy")
+        user = self._headscale("users", "create", "demo")["id"]
+        key = self._headscale(
+            "preauthkeys", "create", "--user", str(user), "--reusable", "--expiration", "1h"
+        )["key"]
+        url = f"http://{listen}"
+        _, self.proxy_ip = self._node(
+            "proxy", key, url, f"--outbound-http-proxy-listen=127.0.0.1:{CONNECT_PROXY_PORT}"
+        )
+        _, self.device_ip = self._node("device", key, url)
         if self.device_ip != "100.64.0.2":
             print(
                 f"note: the device got {self.device_ip}, not 100.64.0.2: edit the address in egress.yaml",
                 file=sys.stderr,
             )
-        ns = self.net.ns
         echo = Proc(
             "device-echo",
             [
@@ -219,21 +288,21 @@ class TailnetPart:
                 str(DEVICE_PORT),
                 "0.0.0.0",
             ],
-            run / "device-echo.log",
-            netns=ns.name,
+            self.dir / "device-echo.log",
+            netns=self.ns.name,
         )
-        procs.append(echo)
+        self._add(echo)
         xds_port = int(XDS.rsplit(":", 1)[1])
-        inside = ns.expose_host_port(xds_port, xds_port)
+        inside = self.ns.expose_host_port(xds_port, xds_port)
         envoy = start_envoy(
             "envoy-egress",
             envoy_config("tailnet-echo-tsep", "tailnet-echo-0", f"127.0.0.1:{inside}", 19001, egress=True),
-            run,
-            netns=ns.name,
+            self.dir,
+            netns=self.ns.name,
         )
-        procs.append(envoy)
-        self.egress_port = ns.forward(INGRESS_PORT)
-        self.admin_port = ns.forward(19001)
+        self._add(envoy)
+        self.egress_port = self.ns.forward(INGRESS_PORT)
+        self.admin_port = self.ns.forward(19001)
         envoy.wait_ready(lambda: http_ok(f"http://127.0.0.1:{self.admin_port}/ready"), "LIVE")
         # The first connection over a fresh tailnet waits for paths to warm up: try it once here.
         envoy.wait_ready(
@@ -241,7 +310,9 @@ class TailnetPart:
         )
 
     def close(self) -> None:
-        self.net.close()
+        for proc in reversed(self.procs):
+            proc.stop()
+        self.ns.delete()
 
 
 # --- main ---------------------------------------------------------------------------------------
@@ -311,8 +382,8 @@ def main(argv: list[str] | None = None) -> int:
                 why_not = f"it failed to start: {e}"
         if tailnet is not None:
             started.append(
-                f"tailnet          Headscale + tailscaled 'proxy' ({tailnet.proxy.ip4()}) and 'device' "
-                f"({tailnet.device_ip}) in namespace {tailnet.net.ns.name}"
+                f"tailnet          Headscale + tailscaled 'proxy' ({tailnet.proxy_ip}) and 'device' "
+                f"({tailnet.device_ip}) in namespace {tailnet.ns.name}"
             )
             started.append(f"echo server      on 'device', port {DEVICE_PORT}")
             started.append(

@@ -23,63 +23,8 @@ import yaml
 
 from tests.support.netns import NetNS
 from tests.support.process import NotReady, Process
+from tools.tailnet import HEADSCALE_PORT, TAILSCALED_ENV, headscale_config
 from tools.testbin import bin_path
-
-HEADSCALE_PORT = 8080
-
-# tailscaled in tests: no log upload, no port mapping, DERP over HTTP, never a public host.
-TAILSCALED_ENV = {
-    "TS_DEBUG_USE_DERP_HTTP": "1",
-    "TS_NO_LOGS_NO_SUPPORT": "1",
-    "TS_DISABLE_PORTMAPPER": "1",
-    "TS_DEBUG_PERMIT_HTTP_C2N": "1",
-    "TS_PANIC_IF_HIT_MAIN_CONTROL": "1",
-}
-
-
-def headscale_config(d: Path, listen: str) -> dict[str, Any]:
-    """Headscale v0.29 config for a hermetic tailnet; every path under ``d``."""
-    host = listen.split(":")[0]
-    return {
-        "server_url": f"http://{listen}",
-        "listen_addr": listen,
-        "metrics_listen_addr": "",
-        "grpc_listen_addr": f"{host}:50443",
-        "grpc_allow_insecure": False,
-        "noise": {"private_key_path": str(d / "noise_private.key")},
-        "prefixes": {"v4": "100.64.0.0/10", "v6": "fd7a:115c:a1e0::/48", "allocation": "sequential"},
-        "derp": {
-            "server": {
-                "enabled": True,
-                "region_id": 999,
-                "region_code": "test",
-                "region_name": "Test Embedded DERP",
-                "verify_clients": True,
-                "stun_listen_addr": f"{host}:3478",
-                "private_key_path": str(d / "derp_server_private.key"),
-                "automatically_add_embedded_derp_region": True,
-                "ipv4": host,
-                "ipv6": "none",
-            },
-            "urls": [],
-            "paths": [],
-            "auto_update_enabled": False,
-        },
-        "disable_check_updates": True,
-        "ephemeral_node_inactivity_timeout": "30m",
-        "database": {"type": "sqlite", "sqlite": {"path": str(d / "db.sqlite"), "write_ahead_log": True}},
-        "dns": {
-            "magic_dns": True,
-            "base_domain": "tailnet.test",
-            "override_local_dns": False,
-            "nameservers": {"global": []},
-        },
-        "policy": {"mode": "file", "path": ""},
-        "unix_socket": str(d / "headscale.sock"),
-        "unix_socket_permission": "0770",
-        "logtail": {"enabled": False},
-        "log": {"level": "info"},
-    }
 
 
 @dataclass
