@@ -476,9 +476,16 @@ class WatchStream:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._resp is not None:
-            self._resp.close()  # close, not release: the body is unread
-            self._resp = None
+        resp, self._resp = self._resp, None
+        if resp is None:
+            return
+        # An abandoned watch has an unread body, so the connection cannot be reused. Abort it:
+        # a graceful TLS shutdown would outlive the stream (and can outlive the event loop).
+        conn = resp.connection
+        transport = conn.transport if conn is not None else None
+        if transport is not None:
+            transport.abort()
+        resp.close()
 
     def __aiter__(self) -> AsyncIterator[WatchEvent]:
         return self

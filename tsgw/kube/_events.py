@@ -123,11 +123,14 @@ class EventRecorder:
                 log.info("could not write an event", reason=entry.reason, error=str(exc))
 
     async def _write(self, e: _Entry) -> None:
-        if e.name is not None and e.count > 1:
-            patch = {"series": {"count": e.count, "lastObservedTime": _micro(e.last)}}
+        # Snapshot the count: repeats that arrive while the request is in flight must still be
+        # written by the next flush.
+        count, last = e.count, e.last
+        if e.name is not None and count > 1:
+            patch = {"series": {"count": count, "lastObservedTime": _micro(last)}}
             try:
                 await self.client.patch(EVENTS, e.name, patch, namespace=e.namespace)
-                e.written_count = e.count
+                e.written_count = count
                 return
             except NotFound:
                 e.name = None  # expired (events have a TTL): start a new one
@@ -145,8 +148,8 @@ class EventRecorder:
             "type": e.type,
             "regarding": {k: v for k, v in e.regarding.items() if v},
         }
-        if e.count > 1:
-            body["series"] = {"count": e.count, "lastObservedTime": _micro(e.last)}
+        if count > 1:
+            body["series"] = {"count": count, "lastObservedTime": _micro(last)}
         await self.client.create(EVENTS, body)
         e.name = name
-        e.written_count = e.count
+        e.written_count = count
