@@ -12,13 +12,14 @@ from __future__ import annotations
 import itertools
 import re
 import socket
+import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.e2e.standalone import EGRESS_GROUP, Tsgw, copy_example, envoy_bootstrap, wait_until
+from tests.e2e.standalone import EGRESS_GROUP, ROOT, Tsgw, copy_example, envoy_bootstrap, wait_until
 from tests.support.backend import HttpBackend
 from tests.support.process import Process
 from tests.support.tailnet import Tailnet
@@ -110,6 +111,93 @@ def test_egress_reaches_a_server_on_a_tailscaled_node_over_the_tailnet(
             tsgw.stop()
         server.stop()
         for node in (device, proxy):
+            node.cli("logout", timeout=30)
+            node.process.stop(timeout=5)
+            tailnet.nodes.remove(node)
+
+
+def test_egress_fails_over_to_the_standby_device_when_the_primary_stops_answering(
+    tailnet: Tailnet, tmp_path: Path
+) -> None:
+    n = next(_names)
+    user = tailnet.create_user(f"standalone-{n}")
+    key = tailnet.preauth_key(user)
+    connect_port = _port_inside(tailnet)
+    proxy = tailnet.join(
+        f"sa-proxy-{n}", key, args=[f"--outbound-http-proxy-listen=127.0.0.1:{connect_port}"]
+    )
+    first = tailnet.join(f"sa-first-{n}", key)
+    second = tailnet.join(f"sa-second-{n}", key)
+    tailnet.wait_peers(proxy, 2)
+    # Each device's service is its own process (as on a real device), so stopping it closes
+    # every connection to it too, not only its listening socket.
+    primary_port, standby_port = _port_inside(tailnet), _port_inside(tailnet)
+    primary, standby = (
+        Process(
+            f"{name}-device",
+            [sys.executable, "-m", "tools.standalone", "backend", f"{name}-device", str(p), "0.0.0.0"],
+            tmp_path / f"{name}-device.log",
+            netns=tailnet.ns.name,
+            cwd=ROOT,
+        )
+        for name, p in (("primary", primary_port), ("standby", standby_port))
+    )
+    envoy: Process | None = None
+    tsgw: Tsgw | None = None
+    try:
+        folder = copy_example(tmp_path / "standalone", 1, 2)
+        (folder / "egress.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "gateway.tailscale.com/v1alpha1",
+                    "kind": "TailscaleEndpoints",
+                    "metadata": {"name": "tailnet-echo", "namespace": "demo"},
+                    "spec": {
+                        "tailnetRef": {"name": "demo"},
+                        "targets": [
+                            {
+                                "name": "primary",
+                                "address": first.ip4(),
+                                "ports": [{"port": 8080, "protocol": "HTTP", "targetPort": primary_port}],
+                            },
+                            {
+                                "name": "standby",
+                                "address": second.ip4(),
+                                "priority": 1,
+                                "ports": [{"port": 8080, "protocol": "HTTP", "targetPort": standby_port}],
+                            },
+                        ],
+                    },
+                }
+            )
+        )
+        listener_port = _port_inside(tailnet)
+        tsgw = Tsgw(folder, tmp_path, listener_port=listener_port, connect_proxy_port=connect_port)
+        xds_inside = tailnet.ns.expose_host_port(tsgw.xds_port)
+        cfg = tmp_path / "envoy-egress.yaml"
+        cfg.write_text(
+            yaml.safe_dump(envoy_bootstrap(EGRESS_GROUP, "tailnet-echo-0", xds_inside, egress=True))
+        )
+        envoy = Process(
+            "envoy-egress",
+            [bin_path("envoy"), "-c", cfg, "--disable-hot-restart", "--concurrency", "1"],
+            tmp_path / "envoy-egress.log",
+            netns=tailnet.ns.name,
+        )
+        port = tailnet.ns.forward(listener_port)
+        assert wait_until(lambda: _fetch(port) == (200, "primary-device: /hello\n"), timeout=60)
+
+        primary.stop()  # the primary device stays on the tailnet; its service stops answering
+        assert wait_until(lambda: _fetch(port) == (200, "standby-device: /hello\n"), timeout=60)
+        assert [_fetch(port) for _ in range(10)] == [(200, "standby-device: /hello\n")] * 10
+    finally:
+        if envoy is not None:
+            envoy.stop()
+        if tsgw is not None:
+            tsgw.stop()
+        primary.stop()
+        standby.stop()
+        for node in (second, first, proxy):
             node.cli("logout", timeout=30)
             node.process.stop(timeout=5)
             tailnet.nodes.remove(node)
