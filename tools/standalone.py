@@ -390,6 +390,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"envoy egress     group tailnet-echo-tsep, in the namespace; its listener is forwarded "
                 f"to 127.0.0.1:{tailnet.egress_port}"
             )
+        started.append(f"logs             {run}")
         print(_banner(started, opts.folder, tailnet, why_not, procs), flush=True)
         while all(p.alive() for p in procs if not p.name.startswith("backend-")):
             time.sleep(0.5)
