@@ -22,42 +22,19 @@ from typing import Any
 import anyio
 
 NAMESPACE = "bench"
-CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "widgets.bench.tsgw.io"},
-    "spec": {
-        "group": "bench.tsgw.io",
-        "scope": "Namespaced",
-        "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "listKind": "WidgetList"},
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "schema": {
-                    "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
-                },
-                "subresources": {"status": {}},
-            }
-        ],
-    },
-}
 
 
 async def _run(kubeconfig: str, n: int, settle: float) -> dict[str, Any]:
+    from tests.support.widgets import install_widgets, widget_crd
     from tsgw.kube import (
         CONFIGMAPS,
-        CUSTOMRESOURCEDEFINITIONS,
         NAMESPACES,
         Client,
         ClientOptions,
         ControllerOptions,
         GenerationChanged,
         Manager,
-        NotFound,
         Request,
-        Resource,
         Result,
         controller_managed_by,
         is_condition_true,
@@ -65,7 +42,7 @@ async def _run(kubeconfig: str, n: int, settle: float) -> dict[str, Any]:
         set_condition,
     )
 
-    widgets = Resource("bench.tsgw.io/v1", "Widget", "widgets")
+    widgets, _ = widget_crd("bench.tsgw.io")
     async with (
         await Client.from_kubeconfig(kubeconfig, options=ClientOptions(field_manager="bench")) as admin,
         await Client.from_kubeconfig(
@@ -75,13 +52,7 @@ async def _run(kubeconfig: str, n: int, settle: float) -> dict[str, Any]:
         await admin.create(
             NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
         )
-        await admin.apply(CUSTOMRESOURCEDEFINITIONS, CRD)
-        while True:
-            try:
-                await admin.list(widgets, NAMESPACE, limit=1)
-                break
-            except NotFound:
-                await anyio.sleep(0.1)
+        await install_widgets(admin, "bench.tsgw.io")
 
         mgr = Manager(client)
         wcache = mgr.informer(widgets).store

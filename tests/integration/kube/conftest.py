@@ -10,31 +10,11 @@ import anyio
 import pytest
 
 from tests.support.controlplane import ControlPlane
-from tsgw.kube import CUSTOMRESOURCEDEFINITIONS, NAMESPACES, Client, NotFound, Resource, TransportError
+from tests.support.widgets import install_widgets, widget_crd
+from tsgw.kube import NAMESPACES, Client, Resource, TransportError
 
-WIDGETS = Resource("test.tsgw.io/v1", "Widget", "widgets")
-
-WIDGET_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "widgets.test.tsgw.io"},
-    "spec": {
-        "group": "test.tsgw.io",
-        "scope": "Namespaced",
-        "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "listKind": "WidgetList"},
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "schema": {
-                    "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
-                },
-                "subresources": {"status": {}},
-            }
-        ],
-    },
-}
+GROUP = "test.tsgw.io"
+WIDGETS, _ = widget_crd(GROUP)
 
 
 @pytest.fixture(autouse=True)
@@ -62,14 +42,7 @@ async def namespace(client: Client) -> str:
 @pytest.fixture
 async def widgets(client: Client) -> Resource:
     """The Widget CRD, installed and served."""
-    await client.apply(CUSTOMRESOURCEDEFINITIONS, WIDGET_CRD)
-    with anyio.fail_after(30):
-        while True:
-            try:
-                await client.list(WIDGETS, "default", limit=1)
-                return WIDGETS
-            except NotFound:
-                await anyio.sleep(0.1)
+    return await install_widgets(client, GROUP)
 
 
 async def retrying(fn, attempts: int = 50):  # type: ignore[no-untyped-def]
