@@ -72,7 +72,10 @@ def setup(spec: dict) -> None:  # type: ignore[type-arg]
     os.makedirs(f"{scratch}/tmp", exist_ok=True)
     os.chmod(f"{scratch}/tmp", 0o1777)
     keep = [p for p in spec.get("root_keep", []) if os.path.isdir(p)]
-    held = {p: os.open(p, os.O_PATH) for p in {scratch, *keep, *(m["src"] for m in spec["mounts"])}}
+    host_keep = [p for p in spec.get("host_keep", []) if os.path.isdir(p)]
+    held = {
+        p: os.open(p, os.O_PATH) for p in {scratch, *keep, *host_keep, *(m["src"] for m in spec["mounts"])}
+    }
     fd = lambda p: f"/proc/self/fd/{held[p]}"  # noqa: E731
     mounts = [
         dict(m, dst=resolve(m["dst"]), src=fd(m["src"]), isdir=os.path.isdir(m["src"]))
@@ -89,6 +92,13 @@ def setup(spec: dict) -> None:  # type: ignore[type-arg]
             mount(None, p, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
     mount(f"{fd(scratch)}/tmp", "/tmp", None, MS_BIND)
     tmpfs = ["/run", "/tmp"]
+    # Host paths the container must keep seeing at the same place (read-only), if masked above.
+    masked = [*tmpfs, "/root"] if keep else tmpfs
+    for p in host_keep:
+        if under(p, masked) and not any(under(p, [k]) for k in keep):
+            os.makedirs(p, exist_ok=True)
+            mount(fd(p), p, None, MS_BIND | MS_REC)
+            mount(None, p, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
     # A mount point missing on the host: put a writable overlay on its nearest existing
     # directory, so the directory can be created without changing the host.
     overlaid: list[str] = []

@@ -520,6 +520,9 @@ class Container:
             "env": env,
             "term": str(term),
             "root_keep": ROOT_KEEP if sc.get("runAsUser") else [],
+            # The project (its venv and the bed's own programs) stays visible even when it lives
+            # under /tmp, /run or /root, which containers see replaced (a CI clone may be there).
+            "host_keep": [str(_images.ROOT)],
         }
         if sc.get("runAsNonRoot") and not sc.get("runAsUser"):
             raise PodError(
