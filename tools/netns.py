@@ -49,33 +49,20 @@ def _entered(path: str) -> Iterator[None]:
             _setns(home.fileno())
 
 
-class NetNS:
-    """A named network namespace with ``lo`` and an internal veth pair (``v0`` holds ``address``)."""
+class Namespace:
+    """An existing named network namespace, and the ways this process reaches into it.
 
-    def __init__(self, prefix: str = "tsgw", address: str = "10.213.0.1/24") -> None:
-        self.name = f"{prefix}-{os.getpid()}-{next(_counter)}"
-        self.address = address
-        _ip("netns", "add", self.name)
-        _LIVE.add(self)
-        try:
-            _ip("-n", self.name, "link", "set", "lo", "up")
-            _ip("-n", self.name, "link", "add", "v0", "type", "veth", "peer", "name", "v1")
-            _ip("-n", self.name, "addr", "add", address, "dev", "v0")
-            _ip("-n", self.name, "link", "set", "v0", "up")
-            _ip("-n", self.name, "link", "set", "v1", "up")
-        except subprocess.CalledProcessError:
-            self.delete()
-            raise
+    :class:`NetNS` makes one of its own; the Kubernetes test bed attaches to the namespaces of
+    its topology with this class directly.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
         self._forwarders: list[_Forwarder] = []
 
     @property
     def path(self) -> str:
         return f"/run/netns/{self.name}"
-
-    @property
-    def ip(self) -> str:
-        """The namespace's own non-loopback address (without the prefix length)."""
-        return self.address.split("/")[0]
 
     def exec_argv(self, argv: Sequence[str | os.PathLike[str]]) -> list[str]:
         return ["ip", "netns", "exec", self.name, *map(str, argv)]
@@ -112,24 +99,53 @@ class NetNS:
         self._forwarders.append(fw)
         return fw.port
 
+    def close_forwards(self) -> None:
+        """Close every forward made through this namespace (and their open connections)."""
+        for fw in self._forwarders:
+            fw.close()
+        self._forwarders.clear()
+
     def pids(self) -> list[int]:
         """Processes whose network namespace is this one."""
         out = subprocess.run(["ip", "netns", "pids", self.name], capture_output=True, text=True).stdout
         return [int(p) for p in out.split()]
 
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"
+
+
+class NetNS(Namespace):
+    """A namespace of its own with ``lo`` and an internal veth pair (``v0`` holds ``address``)."""
+
+    def __init__(self, prefix: str = "tsgw", address: str = "10.213.0.1/24") -> None:
+        super().__init__(f"{prefix}-{os.getpid()}-{next(_counter)}")
+        self.address = address
+        _ip("netns", "add", self.name)
+        _LIVE.add(self)
+        try:
+            _ip("-n", self.name, "link", "set", "lo", "up")
+            _ip("-n", self.name, "link", "add", "v0", "type", "veth", "peer", "name", "v1")
+            _ip("-n", self.name, "addr", "add", address, "dev", "v0")
+            _ip("-n", self.name, "link", "set", "v0", "up")
+            _ip("-n", self.name, "link", "set", "v1", "up")
+        except subprocess.CalledProcessError:
+            self.delete()
+            raise
+
+    @property
+    def ip(self) -> str:
+        """The namespace's own non-loopback address (without the prefix length)."""
+        return self.address.split("/")[0]
+
     def delete(self) -> None:
         """Kill whatever still runs inside, then remove the namespace."""
-        for fw in getattr(self, "_forwarders", []):
-            fw.close()
+        self.close_forwards()
         for pid in self.pids():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.CalledProcessError):
             _ip("netns", "delete", self.name)
         _LIVE.discard(self)
-
-    def __repr__(self) -> str:
-        return f"<NetNS {self.name}>"
 
 
 class _Forwarder:
@@ -140,7 +156,9 @@ class _Forwarder:
     the host's loopback, so a program in the namespace can call a server of the test process.
     """
 
-    def __init__(self, ns: NetNS, host: str, port: int, *, inward: bool = True, listen_port: int = 0) -> None:
+    def __init__(
+        self, ns: Namespace, host: str, port: int, *, inward: bool = True, listen_port: int = 0
+    ) -> None:
         self.ns, self.host, self.target, self.inward = ns, host, port, inward
         if inward:
             self.listener = socket.create_server(("127.0.0.1", 0))
@@ -168,7 +186,8 @@ class _Forwarder:
             except OSError:
                 client.close()
                 continue
-            self._conns.update((client, upstream))
+            with self._lock:
+                self._conns.update((client, upstream))
             remaining = [2]  # directions still open; the last one to finish closes both sockets
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b, remaining), daemon=True).start()
@@ -186,14 +205,19 @@ class _Forwarder:
                 remaining[0] -= 1
                 last = remaining[0] == 0
             if last:
-                for s in (src, dst):
-                    self._conns.discard(s)
-                    s.close()
+                with self._lock:
+                    self._conns.difference_update((src, dst))
+                src.close()
+                dst.close()
 
     def close(self) -> None:
         self._closed = True
         self.listener.close()
-        for c in list(self._conns):
+        with self._lock:
+            conns = list(self._conns)
+        for c in conns:
+            with contextlib.suppress(OSError):
+                c.shutdown(socket.SHUT_RDWR)
             c.close()
 
 

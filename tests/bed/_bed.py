@@ -34,9 +34,10 @@ import yaml
 from tests.bed import _topology
 from tests.bed._images import ROOT
 from tests.bed._tailnet import BedTailnet
-from tests.bed._topology import Namespace, Plan
+from tests.bed._topology import Plan
 from tests.support.controlplane import ControlPlane
 from tests.support.process import NotReady, Process
+from tools.netns import Namespace
 from tools.testbin import bin_path
 
 API_PORT = 6443

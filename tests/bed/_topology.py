@@ -19,13 +19,11 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.netns import _entered
+from tools.netns import Namespace
 
 STATE = Path("/run/tsgw-bed")
 
@@ -87,103 +85,6 @@ class Plan:
 
     def pod_ns_prefix(self, k: int) -> str:
         return f"{self.prefix}-n{k}p"
-
-
-class Namespace:
-    """A named network namespace of the bed (duck-compatible with ``tests.support.netns.NetNS``)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self._forwarders: list[_Forwarder] = []
-
-    @property
-    def path(self) -> str:
-        return f"/run/netns/{self.name}"
-
-    def exec_argv(self, argv: list[str]) -> list[str]:
-        return ["ip", "netns", "exec", self.name, *argv]
-
-    def run(self, argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self.exec_argv(argv), check=True, capture_output=True, text=True, **kw)  # type: ignore[call-overload, no-any-return]
-
-    def entered(self) -> contextlib.AbstractContextManager[None]:
-        return _entered(self.path)
-
-    def connect(self, host: str, port: int, timeout: float = 5.0) -> socket.socket:
-        with _entered(self.path):
-            return socket.create_connection((host, port), timeout=timeout)
-
-    def forward(self, port: int, host: str = "127.0.0.1") -> int:
-        """Expose ``host:port`` inside on a fresh host loopback port; returns that port."""
-        fw = _Forwarder(self, host, port)
-        self._forwarders.append(fw)
-        return fw.port
-
-    def close_forwards(self) -> None:
-        for fw in self._forwarders:
-            fw.close()
-        self._forwarders.clear()
-
-
-class _Forwarder:
-    """Host loopback listener; each connection is spliced to ``host:port`` opened inside ``ns``.
-
-    Both sockets of a connection are closed when both directions have ended.
-    """
-
-    def __init__(self, ns: Namespace, host: str, port: int) -> None:
-        self.ns, self.host, self.target = ns, host, port
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self.listener.getsockname()[1])
-        self._closed = False
-        self._lock = threading.Lock()
-        self._conns: set[socket.socket] = set()
-        threading.Thread(target=self._accept, name=f"fwd-{ns.name}-{port}", daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = self.ns.connect(self.host, self.target)
-                upstream.settimeout(None)
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self._conns.update((client, upstream))
-            threading.Thread(target=self._splice, args=(client, upstream), daemon=True).start()
-
-    def _splice(self, a: socket.socket, b: socket.socket) -> None:
-        t = threading.Thread(target=self._pipe, args=(b, a), daemon=True)
-        t.start()
-        self._pipe(a, b)
-        t.join()
-        with self._lock:
-            for s in (a, b):
-                s.close()
-                self._conns.discard(s)
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            with contextlib.suppress(OSError):
-                dst.shutdown(socket.SHUT_WR)
-
-    def close(self) -> None:
-        self._closed = True
-        self.listener.close()
-        with self._lock:
-            for c in list(self._conns):
-                with contextlib.suppress(OSError):
-                    c.shutdown(socket.SHUT_RDWR)
 
 
 def build(plan: Plan) -> dict[str, Namespace]:

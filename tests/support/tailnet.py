@@ -10,8 +10,11 @@ confined by network namespaces).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import select
+import socket
+import struct
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -21,10 +24,13 @@ from typing import Any
 
 import yaml
 
-from tests.support.netns import NetNS
+from tests.support.netns import Namespace, NetNS
 from tests.support.process import NotReady, Process
 from tools.tailnet import HEADSCALE_PORT, TAILSCALED_ENV, headscale_config
 from tools.testbin import bin_path
+
+SOCKS_BASE = 1080
+"""First SOCKS5 port of a namespace's nodes (node n listens on ``SOCKS_BASE + n`` inside)."""
 
 
 @dataclass
@@ -85,6 +91,17 @@ class Node:
             if proc.stderr:
                 proc.stderr.close()
 
+    def dial(self, host: str, port: int, send: bytes = b"", timeout: float = 10) -> bytes:
+        """Connect to ``host:port`` over the tailnet through this node's SOCKS5 server (start it
+        with ``socks5=True``); send ``send``, then read until the server closes."""
+        with socks5_connect(self.tailnet.ns, int(self.extra["socks5"]), host, port, timeout) as s:
+            if send:
+                s.sendall(send)
+            chunks = []
+            while data := s.recv(65536):
+                chunks.append(data)
+            return b"".join(chunks)
+
     def status(self) -> dict[str, Any]:
         return json.loads(self.cli("status", "--json"))  # type: ignore[no-any-return]
 
@@ -103,6 +120,47 @@ class Node:
         )
 
 
+def socks5_connect(
+    ns: Namespace, socks_port: int, host: str, port: int, timeout: float = 5.0
+) -> socket.socket:
+    """A TCP stream to ``host:port`` through a node's SOCKS5 server (``--socks5-server``).
+
+    ``host`` may be a tailnet IP, a VIP or a MagicDNS name (tailscaled resolves it). Raises
+    ``OSError`` when the SOCKS server reports a failure.
+    """
+    s = ns.connect("127.0.0.1", socks_port, timeout=timeout)
+    try:
+        s.sendall(b"\x05\x01\x00")
+        if s.recv(2) != b"\x05\x00":
+            raise OSError("SOCKS5: no acceptable auth method")
+        try:
+            addr = ipaddress.ip_address(host)
+            atyp = b"\x01" if addr.version == 4 else b"\x04"
+            dst = atyp + addr.packed
+        except ValueError:
+            dst = b"\x03" + bytes([len(host)]) + host.encode()
+        s.sendall(b"\x05\x01\x00" + dst + struct.pack(">H", port))
+        head = recv_exact(s, 4)
+        if head[1] != 0:
+            raise OSError(f"SOCKS5 connect to {host}:{port} failed: reply {head[1]}")
+        alen = {1: 4, 4: 16}.get(head[3]) or recv_exact(s, 1)[0]
+        recv_exact(s, alen + 2)
+        return s
+    except BaseException:
+        s.close()
+        raise
+
+
+def recv_exact(s: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            raise OSError("connection closed")
+        buf += chunk
+    return buf
+
+
 class TailscaledNodes:
     """tailscaled nodes in one private namespace, joined to the control server at :attr:`url`.
 
@@ -111,15 +169,26 @@ class TailscaledNodes:
     """
 
     dir: Path
-    ns: NetNS
+    ns: Namespace
     url: str
     """The control server's URL as seen from inside the namespace (``--login-server``)."""
     nodes: list[Node]
 
     def start_node(
-        self, name: str, *, env: Mapping[str, str] | None = None, args: Sequence[str] = ()
+        self,
+        name: str,
+        *,
+        env: Mapping[str, str] | None = None,
+        args: Sequence[str] = (),
+        socks5: bool = False,
     ) -> Node:
-        """Start a userspace tailscaled (not yet joined) inside the namespace."""
+        """Start a userspace tailscaled (not yet joined) inside the namespace.
+
+        ``socks5`` also runs its SOCKS5 server inside the namespace, for :meth:`Node.dial`.
+        """
+        extra = {"socks5": str(SOCKS_BASE + len(self.nodes))} if socks5 else {}
+        if socks5:
+            args = [*args, f"--socks5-server=127.0.0.1:{extra['socks5']}"]
         d = self.dir / "nodes" / name
         d.mkdir(parents=True, exist_ok=True)
         sock = d / "tailscaled.sock"
@@ -139,13 +208,15 @@ class TailscaledNodes:
             netns=self.ns.name,
         )
         proc.wait_ready(sock.exists, timeout=20, what="listening on its socket")
-        node = Node(name, d, proc, self)
+        node = Node(name, d, proc, self, extra)
         self.nodes.append(node)
         return node
 
-    def join(self, name: str, auth_key: str, *flags: str, args: Sequence[str] = ()) -> Node:
+    def join(
+        self, name: str, auth_key: str, *flags: str, args: Sequence[str] = (), socks5: bool = False
+    ) -> Node:
         """Start a tailscaled and bring it up with ``auth_key``; returns once it has an address."""
-        node = self.start_node(name, args=args)
+        node = self.start_node(name, args=args, socks5=socks5)
         node.up(auth_key, *flags)
         node.process.wait_ready(lambda: bool(node.ip4()), timeout=30, what="given a tailnet address")
         return node
@@ -167,12 +238,16 @@ class TailscaledNodes:
 class Tailnet(TailscaledNodes):
     """Headscale plus tailscaled nodes in one private namespace. Call :meth:`close` when done."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, ns: Namespace | None = None, address: str = "127.0.0.1") -> None:
+        """Without ``ns``, make a private namespace (deleted by :meth:`close`); with one (the
+        Kubernetes bed's tailnet namespace), run there and serve on ``address``."""
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.ns = NetNS(prefix="tsgw-tailnet")
+        self._owned = NetNS(prefix="tsgw-tailnet") if ns is None else None
+        self.ns = self._owned or ns  # type: ignore[assignment]
+        self.address = address
         self.nodes = []
-        listen = f"127.0.0.1:{HEADSCALE_PORT}"
+        listen = f"{address}:{HEADSCALE_PORT}"
         self.url = f"http://{listen}"  # as seen from inside the namespace
         cfg = self.dir / "headscale.yaml"
         cfg.write_text(yaml.safe_dump(headscale_config(self.dir, listen)))
@@ -188,11 +263,11 @@ class Tailnet(TailscaledNodes):
         except NotReady:
             self.close()
             raise
-        self.api_port = self.ns.forward(HEADSCALE_PORT)
+        self.api_port = self.ns.forward(HEADSCALE_PORT, address)
         self.api_url = f"http://127.0.0.1:{self.api_port}"
 
     def _healthy(self) -> bool:
-        with self.ns.connect("127.0.0.1", HEADSCALE_PORT, timeout=0.5) as s:
+        with self.ns.connect(self.address, HEADSCALE_PORT, timeout=0.5) as s:
             s.sendall(b"GET /health HTTP/1.0\r\nHost: x\r\n\r\n")
             return b" 200 " in s.recv(128).split(b"\r\n", 1)[0]
 
@@ -236,7 +311,10 @@ class Tailnet(TailscaledNodes):
     def close(self) -> None:
         self.stop_nodes()
         self.headscale.stop(timeout=10)
-        self.ns.delete()
+        if self._owned:
+            self._owned.delete()
+        else:
+            self.ns.close_forwards()
 
 
 def wait_for(check: Any, timeout: float = 30, interval: float = 0.1) -> Any:

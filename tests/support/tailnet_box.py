@@ -38,7 +38,7 @@ import httpx
 
 from tests.support.netns import NetNS
 from tests.support.process import NotReady, Process
-from tests.support.tailnet import TAILSCALED_ENV, Node, TailscaledNodes
+from tests.support.tailnet import TAILSCALED_ENV, Node, TailscaledNodes, recv_exact, socks5_connect
 from tools.testbin import bin_path
 
 CONTROL_PORT = 8080
@@ -299,45 +299,6 @@ def _pids_mentioning(text: str) -> list[int]:
 # --- talking to the tailnet from a test --------------------------------------------------------
 
 
-def socks5_connect(ns: NetNS, socks_port: int, host: str, port: int, timeout: float = 5.0) -> socket.socket:
-    """A TCP stream to ``host:port`` through a node's SOCKS5 server (``--socks5-server``).
-
-    ``host`` may be a tailnet IP, a VIP or a MagicDNS name (tailscaled resolves it). Raises
-    ``OSError`` when the SOCKS server reports a failure.
-    """
-    s = ns.connect("127.0.0.1", socks_port, timeout=timeout)
-    try:
-        s.sendall(b"\x05\x01\x00")
-        if s.recv(2) != b"\x05\x00":
-            raise OSError("SOCKS5: no acceptable auth method")
-        try:
-            addr = ipaddress.ip_address(host)
-            atyp = b"\x01" if addr.version == 4 else b"\x04"
-            dst = atyp + addr.packed
-        except ValueError:
-            dst = b"\x03" + bytes([len(host)]) + host.encode()
-        s.sendall(b"\x05\x01\x00" + dst + struct.pack(">H", port))
-        head = _recv_exact(s, 4)
-        if head[1] != 0:
-            raise OSError(f"SOCKS5 connect to {host}:{port} failed: reply {head[1]}")
-        alen = {1: 4, 4: 16}.get(head[3]) or _recv_exact(s, 1)[0]
-        _recv_exact(s, alen + 2)
-        return s
-    except BaseException:
-        s.close()
-        raise
-
-
-def _recv_exact(s: socket.socket, n: int) -> bytes:
-    buf = b""
-    while len(buf) < n:
-        chunk = s.recv(n - len(buf))
-        if not chunk:
-            raise OSError("connection closed")
-        buf += chunk
-    return buf
-
-
 def fetch(ns: NetNS, socks_port: int, host: str, port: int, timeout: float = 5.0) -> str:
     """Connect through SOCKS5, send a line, return the line the server answers (what a
     :class:`ProxyProtocolBackend` does), then close."""
@@ -405,11 +366,11 @@ class ProxyProtocolBackend:
 
     @staticmethod
     def _read_header(conn: socket.socket) -> str:
-        head = _recv_exact(conn, 16)
+        head = recv_exact(conn, 16)
         if head[:12] != PP2_SIGNATURE:
             raise ValueError(f"no PROXY v2 signature: {head!r}")
         ver_cmd, fam, length = head[12], head[13], struct.unpack(">H", head[14:16])[0]
-        body = _recv_exact(conn, length)
+        body = recv_exact(conn, length)
         if ver_cmd >> 4 != 2:
             raise ValueError(f"PROXY version {ver_cmd >> 4}")
         if fam >> 4 == 1:  # AF_INET

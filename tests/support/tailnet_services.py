@@ -19,7 +19,6 @@ from tests.support.tailnet_box import ProxyProtocolBackend, TailnetBox, fetch, w
 from tsgw.tailscale import HostedService, ProxyConfig, ServePort
 
 SVC = "svc:web"
-SOCKS_BASE = 1080
 
 
 def backend(box: TailnetBox, name: str) -> ProxyProtocolBackend:
@@ -53,15 +52,12 @@ def service_proxy(
 
 def socks_client(box: TailnetBox, name: str = "client") -> Node:
     """A tagged tailscaled (``tag:client``) with a SOCKS5 server inside the namespace."""
-    port = SOCKS_BASE + len(box.nodes)
-    node = box.join(name, box.auth_key(("tag:client",)), args=(f"--socks5-server=127.0.0.1:{port}",))
-    node.extra["socks"] = str(port)
-    return node
+    return box.join(name, box.auth_key(("tag:client",)), socks5=True)
 
 
 def reach(box: TailnetBox, client: Node, host: str, port: int = 80, timeout: float = 3) -> str:
     """The backend's answer line, through ``client``'s SOCKS5 server; raises OSError."""
-    return fetch(box.ns, int(client.extra["socks"]), host, port, timeout=timeout)
+    return fetch(box.ns, int(client.extra["socks5"]), host, port, timeout=timeout)
 
 
 def unreachable(box: TailnetBox, client: Node, host: str) -> bool:

@@ -334,7 +334,7 @@ def test_pods_the_kubelet_cannot_run_get_a_kubelets_status_and_an_event(bed: Bed
 
 def test_containerboot_pod_joins_the_tailnet_and_a_device_reaches_it(bed: Bed) -> None:
     assert bed.tailnet is not None
-    key = bed.tailnet.preauth_key()
+    key = bed.tailnet.preauth_key_for()
     bed.apply(
         textwrap.dedent(
             f"""
@@ -400,12 +400,9 @@ def test_containerboot_pod_joins_the_tailnet_and_a_device_reaches_it(bed: Bed) -
     assert base64.b64decode(data["device_fqdn"]).decode().startswith("proxy-0.")
     # A tailnet device in the tailnet namespace reaches the pod's backend over the tailnet.
     device = bed.tailnet.device("laptop", key)
-    tailnet = bed.tailnet
-    out = wait(
-        lambda: tailnet.dial(device, ip4, 9000), timeout=60, what="device reaches proxy-0 over the tailnet"
-    )
+    out = wait(lambda: device.dial(ip4, 9000), timeout=60, what="device reaches proxy-0 over the tailnet")
     assert out == b"proxy-0\n"
-    http = tailnet.dial(device, ip4, 8080, b"GET / HTTP/1.0\r\n\r\n")
+    http = device.dial(ip4, 8080, b"GET / HTTP/1.0\r\n\r\n")
     assert b"X-Pod-Name: proxy-0" in http
 
 
