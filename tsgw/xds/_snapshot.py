@@ -31,11 +31,6 @@ from tsgw.xds._types import (
     short_name,
 )
 
-
-def _hash(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:16]
-
-
 _NAME_FIELD = {EndpointDiscovery: "cluster_name"}
 
 
@@ -72,16 +67,7 @@ class Resource:
         cls, type_url: str, message: Message, previous: Mapping[str, Resource] | None = None
     ) -> Resource:
         """Serialize ``message``; reuse the entry of ``previous`` (by name) if the bytes are equal."""
-        name = str(getattr(message, _NAME_FIELD.get(type_url, "name")))
-        if not name:
-            raise SnapshotError(f"a {short_name(type_url)} resource has no name")
-        data = message.SerializeToString(deterministic=True)
-        if previous:
-            old = previous.get(name)
-            if old is not None and old.data == data:
-                return old
-        any_msg = _wire.any_bytes(type_url, data)
-        return cls(type_url, name, data, _hash(data), any_msg, _wire.sotw_resource_field(any_msg))
+        return _encode(type_url, message, previous, _NAME_FIELD.get(type_url, "name"))
 
     def delta_field(self) -> bytes:
         return _wire.delta_resource_field(self.name, self.version, self.any)
@@ -97,6 +83,29 @@ class Resource:
         return out
 
 
+def _encode(
+    type_url: str, message: Message, previous: Mapping[str, Resource] | None, name_field: str
+) -> Resource:
+    # On the push path once per resource (thousands per snapshot): kept to plain calls.
+    name = str(getattr(message, name_field))
+    if not name:
+        raise SnapshotError(f"a {short_name(type_url)} resource has no name")
+    data = message.SerializeToString(deterministic=True)
+    if previous:
+        old = previous.get(name)
+        if old is not None and old.data == data:
+            return old
+    any_msg = _wire.any_bytes(type_url, data)
+    return Resource(
+        type_url,
+        name,
+        data,
+        hashlib.sha256(data).hexdigest()[:16],
+        any_msg,
+        _wire.sotw_resource_field(any_msg),
+    )
+
+
 class TypeResources:
     """All resources of one type in a snapshot, by name, with the type's version."""
 
@@ -105,10 +114,9 @@ class TypeResources:
     def __init__(self, type_url: str, items: Mapping[str, Resource]) -> None:
         self.type_url = type_url
         self.items: dict[str, Resource] = dict(sorted(items.items()))
-        h = hashlib.sha256()
-        for name, r in self.items.items():
-            h.update(name.encode() + b"\0" + r.version.encode() + b"\0")
-        self.version = h.hexdigest()[:16]
+        # One hash over "name\0version\0" of every item, in name order.
+        text = "".join(f"{name}\0{r.version}\0" for name, r in self.items.items())
+        self.version = hashlib.sha256(text.encode()).hexdigest()[:16]
         self._all_sotw: bytes | None = None
         self._delta_fields: dict[str, bytes] = {}
 
@@ -200,12 +208,14 @@ class Snapshot:
     ) -> None:
         by_type: dict[str, TypeResources] = {}
         refs: dict[tuple[str, str], list[tuple[str, str]]] = {}
-        for type_url in MESSAGE_CLASSES:
+        for type_url, cls in MESSAGE_CLASSES.items():
             items: dict[str, Resource] = {}
             previous = reuse._types[type_url].items if reuse is not None else {}
+            name_field = _NAME_FIELD.get(type_url, "name")
             for value in resources.get(type_url, ()):
-                msg = _to_message(type_url, value)
-                r = Resource.encode(type_url, msg, previous)
+                # The usual case, a message of exactly the type's class, skips the checks.
+                msg = value if type(value) is cls else _to_message(type_url, value)
+                r = _encode(type_url, msg, previous, name_field)
                 if r.name in items:
                     raise SnapshotError(f"duplicate {short_name(type_url)} resource {r.name!r}")
                 items[r.name] = r
