@@ -275,12 +275,14 @@ class AdsServer:
                         break  # the Envoy went away (reset or connection lost)
                     if data is None:
                         break
+                    # The inbox is unbounded: put without awaiting (``send`` would first yield
+                    # to the loop once more per request).
                     if len(data) > self.options.max_request_bytes:
-                        await send.send(
+                        send.send_nowait(
                             ("refuse", f"request of {len(data)} bytes exceeds the limit".encode())
                         )
                         break
-                    await send.send(("request", data))
+                    send.send_nowait(("request", data))
             finally:
                 send.close()
 
@@ -288,7 +290,18 @@ class AdsServer:
         try:
             async with anyio.create_task_group() as tg, inbox:
                 tg.start_soon(reader)
-                async for kind, data in inbox:
+                while True:
+                    # Take what is queued without yielding first (``receive`` always does, once
+                    # more per request and per snapshot on every stream); wait when empty.
+                    try:
+                        kind, data = inbox.receive_nowait()
+                    except anyio.WouldBlock:
+                        try:
+                            kind, data = await inbox.receive()
+                        except anyio.EndOfStream:
+                            break
+                    except anyio.EndOfStream:
+                        break
                     if kind == "snapshot":
                         dirty[0] = False
                         await self._push(stream, conn, PUSH_ORDER)
