@@ -441,11 +441,20 @@ class AdsServer:
                     h2s = h2c._get_stream_by_id(sid)
                     h2s.state_machine.process_input(StreamInputs.SEND_DATA)
                     frame = h2c.max_outbound_frame_size
-                    data = memoryview(_GRPC_PREFIX.pack(False, len(msg)) + msg)
+                    # The first frame carries the 5-byte gRPC prefix; every frame's payload is a
+                    # slice of ``msg`` (one copy of the response, in the final join).
+                    view = memoryview(msg)
+                    head = view[: frame - 5]
                     full = _DATA_HEADER.pack(frame >> 16, frame & 0xFFFF, 0, 0, sid)
-                    parts: list[Any] = [h2c.data_to_send()]
-                    for off in range(0, size, frame):
-                        chunk = data[off : off + frame]
+                    n = len(head) + 5
+                    parts: list[Any] = [
+                        h2c.data_to_send(),
+                        full if n == frame else _DATA_HEADER.pack(n >> 16, n & 0xFFFF, 0, 0, sid),
+                        _GRPC_PREFIX.pack(False, len(msg)),
+                        head,
+                    ]
+                    for off in range(frame - 5, len(msg), frame):
+                        chunk = view[off : off + frame]
                         n = len(chunk)
                         parts.append(
                             full if n == frame else _DATA_HEADER.pack(n >> 16, n & 0xFFFF, 0, 0, sid)
