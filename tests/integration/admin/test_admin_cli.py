@@ -120,7 +120,10 @@ async def test_snapshot_watch_prints_the_current_then_each_new_version(
 
         async with anyio.create_task_group() as inner:
             inner.start_soon(watch)
-            await anyio.sleep(1.0)
+            # Change the snapshot only once the CLI's watch is registered, however slow it starts.
+            with anyio.fail_after(30):
+                while not cache._any_watchers:  # noqa: ASYNC110
+                    await anyio.sleep(0.02)
             cache.set_snapshot(GROUP, proxy_snapshot(1, {"a": [3]}, {"/": "a"}, version="second"))
         tg.cancel_scope.cancel()
     ((code, out),) = result
