@@ -395,32 +395,71 @@ def _list_parser(inner: Any, meta: _Meta | None) -> Parser:
 def _with_checks(base: Parser, meta: _Meta | None) -> Parser:
     if meta is None:
         return base
-    checks_needed = any(
-        x is not None
-        for x in (
-            meta.enum,
-            meta.minimum,
-            meta.maximum,
-            meta.min_items,
-            meta.max_items,
-            meta.min_length,
-            meta.max_length,
-            meta.pattern,
-        )
-    )
+    checks = _bound_checks(meta)
     rules = meta.rules
-    if not checks_needed and not rules:
+    if not checks and not rules:
         return base
 
     def checked(raw: Any, path: str) -> Any:
         value = base(raw, path)
-        if checks_needed:
-            _check_bounds(meta, value, path)
+        for check in checks:
+            check(value, path)
         if rules:
             _check_rules(rules, value, path)
         return value
 
     return checked
+
+
+def _bound_checks(meta: _Meta) -> tuple[Callable[[Any, str], None], ...]:
+    """Only the checks this field declares, each a small closure, decided once per field: the
+    parser runs them for every value of every object translated."""
+    out: list[Callable[[Any, str], None]] = []
+    if meta.enum is not None:
+        allowed = meta.enum
+
+        def enum(value: Any, path: str) -> None:
+            if value not in allowed:
+                _fail(path, _unsupported(value, list(allowed)))
+
+        out.append(enum)
+    if meta.minimum is not None or meta.maximum is not None:
+        lo, hi = meta.minimum, meta.maximum
+
+        def bounds(value: Any, path: str) -> None:
+            if isinstance(value, int) and not isinstance(value, bool):
+                if lo is not None and value < lo:
+                    _fail(path, f"should be greater than or equal to {lo}")
+                if hi is not None and value > hi:
+                    _fail(path, f"should be less than or equal to {hi}")
+
+        out.append(bounds)
+    if meta.min_items is not None or meta.max_items is not None:
+        min_items, max_items = meta.min_items, meta.max_items
+
+        def items(value: Any, path: str) -> None:
+            if isinstance(value, tuple):
+                if min_items is not None and len(value) < min_items:
+                    _fail(path, f"should have at least {min_items} items")
+                if max_items is not None and len(value) > max_items:
+                    _fail(path, f"must have at most {max_items} items")
+
+        out.append(items)
+    if meta.min_length is not None or meta.max_length is not None or meta.pattern is not None:
+        min_len, max_len = meta.min_length, meta.max_length
+        pattern = _compiled(meta.pattern) if meta.pattern is not None else None
+
+        def text(value: Any, path: str) -> None:
+            if isinstance(value, str):
+                if min_len is not None and len(value) < min_len:
+                    _fail(path, f"should be at least {min_len} chars long")
+                if max_len is not None and len(value) > max_len:
+                    _fail(path, f"may not be more than {max_len} bytes")
+                if pattern is not None and not pattern.fullmatch(value):
+                    _fail(path, f"should match {pattern.pattern!r}")
+
+        out.append(text)
+    return tuple(out)
 
 
 def _unsupported(value: Any, allowed: list[str]) -> str:
@@ -431,28 +470,6 @@ def _unsupported(value: Any, allowed: list[str]) -> str:
 @functools.lru_cache(maxsize=256)
 def _compiled(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern)
-
-
-def _check_bounds(meta: _Meta, value: Any, path: str) -> None:
-    if meta.enum is not None and value not in meta.enum:
-        _fail(path, _unsupported(value, list(meta.enum)))
-    if isinstance(value, int) and not isinstance(value, bool):
-        if meta.minimum is not None and value < meta.minimum:
-            _fail(path, f"should be greater than or equal to {meta.minimum}")
-        if meta.maximum is not None and value > meta.maximum:
-            _fail(path, f"should be less than or equal to {meta.maximum}")
-    if isinstance(value, tuple):
-        if meta.min_items is not None and len(value) < meta.min_items:
-            _fail(path, f"should have at least {meta.min_items} items")
-        if meta.max_items is not None and len(value) > meta.max_items:
-            _fail(path, f"must have at most {meta.max_items} items")
-    if isinstance(value, str):
-        if meta.min_length is not None and len(value) < meta.min_length:
-            _fail(path, f"should be at least {meta.min_length} chars long")
-        if meta.max_length is not None and len(value) > meta.max_length:
-            _fail(path, f"may not be more than {meta.max_length} bytes")
-        if meta.pattern is not None and not _compiled(meta.pattern).fullmatch(value):
-            _fail(path, f"should match {meta.pattern!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -494,14 +511,30 @@ def _plan(cls: type) -> tuple[tuple[_FieldPlan, ...], frozenset[str]]:
     return plan
 
 
+_DEFAULTS: dict[int, Any] = {}
+
+
+def _factory_default(f: _FieldPlan, path: str) -> Any:
+    """A field's default from its factory. The API server defaults an absent object to `{}` and
+    then applies the nested defaults: so does this. Parsed objects are frozen, so a parsed
+    nested default is built once per field and shared."""
+    shared = _DEFAULTS.get(id(f))
+    if shared is not None:
+        return shared
+    default = f.factory()
+    if dataclasses.is_dataclass(default):
+        default = _DEFAULTS[id(f)] = _parse_object(type(default), {}, f"{path}.{f.json}")
+    return default
+
+
 def _parse_object(cls: type, raw: Any, path: str) -> Any:
-    if not isinstance(raw, Mapping):
+    if type(raw) is not dict and not isinstance(raw, Mapping):
         _fail(path, "must be an object")
     fields, known = _plan(cls)
-    for key in raw:
-        if key not in known:
-            # kubectl's default (server-side strict field validation) rejects these too.
-            _fail(f"{path}.{key}", f'unknown field "{key}"')
+    if not known.issuperset(raw):
+        key = next(k for k in raw if k not in known)
+        # kubectl's default (server-side strict field validation) rejects these too.
+        _fail(f"{path}.{key}", f'unknown field "{key}"')
     kwargs: dict[str, Any] = {}
     for f in fields:
         value = raw.get(f.json)
@@ -510,11 +543,7 @@ def _parse_object(cls: type, raw: Any, path: str) -> Any:
         elif f.required:
             _fail(f"{path}.{f.json}", "Required value")
         elif f.factory is not _MISSING:
-            default = f.factory()
-            if dataclasses.is_dataclass(default):
-                # The API server defaults `{}` and then the nested defaults: do the same.
-                default = _parse_object(type(default), {}, f"{path}.{f.json}")
-            kwargs[f.attr] = default
+            kwargs[f.attr] = _factory_default(f, path)
     obj = cls(**kwargs)
     rules: tuple[Rule, ...] = getattr(cls, "__rules__", ())
     if rules:

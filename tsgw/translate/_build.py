@@ -7,6 +7,7 @@ the others from translating. Everything is visited in sorted order, so output is
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import ipaddress
 from collections.abc import Iterable, Mapping
@@ -223,22 +224,22 @@ def _pod(ctx: _Ctx, proxy: api.Proxy, tailnet: api.TailscaleTailnetSpec) -> Prox
     )
 
 
-def _ipv4_first(addresses: Iterable[str]) -> tuple[str, ...]:
-    def key(a: str) -> tuple[int, str]:
-        try:
-            return (ipaddress.ip_address(a).version, a)
-        except ValueError:
-            return (9, a)
+@functools.lru_cache(maxsize=1 << 16)
+def _ip_version(text: str) -> int:
+    """4 or 6 for an IP address, 0 for anything else. Cached: a translation asks about the same
+    few thousand tailnet addresses many times, and ipaddress parses in pure Python."""
+    try:
+        return ipaddress.ip_address(text).version
+    except ValueError:
+        return 0
 
-    return tuple(sorted(set(addresses), key=key))
+
+def _ipv4_first(addresses: Iterable[str]) -> tuple[str, ...]:
+    return tuple(sorted(set(addresses), key=lambda a: (_ip_version(a) or 9, a)))
 
 
 def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
+    return _ip_version(text) != 0
 
 
 def _magicdns(facts: TailnetFacts, label: str) -> str:
@@ -270,7 +271,7 @@ def _resolve_target(target: api.Target, facts: TailnetFacts, devices: _DeviceInd
 
 def _v4(addresses: Iterable[str]) -> tuple[str, ...]:
     ordered = _ipv4_first(addresses)
-    v4 = tuple(a for a in ordered if _is_ip(a) and ipaddress.ip_address(a).version == 4)
+    v4 = tuple(a for a in ordered if _ip_version(a) == 4)
     return v4[:1] if v4 else ordered[:1]
 
 

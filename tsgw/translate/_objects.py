@@ -155,6 +155,7 @@ def envoy_bootstrap(options: Options) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=8)
 def _bootstrap_json(options: Options) -> tuple[str, str]:
     """The bootstrap depends only on the options (node identity comes from the command line):
     render it once, with its hash."""

@@ -10,8 +10,10 @@ namespace (a Gateway's: all of them). Output is identical to a fresh translation
 
 from __future__ import annotations
 
+import gc
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +50,32 @@ def _fingerprint(raw: Mapping[str, Any]) -> Any:
     if rv:
         return (md.get("uid"), rv, md.get("generation"))
     return hashlib.sha256(orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)).digest()
+
+
+@contextmanager
+def _collector_paused(freeze: bool) -> Iterator[None]:
+    """Pause Python's cyclic garbage collector for one translation.
+
+    A cold translation allocates a few hundred thousand acyclic containers (dicts, lists,
+    messages); every 700 of them start a generation-0 pass and some start full passes over the
+    whole heap, including the informer caches. Measured on 1,000 + 1,000 objects, that is about
+    a third of the CPU time. Reference counting frees everything translation drops; the collector
+    resumes, in its previous state, when translation returns or raises.
+
+    With `freeze`, a successful translation ends with ``gc.freeze()``, as the informer does after
+    a list: what a cold translation built is the Translator's long-lived cache, and later full
+    collections need not walk it again (nor a first pass over all of it run when the collector
+    resumes). Frozen objects are still freed by reference counting when a change replaces them.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+        if freeze:
+            gc.freeze()
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 @dataclass
@@ -91,6 +119,14 @@ class Translator:
         return value
 
     def translate(self, inputs: Inputs) -> Result:
+        """Translate `inputs`, reusing every per-object and per-group result whose inputs did
+        not change since the previous call. The cyclic garbage collector is paused meanwhile and,
+        after a cold translation (the first, or one with no previous output), objects are frozen
+        out of its reach: see `_collector_paused`."""
+        with _collector_paused(freeze=not self._outputs):
+            return self._translate(inputs)
+
+    def _translate(self, inputs: Inputs) -> Result:
         live_facts = {id(f) for f in inputs.tailnets.values()}
         self._devices = {k: v for k, v in self._devices.items() if k in live_facts}
         ctx = index(inputs, self.options, self._devices)

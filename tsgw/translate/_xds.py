@@ -97,9 +97,9 @@ def _any(msg: Message) -> any_pb2.Any:
 
 
 def _duration(seconds: float) -> duration_pb2.Duration:
-    d = duration_pb2.Duration()
-    d.FromNanoseconds(round(seconds * 1e9))
-    return d
+    # The constructor, not FromNanoseconds: that helper is pure Python and ~40x slower.
+    secs, nanos = divmod(round(seconds * 1e9), 1_000_000_000)
+    return duration_pb2.Duration(seconds=secs, nanos=nanos)
 
 
 def _ads() -> config_source_pb2.ConfigSource:

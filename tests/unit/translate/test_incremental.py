@@ -61,3 +61,26 @@ def test_a_changed_endpoint_slice_rebuilds_the_ingress_that_reads_it() -> None:
     assert result.changed == {("apps", "db-tssvc")}
     assert "10.244.0.99" in render(result)
     assert render(result) == render(translate(step))
+
+
+def test_translation_pauses_the_garbage_collector_and_restores_its_previous_state() -> None:
+    import gc
+
+    inputs = load_case("examples")
+    seen: list[bool] = []
+
+    class Spy(Translator):
+        def _translate(self, inputs: Inputs):  # type: ignore[no-untyped-def]
+            seen.append(gc.isenabled())
+            return super()._translate(inputs)
+
+    assert gc.isenabled()
+    Spy().translate(inputs)
+    assert gc.isenabled()  # resumed
+    gc.disable()
+    try:
+        Spy().translate(inputs)
+        assert not gc.isenabled()  # a caller's choice to keep it off is kept
+    finally:
+        gc.enable()
+    assert seen == [False, False]
