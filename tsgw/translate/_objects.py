@@ -14,6 +14,7 @@ tsgw.tailscale.ProxyConfig in config-file mode, which is tested against real con
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 from typing import Any
@@ -181,9 +182,9 @@ def _resources(g: ProxyGroup) -> dict[str, Any]:
     return out
 
 
-def _statefulset(g: ProxyGroup, options: Options, config_hash: str) -> dict[str, Any]:
+def _statefulset(g: ProxyGroup, options: Options, config_hash: str, cfg: ProxyConfig) -> dict[str, Any]:
+    """The proxies' StatefulSet; `cfg` is the group's shared :func:`proxy_config`."""
     replicas = g.replica_names()
-    cfg = proxy_config(g, options)
     env: list[dict[str, Any]] = [
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "POD_UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
@@ -280,6 +281,7 @@ def owned_objects(
     """Every object tsgw applies for one proxy group, in a stable order (kind, then name)."""
     keys = auth_keys or {}
     replicas = g.replica_names()
+    shared = proxy_config(g, options)
     objs: list[dict[str, Any]] = [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(g, g.name)},
         {
@@ -306,7 +308,10 @@ def owned_objects(
     for pod in replicas:
         # The state Secret exists before the pod so the Role can name it; containerboot fills it.
         objs.append({"apiVersion": "v1", "kind": "Secret", "metadata": _meta(g, pod), "type": "Opaque"})
-        files = proxy_config(g, options, pod).config_files(keys.get(pod) or "")
+        replica = dataclasses.replace(
+            shared, hostname=pod, state_secret=pod, config_dir=f"{_STATE_MOUNT}/{pod}"
+        )
+        files = replica.config_files(keys.get(pod) or "")
         objs.append(
             {
                 "apiVersion": "v1",
@@ -331,7 +336,7 @@ def owned_objects(
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
                 "metadata": _meta(g, f"{g.name}-serve"),
-                "data": {"serve-config.json": proxy_config(g, options).serve_config_json()},
+                "data": {"serve-config.json": shared.serve_config_json()},
             }
         )
     if g.direction is Direction.EGRESS:
@@ -350,7 +355,7 @@ def owned_objects(
                 },
             }
         )
-    objs.append(_statefulset(g, options, config_hash))
+    objs.append(_statefulset(g, options, config_hash, shared))
     order = {
         "ServiceAccount": 0,
         "Role": 1,
