@@ -21,8 +21,11 @@ store is kept); if that version was compacted away the 410 makes it relist, and 
 vanished meanwhile are delivered as deletes.
 
 Handlers are synchronous callbacks, called after the store changed; they must not block (enqueue
-work, do not do it). A relist reports what it changed: adds, updates for objects whose
-resourceVersion moved, deletes for objects that vanished (unchanged objects are not re-announced).
+work, do not do it). As client-go's ``Replace``, a relist reports every object: adds for new
+ones, updates for every one still there (``old`` and ``new`` share a resourceVersion when it did
+not change; controllers queue those at low priority), deletes for objects that vanished. With
+``resync_period`` every cached object is re-delivered as an update with ``old is new``, as
+client-go's resync; controller-runtime's manager does that every 10 h.
 """
 
 from __future__ import annotations
@@ -123,6 +126,10 @@ class InformerOptions:
     """Healthy seconds after which the backoff starts again from the beginning. Defaults to 120."""
     gc_freeze: bool = True
     """Pause the collector during a (re)list and ``gc.freeze()`` after it. Defaults to True."""
+    resync_period: float | None = None
+    """Seconds between re-deliveries of every cached object as an update, jittered by up to
+    +10%; ``None`` (the default, client-go's for a plain informer) never resyncs. The
+    :class:`~tsgw.kube.Manager` fills in its ``sync_period`` (10 h) when this is unset."""
 
 
 _gc_pauses = 0
@@ -209,6 +216,26 @@ class Informer:
 
     async def run(self) -> None:
         """List and watch until cancelled; errors are logged and retried with backoff."""
+        async with anyio.create_task_group() as tg:
+            if self.options.resync_period:
+                tg.start_soon(self._resync_loop, self.options.resync_period)
+            await self._reflect()
+
+    async def _resync_loop(self, period: float) -> None:
+        await self._synced.wait()
+        while True:
+            await anyio.sleep(period * (1.0 + 0.1 * random.random()))
+            self.resync()
+
+    def resync(self) -> None:
+        """Re-deliver every cached object to the handlers as an update with ``old is new``."""
+        objs = self.store.list()
+        for obj in objs:
+            for h in self._handlers:
+                h.on_update(obj, obj)
+        self._log.debug("resynced", objects=len(objs))
+
+    async def _reflect(self) -> None:
         backoff = _Backoff(self.options)
         resume = self.has_synced and bool(self.last_sync_resource_version)
         while True:
@@ -334,7 +361,7 @@ class Informer:
                 if prev is None:
                     for h in self._handlers:
                         h.on_add(obj, initial)
-                elif _rv(prev) != _rv(obj):
+                else:
                     for h in self._handlers:
                         h.on_update(prev, obj)
             for gone in old.values():
@@ -413,7 +440,3 @@ class Informer:
                     h.on_update(prev, obj)
         if rv:
             self.last_sync_resource_version = rv
-
-
-def _rv(obj: RawObject) -> str:
-    return str((obj.get("metadata") or {}).get("resourceVersion") or "")

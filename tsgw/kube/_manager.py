@@ -14,6 +14,7 @@ the lease is gone would let two leaders act at once.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -57,6 +58,10 @@ class ManagerOptions:
     Defaults to ``None`` (no server)."""
     graceful_shutdown_timeout: float = 30.0
     """How long :meth:`Manager.stop` waits for in-flight reconciles. Defaults to 30 s."""
+    sync_period: float | None = 36_000.0
+    """controller-runtime's ``SyncPeriod``: every informer this manager creates re-delivers each
+    cached object as an update this often (+0-10% jitter), unless its options set their own
+    ``resync_period``. ``None`` disables it. Defaults to 10 h."""
     cache_sync_timeout: float = 120.0
     """How long to wait for informers to sync before failing. Defaults to 2 minutes."""
     on_started_leading: Callable[[], None] | None = None
@@ -98,6 +103,8 @@ class Manager:
     def informer(self, resource: Resource, options: InformerOptions | None = None) -> Informer:
         """The shared informer for ``resource`` with these options (one per distinct selection)."""
         opts = options or InformerOptions()
+        if opts.resync_period is None and self.options.sync_period:
+            opts = dataclasses.replace(opts, resync_period=self.options.sync_period)
         key = (resource, opts.namespace, opts.label_selector, opts.field_selector)
         if key not in self._informers:
             self._informers[key] = Informer(self.client, resource, opts)

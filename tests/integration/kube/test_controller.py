@@ -261,3 +261,16 @@ async def test_repeated_events_are_aggregated_into_one_event_series(client: Clie
         mgr.stop()
     assert warn[0]["regarding"]["name"] == "noisy"
     assert warn[0]["type"] == "Warning"
+
+
+async def test_the_manager_gives_its_informers_a_10_hour_resync_unless_they_set_their_own(
+    client: Client, namespace: str
+) -> None:
+    mgr = Manager(client)
+    assert mgr.informer(CONFIGMAPS, InformerOptions(namespace=namespace)).options.resync_period == 36_000.0
+    own = mgr.informer(
+        CONFIGMAPS, InformerOptions(namespace=namespace, label_selector="a=b", resync_period=5)
+    )
+    assert own.options.resync_period == 5
+    off = Manager(client, ManagerOptions(sync_period=None))
+    assert off.informer(CONFIGMAPS, InformerOptions(namespace=namespace)).options.resync_period is None

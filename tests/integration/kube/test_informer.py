@@ -34,6 +34,7 @@ class Mirror:
     def __init__(self) -> None:
         self.objects: dict[Any, str] = {}
         self.deletes: list[str] = []
+        self.unchanged: list[str] = []  # updates that carried the same resourceVersion
         self.initial_adds = 0
 
     def handler(self) -> HandlerFuncs:
@@ -45,6 +46,8 @@ class Mirror:
 
     def update(self, old: RawObject, new: RawObject) -> None:
         assert object_key(old) == object_key(new)
+        if old["metadata"]["resourceVersion"] == new["metadata"]["resourceVersion"]:
+            self.unchanged.append(new["metadata"]["name"])
         self.objects[object_key(new)] = new["metadata"]["resourceVersion"]
 
     def delete(self, obj: RawObject) -> None:
@@ -162,6 +165,27 @@ async def test_a_410_gone_makes_the_informer_relist_without_losing_an_update(
     assert sorted(mirror.deletes) == [f"o{i}" for i in range(5)]
     labels = {o["metadata"]["name"]: o["metadata"]["labels"]["v"] for o in inf.store.list()}
     assert [labels[f"o{i}"] for i in range(5, 10)] == ["b"] * 5
+    # As client-go's Replace: the objects nobody touched are re-announced (same resourceVersion).
+    assert sorted(mirror.unchanged) == sorted(f"o{i}" for i in range(10, 20))
+
+
+async def test_a_resync_redelivers_every_cached_object_as_an_unchanged_update(
+    client: Client, namespace: str
+) -> None:
+    for i in range(3):
+        await client.create(CONFIGMAPS, configmap(namespace, f"r{i}", "a"))
+    inf = Informer(client, CONFIGMAPS, InformerOptions(namespace=namespace, resync_period=0.2))
+    mirror = Mirror()
+    inf.add_handler(mirror.handler())
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(inf.run)
+        with anyio.fail_after(30):
+            while len(mirror.unchanged) < 6:  # two resyncs  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+        tg.cancel_scope.cancel()
+    assert mirror.initial_adds == 3
+    assert sorted(set(mirror.unchanged)) == ["r0", "r1", "r2"]
+    assert inf.relists == 1  # a resync reads the cache, not the API server
 
 
 async def test_the_informer_recovers_when_the_api_server_restarts_mid_watch(
