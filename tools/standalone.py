@@ -328,6 +328,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-tailnet", action="store_true", help="skip Headscale and tailscaled")
     opts = p.parse_args(args)
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops as cleanly as Ctrl-C
+    busy = busy_ports()
+    if busy:
+        print(
+            "just run: these ports are in use (another `just run`?): "
+            + ", ".join(busy)
+            + "; stop what holds them and try again",
+            file=sys.stderr,
+        )
+        return 1
     # Logs and state; short (tailscaled's socket path must fit in 108 bytes), one per run and user.
     base = os.environ.get("TSGW_RUN_DIR")
     if base:
@@ -410,6 +419,28 @@ def main(argv: list[str] | None = None) -> int:
         if tailnet is not None:
             tailnet.close()
         print(f"stopped everything; logs are in {run}", flush=True)
+
+
+def busy_ports() -> list[str]:
+    """The fixed loopback ports of the demo that something else already holds. Checked first:
+    a backend answering on a port that another program holds would look healthy and mislead."""
+    import socket
+
+    wanted = {
+        int(XDS.rsplit(":", 1)[1]): "tsgw xDS",
+        int(ADMIN.rsplit(":", 1)[1]): "tsgw admin API",
+        INGRESS_PORT: "the ingress Envoy's listener",
+        19000: "the ingress Envoy's admin",
+        **{port: f"backend {name}" for name, port in BACKENDS.items()},
+    }
+    busy = []
+    for port, what in sorted(wanted.items()):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                busy.append(f"127.0.0.1:{port} ({what})")
+    return busy
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -86,3 +86,24 @@ def test_just_run_routes_fails_over_reaches_the_tailnet_and_stops_cleanly(tmp_pa
     assert ns is not None
     assert ns.group(1) not in _namespaces()  # its tailnet namespace is gone
     assert get(10000, "/")[0] == 0  # Envoy is gone too
+
+
+def test_just_run_refuses_to_start_when_one_of_its_ports_is_taken(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 9911))  # the admin API's port
+        holder.listen()
+        env = {**os.environ, "TSGW_RUN_DIR": str(tmp_path)}
+        out = subprocess.run(
+            [sys.executable, "-m", "tools.standalone", "--no-tailnet"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert out.returncode == 1
+    assert "127.0.0.1:9911 (tsgw admin API)" in out.stderr
+    assert "in use" in out.stderr
+    assert not list(tmp_path.iterdir())  # nothing was started, not even a run directory
