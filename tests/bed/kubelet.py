@@ -461,7 +461,11 @@ class Container:
         self.pod, self.spec, self.init = pod, spec, init
         self.name: str = spec["name"]
         self.restarts = 0
-        self.state: Obj = {"waiting": {"reason": "ContainerCreating"}}
+        # Like a kubelet: app containers of a pod with init containers wait "PodInitializing".
+        waiting = (
+            "PodInitializing" if not init and pod.pod["spec"].get("initContainers") else "ContainerCreating"
+        )
+        self.state: Obj = {"waiting": {"reason": waiting}}
         self.last_state: Obj = {}
         self.ready = False
         self.started = False
@@ -568,7 +572,11 @@ class Container:
     async def run(self) -> None:
         """Run (and re-run per restartPolicy, with back-off) until done or stopped."""
         pod = self.pod
-        policy = "OnFailure" if self.init else pod.pod["spec"].get("restartPolicy", "Always")
+        policy = pod.pod["spec"].get("restartPolicy", "Always")
+        if self.init and policy == "Always":
+            # An init container must succeed once: restarted on failure, done on success. With
+            # "Never" its failure fails the pod (lifecycle() then starts no app container).
+            policy = "OnFailure"
         backoff = pod.kubelet.cfg.backoff_base
         while not self.stopping:
             try:

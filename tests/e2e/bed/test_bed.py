@@ -503,3 +503,59 @@ def test_init_containers_volumes_env_and_identity_reach_the_container(bed: Bed) 
     # Nothing of it touched the host's files.
     assert not Path("/var/shared").exists()
     assert not Path("/etc/app").exists()
+
+
+def test_failed_init_container_fails_a_never_pod_and_is_retried_under_on_failure(bed: Bed) -> None:
+    bed.apply(
+        textwrap.dedent(
+            f"""
+            apiVersion: v1
+            kind: Pod
+            metadata: {{name: init-never}}
+            spec:
+              restartPolicy: Never
+              initContainers:
+              - {{name: setup, image: {SHELL_IMAGE}, command: [sh, -c, 'echo setting up; exit 3']}}
+              containers:
+              - {{name: main, image: {SHELL_IMAGE}, command: [sh, -c, 'echo main ran']}}
+            ---
+            apiVersion: v1
+            kind: Pod
+            metadata: {{name: init-onfailure}}
+            spec:
+              restartPolicy: OnFailure
+              initContainers:
+              - name: setup
+                image: {SHELL_IMAGE}
+                command: [sh, -c, 'test -e /work/tried && exit 0; touch /work/tried; exit 4']
+                volumeMounts: [{{name: work, mountPath: /work}}]
+              containers:
+              - {{name: main, image: {SHELL_IMAGE}, command: [sh, -c, 'echo main ran']}}
+              volumes: [{{name: work, emptyDir: {{}}}}]
+            """
+        )
+    )
+    # restartPolicy Never: the failed init container fails the pod; the app container never runs.
+    wait(lambda: pod_phase(bed, "init-never") == "Failed", timeout=60, what="init-never Failed")
+    st = bed.get("pod", "init-never")["status"]
+    init = st["initContainerStatuses"][0]
+    assert init["state"]["terminated"]["exitCode"] == 3
+    assert init["state"]["terminated"]["reason"] == "Error"
+    assert init["restartCount"] == 0
+    assert st["containerStatuses"][0]["state"] == {"waiting": {"reason": "PodInitializing"}}
+    initialized = next(c for c in st["conditions"] if c["type"] == "Initialized")
+    assert initialized["status"] == "False"
+    assert "setting up" in bed.pod_log("default", "init-never", "setup")
+    assert bed.pod_log("default", "init-never", "main") == ""
+    assert "Init:Error" in bed.kubectl("get", "pod", "init-never", "--no-headers")
+    # restartPolicy OnFailure: the init container is run again until it succeeds, then the app.
+    wait(lambda: pod_phase(bed, "init-onfailure") == "Succeeded", timeout=60, what="init-onfailure done")
+    st = bed.get("pod", "init-onfailure")["status"]
+    init = st["initContainerStatuses"][0]
+    assert init["restartCount"] == 1
+    assert init["lastState"]["terminated"]["exitCode"] == 4
+    assert init["state"]["terminated"]["reason"] == "Completed"
+    assert "main ran" in bed.pod_log("default", "init-onfailure", "main")
+    # The failed pod stays failed: its init container was not restarted meanwhile.
+    assert bed.get("pod", "init-never")["status"]["initContainerStatuses"][0]["restartCount"] == 0
+    bed.kubectl("delete", "pod", "init-never", "init-onfailure", "--grace-period=1")
