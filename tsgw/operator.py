@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
+import prometheus_client
 import structlog
 from anyio.abc import TaskStatus
 
 from tsgw import translate
 from tsgw.admin import DEFAULT_ADDRESS, AdminService, messages
+from tsgw.kube import HealthServer
 from tsgw.providers import FileOptions, FileProvider, FolderState, Problem
 from tsgw.xds import AdsServer, Snapshot, SnapshotCache, XdsError
 
@@ -50,6 +52,10 @@ class StandaloneOptions:
     Default: translate.Options()."""
     file: FileOptions = field(default_factory=FileOptions)
     """How the folder is read, watched and its endpoints probed. Default: FileOptions()."""
+    health_probe_address: str | None = None
+    """``host:port`` serving ``/healthz``, ``/readyz`` (ready once the first folder state is
+    published) and ``/metrics`` (the ``tsgw_xds_*`` metrics and the process's). Default: None
+    (not served)."""
 
 
 class Standalone:
@@ -64,6 +70,12 @@ class Standalone:
         self.translator = translate.Translator(options.translate)
         self.xds_port = 0
         self.admin_port = 0
+        self.health: HealthServer | None = None
+        if options.health_probe_address is not None:
+            phost, pport = _split(options.health_probe_address)
+            # The xDS metrics live on prometheus_client's default registry, with the process's.
+            self.health = HealthServer(phost, pport, registry=prometheus_client.REGISTRY)
+            self.health.readyz["folder"] = lambda: self.applied > 0
         self.applied = 0
         """How many folder states have been translated and published."""
         self._state: FolderState | None = None
@@ -153,6 +165,8 @@ class Standalone:
         async with anyio.create_task_group() as tg:
             self.xds_port = await tg.start(self.ads.serve, xhost, xport)
             self.admin_port = await tg.start(self.admin.serve, ahost, aport)
+            if self.health is not None:
+                await tg.start(self.health.serve)
             log.info(
                 "standalone serving",
                 folder=str(self.options.directory),

@@ -62,6 +62,7 @@ class Tsgw:
         self.folder = folder
         self.xds_port = free_port()
         self.admin_port = free_port()
+        self.probe_port = free_port()
         self.listener_port = listener_port or free_port()
         self.admin = f"127.0.0.1:{self.admin_port}"
         self.process = Process(
@@ -81,6 +82,8 @@ class Tsgw:
                 str(self.listener_port),
                 "--connect-proxy-port",
                 str(connect_proxy_port),
+                "--health-probe-bind-address",
+                f"127.0.0.1:{self.probe_port}",
                 *extra,
             ],
             workdir / "tsgw.log",
@@ -89,6 +92,17 @@ class Tsgw:
         self.process.wait_ready(
             lambda: tcp_open("127.0.0.1", self.admin_port), timeout=30, what="serving its admin API"
         )
+
+    def probe(self, path: str) -> tuple[int, str]:
+        """GET ``path`` from the /healthz, /readyz and /metrics endpoint."""
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.probe_port}{path}", timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

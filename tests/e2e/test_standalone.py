@@ -60,6 +60,24 @@ def test_a_request_through_envoy_reaches_the_primary_backend(demo: Demo) -> None
     assert "ok, " in status
 
 
+def test_probes_and_metrics_show_the_connected_envoy_and_its_pushes(demo: Demo) -> None:
+    assert wait_until(lambda: get(demo.port) == (200, "primary"))
+    assert demo.tsgw.probe("/healthz") == (200, "ok")
+    assert demo.tsgw.probe("/readyz")[0] == 200
+    code, text = demo.tsgw.probe("/metrics")
+    assert code == 200
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    assert samples['tsgw_xds_connected_streams{variant="sotw"}'] == 1.0
+    for kind in ("cds", "eds", "lds", "rds"):
+        assert samples[f'tsgw_xds_pushes_total{{type="{kind}"}}'] >= 1.0
+    assert samples['tsgw_xds_snapshot_generation{group="web-tssvc"}'] >= 1.0
+    assert "process_resident_memory_bytes" in samples
+
+
 def test_editing_a_file_changes_the_route(demo: Demo) -> None:
     assert wait_until(lambda: get(demo.port, "/standby/x") == (200, "primary"))
     web = demo.folder / "web.yaml"

@@ -46,6 +46,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "(default %(default)s)",
     )
     p.add_argument(
+        "--health-probe-bind-address",
+        metavar="HOST:PORT",
+        default=None,
+        help="serve /healthz, /readyz and /metrics (Prometheus) here (default: not served)",
+    )
+    p.add_argument(
         "--no-probe", action="store_true", help="do not probe EndpointSlice endpoints (serve them as written)"
     )
     p.set_defaults(run=run)
@@ -68,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
             connect_proxy_port=args.connect_proxy_port,
         ),
         file=FileOptions(probe_endpoints=not args.no_probe),
+        health_probe_address=args.health_probe_bind_address,
     )
     failed: list[str] = []
     try:

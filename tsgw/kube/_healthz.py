@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 from anyio.abc import SocketStream
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from tsgw.kube._metrics import REGISTRY
 
@@ -41,10 +41,14 @@ async def _run_check(check: Checker) -> bool:
 class HealthServer:
     """Serves the probe endpoints (and ``/metrics`` when ``metrics``) on one listener."""
 
-    def __init__(self, host: str, port: int, *, metrics: bool = True) -> None:
+    def __init__(
+        self, host: str, port: int, *, metrics: bool = True, registry: CollectorRegistry | None = None
+    ) -> None:
         self.host = host
         self.port = port
         self.metrics = metrics
+        self.registry = registry if registry is not None else REGISTRY
+        """What ``/metrics`` exposes. Defaults to this library's :data:`REGISTRY`."""
         self.healthz: dict[str, Checker] = {"ping": ping}
         self.readyz: dict[str, Checker] = {"ping": ping}
         self.bound_port: int | None = None
@@ -84,7 +88,7 @@ class HealthServer:
         query = urllib.parse.parse_qs(url.query, keep_blank_values=True)
         path = url.path.rstrip("/")
         if path == "/metrics" and self.metrics:
-            return 200, CONTENT_TYPE_LATEST, generate_latest(REGISTRY)
+            return 200, CONTENT_TYPE_LATEST, generate_latest(self.registry)
         for prefix, checks in (("/healthz", self.healthz), ("/readyz", self.readyz)):
             if path == prefix or path.startswith(prefix + "/"):
                 return await self._aggregate(checks, path[len(prefix) + 1 :], query)
