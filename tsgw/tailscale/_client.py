@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import re
+import secrets
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -18,8 +19,16 @@ from typing import Any, Self
 from urllib.parse import quote
 
 import httpx
+import structlog
 
-from ._errors import NotFoundError, UnsupportedError
+from ._errors import (
+    NotFoundError,
+    OutcomeUnknownError,
+    ServerError,
+    TailscaleError,
+    TransportError,
+    UnsupportedError,
+)
 from ._http import Clock, HTTPCore, OAuthTokenSource, Sleep, StaticToken
 from ._types import (
     APIKey,
@@ -33,6 +42,8 @@ from ._types import (
 )
 
 __all__ = ["Client", "TailscaleClient", "parse_time"]
+
+log = structlog.get_logger("tsgw.tailscale")
 
 TAILSCALE_API = "https://api.tailscale.com"
 _SERVICE_NAME = re.compile(r"svc:[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
@@ -82,9 +93,94 @@ class Client(abc.ABC):
         return self._core.base_url
 
     # --- auth keys ---------------------------------------------------------------------
-    @abc.abstractmethod
     async def create_auth_key(self, request: AuthKeyRequest) -> AuthKey:
-        """Mint a key; the answer is the only place its secret ``key`` ever appears."""
+        """Mint one key; the answer is the only place its secret ``key`` ever appears.
+
+        Minting is not idempotent, so a lost answer must not simply be sent again: that would
+        mint a second key while the first lives on, held by nobody. Each call marks its mint
+        (:meth:`_mint_body`) and sends it, retried by the HTTP core only when the server
+        certainly did not apply it (429, nothing sent). After an ambiguous failure (5xx, read
+        timeout, connection dropped after sending) it lists the keys, revokes any carrying
+        this call's mark (neither backend returns a key's secret after creation, so such a
+        key cannot be adopted), and only then mints again. If a retry succeeds after such a
+        failure, keys with the mark other than the returned one are revoked too (a slow first
+        request applied late). The outcome is one live key returned, or none and an error:
+        the mint's own :class:`ServerError`/:class:`TransportError` once the tries are spent,
+        or :class:`OutcomeUnknownError` when the look-up itself failed.
+        """
+        body = await self._mint_body(request, secrets.randbelow(1_000_000))
+        attempts = max(1, self._core.retry.attempts)
+        ambiguous = False
+        for attempt in range(1, attempts + 1):
+            try:
+                key = await self._post_auth_key(body)
+            except (ServerError, TransportError) as e:
+                if not _maybe_applied(e):
+                    raise
+                ambiguous = True
+                log.warning(
+                    "tailscale.authkey_mint_ambiguous",
+                    backend=self.capabilities.backend,
+                    attempt=attempt,
+                    error=type(e).__name__,
+                    status=getattr(e, "status", None),
+                )
+                await self._revoke_marked(body, keep="", cause=e)
+                if attempt == attempts:
+                    raise
+                await self._core.sleep(self._core.backoff(attempt, e))
+                continue
+            if ambiguous:
+                await self._revoke_marked(body, keep=key.id, cause=None)
+            return key
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @abc.abstractmethod
+    async def _mint_body(self, request: AuthKeyRequest, mark: int) -> dict[str, Any]:
+        """The create request, carrying ``mark`` (0..999999) where a listing shows it again."""
+
+    @abc.abstractmethod
+    async def _post_auth_key(self, body: dict[str, Any]) -> AuthKey:
+        """Send one create request (``idempotent=False``) and decode the answer."""
+
+    @abc.abstractmethod
+    def _minted_by(self, key: AuthKey, body: dict[str, Any]) -> bool:
+        """Whether a listed key is the one ``body`` would have minted (its mark matches)."""
+
+    async def _listed_keys(self) -> list[AuthKey]:
+        """Keys with the fields :meth:`_minted_by` reads (a backend may need more requests)."""
+        return await self.list_auth_keys()
+
+    async def _revoke_marked(self, body: dict[str, Any], *, keep: str, cause: TailscaleError | None) -> None:
+        """Revoke every live key minted with ``body``'s mark except ``keep``.
+
+        With ``cause`` (the mint failed) a failed look-up becomes :class:`OutcomeUnknownError`;
+        without (a later try succeeded and this only sweeps) it is logged, never raised, so
+        the key just minted is not lost with the error.
+        """
+        revoked: list[str] = []
+        try:
+            for k in await self._listed_keys():
+                mine = k.id != keep and not k.invalid and self._minted_by(k, body)
+                if mine and await self.delete_auth_key(k.id, missing_ok=True):
+                    revoked.append(k.id)
+        except TailscaleError as e:
+            if cause is None:
+                log.warning(
+                    "tailscale.authkey_sweep_failed",
+                    backend=self.capabilities.backend,
+                    error=type(e).__name__,
+                )
+                return
+            raise OutcomeUnknownError(
+                f"minting an auth key failed ambiguously ({cause}) and listing keys to find it failed"
+                f" ({e}): a key may have been minted that nobody holds; it lives until it expires",
+                cause=cause,
+            ) from e
+        if revoked:
+            log.warning(
+                "tailscale.authkey_orphan_revoked", backend=self.capabilities.backend, key_ids=revoked
+            )
 
     @abc.abstractmethod
     async def list_auth_keys(self) -> list[AuthKey]:
@@ -240,7 +336,7 @@ class TailscaleClient(Client):
         return True
 
     # --- auth keys ---------------------------------------------------------------------
-    async def create_auth_key(self, request: AuthKeyRequest) -> AuthKey:
+    async def _mint_body(self, request: AuthKeyRequest, mark: int) -> dict[str, Any]:
         body: dict[str, Any] = {
             "capabilities": {
                 "devices": {
@@ -255,9 +351,26 @@ class TailscaleClient(Client):
         }
         if request.expiry_seconds is not None:
             body["expirySeconds"] = request.expiry_seconds
-        if request.description:
-            body["description"] = request.description
-        return _key(await self._core.request("POST", f"{self._t}/keys", json=body))
+        body["description"] = mark_description(request.description, mark)
+        return body
+
+    async def _post_auth_key(self, body: dict[str, Any]) -> AuthKey:
+        return _key(await self._core.request("POST", f"{self._t}/keys", json=body, idempotent=False))
+
+    def _minted_by(self, key: AuthKey, body: dict[str, Any]) -> bool:
+        return key.description == str(body["description"])
+
+    async def _listed_keys(self) -> list[AuthKey]:
+        # The API's older documentation lists keys as ids only: read those one by one.
+        keys = []
+        for k in await self.list_auth_keys():
+            if k.created is None and not k.description:
+                try:
+                    k = await self.get_auth_key(k.id)
+                except NotFoundError:
+                    continue
+            keys.append(k)
+        return keys
 
     async def list_auth_keys(self) -> list[AuthKey]:
         body = await self._core.request("GET", f"{self._t}/keys")
@@ -319,6 +432,24 @@ class TailscaleClient(Client):
 
     async def delete_service(self, name: str, *, missing_ok: bool = False) -> bool:
         return await self._delete(self._svc(name), missing_ok)
+
+
+def mark_description(description: str, mark: int) -> str:
+    """``description`` with this mint's mark appended (``tsgw proxy-0 042137``), within 50 chars.
+
+    The mark is what finds the key again if the create answer is lost: digits and a space,
+    characters every Tailscale description accepts.
+    """
+    suffix = f"{mark:06d}"
+    head = description[: 50 - len(suffix) - 1].rstrip()
+    return f"{head} {suffix}" if head else f"tsgw {suffix}"
+
+
+def _maybe_applied(e: TailscaleError) -> bool:
+    """Whether a failed create may still have minted its key on the server."""
+    if isinstance(e, TransportError):
+        return e.sent
+    return isinstance(e, ServerError) and e.status != 501
 
 
 def _key(k: Any) -> AuthKey:

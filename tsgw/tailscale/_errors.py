@@ -7,6 +7,7 @@ configuration problem the user must fix (wrong OAuth scopes, tags not owned)::
 
     TailscaleError
     ├── TransportError          the request never got an HTTP answer (connect, timeout)
+    ├── OutcomeUnknownError     a key may have been minted, and tsgw could not find out
     ├── UnsupportedError        the backend lacks the feature (Headscale: Tailscale Services)
     └── APIError                the control plane answered with status >= 400
         ├── AuthError           401, or the OAuth token grant was refused
@@ -29,6 +30,7 @@ __all__ = [
     "ForbiddenError",
     "InvalidRequestError",
     "NotFoundError",
+    "OutcomeUnknownError",
     "RateLimitedError",
     "ServerError",
     "TailscaleError",
@@ -44,8 +46,32 @@ class TailscaleError(Exception):
 class TransportError(TailscaleError):
     """No HTTP response arrived (connection refused, reset, timeout).
 
-    Retried like a 5xx before it is raised: the request may or may not have been applied.
+    ``sent`` is False when the request certainly never reached the server (connection refused,
+    connect timeout, no pooled connection free): then even a non-idempotent request is safe to
+    send again. True otherwise (read timeout, connection dropped after sending): the request
+    may or may not have been applied. Idempotent requests are retried either way, like a 5xx.
     """
+
+    def __init__(self, message: str, *, sent: bool = True) -> None:
+        super().__init__(message)
+        self.sent = sent
+
+
+class OutcomeUnknownError(TailscaleError):
+    """Minting an auth key failed ambiguously and tsgw could not settle whether it happened.
+
+    Raised by ``create_auth_key`` when the mint got no clear answer (a 5xx, a read timeout, a
+    connection dropped after the request was sent) **and** the look-up that finds and revokes
+    the key it may have minted failed too. A key may then exist that nobody holds; it is
+    single use, is found by its mark (the description on Tailscale, the sub-second part of its
+    expiry on Headscale) and dies at its expiry. ``cause`` is the mint's own failure; the
+    look-up's failure is ``__cause__``. Retrying later is safe: each call mints at most one
+    key it returns.
+    """
+
+    def __init__(self, message: str, *, cause: TailscaleError) -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 class UnsupportedError(TailscaleError):

@@ -82,13 +82,17 @@ class HeadscaleClient(Client):
         return self._user_id
 
     # --- auth keys ---------------------------------------------------------------------
-    async def create_auth_key(self, request: AuthKeyRequest) -> AuthKey:
+    async def _mint_body(self, request: AuthKeyRequest, mark: int) -> dict[str, Any]:
+        # Headscale keeps no description, so the mark rides in the expiry's microseconds:
+        # Headscale stores and lists the expiration as sent (sqlite: nanoseconds, PostgreSQL:
+        # microseconds), so a lost create is found again by it.
         lifetime = (
             timedelta(seconds=request.expiry_seconds)
             if request.expiry_seconds is not None
             else _DEFAULT_KEY_LIFETIME
         )
-        expiration = (datetime.now(UTC) + lifetime).strftime("%Y-%m-%dT%H:%M:%SZ")
+        expires = (datetime.now(UTC) + lifetime).replace(microsecond=mark)
+        expiration = expires.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         body: dict[str, Any] = {
             "reusable": request.reusable,
             "ephemeral": request.ephemeral,
@@ -102,8 +106,19 @@ class HeadscaleClient(Client):
             raise InvalidRequestError(
                 400, "Headscale needs tags or ClientOptions.headscale_user to own an untagged key"
             )
-        answer = await self._core.request("POST", "/api/v1/preauthkey", json=body)
+        return body
+
+    async def _post_auth_key(self, body: dict[str, Any]) -> AuthKey:
+        answer = await self._core.request("POST", "/api/v1/preauthkey", json=body, idempotent=False)
         return _key((answer or {}).get("preAuthKey") or {})
+
+    def _minted_by(self, key: AuthKey, body: dict[str, Any]) -> bool:
+        return (
+            key.expires is not None
+            and key.expires == parse_time(body["expiration"])
+            and set(key.tags) == set(body["aclTags"])
+            and (key.reusable, key.ephemeral) == (body["reusable"], body["ephemeral"])
+        )
 
     async def list_auth_keys(self) -> list[AuthKey]:
         body = await self._core.request("GET", "/api/v1/preauthkey")

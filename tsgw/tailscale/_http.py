@@ -4,11 +4,17 @@ One place decides what is retried (429, 5xx, transport errors; never another 4xx
 long to wait (the server's Retry-After when it gives one, else exponential backoff with
 jitter) and what reaches a log line (method, path without query, status, attempt: never a
 header or a body, so no token or key can be logged).
+
+A request marked ``idempotent=False`` (minting an auth key) is retried only when the server
+certainly did not apply it: a 429, or a failure before the request left (connection refused,
+connect timeout). A 5xx or a failure after sending goes back to the caller, which must find
+out what happened before sending it again (see ``Client.create_auth_key``).
 """
 
 from __future__ import annotations
 
 import email.utils
+import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
@@ -224,13 +230,32 @@ class HTTPCore:
             return float(hint)
         return float(self._backoff(state))
 
-    def _retryable(self, exc: BaseException) -> bool:
+    @property
+    def retry(self) -> RetryOptions:
+        return self._retry
+
+    def _retryable(self, exc: BaseException, *, idempotent: bool = True) -> bool:
         if isinstance(exc, RateLimitedError):
             # A hint longer than we are willing to sleep goes back to the caller to requeue.
             return exc.retry_after is None or exc.retry_after <= self._retry.retry_after_max
+        if isinstance(exc, TransportError):
+            return idempotent or not exc.sent
         if isinstance(exc, ServerError):
-            return exc.status != 501  # 501: "not supported", the same answer every time
-        return isinstance(exc, TransportError)
+            # 501: "not supported", the same answer every time. Any other 5xx may come after
+            # the server applied the request, so only an idempotent one is sent again blindly.
+            return idempotent and exc.status != 501
+        return False
+
+    def backoff(self, attempt: int, exc: BaseException | None = None) -> float:
+        """Seconds to wait before try ``attempt + 1``: the server's hint, else exponential."""
+        hint = getattr(exc, "retry_after", None)
+        if isinstance(hint, int | float):
+            return min(float(hint), self._retry.retry_after_max)
+        base = min(self._retry.backoff_max, self._retry.backoff_initial * 2.0 ** max(0, attempt - 1))
+        return min(self._retry.backoff_max, base + random.uniform(0, self._retry.backoff_initial))
+
+    async def sleep(self, seconds: float) -> None:
+        await self._sleep(seconds)
 
     async def request(
         self,
@@ -241,16 +266,24 @@ class HTTPCore:
         form: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
         authenticated: bool = True,
+        idempotent: bool = True,
     ) -> Any:
-        """The decoded JSON body (``None`` for an empty one); raises the mapped error."""
+        """The decoded JSON body (``None`` for an empty one); raises the mapped error.
+
+        ``idempotent=False`` limits retries to failures after which the request certainly
+        was not applied (429, nothing sent); the caller settles every other failure.
+        """
 
         async def sleep(seconds: float) -> None:
             await self._sleep(seconds)
 
+        def retryable(exc: BaseException) -> bool:
+            return self._retryable(exc, idempotent=idempotent)
+
         retrying = tenacity.AsyncRetrying(
             stop=tenacity.stop_after_attempt(max(1, self._retry.attempts)),
             wait=self._wait,
-            retry=tenacity.retry_if_exception(self._retryable),
+            retry=tenacity.retry_if_exception(retryable),
             sleep=sleep,
             reraise=True,
         )
@@ -311,6 +344,9 @@ class HTTPCore:
                 headers=headers,
             )
         except httpx.TransportError as e:
+            # Only these fail before any byte of the request left; after a write, read or
+            # protocol error the server may have received (and applied) it.
+            sent = not isinstance(e, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
             log.warning(
                 "tailscale.request_failed",
                 backend=self._backend,
@@ -318,8 +354,9 @@ class HTTPCore:
                 path=path,
                 attempt=attempt,
                 error=type(e).__name__,
+                sent=sent,
             )
-            raise TransportError(f"{method} {path}: {type(e).__name__}") from None
+            raise TransportError(f"{method} {path}: {type(e).__name__}", sent=sent) from None
         log.debug(
             "tailscale.request",
             backend=self._backend,

@@ -25,6 +25,7 @@ def test_tailscale_exports_exactly_the_curated_names() -> None:
         "MemoryStateStore",
         "NotFoundError",
         "OAuthClientCredentials",
+        "OutcomeUnknownError",
         "ProxyConfig",
         "RateLimitedError",
         "ReplicaStateStore",
@@ -57,3 +58,5 @@ def test_every_api_error_is_a_tailscale_error() -> None:
         assert issubclass(cls, tsgw.tailscale.TailscaleError)
     assert issubclass(tsgw.tailscale.TransportError, tsgw.tailscale.TailscaleError)
     assert issubclass(tsgw.tailscale.UnsupportedError, tsgw.tailscale.TailscaleError)
+    assert issubclass(tsgw.tailscale.OutcomeUnknownError, tsgw.tailscale.TailscaleError)
+    assert not issubclass(tsgw.tailscale.OutcomeUnknownError, tsgw.tailscale.APIError)
