@@ -43,7 +43,7 @@ fmt: sync
 bench NAME *ARGS: testbin
     python -m benchmarks "$@"
 
-# A Kubernetes test bed in network namespaces: bed up [--nodes N] | status | logs POD [-n NS] | down.
+# A Kubernetes test bed in network namespaces: bed up [--nodes N] [--tailnet] [--devices N] | status | logs POD [-n NS] | down.
 bed *ARGS: testbin
     python -m tests.bed "$@"
 

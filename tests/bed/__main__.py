@@ -44,10 +44,14 @@ def serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    bed = Bed(d, BedOptions(nodes=args.nodes, dns=not args.no_dns))
+    bed = Bed(d, BedOptions(nodes=args.nodes, dns=not args.no_dns, tailnet=args.tailnet or args.devices > 0))
     try:
         t = time.monotonic()
         bed.start()
+        if bed.tailnet is not None:
+            key = bed.tailnet.preauth_key_for()  # also makes the user "bed" for the printed hint
+            for n in range(args.devices):
+                bed.tailnet.device(f"device{n}", key)
         (d / "ready").write_text(json.dumps({**bed.describe(), "up_s": round(time.monotonic() - t, 2)}))
         stop.wait()
     except BaseException as e:
@@ -75,6 +79,10 @@ def up(args: argparse.Namespace) -> int:
     argv = [sys.executable, "-m", "tests.bed", "serve", f"--nodes={args.nodes}", f"--dir={d}"]
     if args.no_dns:
         argv.append("--no-dns")
+    if args.tailnet:
+        argv.append("--tailnet")
+    if args.devices:
+        argv.append(f"--devices={args.devices}")
     with (d / "serve.log").open("ab") as log:
         proc = subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
@@ -93,6 +101,18 @@ def up(args: argparse.Namespace) -> int:
     print(f"bed up in {info['up_s']} s with {len(info['nodes'])} node(s): {names}")
     print(f"kubeconfig: {info['kubeconfig']}")
     print(f"  export KUBECONFIG={info['kubeconfig']}; kubectl get pods -A")
+    if tn := info.get("tailnet"):
+        print(f"tailnet: Headscale {tn['headscale']} (from nodes and pods), netns {tn['netns']}")
+        print(
+            f"  pre-auth key: headscale -c {tn['headscale_config']} preauthkeys create"
+            f" --user {tn['user_id']} --reusable"
+        )
+        for dev in tn["devices"]:
+            print(
+                f"  device {dev['name']}: tailnet {dev['tailnet_ip']}, fabric {dev['address']}, "
+                f"netns {dev['netns']}; its server answers with its name on :8080 (HTTP), :9000 (TCP); "
+                f"tailscale --socket={dev['socket']} status"
+            )
     print("  just bed status | just bed logs POD [-n NAMESPACE] | just bed down")
     return 0
 
@@ -169,6 +189,14 @@ def main(argv: list[str] | None = None) -> int:
         s = sub.add_parser(name)
         s.add_argument("--nodes", type=int, default=1)
         s.add_argument("--no-dns", action="store_true", help="do not deploy CoreDNS")
+        s.add_argument("--tailnet", action="store_true", help="run Headscale in the bed's tailnet namespace")
+        s.add_argument(
+            "--devices",
+            type=int,
+            default=0,
+            metavar="N",
+            help="join N tailnet devices (device0..), each with a test server; implies --tailnet",
+        )
         s.add_argument("--dir", type=Path, default=argparse.SUPPRESS)
     sub.add_parser("status")
     lg = sub.add_parser("logs")

@@ -60,7 +60,8 @@ class BedOptions:
     backoff_base: float = 10.0
     """Container restart back-off start in seconds (default 10, a real kubelet's)."""
     tailnet: bool = False
-    """Run Headscale in the bed's tailnet namespace (default False); see :attr:`Bed.tailnet`."""
+    """Run Headscale in the bed's tailnet namespace (default False); devices join it with
+    ``bed.tailnet.device(name, key)``, see :attr:`Bed.tailnet`."""
 
 
 class Bed:
@@ -116,7 +117,9 @@ class Bed:
                 self._start_coredns()
                 self.timings["dns_ready_s"] = time.monotonic() - t0
             if self.options.tailnet:
-                self.tailnet = BedTailnet(self.dir / "tailnet", self.ns["tailnet"], self.plan.tailnet_ip)
+                self.tailnet = BedTailnet(
+                    self.dir / "tailnet", self.ns["tailnet"], self.plan.tailnet_ip, self.plan
+                )
                 self.processes.append(self.tailnet.headscale)
         except BaseException:
             self.stop()
@@ -373,6 +376,30 @@ class Bed:
             "logs": str(self.dir / "logs"),
             "pod_logs": [str(self.dir / "nodes" / f"node{k}" / "logs") for k in range(self.options.nodes)],
             "timings": self.timings,
+            **({"tailnet": self.tailnet_info()} if self.tailnet is not None else {}),
+        }
+
+    def tailnet_info(self) -> dict[str, Any]:
+        """Where the bed's Headscale is, and how to reach it (for the CLI and bed.json)."""
+        assert self.tailnet is not None
+        return {
+            "headscale": self.tailnet.url,
+            "headscale_config": str(self.tailnet.config),
+            "netns": self.plan.tailnet_ns,
+            "user_id": next(
+                (u["id"] for u in self.tailnet.headscale_cli("users", "list") or [] if u["name"] == "bed"),
+                None,
+            ),
+            "devices": [
+                {
+                    "name": d.name,
+                    "netns": d.ns.name if d.ns else "",
+                    "address": d.address,
+                    "tailnet_ip": d.ip4(),
+                    "socket": str(d.socket),
+                }
+                for d in self.tailnet.nodes
+            ],
         }
 
     def pod_log(self, namespace: str, pod: str, container: str | None = None) -> str:

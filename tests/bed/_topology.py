@@ -5,7 +5,8 @@ Address plan of bed ``i`` (``o = 120 + i``; beds never share an address or a nam
     fabric namespace  tb<i>-fab   bridge fab0 joining every node and the tailnet namespace
     node k            tb<i>-n<k>  eth0 10.o.255.(10+k)/24 on the fabric; bridge cbr0 10.o.k.1/24
     pod on node k     tb<i>-n<k>p<seq>  eth0 10.o.k.x/24, default route via 10.o.k.1
-    tailnet           tb<i>-tn    eth0 10.o.255.2/24 (Headscale, tailnet devices)
+    tailnet           tb<i>-tn    eth0 10.o.255.2/24 (Headscale)
+    tailnet device n  tb<i>-d<n>  eth0 10.o.255.(100+n)/24 (its tailscaled and test server)
     services          10.96.0.0/16 (inside each bed; beds are never connected to each other)
 
 Nothing here has a route to the host or the outside world: the fabric is a bridge inside its own
@@ -26,6 +27,8 @@ from pathlib import Path
 from tools.netns import Namespace
 
 STATE = Path("/run/tsgw-bed")
+MAX_DEVICES = 150
+"""Tailnet devices per bed (their fabric addresses are ``10.o.255.100`` to ``.249``)."""
 
 
 def ip(*args: str, input: str | None = None) -> None:
@@ -86,6 +89,14 @@ class Plan:
     def pod_ns_prefix(self, k: int) -> str:
         return f"{self.prefix}-n{k}p"
 
+    def device_ns(self, n: int) -> str:
+        return f"{self.prefix}-d{n}"
+
+    def device_ip(self, n: int) -> str:
+        if not 0 <= n < MAX_DEVICES:
+            raise ValueError(f"a bed has at most {MAX_DEVICES} tailnet devices")
+        return f"10.{self.octet}.255.{100 + n}"
+
 
 def build(plan: Plan) -> dict[str, Namespace]:
     """Create every namespace, link and route of the plan; returns the namespaces by role."""
@@ -129,6 +140,39 @@ def build(plan: Plan) -> dict[str, Namespace]:
         sweep(plan.prefix)
         raise
     return made
+
+
+def add_device(plan: Plan, n: int) -> Namespace:
+    """A namespace of its own for tailnet device ``n``, on the fabric at :meth:`Plan.device_ip`.
+
+    Each device has its own stack and loopback, so a server it runs answers only through that
+    device's tailnet address. It reaches Headscale on the fabric and every pod CIDR through the
+    nodes, as the tailnet namespace does; nothing else.
+    """
+    name, address = plan.device_ns(n), plan.device_ip(n)
+    ip("netns", "add", name)
+    try:
+        ip("-n", name, "link", "set", "lo", "up")
+        port = f"d{n}"
+        ip("-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", port, "netns", plan.fabric_ns)
+        ip("-n", plan.fabric_ns, "link", "set", port, "master", "fab0", "up")
+        ip("-n", name, "addr", "add", f"{address}/24", "dev", "eth0")
+        ip("-n", name, "link", "set", "eth0", "up")
+        for k in range(plan.nodes):
+            ip("-n", name, "route", "add", plan.pod_cidr(k), "via", plan.node_ip(k))
+    except Exception:
+        subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+        raise
+    return Namespace(name)
+
+
+def remove(ns: Namespace) -> None:
+    """Kill what still runs in ``ns`` and delete it (its veth leaves the fabric with it)."""
+    ns.close_forwards()
+    for pid in ns.pids():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    subprocess.run(["ip", "netns", "delete", ns.name], capture_output=True)
 
 
 def sweep(prefix: str) -> list[str]:

@@ -81,7 +81,8 @@ def assert_bed_gone(bed: Bed) -> None:
     """No process, no mount and no namespace of the bed is left."""
     left_ns = [n for n in netns_list() if n.startswith(f"{bed.plan.prefix}-")]
     assert not left_ns, f"namespaces left: {left_ns}"
-    left_procs = [p for p in bed.processes if p.alive()]
+    devices = bed.tailnet.nodes if bed.tailnet is not None else []
+    left_procs = [p for p in [*bed.processes, *(q for d in devices for q in d.processes)] if p.alive()]
     assert not left_procs, f"processes left: {left_procs}"
     stray = bed_pids(bed)
     assert not stray, f"processes of the bed still running: {stray}"

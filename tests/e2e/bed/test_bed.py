@@ -12,6 +12,7 @@ import pytest
 from tests.bed import BACKEND_IMAGE, SHELL_IMAGE, Bed, BedOptions
 from tests.bed._topology import netns_list
 from tests.e2e.bed.helpers import assert_bed_gone, events, pod_phase, pods, ready, wait
+from tests.support.echo import EchoServer
 
 pytestmark = pytest.mark.e2e
 
@@ -559,3 +560,34 @@ def test_failed_init_container_fails_a_never_pod_and_is_retried_under_on_failure
     # The failed pod stays failed: its init container was not restarted meanwhile.
     assert bed.get("pod", "init-never")["status"]["initContainerStatuses"][0]["restartCount"] == 0
     bed.kubectl("delete", "pod", "init-never", "init-onfailure", "--grace-period=1")
+
+
+def test_tailnet_devices_are_independent_and_their_servers_answer_with_their_names(bed: Bed) -> None:
+    assert bed.tailnet is not None
+    key = bed.tailnet.preauth_key_for()
+    alpha = bed.tailnet.device("alpha", key)
+    beta = bed.tailnet.device("beta", key)
+    assert alpha.ns is not None
+    assert beta.ns is not None
+    assert alpha.ns.name != beta.ns.name
+    ip_a, ip_b = alpha.ip4(), beta.ip4()
+    # Each device's test server answers, over the tailnet, with that device's name.
+    assert wait(lambda: beta.dial(ip_a, 9000), timeout=60, what="beta reaches alpha") == b"alpha\n"
+    assert wait(lambda: alpha.dial(ip_b, 9000), timeout=60, what="alpha reaches beta") == b"beta\n"
+    assert b"X-Pod-Name: beta" in alpha.dial(ip_b, 8080, b"GET / HTTP/1.0\r\n\r\n")
+    # Independent: a server only alpha runs answers through alpha's tailnet address, not beta's.
+    with alpha.ns.entered():
+        only_alpha = EchoServer("127.0.0.1")
+    try:
+        assert beta.exchange(ip_a, only_alpha.port, b"ping") == b"ping"
+        assert alpha.exchange(ip_b, only_alpha.port, b"ping") == b""
+    finally:
+        only_alpha.close()
+    # A pod on the bed reaches each device's server through its node.
+    script = (
+        "import socket,sys\n"
+        "for a in sys.argv[1:]:\n"
+        "    with socket.create_connection((a, 9000), timeout=5) as s: print(s.recv(64).decode().strip())\n"
+    )
+    log = run_pod(bed, "to-devices", ["python3", "-c", script, alpha.address, beta.address])
+    assert log.split() == ["alpha", "beta"]
