@@ -42,6 +42,8 @@ class LossyTransport(httpx.AsyncBaseTransport):
         self._late: list[httpx.Request] = []
         self.lost: list[str] = []
         """``"<fault> <method> <path>"`` of every request this transport interfered with."""
+        self.late_statuses: list[int] = []
+        """The server's statuses for the ``late`` requests it received (nobody else sees them)."""
 
     def lose(self, method: str, path: str, fault: str | int = "drop", *, times: int = 1) -> None:
         """Interfere with the next ``times`` requests of ``method`` whose path matches ``path``."""
@@ -87,7 +89,7 @@ class LossyTransport(httpx.AsyncBaseTransport):
     async def _apply_late(self, after: httpx.Request) -> None:
         for late in [r for r in self._late if (r.method, r.url.path) == (after.method, after.url.path)]:
             self._late.remove(late)
-            await self._forward(late)
+            self.late_statuses.append((await self._forward(late)).status_code)
 
     async def aclose(self) -> None:
         await self.inner.aclose()

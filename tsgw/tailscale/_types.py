@@ -60,7 +60,12 @@ class APIKey:
 
 @dataclass(frozen=True)
 class RetryOptions:
-    """How a request is retried on 429, 5xx and transport errors (never on other 4xx)."""
+    """How a request is retried on 429, 5xx and transport errors (never on other 4xx).
+
+    Minting an auth key, the one non-idempotent call, is sent again at once only after a 429
+    or a failure before sending; after a 5xx or a lost answer the client first revokes what
+    it may have minted (``Client.create_auth_key``). ``attempts`` bounds those tries too.
+    """
 
     attempts: int = 5
     """Tries per request, the first included. Default 5."""

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 
+from tests.support.lossy import LossyTransport
 from tests.support.tailnet import Tailnet
 from tsgw.tailscale import (
     APIKey,
@@ -130,3 +132,39 @@ async def test_the_lifecycle_mints_once_and_deleting_the_proxy_removes_its_devic
     assert result.device_deleted is True
     assert await hs.find_devices(hostname="hs-life-0") == []
     node.process.stop()
+
+
+@pytest.mark.parametrize("fault", ["drop", 502, "late"])
+async def test_a_lost_create_answer_leaves_exactly_one_live_key_on_real_headscale(
+    tailnet: Tailnet, api_key: str, fault: str | int
+) -> None:
+    # The create reaches Headscale (or, "late", reaches it after the retry) and its answer is
+    # lost on the way back: the client finds the key by its expiry's mark and deletes it.
+    wire = LossyTransport(httpx.AsyncHTTPTransport())
+    wire.lose("POST", "/api/v1/preauthkey", fault)
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    replica = f"hs-lost-{fault}"
+    async with HeadscaleClient(
+        APIKey(api_key), ClientOptions(base_url=tailnet.api_url), transport=wire, sleep=sleep
+    ) as client:
+        before = {k.id for k in await client.list_auth_keys()}
+        store = MemoryStateStore()
+        result = await AuthKeyLifecycle(client, store).ensure(replica, AuthKeyRequest(tags=(TAG,)))
+
+        assert result.minted is True
+        assert wire.lost == [f"{fault} POST /api/v1/preauthkey"]
+        assert len(waits) == 1  # one retry of the create, after the look-up
+        assert wire.late_statuses == ([200] if fault == "late" else [])  # minted after the retry
+        new = [k for k in await client.list_auth_keys() if k.id not in before]
+        assert [k.id for k in new] == [result.key_id]  # Headscale minted two; one is left
+        assert new[0].invalid is False
+
+        node = tailnet.join(replica, store.data[replica][StateKeys.AUTHKEY])
+        [dev] = await client.find_devices(hostname=replica)
+        assert dev.id == node.status()["Self"]["ID"]
+        assert await client.delete_device(dev.id) is True
+        node.process.stop()

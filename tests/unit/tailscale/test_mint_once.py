@@ -90,6 +90,7 @@ async def test_a_slow_mint_applied_after_its_retry_is_revoked_once_the_retry_suc
     wire.lose("POST", KEYS, "late")
     key = await ts.create_auth_key(REQ)
 
+    assert wire.late_statuses == [200]
     assert minted(fake) == 2
     assert list(fake.keys) == [key.id]
     assert fake.count("GET", KEYS) == 2  # the look-up after the failure, the sweep after success
