@@ -671,11 +671,26 @@ def _gateway(ctx: _Ctx, obj: api.Object[api.TailscaleGatewaySpec]) -> tuple[Prox
         clusters=tuple(clusters),
         tailscale_service=TailscaleService(f"svc:{label}", tuple(ts_ports), spec.tags),
     )
+    # Per listener, conditions as Gateway API's ListenerStatus has them (merged by status_body).
     listener_status = [
         {
             "name": n,
             "port": gw_listeners.get(n, 0),
-            "published": n in gw_listeners,
+            "conditions": [
+                {
+                    "type": ACCEPTED,
+                    "status": "True",
+                    "reason": "Accepted",
+                    "message": f"published on svc:{label}",
+                }
+                if n in gw_listeners
+                else {
+                    "type": ACCEPTED,
+                    "status": "False",
+                    "reason": "ListenerNotFound",
+                    "message": f"no listener {n!r} on Gateway {spec.gateway_ref.name!r}",
+                }
+            ],
         }
         for n in wanted
     ]
@@ -738,11 +753,12 @@ def apply_policies(
                     "Accepted", False, "Conflicted", f"TailscaleRoutePolicy {holder!r} already targets it"
                 )
             else:
-                claimed[key] = pol.metadata.name
-                g = groups[idx]
-                facts = ctx.inputs.tailnets.get(g.tailnet, TailnetFacts())
-                groups[idx] = _with_policy(g, spec, t.section_name, facts)
-                cond = _cond("Accepted", True, "Accepted")
+                cond = _policy_fit(spec, groups[idx], t)
+                if cond.status:
+                    claimed[key] = pol.metadata.name
+                    g = groups[idx]
+                    facts = ctx.inputs.tailnets.get(g.tailnet, TailnetFacts())
+                    groups[idx] = _with_policy(g, spec, t.section_name, facts)
             ancestors.append(
                 {
                     "ancestorRef": {
@@ -765,6 +781,39 @@ def apply_policies(
             conds.append(cond)
         statuses.append(ObjectStatus(_ref(pol), _merge(conds), (("ancestors", tuple(ancestors)),)))
     return groups, statuses
+
+
+def _policy_fit(spec: api.TailscaleRoutePolicySpec, g: ProxyGroup, t: Any) -> Condition:
+    """Whether a policy can take effect on one target: its section must exist, and a policy of
+    HTTP-only settings on a target with no HTTP listener would do nothing (the schema cannot
+    know the target's protocols, so translation says so)."""
+    selected = [li for li in g.listeners if t.section_name is None or t.section_name in li.sections]
+    if not selected:
+        return _cond(
+            "Accepted", False, "TargetNotFound", f"{t.kind} {t.name!r} has no section {t.section_name!r}"
+        )
+    http_only = [
+        name
+        for name, value in (
+            ("timeout", spec.timeout),
+            ("retries", spec.retries),
+            ("requestHeaders", spec.request_headers),
+        )
+        if value
+    ]
+    if not http_only or any(li.routes for li in selected):
+        return _cond("Accepted", True, "Accepted")
+    fields = ", ".join(http_only)
+    if spec.access is None:
+        return _cond(
+            "Accepted",
+            False,
+            "Invalid",
+            f"{fields}: for HTTP and gRPC listeners only, and the target has only TCP",
+        )
+    return _cond(
+        "Accepted", True, "Accepted", f"access applies; {fields} ignored: for HTTP and gRPC listeners only"
+    )
 
 
 def _merge(conds: list[Condition]) -> tuple[Condition, ...]:

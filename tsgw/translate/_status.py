@@ -52,6 +52,9 @@ def status_body(status: ObjectStatus, current: Mapping[str, Any] | None, now: st
     for key, value in status.facts:
         if key == "ancestors":
             continue
+        if key == "listeners":
+            body[key] = _listeners(value, current.get("listeners") or [], generation, now)
+            continue
         body[key] = list(value) if isinstance(value, tuple) else value
     if status.ref.kind == "TailscaleRoutePolicy":
         body["ancestors"] = _ancestors(status, current.get("ancestors") or [], generation, now)
@@ -78,6 +81,27 @@ def _ancestors(
                 "ancestorRef": ref,
                 "controllerName": "gateway.tailscale.com/tsgw",
                 "conditions": merge_conditions(ours, before, generation, now),
+            }
+        )
+    return out
+
+
+def _listeners(
+    ours: Sequence[Mapping[str, Any]], current: Sequence[Mapping[str, Any]], generation: int, now: str
+) -> list[dict[str, Any]]:
+    """A Gateway's per-listener status; each listener's conditions merged with what it had."""
+    previous = {str(li.get("name")): li for li in current}
+    out = []
+    for li in ours:
+        conds = [
+            Condition(c["type"], c["status"] == "True", c["reason"], c["message"]) for c in li["conditions"]
+        ]
+        before = previous.get(str(li["name"]), {}).get("conditions") or []
+        out.append(
+            {
+                "name": li["name"],
+                "port": li["port"],
+                "conditions": merge_conditions(conds, before, generation, now),
             }
         )
     return out

@@ -178,16 +178,19 @@ def test_the_tailscale_category_lists_every_kind(api: httpx.Client) -> None:
     assert listed == set(PLURAL)
 
 
-def test_translated_status_is_accepted_by_the_status_subresource(api: httpx.Client) -> None:
+@pytest.mark.parametrize("case", ["examples", "gateway", "routepolicy", "endpoints_tcp_failover"])
+def test_translated_status_is_accepted_by_the_status_subresource(api: httpx.Client, case: str) -> None:
     from tests.unit.translate._cases import load_case
     from tsgw.translate import status_body, translate
 
-    inputs = load_case("examples")
+    inputs = load_case(case)
     by_name = {(o["kind"], o["metadata"]["name"]): o for o in inputs.objects}
     result = translate(inputs)
     assert result.model.statuses
     for st in result.model.statuses:
         obj = by_name[(st.ref.kind, st.ref.name)]
+        if st.ref.kind == "TailscaleTailnet":
+            continue  # translation writes no tailnet status
         api.delete(_url(obj, name=True))  # start from an empty status (SSA merges set-lists)
         assert _create(api, obj).status_code == 201
         body = status_body(st, None, "2026-01-01T00:00:00Z")
