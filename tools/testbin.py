@@ -288,9 +288,16 @@ def _size(p: Path) -> str:
     return f"{total / 1e6:.0f} MB"
 
 
+def _deb_version(package: str) -> str:
+    out = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True, check=False
+    )
+    return out.stdout.strip() or "unknown version"
+
+
 def _debian() -> None:
     if shutil.which("nft") or shutil.which("nft", path="/usr/sbin:/sbin"):
-        print("  nftables          present")
+        print(f"  nftables          present ({_deb_version('nftables')})")
         return
     if os.geteuid() != 0:
         print("  nftables          MISSING (not root: install Debian's nftables package)")
@@ -302,7 +309,7 @@ def _debian() -> None:
     subprocess.run(
         ["apt-get", "install", "-y", "-qq", "nftables"], check=True, env=env, stdout=subprocess.DEVNULL
     )
-    print(f"  nftables          installed in {time.monotonic() - t:.0f} s")
+    print(f"  nftables          installed {_deb_version('nftables')} in {time.monotonic() - t:.0f} s")
 
 
 def build_all(only: set[str] | None = None) -> int:
