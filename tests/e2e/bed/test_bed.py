@@ -591,3 +591,97 @@ def test_tailnet_devices_are_independent_and_their_servers_answer_with_their_nam
     )
     log = run_pod(bed, "to-devices", ["python3", "-c", script, alpha.address, beta.address])
     assert log.split() == ["alpha", "beta"]
+    # A pod on the tailnet (containerboot with its SOCKS5 server) reaches a device over the tailnet.
+    bed.apply(tailnet_client_pod("ts-client", key, bed.tailnet.url, ip_b))
+    got = wait(
+        lambda: (
+            "got " in bed.pod_log("default", "ts-client", "client")
+            and bed.pod_log("default", "ts-client", "client")
+        ),
+        timeout=90,
+        what="ts-client reaches beta over the tailnet",
+    )
+    assert "got beta" in got
+    bed.kubectl("delete", "pod", "ts-client", "to-devices", "--grace-period=1")
+
+
+SOCKS_CLIENT = """
+import socket, struct, sys, time
+deadline = time.monotonic() + 80
+while True:
+    try:
+        with socket.create_connection(("127.0.0.1", 1055), timeout=5) as s:
+            s.sendall(b"\\x05\\x01\\x00")
+            assert s.recv(2) == b"\\x05\\x00"
+            s.sendall(b"\\x05\\x01\\x00\\x01" + socket.inet_aton(sys.argv[1]) + struct.pack(">H", 9000))
+            reply = b""
+            while len(reply) < 10:
+                chunk = s.recv(10 - len(reply))
+                if not chunk:
+                    raise OSError("closed")
+                reply += chunk
+            assert reply[1] == 0, reply
+            print("got", s.recv(64).decode().strip(), flush=True)
+            break
+    except (OSError, AssertionError) as e:
+        print("retry:", e, flush=True)
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(1)
+"""
+
+
+def tailnet_client_pod(name: str, key: str, login_server: str, target: str) -> str:
+    """A pod whose containerboot joins the tailnet with a SOCKS5 server, and a container that
+    dials ``target``:9000 over the tailnet through it."""
+    script = json.dumps(SOCKS_CLIENT)
+    return textwrap.dedent(
+        f"""
+        apiVersion: v1
+        kind: ServiceAccount
+        metadata: {{name: {name}}}
+        ---
+        apiVersion: v1
+        kind: Secret
+        metadata: {{name: {name}}}
+        ---
+        apiVersion: rbac.authorization.k8s.io/v1
+        kind: Role
+        metadata: {{name: {name}}}
+        rules:
+        - {{apiGroups: [""], resources: [secrets], resourceNames: [{name}], verbs: [get, update, patch]}}
+        - {{apiGroups: [""], resources: [events], verbs: [create, patch, get]}}
+        ---
+        apiVersion: rbac.authorization.k8s.io/v1
+        kind: RoleBinding
+        metadata: {{name: {name}}}
+        roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {name}}}
+        subjects: [{{kind: ServiceAccount, name: {name}, namespace: default}}]
+        ---
+        apiVersion: v1
+        kind: Pod
+        metadata: {{name: {name}}}
+        spec:
+          serviceAccountName: {name}
+          restartPolicy: OnFailure
+          securityContext: {{runAsUser: 1000, runAsGroup: 1000}}
+          containers:
+          - name: tailscale
+            image: ghcr.io/tailscale/tailscale:v1.102.3
+            env:
+            - {{name: TS_USERSPACE, value: "true"}}
+            - {{name: TS_AUTHKEY, value: "{key}"}}
+            - {{name: TS_KUBE_SECRET, value: {name}}}
+            - {{name: TS_HOSTNAME, value: {name}}}
+            - {{name: TS_EXTRA_ARGS, value: "--login-server={login_server}"}}
+            - {{name: TS_SOCKS5_SERVER, value: "127.0.0.1:1055"}}
+            - {{name: TS_STATE_DIR, value: /tmp/ts}}
+            - {{name: TS_SOCKET, value: /tmp/ts/tailscaled.sock}}
+            - {{name: TS_DEBUG_USE_DERP_HTTP, value: "1"}}
+            - {{name: TS_NO_LOGS_NO_SUPPORT, value: "1"}}
+            - {{name: TS_DISABLE_PORTMAPPER, value: "1"}}
+          - name: client
+            image: {SHELL_IMAGE}
+            command: [python3, -c, {script}, "{target}"]
+        """
+    )
