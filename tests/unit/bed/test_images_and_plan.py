@@ -7,7 +7,7 @@ import ipaddress
 import pytest
 
 from tests.bed import _images
-from tests.bed._topology import Plan
+from tests.bed._topology import MAX_DEVICES, Plan
 
 
 def test_image_repository_drops_tag_and_digest_but_not_registry_port() -> None:
@@ -52,3 +52,17 @@ def test_node_addresses_are_on_the_fabric_and_pod_cidrs_in_the_cluster_cidr() ->
         assert ipaddress.ip_network(p.pod_cidr(k)).subnet_of(cluster)  # type: ignore[arg-type]
         assert ipaddress.ip_address(p.bridge_ip(k)) in ipaddress.ip_network(p.pod_cidr(k))
         assert p.node_ip(k).startswith(f"10.{p.octet}.255.")
+
+
+def test_tailnet_devices_get_their_own_namespace_and_fabric_address() -> None:
+    p = Plan(3, 4)
+    fabric = ipaddress.ip_network(f"{p.node_ip(0)}/24", strict=False)
+    taken = {p.tailnet_ip, *(p.node_ip(k) for k in range(4))}
+    devices = [p.device_ip(n) for n in range(MAX_DEVICES)]
+    assert len(set(devices)) == MAX_DEVICES
+    assert all(ipaddress.ip_address(d) in fabric for d in devices)
+    assert not taken & set(devices)
+    # Named under the bed's prefix, so the bed's sweep removes them with the rest.
+    assert p.device_ns(7) == f"{p.prefix}-d7"
+    with pytest.raises(ValueError, match="at most"):
+        p.device_ip(MAX_DEVICES)
