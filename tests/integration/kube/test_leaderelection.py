@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import sys
 import uuid
+from pathlib import Path
 
 import anyio
 import pytest
 
 from tests.support.controlplane import ControlPlane
+from tests.support.process import Process
 from tsgw.kube import LEASES, Client, LeaderElectionOptions, Manager, ManagerOptions
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
+ROOT = Path(__file__).resolve().parents[3]
 LEASE = 3.0
 RENEW = 2.0
 RETRY = 0.5
@@ -94,6 +98,53 @@ async def test_the_standby_takes_over_within_the_lease_after_the_leader_dies_and
     assert len(standby.acting) == 1
     assert leader.acting[0][1] <= standby.acting[0][0]
     assert samples > 10
+
+
+async def test_a_sigkilled_leader_process_is_replaced_within_the_lease_and_never_overlaps(
+    control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    lease = f"le-{uuid.uuid4().hex[:8]}"
+    log = tmp_path / "leader.log"
+    leader = Process(
+        "leader",
+        [
+            sys.executable,
+            "-m",
+            "tests.integration.kube._contender",
+            control_plane.kubeconfig,
+            namespace,
+            lease,
+            "a",
+        ],
+        log,
+        cwd=ROOT,
+    )
+    try:
+        leader.wait_ready(lambda: "acting" in log.read_text(), timeout=30, what="leading")
+        async with await Client.from_kubeconfig(str(control_plane.kubeconfig)) as cb:
+            b = Contender(cb, "b", lease, namespace)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(b.run)
+                # Two lease durations while the leader process lives: the standby never acts.
+                end = anyio.current_time() + 2 * LEASE
+                while anyio.current_time() < end:
+                    assert not b.leading
+                    await anyio.sleep(0.05)
+                killed_at = anyio.current_time()
+                leader.kill()  # SIGKILL: no release, no goodbye
+                with anyio.fail_after(LEASE + 5):
+                    while not b.leading:  # noqa: ASYNC110
+                        await anyio.sleep(0.02)
+                holder = (await cb.get(LEASES, lease, namespace))["spec"]
+                b.scope.cancel()
+    finally:
+        leader.stop()
+    took_over_at = b.acting[0][0]
+    print("killed at", killed_at, "standby acting", b.acting)
+    assert killed_at < took_over_at  # never two leaders: the standby acts only after the kill
+    assert LEASE - RETRY * 1.2 - 0.1 <= took_over_at - killed_at <= LEASE + 2 * RETRY * 1.2 + 1.0
+    assert holder["holderIdentity"] == "b"
+    assert holder["leaseTransitions"] >= 1
 
 
 async def test_a_leader_that_cannot_renew_stops_acting_and_run_raises_leader_election_lost(
