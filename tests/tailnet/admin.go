@@ -2,10 +2,12 @@ package main
 
 import (
 	"encoding/json"
+	"log"
 	"net/http"
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"tailscale.com/tailcfg"
@@ -31,11 +33,14 @@ func (b *box) adminHandler() http.Handler {
 	mux.HandleFunc("DELETE /api/services/{name}/approvals/{node}", b.setApproval)
 	mux.HandleFunc("GET /api/auto-approvers", b.getAutoApprovers)
 	mux.HandleFunc("PUT /api/auto-approvers", b.putAutoApprovers)
+	mux.HandleFunc("GET /api/policy", b.getPolicy)
+	mux.HandleFunc("PUT /api/policy", b.putPolicy)
 
 	mux.HandleFunc("GET /api/nodes", b.listNodes)
 	mux.HandleFunc("GET /api/nodes/{node}", b.getNode)
 	mux.HandleFunc("DELETE /api/nodes/{node}", b.deleteNode)
 	mux.HandleFunc("POST /api/nodes/{node}/expire", b.expireNode)
+	mux.HandleFunc("PUT /api/nodes/{node}/tags", b.setNodeTags)
 
 	mux.HandleFunc("GET /api/keys", b.listKeys)
 	mux.HandleFunc("POST /api/keys", b.addKey)
@@ -315,6 +320,106 @@ func (b *box) putAutoApprovers(w http.ResponseWriter, r *http.Request) {
 	b.mu.Unlock()
 	b.poke()
 	writeJSON(w, 200, map[string]any{"services": in.Services})
+}
+
+// policyJSON is the part of the tailnet policy file the box acts on.
+type policyJSON struct {
+	TagOwners     map[string][]string `json:"tagOwners"`
+	AutoApprovers struct {
+		Services map[tailcfg.ServiceName][]string `json:"services"`
+	} `json:"autoApprovers"`
+}
+
+func (b *box) getPolicy(w http.ResponseWriter, r *http.Request) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out policyJSON
+	out.TagOwners = b.tagOwners
+	out.AutoApprovers.Services = b.autoApprovers
+	writeJSON(w, 200, out)
+}
+
+// putPolicy replaces the policy's tagOwners and autoApprovers.services, as
+// the hosted API's policy file endpoint does for the whole file. tagOwners
+// also becomes testcontrol's TagOwners (a single pointer store, as for
+// DNSConfig in applyDNS), which judges tags a node requests with
+// --advertise-tags.
+func (b *box) putPolicy(w http.ResponseWriter, r *http.Request) {
+	var in policyJSON
+	if err := json.NewDecoder(r.Body).Decode(&in); err != nil {
+		writeError(w, 400, "bad body: %v", err)
+		return
+	}
+	owners := map[string][]string{}
+	for t, o := range in.TagOwners {
+		if !strings.HasPrefix(t, "tag:") {
+			writeError(w, 400, "tagOwners: %q is not a tag", t)
+			return
+		}
+		owners[t] = slices.Clone(o)
+	}
+	services := map[tailcfg.ServiceName][]string{}
+	for name, approvers := range in.AutoApprovers.Services {
+		if err := name.Validate(); err != nil {
+			writeError(w, 400, "autoApprovers.services: %v", err)
+			return
+		}
+		services[name] = slices.Clone(approvers)
+	}
+	b.mu.Lock()
+	b.tagOwners, b.autoApprovers = owners, services
+	b.mu.Unlock()
+	b.ctrl.TagOwners = owners
+	b.poke()
+	in.TagOwners, in.AutoApprovers.Services = owners, services
+	writeJSON(w, 200, in)
+}
+
+// setNodeTags replaces a node's tags, as the hosted API's device tags
+// endpoint does (the caller, the hosted-API fake, has checked the caller may
+// apply them): {"tags": ["tag:a"]}. Every tag must exist in tagOwners, and a
+// node cannot drop all its tags (as on Tailscale: it would need a user).
+func (b *box) setNodeTags(w http.ResponseWriter, r *http.Request) {
+	n, ok := b.findNode(w, r)
+	if !ok {
+		return
+	}
+	var in struct {
+		Tags []string `json:"tags"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&in); err != nil {
+		writeError(w, 400, "bad body: %v", err)
+		return
+	}
+	if len(in.Tags) == 0 {
+		writeError(w, 400, "a device's tags cannot all be removed")
+		return
+	}
+	b.mu.Lock()
+	for _, t := range in.Tags {
+		if _, ok := b.tagOwners[t]; !ok {
+			b.mu.Unlock()
+			writeError(w, 400, "tag %q is not in the policy's tagOwners", t)
+			return
+		}
+	}
+	b.mu.Unlock()
+	// Re-read the record just before writing it back: UpdateNode replaces it whole.
+	cur := b.ctrl.Node(n.Key)
+	if cur == nil {
+		writeError(w, 404, "node %q not found", r.PathValue("node"))
+		return
+	}
+	tags := slices.Clone(in.Tags)
+	slices.Sort(tags)
+	log.Printf("box: node %d retagged through the API: %v -> %v", cur.ID, cur.Tags, tags)
+	cur.Tags = tags
+	b.ctrl.UpdateNode(cur)
+	b.poke()
+	b.mu.Lock()
+	out := b.nodeJSONLocked(b.ctrl.Node(n.Key), time.Now())
+	b.mu.Unlock()
+	writeJSON(w, 200, out)
 }
 
 type nodeJSON struct {

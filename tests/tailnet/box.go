@@ -90,6 +90,7 @@ type box struct {
 	services      map[tailcfg.ServiceName]*service
 	nodes         map[tailcfg.NodeID]*nodeState
 	autoApprovers map[tailcfg.ServiceName][]string
+	tagOwners     map[string][]string // the policy's tagOwners: the tags that exist, and who may apply them
 	vipSeq        uint32
 	nextGhost     tailcfg.NodeID
 	rl            rateLimit
@@ -111,6 +112,7 @@ func newBox(ctrl *testcontrol.Server, domain string) *box {
 		services:      map[tailcfg.ServiceName]*service{},
 		nodes:         map[tailcfg.NodeID]*nodeState{},
 		autoApprovers: map[tailcfg.ServiceName][]string{},
+		tagOwners:     map[string][]string{},
 		nextGhost:     ghostIDBase,
 		keys:          map[string]*authKey{},
 		pendingReg:    map[key.NodePublic]string{},

@@ -82,6 +82,7 @@ func run(controlAddr, derpAddr, stunAddr, adminAddr, domain, tags string, strict
 	}
 	b := newBox(ctrl, domain)
 	b.strictKeys = strictKeys
+	b.tagOwners = owners
 	log.SetOutput(&logTap{out: os.Stderr, b: b})
 	ctrl.HoldMapRequest = b.onMapRequest
 	ctrl.MaybeRateLimitRegister = b.maybeRateLimitRegister
