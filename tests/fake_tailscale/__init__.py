@@ -26,6 +26,11 @@ Modelled, with the documented request and response JSON (shared/reference/tailsc
   /tailnet/{t}/vip-services/svc:<name>``; control allocates one IPv4 and one IPv6 VIP on
   create; an update whose ``addrs`` differ from the current ones is refused with 400 (as
   users report); ports ``tcp:<n>[-<m>]`` or ``do-not-validate``.
+* Policy file: ``GET/POST /tailnet/{t}/acl`` (scope ``policy_file``), JSON only: the body
+  is the whole policy, its ``tagOwners`` replace the fake's :attr:`FakeTailscale.tag_owners`
+  (``autoApprovers.services`` is checked for shape and kept); answers carry an ``ETag`` and a
+  POST with a stale ``If-Match`` is refused with 412. Everything else in the file is stored,
+  not enforced.
 * ``{tailnet}`` is ``-`` or the fake's tailnet name, else 404. Errors are ``{"message": ...}``.
 * :meth:`FakeTailscale.fail`: the next N matching requests answer a chosen status (429 with
   ``Retry-After``, 5xx) before authentication, as an API gateway would.
@@ -34,7 +39,8 @@ Modelled, with the documented request and response JSON (shared/reference/tailsc
 
 Not modelled: the control protocol itself (tailscaled cannot join this fake; Headscale or
 testcontrol serve that), keys of type ``client``/``federated``, workload identity
-federation, key expiry at run time, ephemeral device clean-up, routes, ACL/policy file, DNS,
+federation, key expiry at run time, ephemeral device clean-up, routes, ACL rules and grants, HuJSON
+comments, ``/acl/validate`` and ``/acl/preview``, the ``ts-default`` If-Match, DNS,
 settings, users, device authorization and rename, the ``fields=`` query, real rate limits
 (Tailscale publishes none), host approval and VIP routing of Tailscale Services, and ETags.
 """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import ipaddress
 import itertools
 import json
@@ -89,6 +90,9 @@ class FakeTailscale:
         default_factory=lambda: {"tag:k8s-operator": [], "tag:k8s": ["tag:k8s-operator"]}
     )
     """The policy's ``tagOwners``: which tags may apply which."""
+    policy: dict[str, Any] = field(default_factory=dict)
+    """The policy file as last set (``POST /tailnet/{t}/acl``). Default empty: then the policy
+    is ``{"tagOwners": tag_owners}``."""
     token_lifetime: int = 3600
     """``expires_in`` of minted OAuth tokens, seconds. Default 3600, as Tailscale."""
     clock: Callable[[], float] = time.monotonic
@@ -103,6 +107,8 @@ class FakeTailscale:
     _failures: list[_Failure] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _seq: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    _headers: dict[str, str] = field(default_factory=dict)
+    """The headers of the request being routed (set under ``_lock``)."""
 
     # --- set-up helpers (what the admin console would do) -------------------------------
     def add_oauth_client(
@@ -126,6 +132,16 @@ class FakeTailscale:
         """Answer the next ``times`` requests matching ``method`` and the ``path`` regex with ``status``
         (and ``Retry-After: retry_after``), before authentication, as an API gateway would."""
         self._failures.append(_Failure(method, re.compile(path), status, times, retry_after))
+
+    def set_policy(self, policy: dict[str, Any]) -> dict[str, Any]:
+        """Replace the policy file (what an admin saving it in the console does); validated as
+        ``POST /tailnet/{t}/acl`` validates it. Returns the stored policy."""
+        with self._lock:
+            return self._apply_policy(policy)
+
+    def current_policy(self) -> dict[str, Any]:
+        """The policy file the API serves: the one last set, or ``{"tagOwners": tag_owners}``."""
+        return self.policy or {"tagOwners": {t: list(o) for t, o in self.tag_owners.items()}}
 
     def revoke_tokens(self) -> None:
         """Invalidate every OAuth access token (an admin revoked the client's tokens)."""
@@ -206,13 +222,16 @@ class FakeTailscale:
                 if path == "/api/v2/oauth/token" and method == "POST":
                     reply = self._token(raw.decode(), headers)
                 else:
-                    if raw and headers.get("content-type", "").startswith("application/json"):
+                    if raw and headers.get("content-type", "").startswith(
+                        ("application/json", "application/hujson")
+                    ):
                         try:
                             body = json.loads(raw)
                         except ValueError:
                             raise _err(400, "invalid JSON body") from None
                     token = self._authenticate(headers)
                     principal = f"oauth:{token.client.id}" if token.client else "api-key"
+                    self._headers = headers
                     reply = self._route(method, path, body, token)
         except _Reply as r:
             reply = r
@@ -336,6 +355,9 @@ class FakeTailscale:
             if rest == "/devices" and method == "GET":
                 self._need(token, "devices:core", method)
                 return _Reply(200, {"devices": list(self.devices.values())})
+            if rest == "/acl" and method in ("GET", "POST"):
+                self._need(token, "policy_file", method)
+                return self._acl(method, body)
             if rest == "/vip-services":
                 self._need(token, "services", method)
                 if method == "GET":
@@ -362,6 +384,41 @@ class FakeTailscale:
                 del self.devices[dev["nodeId"]]
                 return _Reply(200)
         raise _err(404, "not found")
+
+    # --- the policy file -------------------------------------------------------------------
+    def _etag(self) -> str:
+        doc = json.dumps(self.current_policy(), sort_keys=True).encode()
+        return f'"{hashlib.sha256(doc).hexdigest()[:16]}"'
+
+    def _acl(self, method: str, body: Any) -> _Reply:
+        if method == "POST":
+            want = self._headers.get("if-match", "")
+            if want and want != self._etag():
+                raise _err(412, "precondition failed, invalid old hash")
+            self._apply_policy(body)
+        return _Reply(200, self.current_policy(), {"ETag": self._etag()})
+
+    def _apply_policy(self, policy: Any) -> dict[str, Any]:
+        """Validate and store a policy file; its ``tagOwners`` become the fake's."""
+        if not isinstance(policy, dict):
+            raise _err(400, "policy file must be a JSON object (HuJSON comments are not modelled)")
+        owners = policy.get("tagOwners") or {}
+        if not isinstance(owners, dict) or not all(
+            _TAG.fullmatch(t) and isinstance(o, list) for t, o in owners.items()
+        ):
+            raise _err(400, "tagOwners: keys must be tags, values lists of owners")
+        services = ((policy.get("autoApprovers") or {}).get("services")) or {}
+        if not isinstance(services, dict) or not all(
+            _SVC.fullmatch(n) and isinstance(a, list) for n, a in services.items()
+        ):
+            raise _err(400, "autoApprovers.services: keys must be svc:<name>, values lists")
+        self._policy_set(policy)
+        self.policy = json.loads(json.dumps(policy))
+        self.tag_owners = {t: list(o) for t, o in owners.items()}
+        return self.policy
+
+    def _policy_set(self, policy: dict[str, Any]) -> None:
+        """Called with a valid policy before it is stored (a hook: the box applies it)."""
 
     def _public_key(self, key: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in key.items() if k != "key"}

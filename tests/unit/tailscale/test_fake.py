@@ -48,3 +48,30 @@ async def test_the_grant_form_is_never_recorded(fake: FakeTailscale) -> None:
     [call] = fake.calls
     assert call.body is None
     assert secret not in repr(fake.calls)
+
+
+async def test_the_policy_file_sets_tag_ownership_and_refuses_a_stale_if_match(fake: FakeTailscale) -> None:
+    headers = {"Authorization": f"Bearer {fake.add_api_key()}"}
+    reader = {"Authorization": f"Bearer {fake.add_api_key(scopes=('policy_file:read',))}"}
+    policy = {
+        "tagOwners": {"tag:k8s-operator": [], "tag:edge": ["tag:k8s-operator"]},
+        "autoApprovers": {"services": {"svc:web": ["tag:edge"]}},
+    }
+    async with _raw(fake) as http:
+        first = await http.get("/api/v2/tailnet/-/acl", headers=headers)
+        assert first.json() == {"tagOwners": {"tag:k8s-operator": [], "tag:k8s": ["tag:k8s-operator"]}}
+        etag = first.headers["ETag"]
+        denied = await http.post("/api/v2/tailnet/-/acl", headers=reader, json=policy)
+        bad = await http.post(
+            "/api/v2/tailnet/-/acl", headers=headers, json={"autoApprovers": {"services": {"web": []}}}
+        )
+        written = await http.post("/api/v2/tailnet/-/acl", headers={**headers, "If-Match": etag}, json=policy)
+        stale = await http.post("/api/v2/tailnet/-/acl", headers={**headers, "If-Match": etag}, json={})
+        after = await http.get("/api/v2/tailnet/-/acl", headers=reader)
+    assert denied.status_code == 403
+    assert bad.status_code == 400
+    assert written.status_code == 200
+    assert written.json() == after.json() == policy
+    assert written.headers["ETag"] == after.headers["ETag"] != etag
+    assert stale.status_code == 412
+    assert fake.tag_owners == policy["tagOwners"]  # keys are now checked against it
