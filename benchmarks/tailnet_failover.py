@@ -21,8 +21,8 @@ import statistics
 import tempfile
 from pathlib import Path
 
+from tests.support.boxed_fake import boxed_tailnet
 from tests.support.process import reap_all
-from tests.support.tailnet_box import TailnetBox
 from tests.support.tailnet_services import run_failover
 
 
@@ -44,11 +44,8 @@ def main(argv: list[str]) -> int:
         for how in args.modes.split(","):
             gaps, since, failed = [], [], []
             for i in range(args.runs):
-                box = TailnetBox(Path(tmp) / f"{how}-{i}")
-                try:
-                    f = run_failover(box, how)
-                finally:
-                    box.close()
+                with boxed_tailnet(Path(tmp) / f"{how}-{i}") as tn:
+                    f = run_failover(tn, how)
                 print(f.summary(), flush=True)
                 gaps.append(f.gap)
                 since.append(f.since_stop)

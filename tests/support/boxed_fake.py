@@ -8,23 +8,53 @@ the box (``tsgw-testcontrol``, :class:`~tests.support.tailnet_box.BoxAdmin`):
   reusability, so a real tailscaled that joins with one gets its tags and consumes it; deleting
   a key through the API revokes it in the box;
 * ``vip-services`` are the box's services (VIPs allocated by the box, kept on update);
-* devices are the box's nodes: real tailscaled that joined, listed, read and deleted (which
-  logs the node out) through the API.
+* devices are the box's nodes: real tailscaled that joined, listed, read, retagged
+  (``POST /device/{id}/tags``: the node's peers and capabilities follow) and deleted (which
+  logs the node out) through the API;
+* the policy file (``POST /tailnet/-/acl``) sets the box's ``tagOwners`` and
+  ``autoApprovers.services`` as well as the fake's own tag ownership.
 
 The seam is the box's admin API and nothing else (``tests/tailnet/README.md``). The fake's
 own ``register_device`` (devices without a tailscaled) is not used with a box.
+
+:func:`boxed_tailnet` starts the box and this fake together (the pytest fixture
+``tailnet_box`` and ``just tailnet up`` use it) and yields a :class:`BoxedTailnet`: what a
+test needs to drive the tailnet through the documented API with :class:`TailscaleClient`,
+plus the box for starting tailscaled nodes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
 
+import anyio.from_thread
+import httpx
+
+from tests.fake_tailscale import serve
 from tests.fake_tailscale._app import FakeTailscale, Token, _err, _Reply
-from tests.support.tailnet_box import AdminError, BoxAdmin
+from tests.support.netns import Namespace
+from tests.support.tailnet_box import DEFAULT_TAGS, AdminError, BoxAdmin, TailnetBox
+from tsgw.tailscale import APIKey, ClientOptions, OAuthClientCredentials, TailscaleClient
 
-__all__ = ["BoxedFake"]
+__all__ = ["OPERATOR_TAG", "BoxedFake", "BoxedTailnet", "boxed_tailnet", "default_policy"]
+
+T = TypeVar("T")
+
+OPERATOR_TAG = "tag:k8s-operator"
+"""The tag of the OAuth client :func:`boxed_tailnet` makes, as tsgw's is in a real tailnet."""
+
+
+def default_policy(tags: tuple[str, ...] = DEFAULT_TAGS) -> dict[str, Any]:
+    """The policy :func:`boxed_tailnet` starts with: the operator's tag owns every box tag
+    (as Tailscale's operator install asks), no autoApprovers (tests set them through the API)."""
+    owners: dict[str, list[str]] = {OPERATOR_TAG: []}
+    owners.update({t: [OPERATOR_TAG] for t in tags})
+    return {"tagOwners": owners, "autoApprovers": {"services": {}}}
 
 
 @dataclass
@@ -52,6 +82,12 @@ class BoxedFake(FakeTailscale):
             if rest == "/devices" and method == "GET":
                 self._need(token, "devices:core", method)
                 return _Reply(200, {"devices": [_device(n) for n in self._admin().nodes()]})
+            if (tm := re.fullmatch(r"/api/v2/device/([^/]+)/tags", path)) is not None and method == "POST":
+                self._need(token, "devices:core", method)
+                tags = list((body or {}).get("tags") or [])
+                self._check_tags(token, tags)
+                self._admin().set_node_tags(tm.group(1), tags)
+                return _Reply(200)
             if (dm := re.fullmatch(r"/api/v2/device/([^/]+)", path)) is not None and method in (
                 "GET",
                 "DELETE",
@@ -68,6 +104,13 @@ class BoxedFake(FakeTailscale):
         if km is not None and method == "DELETE" and reply.status == 200:
             self._admin().revoke_key(km.group(1))
         return reply
+
+    def _policy_set(self, policy: dict[str, Any]) -> None:
+        auto = (policy.get("autoApprovers") or {}).get("services") or {}
+        try:
+            self._admin().put_policy(policy.get("tagOwners") or {}, auto)
+        except AdminError as e:
+            raise _err(e.status, e.message) from None
 
     def _create_key(self, body: Any, token: Token) -> _Reply:
         reply = super()._create_key(body, token)
@@ -129,3 +172,98 @@ def _device(n: dict[str, Any]) -> dict[str, Any]:
         "blocksIncomingConnections": False,
         "updateAvailable": False,
     }
+
+
+@dataclass
+class BoxedTailnet:
+    """One tailnet in a box: the box (for tailscaled nodes) and the hosted-API fake bound to it
+    (for everything tsgw does through the API). Made by :func:`boxed_tailnet`."""
+
+    box: TailnetBox
+    fake: BoxedFake
+    api_url: str
+    """The fake's base URL (``ClientOptions.base_url``), on the host's loopback."""
+    oauth_client_id: str
+    oauth_client_secret: str = field(repr=False)
+    """An OAuth client with scopes ``auth_keys``, ``devices:core``, ``services`` and tag
+    ``tag:k8s-operator``: tsgw's own credential."""
+    api_key: str = field(repr=False)
+    """A user's API access token (scope ``all``): for what tsgw does not do itself (the policy
+    file, untagged keys)."""
+    portal: anyio.from_thread.BlockingPortal
+    ts: TailscaleClient
+    """A client with the OAuth credential on :attr:`portal`'s loop, for synchronous tests
+    (``tn.call(tn.ts.create_auth_key, ...)``); async tests make their own with :meth:`client`."""
+    user_ts: TailscaleClient
+    """The same with :attr:`api_key` (e.g. untagged auth keys, which OAuth clients cannot mint)."""
+
+    def credentials(self) -> OAuthClientCredentials:
+        return OAuthClientCredentials(self.oauth_client_id, self.oauth_client_secret)
+
+    def client(self, *, as_user: bool = False) -> TailscaleClient:
+        """A fresh :class:`TailscaleClient` against the fake (OAuth; ``as_user``: the API key)."""
+        cred = APIKey(self.api_key) if as_user else self.credentials()
+        return TailscaleClient(cred, ClientOptions(base_url=self.api_url))
+
+    def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run one async client call from synchronous code, on :attr:`portal`'s loop."""
+        return self.portal.call(fn, *args)
+
+    def policy(self) -> dict[str, Any]:
+        """``GET /api/v2/tailnet/-/acl`` (tsgw's client has no policy call: the operator never
+        edits the policy)."""
+        return dict(self._policy_request("GET"))
+
+    def set_policy(
+        self,
+        *,
+        tag_owners: Mapping[str, list[str]] | None = None,
+        services: Mapping[str, list[str]] | None = None,
+    ) -> dict[str, Any]:
+        """``POST /api/v2/tailnet/-/acl`` with the current policy, ``tagOwners`` and/or
+        ``autoApprovers.services`` replaced, sending the ETag read back as ``If-Match``, as an
+        admin's GitOps job would."""
+        with httpx.Client(base_url=self.api_url, auth=(self.api_key, ""), timeout=10) as http:
+            r = http.get("/api/v2/tailnet/-/acl")
+            r.raise_for_status()
+            doc = r.json()
+            if tag_owners is not None:
+                doc["tagOwners"] = dict(tag_owners)
+            if services is not None:
+                doc.setdefault("autoApprovers", {})["services"] = dict(services)
+            w = http.post("/api/v2/tailnet/-/acl", json=doc, headers={"If-Match": r.headers["ETag"]})
+            w.raise_for_status()
+            return dict(w.json())
+
+    def _policy_request(self, method: str) -> Any:
+        r = httpx.request(method, f"{self.api_url}/api/v2/tailnet/-/acl", auth=(self.api_key, ""), timeout=10)
+        r.raise_for_status()
+        return r.json()
+
+
+@contextlib.contextmanager
+def boxed_tailnet(
+    workdir: Path, ns: Namespace | None = None, address: str | None = None
+) -> Iterator[BoxedTailnet]:
+    """Start the box (in ``ns`` on ``address``, or a namespace of its own) and the hosted-API
+    fake bound to it, with :func:`default_policy` set through the fake; stop both on exit."""
+    box = TailnetBox(workdir, ns, address)
+    try:
+        fake = BoxedFake(box=box.admin)
+        fake.set_policy(default_policy())
+        cid, secret = fake.add_oauth_client(tags=(OPERATOR_TAG,))
+        api_key = fake.add_api_key()
+        with (
+            serve(fake) as url,
+            anyio.from_thread.start_blocking_portal() as portal,
+        ):
+            opts = ClientOptions(base_url=url)
+            ts = TailscaleClient(OAuthClientCredentials(cid, secret), opts)
+            user_ts = TailscaleClient(APIKey(api_key), opts)
+            try:
+                yield BoxedTailnet(box, fake, url, cid, secret, api_key, portal, ts, user_ts)
+            finally:
+                portal.call(ts.aclose)
+                portal.call(user_ts.aclose)
+    finally:
+        box.close()

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.boxed_fake import BoxedTailnet, boxed_tailnet
 from tests.support.controlplane import ControlPlane
 from tests.support.envoy_gateway import EnvoyGateway
 from tests.support.netns import delete_all
 from tests.support.tailnet import Tailnet
-from tests.support.tailnet_box import TailnetBox
 
 
 @pytest.fixture(scope="session")
@@ -37,14 +37,14 @@ def tailnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tailnet]:
 
 
 @pytest.fixture
-def tailnet_box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TailnetBox]:
-    """tsgw-testcontrol (tailscale's testcontrol with Tailscale Services, DERP, STUN, an admin
-    API) in a private namespace, one per test (tests change services, devices and keys)."""
-    box = TailnetBox(tmp_path_factory.mktemp("box"))
-    try:
-        yield box
-    finally:
-        box.close()
+def tailnet_box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BoxedTailnet]:
+    """One tailnet in a box, one per test (tests change services, devices and keys):
+    tsgw-testcontrol (tailscale's testcontrol with Tailscale Services, DERP, STUN, an admin API)
+    in a private namespace, and the hosted-API fake bound to it on loopback. Tests drive it
+    through the documented API (``.api_url`` and the OAuth credentials, for
+    ``tsgw.tailscale.TailscaleClient``) and start tailscaled nodes in ``.box``."""
+    with boxed_tailnet(tmp_path_factory.mktemp("box")) as tn:
+        yield tn
 
 
 @pytest.fixture(scope="session")

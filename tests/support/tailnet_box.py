@@ -7,12 +7,14 @@ with failover), device deletion, key expiry and register rate limiting. Headscal
 Tailscale Services; this is where a real tailscaled hosts ``svc:web`` in tests.
 ``tests/tailnet/README.md`` says exactly what it models and what it does not.
 
-Everything runs inside one :class:`~tests.support.netns.NetNS`: the server listens on the
-namespace's own address (control ``:8080``, DERP ``:3340``, STUN ``:3478``) and its admin API on
+Everything runs inside one namespace, a :class:`~tests.support.netns.NetNS` of its own or one
+the caller gives (the bed's tailnet namespace, a test's own): the server listens on the
+namespace's address (control ``:8080``, DERP ``:3340``, STUN ``:3478``) and its admin API on
 ``127.0.0.1:9912`` inside; the test process reaches the admin API through a forwarded host
 port (:attr:`TailnetBox.admin`). Nodes are tailscaled or tailscale's ``containerboot``
 (:meth:`TailnetBox.start_proxy`), started and driven like those of
-:class:`~tests.support.tailnet.Tailnet`.
+:class:`~tests.support.tailnet.Tailnet`. Tests get the box together with the hosted-API fake
+bound to it (:func:`tests.support.boxed_fake.boxed_tailnet`, fixture ``tailnet_box``).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.netns import NetNS
+from tests.support.netns import Namespace, NetNS
 from tests.support.process import NotReady, Process
 from tests.support.tailnet import TAILSCALED_ENV, Node, TailscaledNodes, recv_exact, socks5_connect
 from tools.testbin import bin_path
@@ -128,6 +130,15 @@ class BoxAdmin:
         """The policy's ``autoApprovers.services`` (replaced as a whole)."""
         self._call("PUT", "/api/auto-approvers", {"services": dict(services)})
 
+    def put_policy(self, tag_owners: Mapping[str, list[str]], services: Mapping[str, list[str]]) -> None:
+        """The policy's ``tagOwners`` and ``autoApprovers.services`` (what the fake's policy
+        file endpoint forwards)."""
+        body = {"tagOwners": dict(tag_owners), "autoApprovers": {"services": dict(services)}}
+        self._call("PUT", "/api/policy", body)
+
+    def policy(self) -> dict[str, Any]:
+        return dict(self._call("GET", "/api/policy"))
+
     # Auth keys, devices
     def add_key(
         self,
@@ -156,6 +167,10 @@ class BoxAdmin:
     def node(self, ref: str) -> dict[str, Any]:
         return dict(self._call("GET", f"/api/nodes/{ref}"))
 
+    def set_node_tags(self, ref: str, tags: list[str]) -> dict[str, Any]:
+        """Replace a node's tags (what the fake's device tags endpoint forwards)."""
+        return dict(self._call("PUT", f"/api/nodes/{ref}/tags", {"tags": tags}))
+
     def delete_node(self, ref: str) -> None:
         self._call("DELETE", f"/api/nodes/{ref}")
 
@@ -178,16 +193,29 @@ class BoxAdmin:
 
 
 class TailnetBox(TailscaledNodes):
-    """``tsgw-testcontrol`` plus tailscaled nodes in one private namespace; :meth:`close` it."""
+    """``tsgw-testcontrol`` plus tailscaled nodes in one namespace; :meth:`close` it."""
 
     def __init__(
-        self, workdir: Path, *, tags: tuple[str, ...] = DEFAULT_TAGS, require_known_keys: bool = True
+        self,
+        workdir: Path,
+        ns: Namespace | None = None,
+        address: str | None = None,
+        *,
+        tags: tuple[str, ...] = DEFAULT_TAGS,
+        require_known_keys: bool = True,
     ) -> None:
+        """Without ``ns``, make a private namespace (deleted by :meth:`close`); with one (the
+        bed's tailnet namespace, or one a test made), run there and serve control, DERP and STUN
+        on ``address``, an IPv4 address of that namespace (default: a :class:`NetNS`'s own
+        address, else 127.0.0.1). Its processes and forwards go on :meth:`close`, the
+        namespace stays. The admin API listens on ``127.0.0.1:9912`` inside either way."""
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.ns = NetNS(prefix="tsgw-box")
+        self._owned = NetNS(prefix="tsgw-box") if ns is None else None
+        self.ns: Namespace = self._owned or ns  # type: ignore[assignment]
         self.nodes = []
-        host = self.ns.ip
+        host = address or (self.ns.ip if isinstance(self.ns, NetNS) else "127.0.0.1")
+        self.address = host
         self.url = f"http://{host}:{CONTROL_PORT}"
         self.domain = DOMAIN
         self.server = Process(
@@ -280,7 +308,10 @@ class TailnetBox(TailscaledNodes):
             self.admin.close()
         if hasattr(self, "server"):
             self.server.stop(timeout=10)
-        self.ns.delete()
+        if self._owned is not None:
+            self._owned.delete()
+        else:
+            self.ns.close_forwards()
 
 
 def _pids_mentioning(text: str) -> list[int]:
@@ -436,31 +467,31 @@ STATE_FILE = Path(
 
 
 def _up(workdir: Path) -> int:
-    """Run the box and the hosted-API fake in front of it until SIGINT/SIGTERM."""
-    from tests.fake_tailscale import serve
-    from tests.support.boxed_fake import BoxedFake
+    """Run the box and the hosted-API fake bound to it (one state) until SIGINT/SIGTERM."""
+    from tests.support.boxed_fake import boxed_tailnet
 
-    box = TailnetBox(workdir)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        fake = BoxedFake(box=box.admin)
-        cid, secret = fake.add_oauth_client()
-        with serve(fake) as api_url:
+        with boxed_tailnet(workdir) as tn:
+            box, api_url = tn.box, tn.api_url
             info = {
                 "pid": os.getpid(),
                 "namespace": box.ns.name,
                 "control_url": box.url,
                 "admin_url": box.admin_url,
                 "api_url": api_url,
-                "oauth_client_id": cid,
+                "oauth_client_id": tn.oauth_client_id,
                 "workdir": str(workdir),
             }
             STATE_FILE.parent.mkdir(parents=True, exist_ok=True)
             STATE_FILE.write_text(json.dumps(info, indent=2))
             print(json.dumps(info, indent=2))
-            print(f"OAuth client secret (for {cid}): {secret}")
+            print(f"OAuth client secret (for {tn.oauth_client_id}): {tn.oauth_client_secret}")
+            print(
+                f"API access token (scope all, e.g. for the policy file /api/v2/tailnet/-/acl): {tn.api_key}"
+            )
             print(
                 f"Join a node: ip netns exec {box.ns.name} tailscaled --tun=userspace-networking ...; "
                 f"tailscale up --login-server={box.url} --auth-key=<a key minted through {api_url}>"
@@ -469,7 +500,6 @@ def _up(workdir: Path) -> int:
             print("Ctrl-C or `just tailnet down` stops it.", flush=True)
             stop.wait()
     finally:
-        box.close()
         STATE_FILE.unlink(missing_ok=True)
         shutil.rmtree(workdir, ignore_errors=True)  # logs live there while it runs
     return 0

@@ -6,6 +6,12 @@ backend with PROXY protocol v2); a client is a tailscaled with a SOCKS5 server; 
 :class:`~tests.support.tailnet_box.ProxyProtocolBackend` answers with its name and the
 client's tailnet address. :func:`run_failover` measures what a client sees when the primary
 host of a service stops.
+
+Everything a real tailnet's API offers goes through the documented API, with tsgw's own
+:class:`~tsgw.tailscale.TailscaleClient` against the hosted-API fake bound to the box (keys,
+services, devices) and the policy file endpoint (``autoApprovers``). The box's admin API is
+used only to observe what the hosted API does not show (which host carries a service's VIPs,
+``host_status``/``primary``).
 """
 
 from __future__ import annotations
@@ -14,9 +20,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from tests.support.boxed_fake import BoxedTailnet
 from tests.support.tailnet import Node
 from tests.support.tailnet_box import ProxyProtocolBackend, TailnetBox, fetch, wait_for
-from tsgw.tailscale import HostedService, ProxyConfig, ServePort
+from tsgw.tailscale import AuthKeyRequest, HostedService, ProxyConfig, ServePort, TailscaleService
 
 SVC = "svc:web"
 
@@ -27,8 +34,27 @@ def backend(box: TailnetBox, name: str) -> ProxyProtocolBackend:
         return ProxyProtocolBackend(name)
 
 
+def auth_key(tn: BoxedTailnet, tags: tuple[str, ...]) -> str:
+    """A single-use key minted through the API: by tsgw's OAuth client, or, untagged (which
+    an OAuth client may not mint), with a user's API key."""
+    ts = tn.ts if tags else tn.user_ts
+    return tn.call(ts.create_auth_key, AuthKeyRequest(tags=tags)).key
+
+
+def define_service(
+    tn: BoxedTailnet, ports: tuple[str, ...] = ("tcp:80",), name: str = SVC
+) -> TailscaleService:
+    """Create or update a Tailscale Service through the API (``PUT .../vip-services/{name}``)."""
+    return tn.call(lambda: tn.ts.ensure_service(name, ports=ports))
+
+
+def auto_approve(tn: BoxedTailnet, services: dict[str, list[str]]) -> None:
+    """Set the policy's ``autoApprovers.services`` through the policy file endpoint."""
+    tn.set_policy(services=services)
+
+
 def service_proxy(
-    box: TailnetBox,
+    tn: BoxedTailnet,
     name: str,
     target: ProxyProtocolBackend,
     *,
@@ -37,11 +63,12 @@ def service_proxy(
     port: int = 80,
 ) -> Node:
     """A proxy replica hosting ``service`` port ``port``, joined with a key carrying ``tags``."""
+    box = tn.box
     cfg = ProxyConfig(
         hostname=name,
         tags=tags,
         login_server=box.url,
-        auth_key=box.auth_key(tags),
+        auth_key=auth_key(tn, tags),
         services=(HostedService(service, (ServePort(port, target.port),)),),
         serve_config_path="serve-config.json",
         outbound_http_proxy="",
@@ -50,9 +77,9 @@ def service_proxy(
     return box.start_proxy(name, cfg.env(), serve_config=cfg.serve_config_json())
 
 
-def socks_client(box: TailnetBox, name: str = "client") -> Node:
+def socks_client(tn: BoxedTailnet, name: str = "client") -> Node:
     """A tagged tailscaled (``tag:client``) with a SOCKS5 server inside the namespace."""
-    return box.join(name, box.auth_key(("tag:client",)), socks5=True)
+    return tn.box.join(name, auth_key(tn, ("tag:client",)), socks5=True)
 
 
 def reach(box: TailnetBox, client: Node, host: str, port: int = 80, timeout: float = 3) -> str:
@@ -68,6 +95,7 @@ def unreachable(box: TailnetBox, client: Node, host: str) -> bool:
     return False
 
 
+# The hosted API does not say which host carries a service's traffic: observed on the box.
 def host_status(box: TailnetBox, name: str, service: str = SVC) -> dict[str, object]:
     """The box's view of one host of ``service`` (see ``GET /api/services/{svc}/hosts``)."""
     return next(h for h in box.admin.service_hosts(service) if str(h["name"]).split(".")[0] == name)
@@ -164,14 +192,15 @@ class Failover:
         )
 
 
-def run_failover(box: TailnetBox, how: str) -> Failover:
+def run_failover(tn: BoxedTailnet, how: str) -> Failover:
     """Two hosts of svc:web and a client; stop the primary (``sigterm``: containerboot's own
     shutdown, which withdraws the service first; ``sigkill``: the proxy and its tailscaled die)
     while the client connects every 50 ms, until the standby answers."""
-    box.admin.set_auto_approvers({SVC: ["tag:proxy"]})
-    vip4 = box.admin.put_service(SVC, ["tcp:80"])["addrs"][0]
-    proxies = {name: service_proxy(box, name, backend(box, name)) for name in ("proxy-a", "proxy-b")}
-    client = socks_client(box)
+    box = tn.box
+    auto_approve(tn, {SVC: ["tag:proxy"]})
+    vip4 = define_service(tn).addrs[0]
+    proxies = {name: service_proxy(tn, name, backend(box, name)) for name in ("proxy-a", "proxy-b")}
+    client = socks_client(tn)
     wait_for(lambda: all(host_status(box, name)["eligible"] for name in proxies), what="both hosts eligible")
     first = primary(box)  # whichever qualified first; the other stands by
     [standby] = [name for name in proxies if name != first]

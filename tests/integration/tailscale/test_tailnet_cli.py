@@ -1,9 +1,10 @@
-"""`just tailnet up|down`: the box and the hosted-API fake from one command, and gone after."""
+"""`just tailnet up|down`: the box and the hosted-API fake, one state, from one command, and gone after."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +36,21 @@ def test_tailnet_up_serves_the_box_and_the_fake_and_down_removes_them(tmp_path: 
         assert httpx.get(f"{info['admin_url']}/healthz").json()["ok"] is True
         # The hosted-API fake answers as Tailscale does: no credentials, 401.
         assert httpx.get(f"{info['api_url']}/api/v2/tailnet/-/devices").status_code == 401
+        # ... and with the printed OAuth client, a key minted through it is the box's key.
+        [secret] = re.findall(
+            rf"OAuth client secret \(for {info['oauth_client_id']}\): (\S+)", up.log.read_text()
+        )
+        token = httpx.post(
+            f"{info['api_url']}/api/v2/oauth/token",
+            data={"client_id": info["oauth_client_id"], "client_secret": secret},
+        ).json()["access_token"]
+        minted = httpx.post(
+            f"{info['api_url']}/api/v2/tailnet/-/keys",
+            json={"capabilities": {"devices": {"create": {"tags": ["tag:proxy"]}}}},
+            headers={"Authorization": f"Bearer {token}"},
+        ).json()
+        box_keys = httpx.get(f"{info['admin_url']}/api/keys").json()["keys"]
+        assert [(k["id"], k["tags"]) for k in box_keys] == [(minted["id"], ["tag:proxy"])]
         assert Path(f"/run/netns/{info['namespace']}").exists()
 
         down = subprocess.run(
