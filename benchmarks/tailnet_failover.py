@@ -39,7 +39,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--modes", default="sigkill,sigterm")
     args = parser.parse_args(argv)
-    result: dict[str, object] = {"benchmark": "tailnet_failover", "runs": args.runs}
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))  # warnings and up
+    result: dict[str, object] = {"bench": "tailnet_failover", "runs": args.runs}
     with tempfile.TemporaryDirectory(prefix="tsgw-bench-failover-") as tmp:
         for how in args.modes.split(","):
             gaps, since, failed = [], [], []
