@@ -22,7 +22,7 @@ from tests.bed import _topology
 from tests.bed._images import ROOT
 from tests.bed._topology import Plan
 from tests.support.process import Process
-from tests.support.tailnet import Node, Tailnet, socks5_connect
+from tests.support.tailnet import Node, Tailnet, socks5_exchange
 from tools.netns import Namespace
 from tools.tailnet import TAILSCALED_ENV
 from tools.testbin import bin_path
@@ -49,13 +49,7 @@ class BedDevice(Node):
         """Connect to ``host:port`` over the tailnet through this device's SOCKS5 server; send
         ``send``, then read until the server closes."""
         assert self.ns is not None
-        with socks5_connect(self.ns, SOCKS_PORT, host, port, timeout) as s:
-            if send:
-                s.sendall(send)
-            chunks = []
-            while data := s.recv(65536):
-                chunks.append(data)
-            return b"".join(chunks)
+        return socks5_exchange(self.ns, SOCKS_PORT, host, port, send, timeout)
 
     @property
     def processes(self) -> list[Process]:

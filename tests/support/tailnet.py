@@ -94,13 +94,7 @@ class Node:
     def dial(self, host: str, port: int, send: bytes = b"", timeout: float = 10) -> bytes:
         """Connect to ``host:port`` over the tailnet through this node's SOCKS5 server (start it
         with ``socks5=True``); send ``send``, then read until the server closes."""
-        with socks5_connect(self.tailnet.ns, int(self.extra["socks5"]), host, port, timeout) as s:
-            if send:
-                s.sendall(send)
-            chunks = []
-            while data := s.recv(65536):
-                chunks.append(data)
-            return b"".join(chunks)
+        return socks5_exchange(self.tailnet.ns, int(self.extra["socks5"]), host, port, send, timeout)
 
     def status(self) -> dict[str, Any]:
         return json.loads(self.cli("status", "--json"))  # type: ignore[no-any-return]
@@ -118,6 +112,19 @@ class Node:
             *flags,
             timeout=60,
         )
+
+
+def socks5_exchange(
+    ns: Namespace, socks_port: int, host: str, port: int, send: bytes = b"", timeout: float = 5.0
+) -> bytes:
+    """Send ``send`` to ``host:port`` through a SOCKS5 server, then read until the server closes."""
+    with socks5_connect(ns, socks_port, host, port, timeout) as s:
+        if send:
+            s.sendall(send)
+        chunks = []
+        while data := s.recv(65536):
+            chunks.append(data)
+        return b"".join(chunks)
 
 
 def socks5_connect(
