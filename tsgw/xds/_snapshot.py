@@ -106,6 +106,9 @@ def _encode(
     )
 
 
+_EMPTY_VERSION = hashlib.sha256(b"").hexdigest()[:16]
+
+
 class TypeResources:
     """All resources of one type in a snapshot, by name, with the type's version."""
 
@@ -113,10 +116,13 @@ class TypeResources:
 
     def __init__(self, type_url: str, items: Mapping[str, Resource]) -> None:
         self.type_url = type_url
-        self.items: dict[str, Resource] = dict(sorted(items.items()))
+        self.items: dict[str, Resource] = dict(sorted(items.items())) if len(items) > 1 else dict(items)
         # One hash over "name\0version\0" of every item, in name order.
-        text = "".join(f"{name}\0{r.version}\0" for name, r in self.items.items())
-        self.version = hashlib.sha256(text.encode()).hexdigest()[:16]
+        if self.items:
+            text = "".join(f"{name}\0{r.version}\0" for name, r in self.items.items())
+            self.version = hashlib.sha256(text.encode()).hexdigest()[:16]
+        else:
+            self.version = _EMPTY_VERSION
         self._all_sotw: bytes | None = None
         self._delta_fields: dict[str, bytes] = {}
 

@@ -16,6 +16,8 @@ _SMALL = [bytes([i]) for i in range(128)]
 def varint(n: int) -> bytes:
     if n < 128:
         return _SMALL[n]
+    if n < 16384:  # most resources and Any wrappers: two bytes, without the loop
+        return bytes((n & 0x7F | 0x80, n >> 7))
     out = bytearray()
     while True:
         b = n & 0x7F
@@ -29,7 +31,11 @@ def varint(n: int) -> bytes:
 
 def field_bytes(number: int, data: bytes) -> bytes:
     """A length-delimited field (wire type 2)."""
-    return varint(number << 3 | 2) + varint(len(data)) + data
+    tag = _TAGS[number] if number < len(_TAGS) else varint(number << 3 | 2)
+    return tag + varint(len(data)) + data
+
+
+_TAGS = [varint(n << 3 | 2) for n in range(16)]
 
 
 def field_str(number: int, text: str) -> bytes:
