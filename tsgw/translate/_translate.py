@@ -46,7 +46,7 @@ class Result:
 
 def _fingerprint(raw: Mapping[str, Any]) -> Any:
     md = raw.get("metadata") or {}
-    rv = md.get("resourceVersion") if isinstance(md, Mapping) else None
+    rv = md.get("resourceVersion") if type(md) is dict or isinstance(md, Mapping) else None
     if rv:
         return (md.get("uid"), rv, md.get("generation"))
     return hashlib.sha256(orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)).digest()
@@ -102,21 +102,24 @@ class Translator:
     _entries: dict[tuple[str, str, str], _Entry] = field(default_factory=dict)
     _outputs: dict[GroupKey, _Output] = field(default_factory=dict)
     _devices: dict[int, Any] = field(default_factory=dict)
+    _ns_fp: dict[str, tuple[Any, ...]] = field(default_factory=dict)
 
-    def _load(self, raw: Mapping[str, Any]) -> api.Object[Any] | ObjectStatus | None:
+    def _load(self, raw: Mapping[str, Any]) -> tuple[Any, Any, api.Object[Any] | ObjectStatus | None]:
+        """(key, fingerprint, parsed object or its invalid status), parsed only when changed."""
         md = raw.get("metadata") or {}
-        key = (raw.get("kind"), md.get("namespace"), md.get("name")) if isinstance(md, Mapping) else None
+        is_map = type(md) is dict or isinstance(md, Mapping)
+        key = (raw.get("kind"), md.get("namespace"), md.get("name")) if is_map else None
         fp = _fingerprint(raw)
         hit = self._parsed.get(key)
         if hit is not None and hit[0] == fp:
-            return hit[1]
+            return key, fp, hit[1]
         value: api.Object[Any] | ObjectStatus | None
         try:
             value = api.load(raw)
         except api.ValidationError as e:
             value = invalid_status(raw, e)
         self._parsed[key] = (fp, value)
-        return value
+        return key, fp, value
 
     def translate(self, inputs: Inputs) -> Result:
         """Translate `inputs`, reusing every per-object and per-group result whose inputs did
@@ -134,24 +137,28 @@ class Translator:
         loaded: list[tuple[api.Object[Any], Any]] = []
         live_parsed = set()
         for raw in inputs.objects:
-            value = self._load(raw)
-            md = raw.get("metadata") or {}
-            live_parsed.add((raw.get("kind"), md.get("namespace"), md.get("name")))
+            key, fp, value = self._load(raw)
+            live_parsed.add(key)
             if isinstance(value, ObjectStatus):
                 statuses.append(value)
             elif value is not None:
-                loaded.append(
-                    (value, self._parsed[(raw.get("kind"), md.get("namespace"), md.get("name"))][0])
-                )
-        for k in [k for k in self._parsed if k not in live_parsed]:
-            del self._parsed[k]
+                loaded.append((value, fp))
+        if len(live_parsed) != len(self._parsed):
+            for k in [k for k in self._parsed if k not in live_parsed]:
+                del self._parsed[k]
         loaded.sort(key=lambda o: o[0].key)
         tailnet_fp: dict[str, Any] = {}
         for obj, fp in loaded:
             if obj.kind == "TailscaleTailnet":
                 ctx.tailnets[obj.metadata.name] = obj.spec
                 tailnet_fp[obj.metadata.name] = fp
-        ns_fp = _namespace_fingerprints(ctx)
+        # Keep last call's tuple where a namespace did not change: every object's dependency
+        # check then compares it by identity instead of element by element.
+        ns_fp = {
+            ns: fp if fp != (old := self._ns_fp.get(ns)) else old
+            for ns, fp in _namespace_fingerprints(ctx).items()
+        }
+        self._ns_fp = ns_fp
         all_fp = tuple(sorted(ns_fp.items()))
 
         groups: list[ProxyGroup] = []
