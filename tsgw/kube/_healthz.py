@@ -39,14 +39,22 @@ async def _run_check(check: Checker) -> bool:
 
 
 class HealthServer:
-    """Serves the probe endpoints (and ``/metrics`` when ``metrics``) on one listener."""
+    """Serves the probe endpoints (unless ``probes`` is False) and ``/metrics`` (when
+    ``metrics``) on one listener."""
 
     def __init__(
-        self, host: str, port: int, *, metrics: bool = True, registry: CollectorRegistry | None = None
+        self,
+        host: str,
+        port: int,
+        *,
+        metrics: bool = True,
+        probes: bool = True,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.metrics = metrics
+        self.probes = probes
         self.registry = registry if registry is not None else REGISTRY
         """What ``/metrics`` exposes. Defaults to this library's :data:`REGISTRY`."""
         self.healthz: dict[str, Checker] = {"ping": ping}
@@ -89,7 +97,7 @@ class HealthServer:
         path = url.path.rstrip("/")
         if path == "/metrics" and self.metrics:
             return 200, CONTENT_TYPE_LATEST, generate_latest(self.registry)
-        for prefix, checks in (("/healthz", self.healthz), ("/readyz", self.readyz)):
+        for prefix, checks in (("/healthz", self.healthz), ("/readyz", self.readyz)) if self.probes else ():
             if path == prefix or path.startswith(prefix + "/"):
                 return await self._aggregate(checks, path[len(prefix) + 1 :], query)
         return 404, "text/plain", b"404 page not found\n"

@@ -54,8 +54,12 @@ class ManagerOptions:
     leader_election: LeaderElectionOptions | None = None
     """Lease settings; ``None`` (the default) runs leader-only runnables without an election."""
     health_probe_bind_address: str | None = None
-    """``host:port`` serving ``/healthz``, ``/readyz`` and ``/metrics``; port 0 picks one.
-    Defaults to ``None`` (no server)."""
+    """``host:port`` serving ``/healthz``, ``/readyz`` and, unless ``metrics_bind_address`` is
+    set, ``/metrics``; port 0 picks one. Defaults to ``None`` (no server)."""
+    metrics_bind_address: str | None = None
+    """``host:port`` serving only ``/metrics``, apart from the probes, as controller-runtime's
+    metrics server (which scaffolds put on :8080, probes on :8081); port 0 picks one. Defaults to
+    ``None`` (metrics on the probe listener, if any)."""
     graceful_shutdown_timeout: float = 30.0
     """How long :meth:`Manager.stop` waits for in-flight reconciles. Defaults to 30 s."""
     sync_period: float | None = 36_000.0
@@ -92,10 +96,15 @@ class Manager:
         self._stop = anyio.Event()
         self._leader_done = anyio.Event()
         self.health: HealthServer | None = None
+        self.metrics: HealthServer | None = None
+        separate = self.options.metrics_bind_address is not None
         if self.options.health_probe_bind_address is not None:
             host, _, port = self.options.health_probe_bind_address.rpartition(":")
-            self.health = HealthServer(host or "127.0.0.1", int(port))
+            self.health = HealthServer(host or "127.0.0.1", int(port), metrics=not separate)
             self.health.readyz["informers"] = self._informers_synced
+        if self.options.metrics_bind_address is not None:
+            host, _, port = self.options.metrics_bind_address.rpartition(":")
+            self.metrics = HealthServer(host or "127.0.0.1", int(port), probes=False)
         register_client(client)
 
     # -- wiring ------------------------------------------------------------------------------
@@ -152,7 +161,10 @@ class Manager:
             async with anyio.create_task_group() as tg:
                 if self.health is not None:
                     port = await tg.start(self.health.serve)
-                    log.info("serving probes and metrics", port=port)
+                    log.info("serving probes", port=port, metrics=self.health.metrics)
+                if self.metrics is not None:
+                    port = await tg.start(self.metrics.serve)
+                    log.info("serving metrics", port=port)
                 for inf in self._informers.values():
                     tg.start_soon(inf.run)
                 with anyio.move_on_after(self.options.cache_sync_timeout):

@@ -90,7 +90,9 @@ async def wait_for(pred, within: float = 30) -> None:  # type: ignore[no-untyped
 async def test_a_controller_applies_owned_objects_sets_ready_and_repairs_a_deleted_child(
     client: Client, namespace: str, widgets: Resource
 ) -> None:
-    mgr = Manager(client, ManagerOptions(health_probe_bind_address="127.0.0.1:0"))
+    mgr = Manager(
+        client, ManagerOptions(health_probe_bind_address="127.0.0.1:0", metrics_bind_address="127.0.0.1:0")
+    )
     scope = InformerOptions(namespace=namespace)  # other tests' objects stay out of this one
     rec = WidgetReconciler(mgr, widgets, scope)
     ctrl = (
@@ -138,15 +140,19 @@ async def test_a_controller_applies_owned_objects_sets_ready_and_repairs_a_delet
             lambda: (wstore.get((namespace, "w1")) or {}).get("status", {}).get("observedGeneration") == 2
         )
 
-        # Probes and metrics.
+        # Probes and metrics, each on its own listener (controller-runtime's layout).
         assert mgr.health is not None
+        assert mgr.metrics is not None
         base = f"http://127.0.0.1:{mgr.health.bound_port}"
+        mbase = f"http://127.0.0.1:{mgr.metrics.bound_port}"
         async with httpx.AsyncClient() as http:
             assert (await http.get(f"{base}/healthz")).text == "ok"
             ready = await http.get(f"{base}/readyz?verbose")
             assert ready.status_code == 200
             assert "[+]informers ok" in ready.text
-            metrics = (await http.get(f"{base}/metrics")).text
+            assert (await http.get(f"{base}/metrics")).status_code == 404
+            assert (await http.get(f"{mbase}/healthz")).status_code == 404
+            metrics = (await http.get(f"{mbase}/metrics")).text
         assert f'controller_runtime_reconcile_total{{controller="{ctrl.name}",result="success"}}' in metrics
         assert "workqueue_adds_total" in metrics
         assert "rest_client_requests_total" in metrics
