@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -37,30 +36,20 @@ from tsgw.model import (
     ServicePort,
     TailscaleService,
 )
+from tsgw.translate._identity import group_name
 from tsgw.translate._inputs import Device, Inputs, Options, TailnetFacts
 
-__all__ = ["apply_policies", "build_model", "group_name", "index", "invalid_status", "translate_object"]
+__all__ = ["apply_policies", "build_model", "index", "invalid_status", "translate_object"]
 
 ACCEPTED = "Accepted"
 RESOLVED = "ResolvedRefs"
 
-_SUFFIX = {"TailscaleEndpoints": "tsep", "TailscaleServices": "tssvc", "TailscaleGateway": "tsgw"}
 _EGRESS_PROTOCOL = {
     EgressProtocol.TCP: Protocol.TCP,
     EgressProtocol.HTTP: Protocol.HTTP,
     EgressProtocol.GRPC: Protocol.GRPC,
     EgressProtocol.TLS: Protocol.TLS,
 }
-
-
-def group_name(kind: str, name: str) -> str:
-    """The proxy group (StatefulSet) of an object: `<name>-<kind suffix>`, shortened with a hash
-    when long, so pod names and the controller-revision-hash label stay within 63 characters."""
-    base = f"{name}-{_SUFFIX[kind]}"
-    if len(base) <= 45:
-        return base
-    digest = hashlib.sha256(base.encode()).hexdigest()[:8]
-    return f"{base[:36].rstrip('-')}-{digest}"
 
 
 @dataclass
