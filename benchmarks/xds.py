@@ -76,7 +76,15 @@ def serve(argv: Sequence[str]) -> int:
     import anyio.to_thread
     import structlog
 
-    from tsgw.xds import AdsServer, ClusterDiscovery, EndpointDiscovery, Snapshot, SnapshotCache
+    from tsgw.xds import (
+        AdsServer,
+        ClusterDiscovery,
+        EndpointDiscovery,
+        EventKind,
+        Snapshot,
+        SnapshotCache,
+        StreamEvent,
+    )
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))  # errors only
     p = argparse.ArgumentParser()
@@ -91,15 +99,18 @@ def serve(argv: Sequence[str]) -> int:
 
     server: AdsServer
 
-    def on_ack(node_id: str, type_url: str, version: str) -> None:
-        if type_url != ClusterDiscovery or version != state["target"]:
+    def on_event(event: StreamEvent) -> None:
+        if event.kind is not EventKind.ACK:
             return
-        state["acked"].add(node_id)
+        if event.type_url != ClusterDiscovery or event.version != state["target"]:
+            return
+        state["acked"].add(event.node_id)
         if len(state["acked"]) >= server.stream_count():
             state["target"] = None
             out(f"acked {state['label']} {time.time_ns()}")
 
-    server = AdsServer(cache, on_ack=on_ack)
+    server = AdsServer(cache)
+    server.subscribe(on_event)
 
     async def main() -> None:
         async with anyio.create_task_group() as tg:

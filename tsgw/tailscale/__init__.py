@@ -10,9 +10,17 @@ proxy replica, and the tailscaled/containerboot configuration of a proxy as plai
 :class:`Client` is the interface the operator depends on; :class:`TailscaleClient` and
 :class:`HeadscaleClient` implement it and say what they support in ``capabilities``. Every
 failure is a :class:`TailscaleError` (see ``_errors.py`` for the tree).
+
+Importing this package loads no network library: the clients and the auth-key lifecycle (on
+aiohttp and anyio) load on first use of one of their names, so pure users such as translation
+(:class:`ProxyConfig`, :class:`ServePort`, :class:`HostedService`) never pull a client in.
 """
 
-from ._client import Client, TailscaleClient
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._errors import (
     APIError,
     AuthError,
@@ -26,15 +34,6 @@ from ._errors import (
     TailscaleError,
     TransportError,
     UnsupportedError,
-)
-from ._headscale import HeadscaleClient
-from ._lifecycle import (
-    AuthKeyLifecycle,
-    DeleteResult,
-    EnsureResult,
-    MemoryStateStore,
-    ReplicaStateStore,
-    StateKeys,
 )
 from ._proxy import HostedService, ProxyConfig, ServePort
 from ._types import (
@@ -84,3 +83,45 @@ __all__ = [
     "TransportError",
     "UnsupportedError",
 ]
+
+_LAZY = {
+    "Client": "tsgw.tailscale._client",
+    "TailscaleClient": "tsgw.tailscale._client",
+    "HeadscaleClient": "tsgw.tailscale._headscale",
+    **{
+        n: "tsgw.tailscale._lifecycle"
+        for n in (
+            "AuthKeyLifecycle",
+            "DeleteResult",
+            "EnsureResult",
+            "MemoryStateStore",
+            "ReplicaStateStore",
+            "StateKeys",
+        )
+    },
+}
+
+if TYPE_CHECKING:
+    from ._client import Client, TailscaleClient
+    from ._headscale import HeadscaleClient
+    from ._lifecycle import (
+        AuthKeyLifecycle,
+        DeleteResult,
+        EnsureResult,
+        MemoryStateStore,
+        ReplicaStateStore,
+        StateKeys,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

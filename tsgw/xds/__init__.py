@@ -8,7 +8,16 @@ a version an Envoy rejected. It also writes Envoy bootstraps and keeps per-node 
 Resources are protobuf messages of ``xds-protos`` (protobuf's upb backend: microseconds per
 encode, where betterproto2 takes milliseconds; see docs/architecture.md, "xDS codec") or
 JSON-shaped dicts.
+
+Importing this package loads no network library: the server (:class:`AdsServer` and its
+status types, on grpclib) loads on first use of one of its names, so pure users such as
+translation (:func:`bootstrap`, :class:`Snapshot`) never pull grpclib in.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from tsgw.xds._bootstrap import bootstrap
 from tsgw.xds._cache import NodeGroup, SnapshotCache, SnapshotInfo, group_by_cluster, group_by_id
@@ -20,9 +29,9 @@ from tsgw.xds._errors import (
     UnknownVersionError,
     XdsError,
 )
-from tsgw.xds._server import AdsServer, RawCodec, ServerOptions, StreamStatus, TypeStatus
+from tsgw.xds._events import EventKind, StreamEvent, Subscriber
 from tsgw.xds._snapshot import Resource, Snapshot, TypeResources
-from tsgw.xds._state import Nack
+from tsgw.xds._state import Nack, Sync
 from tsgw.xds._types import (
     PUSH_ORDER,
     ClusterDiscovery,
@@ -41,10 +50,12 @@ __all__ = [
     "AdsServer",
     "ClusterDiscovery",
     "EndpointDiscovery",
+    "EventKind",
     "InconsistentSnapshotError",
     "ListenerDiscovery",
     "Nack",
     "NodeGroup",
+    "NodeSync",
     "ProtocolError",
     "RawCodec",
     "Resource",
@@ -57,7 +68,10 @@ __all__ = [
     "SnapshotCache",
     "SnapshotError",
     "SnapshotInfo",
+    "StreamEvent",
     "StreamStatus",
+    "Subscriber",
+    "Sync",
     "TypeResources",
     "TypeStatus",
     "UnknownGroupError",
@@ -69,3 +83,24 @@ __all__ = [
     "short_name",
     "type_url_of",
 ]
+
+_LAZY = {
+    n: "tsgw.xds._server"
+    for n in ("AdsServer", "NodeSync", "RawCodec", "ServerOptions", "StreamStatus", "TypeStatus")
+}
+
+if TYPE_CHECKING:
+    from tsgw.xds._server import AdsServer, NodeSync, RawCodec, ServerOptions, StreamStatus, TypeStatus
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -17,7 +17,7 @@ import socket
 import struct
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,8 +36,9 @@ from h2.stream import StreamInputs
 from tsgw.xds import _metrics, _wire
 from tsgw.xds._cache import SnapshotCache
 from tsgw.xds._errors import ProtocolError
+from tsgw.xds._events import EventKind, StreamEvent, Subscriber
 from tsgw.xds._snapshot import Snapshot
-from tsgw.xds._state import DeltaPlan, DeltaType, Nack, SotwPlan, SotwType, Verdict
+from tsgw.xds._state import DeltaPlan, DeltaType, Nack, SotwPlan, SotwType, Sync, Verdict
 from tsgw.xds._types import PUSH_ORDER, ClusterDiscovery, EndpointDiscovery, short_name
 
 log = structlog.get_logger("tsgw.xds.server")
@@ -123,10 +124,6 @@ class ServerOptions:
     (0 keeps the kernel's autotuned size, which starts at 16 KiB). Default 1 MiB."""
 
 
-AckHook = Callable[[str, str, str], None]
-"""``on_ack(node_id, type_url, version)``: called when a stream ACKs a version (benchmarks)."""
-
-
 @dataclass(frozen=True)
 class TypeStatus:
     """What one Envoy holds of one resource type, as far as the server knows."""
@@ -135,9 +132,14 @@ class TypeStatus:
     sent_version: str | None
     acked_version: str | None
     nack: Nack | None
+    """The Envoy's rejection of what it was sent last; None once it ACKs again."""
     pushes: int
     subscribed: tuple[str, ...]
     wildcard: bool
+    sync: Sync = Sync.PENDING
+    """Whether it holds this type of its group's current snapshot (see :meth:`SotwType.sync`)."""
+    rejection: Nack | None = None
+    """With ``sync`` REJECTED: its rejection of the current version (then or earlier)."""
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,27 @@ class StreamStatus:
     @property
     def age(self) -> float:
         return time.time() - self.opened_at
+
+    @property
+    def sync(self) -> Sync:
+        """REJECTED if any type is, else PENDING if any is, else SYNCED."""
+        states = {t.sync for t in self.types}
+        for s in (Sync.REJECTED, Sync.PENDING):
+            if s in states:
+                return s
+        return Sync.SYNCED
+
+
+@dataclass(frozen=True)
+class NodeSync:
+    """Whether one Envoy holds its group's current snapshot (:meth:`AdsServer.group_sync`)."""
+
+    stream_id: int
+    node_id: str
+    sync: Sync
+    rejection: Nack | None = None
+    """With REJECTED: the first rejected type's URL is in ``type_url``, Envoy's reason here."""
+    type_url: str = ""
 
 
 @dataclass(eq=False)
@@ -185,13 +208,12 @@ class AdsServer:
     ``DeltaAggregatedResources`` (incremental).
     """
 
-    def __init__(
-        self, cache: SnapshotCache, options: ServerOptions | None = None, *, on_ack: AckHook | None = None
-    ) -> None:
+    def __init__(self, cache: SnapshotCache, options: ServerOptions | None = None) -> None:
         self.cache = cache
         self.options = options or ServerOptions()
-        self._on_ack = on_ack
+        self._subscribers: list[Subscriber] = []
         self._conns: dict[int, _Conn] = {}
+        self._by_group: dict[str, dict[int, _Conn]] = {}
         self._transports: set[Any] = set()
         self._ids = itertools.count(1)
         self._sotw_cp = _wire.sotw_control_plane(self.options.control_plane_id)
@@ -236,38 +258,73 @@ class AdsServer:
         """How many ADS streams are open (cheap; :meth:`streams` builds full status)."""
         return len(self._conns)
 
+    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
+        """Call ``subscriber(event)`` for every :class:`StreamEvent` (stream opened or closed, a
+        version ACKed or NACKed), synchronously and in order; returns a function that ends the
+        subscription. A subscriber must not block; one that raises is logged and skipped."""
+        self._subscribers.append(subscriber)
+
+        def cancel() -> None:
+            with contextlib.suppress(ValueError):
+                self._subscribers.remove(subscriber)
+
+        return cancel
+
+    def _emit(self, event: StreamEvent) -> None:
+        for sub in list(self._subscribers):
+            try:
+                sub(event)
+            except Exception:
+                log.exception("xds event subscriber failed", event=event.kind.value)
+
+    def group_sync(self, group: str) -> list[NodeSync]:
+        """Per connected Envoy of ``group``: does it hold the group's current snapshot? Cheap
+        (only that group's streams); the pipeline asks after each event of the group."""
+        snap = self.cache.get_snapshot(group)
+        out = []
+        for c in sorted(self._by_group.get(group, {}).values(), key=lambda c: c.id):
+            state, nack, type_url = Sync.SYNCED, None, ""
+            if snap is None:
+                state = Sync.PENDING
+            else:
+                for t, ts in self._type_states(c):
+                    st, n = ts.sync(snap.resources(t))
+                    if st is Sync.REJECTED:
+                        state, nack, type_url = st, n, t
+                        break
+                    if st is Sync.PENDING:
+                        state = Sync.PENDING
+                if not c.sotw and not c.delta:
+                    state = Sync.PENDING
+            out.append(NodeSync(c.id, c.node_id, state, nack, type_url))
+        return out
+
+    @staticmethod
+    def _type_states(c: _Conn) -> list[tuple[str, SotwType | DeltaType]]:
+        table: Mapping[str, SotwType | DeltaType] = c.sotw if c.variant == "sotw" else c.delta
+        return [(t, table[t]) for t in PUSH_ORDER if t in table]
+
     def streams(self) -> list[StreamStatus]:
         """The connected Envoys, ordered by stream id."""
         out = []
         for c in sorted(self._conns.values(), key=lambda c: c.id):
             types: list[TypeStatus] = []
-            for t in PUSH_ORDER:
-                if c.variant == "sotw" and t in c.sotw:
-                    s = c.sotw[t]
-                    types.append(
-                        TypeStatus(
-                            t,
-                            s.sent_version,
-                            s.acked_version,
-                            s.nack,
-                            c.pushes.get(t, 0),
-                            tuple(sorted(s.names)),
-                            s.wildcard,
-                        )
+            snap = self.cache.get_snapshot(c.group) if c.group is not None else None
+            for t, ts in self._type_states(c):
+                sync, rejection = ts.sync(snap.resources(t)) if snap is not None else (Sync.PENDING, None)
+                types.append(
+                    TypeStatus(
+                        t,
+                        ts.sent_version,
+                        ts.acked_version,
+                        ts.nack,
+                        c.pushes.get(t, 0),
+                        tuple(sorted(ts.names)),
+                        ts.wildcard,
+                        sync,
+                        rejection,
                     )
-                elif c.variant == "delta" and t in c.delta:
-                    d = c.delta[t]
-                    types.append(
-                        TypeStatus(
-                            t,
-                            d.sent_version,
-                            d.acked_version,
-                            d.nack,
-                            c.pushes.get(t, 0),
-                            tuple(sorted(d.names)),
-                            d.wildcard,
-                        )
-                    )
+                )
             out.append(
                 StreamStatus(
                     c.id,
@@ -380,6 +437,13 @@ class AdsServer:
             if cancel_watch is not None:
                 cancel_watch()
             self._conns.pop(conn.id, None)
+            if conn.group is not None:
+                members = self._by_group.get(conn.group)
+                if members is not None:
+                    members.pop(conn.id, None)
+                    if not members:
+                        del self._by_group[conn.group]
+                self._emit(StreamEvent(EventKind.CLOSED, conn.id, conn.node_id, conn.group))
             if connection is not None and connection.is_closing():
                 self._transports.discard(connection)
             _metrics.CONNECTED_STREAMS.labels(variant).dec()
@@ -391,9 +455,11 @@ class AdsServer:
         conn.group = self.cache.node_group(node)
         if node.HasField("metadata"):
             conn.metadata = json_format.MessageToDict(node.metadata)
+        self._by_group.setdefault(conn.group, {})[conn.id] = conn
         log.info(
             "xds stream opened", stream=conn.id, node=conn.node_id, group=conn.group, variant=conn.variant
         )
+        self._emit(StreamEvent(EventKind.OPENED, conn.id, conn.node_id, conn.group))
 
     async def _on_request(self, stream: Stream[Any, Any], conn: _Conn, data: bytes) -> str | None:
         """Apply one request to the stream state; returns its type URL when a push may follow."""
@@ -444,8 +510,19 @@ class AdsServer:
                 version=nack.version if nack else "",
                 error=error,
             )
-        elif verdict is Verdict.ACK and self._on_ack is not None:
-            self._on_ack(conn.node_id, type_url, version)
+            self._emit(
+                StreamEvent(
+                    EventKind.NACK,
+                    conn.id,
+                    conn.node_id,
+                    conn.group or "",
+                    type_url,
+                    nack.version if nack else "",
+                    error or "",
+                )
+            )
+        elif verdict is Verdict.ACK and self._subscribers:
+            self._emit(StreamEvent(EventKind.ACK, conn.id, conn.node_id, conn.group or "", type_url, version))
         return type_url
 
     async def _push(self, stream: Stream[Any, Any], conn: _Conn, type_urls: tuple[str, ...]) -> None:

@@ -16,6 +16,12 @@ Rules kept here (Envoy's ``xds_protocol.rst``):
   previous one, which is the natural flow control of the protocol.
 * After a CDS response, EDS is sent again even when unchanged: an updated cluster stays in
   warming until it receives its ClusterLoadAssignment.
+* An ACK ends the type's current NACK (``nack`` is what the client rejects *now*); what it
+  rejected stays remembered by version, so re-applied content it refused before reads as
+  rejected again (:meth:`SotwType.sync`, :meth:`DeltaType.sync`).
+* What the client holds is what it last reported: an ACK's version, or the ``version_info`` (SotW)
+  or ``initial_resource_versions`` (delta) of its first request on a new stream, so an Envoy
+  that reconnects holding the current version is in sync although nothing was sent.
 """
 
 from __future__ import annotations
@@ -47,6 +53,27 @@ class Nack:
     at: float = field(default_factory=time.time)
 
 
+class Sync(Enum):
+    """Whether a client holds a type's current version (:meth:`SotwType.sync`)."""
+
+    SYNCED = "SYNCED"
+    """It holds the current version, or wants nothing of the type."""
+    PENDING = "PENDING"
+    """The current version is not (yet) acknowledged: being sent, or waiting for an ACK."""
+    REJECTED = "REJECTED"
+    """It rejected the current version (now or earlier on this stream) and keeps an older one."""
+
+
+_REMEMBERED_REJECTIONS = 32
+
+
+def _remember(rejected: dict[str, Nack], nack: Nack) -> None:
+    rejected.pop(nack.version, None)
+    rejected[nack.version] = nack
+    while len(rejected) > _REMEMBERED_REJECTIONS:
+        del rejected[next(iter(rejected))]
+
+
 @dataclass(frozen=True)
 class SotwPlan:
     version: str
@@ -70,11 +97,12 @@ class SotwType:
     """version_info of the last accepted request (what the client holds)."""
     acked_version: str | None = None
     nack: Nack | None = None
+    """The client's rejection of the version it was sent last; None once it ACKs again."""
     parked_version: str | None = None
     """The version the client rejected last."""
-    rejected: list[str] = field(default_factory=list)
-    """Versions the client rejected (the last 32): never sent again on this stream. Versions
-    are content hashes, so the same content would be rejected again."""
+    rejected: dict[str, Nack] = field(default_factory=dict)
+    """Versions the client rejected (the last 32), with why: never sent again on this stream.
+    Versions are content hashes, so the same content would be rejected again."""
     force: bool = False
     """Send the next time even if nothing changed (EDS after CDS)."""
     stale: int = 0
@@ -114,13 +142,12 @@ class SotwType:
             rejected = self.sent_version if self.sent_version is not None else version_info
             self.nack = Nack(rejected, error_detail)
             self.parked_version = rejected
-            if rejected not in self.rejected:
-                self.rejected.append(rejected)
-                del self.rejected[:-32]
+            _remember(self.rejected, self.nack)
             return Verdict.NACK
         self.client_version = version_info
         if response_nonce and response_nonce == self.nonce:
             self.acked_version = version_info
+            self.nack = None
             return Verdict.ACK
         return Verdict.INITIAL if first else Verdict.UPDATE
 
@@ -144,6 +171,18 @@ class SotwType:
                 return None
         names = tuple(items) if self.wildcard else tuple(n for n in sorted(self.names) if n in items)
         return SotwPlan(res.version, names)
+
+    def sync(self, res: TypeResources) -> tuple[Sync, Nack | None]:
+        """Whether the client holds `res` (the type in the current snapshot), and the rejection
+        when it refused it."""
+        if self.seen_request and not self.wildcard and not self.names:
+            return Sync.SYNCED, None  # it asks for nothing of this type
+        if self.client_version == res.version:
+            return Sync.SYNCED, None
+        nack = self.rejected.get(res.version)
+        if nack is not None:
+            return Sync.REJECTED, nack
+        return Sync.PENDING, None
 
     def sent(self, plan: SotwPlan, nonce: str) -> None:
         self.nonce = nonce
@@ -185,6 +224,9 @@ class DeltaType:
     sent_version: str | None = None
     acked_version: str | None = None
     nack: Nack | None = None
+    """The client's rejection of the response it answered last; None once it ACKs again."""
+    rejected_versions: dict[str, Nack] = field(default_factory=dict)
+    """System versions of responses the client rejected (the last 32), with why."""
     suppressed: int = 0
     stale: int = 0
 
@@ -236,8 +278,10 @@ class DeltaType:
             while len(self.rejected) > 4096:
                 del self.rejected[next(iter(self.rejected))]
             self.nack = Nack(system_version, error_detail)
+            _remember(self.rejected_versions, self.nack)
             return Verdict.NACK
         self.acked_version = system_version
+        self.nack = None
         for pair in versions.items():
             self.rejected.pop(pair, None)  # accepted after all
         return Verdict.ACK
@@ -266,6 +310,25 @@ class DeltaType:
         if not names and not removed and not self.owe_initial:
             return None
         return DeltaPlan(res.version, tuple(names), tuple(versions), tuple(sorted(set(removed))))
+
+    def sync(self, res: TypeResources) -> tuple[Sync, Nack | None]:
+        """Whether the client holds every resource of `res` it wants (and nothing removed), and
+        the rejection when it refused them."""
+        if self.in_flight:
+            return Sync.PENDING, None
+        items = res.items
+        wanted = items if self.wildcard else [n for n in self.names if n in items]
+        # What was sent is recorded as held at send time, a rejected version included: look
+        # for rejections first.
+        refused = [n for n in wanted if (n, items[n].version) in self.rejected]
+        if refused:
+            nack = self.rejected_versions.get(res.version) or self.nack
+            return Sync.REJECTED, nack or Nack(res.version, f"rejected {sorted(refused)[:3]}")
+        if all(self.client.get(n) == items[n].version for n in wanted) and all(
+            n in items for n in self.client
+        ):
+            return Sync.SYNCED, None
+        return Sync.PENDING, None
 
     def sent(self, plan: DeltaPlan, nonce: str) -> None:
         self.owe_initial = False
