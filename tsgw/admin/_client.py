@@ -11,6 +11,7 @@ from grpclib.client import Channel
 from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError
 
+from tsgw._address import parse_address
 from tsgw._proto.tsgw.admin.v1 import admin_pb2 as pb
 from tsgw.admin._errors import AdminError, AdminNotFoundError, AdminUnavailableError
 
@@ -18,10 +19,10 @@ _PREFIX = "/tsgw.admin.v1.Admin/"
 
 
 def _split(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise AdminError(f"admin address must be HOST:PORT, got {address!r}")
-    return host.strip("[]"), int(port)
+    try:
+        return parse_address(address, what="admin address")
+    except ValueError as e:
+        raise AdminError(str(e)) from None
 
 
 def _translate(e: BaseException) -> AdminError:

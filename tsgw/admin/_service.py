@@ -109,9 +109,12 @@ class AdminService:
         for s in self.ads.streams() if self.ads is not None else []:
             types = []
             for t in s.types:
-                nack = None
+                nack = rejection = None
                 if t.nack is not None:
                     nack = pb.Nack(version=t.nack.version, detail=t.nack.detail, time=t.nack.at)
+                if t.rejection is not None:
+                    r = t.rejection
+                    rejection = pb.Nack(version=r.version, detail=r.detail, time=r.at)
                 types.append(
                     pb.TypeStatus(
                         type_url=t.type_url,
@@ -121,6 +124,8 @@ class AdminService:
                         pushes=t.pushes,
                         subscribed=t.subscribed,
                         wildcard=t.wildcard,
+                        sync=t.sync.value,
+                        rejection=rejection,
                     )
                 )
             nodes.append(

@@ -180,12 +180,17 @@ async def _watch(client: AdminClient, args: argparse.Namespace) -> int:
 
 
 def type_state(t: messages.TypeStatus) -> str:
-    """Istio-like: SYNCED (ACKed what was sent), NACKED, STALE (sent, not ACKed), NOT SENT."""
+    """Against the group's current snapshot, as the server judges it: SYNCED (the Envoy holds
+    it, or wants nothing of the type), PENDING (being sent or awaiting the ACK), NACKED (it
+    refused the current content, now or earlier, and keeps an older one). A server too old to
+    judge (no ``sync``) falls back to comparing what was sent with what was ACKed."""
+    if t.sync:
+        return "NACKED" if t.sync == "REJECTED" else t.sync
     if not t.sent_version:
         return "NOT SENT"
     if t.HasField("last_nack") and t.last_nack.version == t.sent_version:
         return "NACKED"
-    return "SYNCED" if t.acked_version == t.sent_version else "STALE"
+    return "SYNCED" if t.acked_version == t.sent_version else "PENDING"
 
 
 async def _status(client: AdminClient, args: argparse.Namespace) -> int:
@@ -226,10 +231,14 @@ async def _status(client: AdminClient, args: argparse.Namespace) -> int:
             [n.node_id, n.cluster, n.variant, _age(n.opened_at), *(states.get(t, "-") for t in _TYPES[1:])]
         )
         for t in n.types:
-            if t.HasField("last_nack"):
+            # Only what is rejected now: a NACK the Envoy has since made good is history.
+            nack = t.rejection if t.HasField("rejection") else None
+            if nack is None and not t.sync and t.HasField("last_nack"):
+                nack = t.last_nack
+            if nack is not None:
                 nacks.append(
                     f"{n.node_id} {short.get(t.type_url.rsplit('.', 1)[-1], t.type_url)}: NACK of version "
-                    f"{t.last_nack.version} at {_when(t.last_nack.time)}: {t.last_nack.detail.strip()}"
+                    f"{nack.version} at {_when(nack.time)}: {nack.detail.strip()}"
                 )
     sys.stdout.write(table(rows, ["NODE", "CLUSTER", "VARIANT", "AGE", "CDS", "EDS", "LDS", "RDS"]))
     if nacks:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tsgw/admin/v1/admin.proto\x12\rtsgw.admin.v1\"\x12\n\x10ListNodesRequest\"5\n\x04Nack\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\x12\x0c\n\x04time\x18\x03 \x01(\x01\"\xa9\x01\n\nTypeStatus\x12\x10\n\x08type_url\x18\x01 \x01(\t\x12\x14\n\x0csent_version\x18\x02 \x01(\t\x12\x15\n\racked_version\x18\x03 \x01(\t\x12&\n\tlast_nack\x18\x04 \x01(\x0b\x32\x13.tsgw.admin.v1.Nack\x12\x0e\n\x06pushes\x18\x05 \x01(\x04\x12\x12\n\nsubscribed\x18\x06 \x03(\t\x12\x10\n\x08wildcard\x18\x07 \x01(\x08\"\xd7\x01\n\x04Node\x12\x11\n\tstream_id\x18\x01 \x01(\x04\x12\x0f\n\x07variant\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x0f\n\x07\x63luster\x18\x04 \x01(\t\x12\r\n\x05group\x18\x05 \x01(\t\x12\x15\n\rmetadata_json\x18\x06 \x01(\t\x12\x0c\n\x04peer\x18\x07 \x01(\t\x12\x11\n\topened_at\x18\x08 \x01(\x01\x12\x18\n\x10snapshot_version\x18\t \x01(\t\x12(\n\x05types\x18\n \x03(\x0b\x32\x19.tsgw.admin.v1.TypeStatus\"7\n\x11ListNodesResponse\x12\"\n\x05nodes\x18\x01 \x03(\x0b\x32\x13.tsgw.admin.v1.Node\"\xd0\x02\n\x0fSnapshotSummary\x12\r\n\x05group\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0f\n\x07\x63reated\x18\x04 \x01(\x01\x12G\n\rtype_versions\x18\x05 \x03(\x0b\x32\x30.tsgw.admin.v1.SnapshotSummary.TypeVersionsEntry\x12:\n\x06\x63ounts\x18\x06 \x03(\x0b\x32*.tsgw.admin.v1.SnapshotSummary.CountsEntry\x12\x0f\n\x07\x63urrent\x18\x07 \x01(\x08\x1a\x33\n\x11TypeVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"%\n\x14ListSnapshotsRequest\x12\r\n\x05group\x18\x01 \x01(\t\"J\n\x15ListSnapshotsResponse\x12\x31\n\tsnapshots\x18\x01 \x03(\x0b\x32\x1e.tsgw.admin.v1.SnapshotSummary\"4\n\x12GetSnapshotRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"^\n\x13GetSnapshotResponse\x12/\n\x07summary\x18\x01 \x01(\x0b\x32\x1e.tsgw.admin.v1.SnapshotSummary\x12\x16\n\x0eresources_json\x18\x02 \x01(\t\"&\n\x15WatchSnapshotsRequest\x12\r\n\x05group\x18\x01 \x01(\t\"@\n\rSnapshotEvent\x12/\n\x07summary\x18\x01 \x01(\x0b\x32\x1e.tsgw.admin.v1.SnapshotSummary\"\x14\n\x12ListSourcesRequest\";\n\rSourceProblem\x12\x0c\n\x04\x66ile\x18\x01 \x01(\t\x12\x0c\n\x04line\x18\x02 \x01(\r\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x90\x01\n\x06Source\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x10\n\x08location\x18\x02 \x01(\t\x12\x12\n\ngeneration\x18\x03 \x01(\x04\x12\x11\n\tloaded_at\x18\x04 \x01(\x01\x12\x0f\n\x07objects\x18\x05 \x01(\r\x12.\n\x08problems\x18\x06 \x03(\x0b\x32\x1c.tsgw.admin.v1.SourceProblem\"=\n\x13ListSourcesResponse\x12&\n\x07sources\x18\x01 \x03(\x0b\x32\x15.tsgw.admin.v1.Source2\xb7\x03\n\x05\x41\x64min\x12N\n\tListNodes\x12\x1f.tsgw.admin.v1.ListNodesRequest\x1a .tsgw.admin.v1.ListNodesResponse\x12Z\n\rListSnapshots\x12#.tsgw.admin.v1.ListSnapshotsRequest\x1a$.tsgw.admin.v1.ListSnapshotsResponse\x12T\n\x0bGetSnapshot\x12!.tsgw.admin.v1.GetSnapshotRequest\x1a\".tsgw.admin.v1.GetSnapshotResponse\x12V\n\x0eWatchSnapshots\x12$.tsgw.admin.v1.WatchSnapshotsRequest\x1a\x1c.tsgw.admin.v1.SnapshotEvent0\x01\x12T\n\x0bListSources\x12!.tsgw.admin.v1.ListSourcesRequest\x1a\".tsgw.admin.v1.ListSourcesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tsgw/admin/v1/admin.proto\x12\rtsgw.admin.v1\"\x12\n\x10ListNodesRequest\"5\n\x04Nack\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\x12\x0c\n\x04time\x18\x03 \x01(\x01\"\xdf\x01\n\nTypeStatus\x12\x10\n\x08type_url\x18\x01 \x01(\t\x12\x14\n\x0csent_version\x18\x02 \x01(\t\x12\x15\n\racked_version\x18\x03 \x01(\t\x12&\n\tlast_nack\x18\x04 \x01(\x0b\x32\x13.tsgw.admin.v1.Nack\x12\x0e\n\x06pushes\x18\x05 \x01(\x04\x12\x12\n\nsubscribed\x18\x06 \x03(\t\x12\x10\n\x08wildcard\x18\x07 \x01(\x08\x12\x0c\n\x04sync\x18\x08 \x01(\t\x12&\n\trejection\x18\t \x01(\x0b\x32\x13.tsgw.admin.v1.Nack\"\xd7\x01\n\x04Node\x12\x11\n\tstream_id\x18\x01 \x01(\x04\x12\x0f\n\x07variant\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x0f\n\x07\x63luster\x18\x04 \x01(\t\x12\r\n\x05group\x18\x05 \x01(\t\x12\x15\n\rmetadata_json\x18\x06 \x01(\t\x12\x0c\n\x04peer\x18\x07 \x01(\t\x12\x11\n\topened_at\x18\x08 \x01(\x01\x12\x18\n\x10snapshot_version\x18\t \x01(\t\x12(\n\x05types\x18\n \x03(\x0b\x32\x19.tsgw.admin.v1.TypeStatus\"7\n\x11ListNodesResponse\x12\"\n\x05nodes\x18\x01 \x03(\x0b\x32\x13.tsgw.admin.v1.Node\"\xd0\x02\n\x0fSnapshotSummary\x12\r\n\x05group\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x04\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0f\n\x07\x63reated\x18\x04 \x01(\x01\x12G\n\rtype_versions\x18\x05 \x03(\x0b\x32\x30.tsgw.admin.v1.SnapshotSummary.TypeVersionsEntry\x12:\n\x06\x63ounts\x18\x06 \x03(\x0b\x32*.tsgw.admin.v1.SnapshotSummary.CountsEntry\x12\x0f\n\x07\x63urrent\x18\x07 \x01(\x08\x1a\x33\n\x11TypeVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\"%\n\x14ListSnapshotsRequest\x12\r\n\x05group\x18\x01 \x01(\t\"J\n\x15ListSnapshotsResponse\x12\x31\n\tsnapshots\x18\x01 \x03(\x0b\x32\x1e.tsgw.admin.v1.SnapshotSummary\"4\n\x12GetSnapshotRequest\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"^\n\x13GetSnapshotResponse\x12/\n\x07summary\x18\x01 \x01(\x0b\x32\x1e.tsgw.admin.v1.SnapshotSummary\x12\x16\n\x0eresources_json\x18\x02 \x01(\t\"&\n\x15WatchSnapshotsRequest\x12\r\n\x05group\x18\x01 \x01(\t\"@\n\rSnapshotEvent\x12/\n\x07summary\x18\x01 \x01(\x0b\x32\x1e.tsgw.admin.v1.SnapshotSummary\"\x14\n\x12ListSourcesRequest\";\n\rSourceProblem\x12\x0c\n\x04\x66ile\x18\x01 \x01(\t\x12\x0c\n\x04line\x18\x02 \x01(\r\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x90\x01\n\x06Source\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x10\n\x08location\x18\x02 \x01(\t\x12\x12\n\ngeneration\x18\x03 \x01(\x04\x12\x11\n\tloaded_at\x18\x04 \x01(\x01\x12\x0f\n\x07objects\x18\x05 \x01(\r\x12.\n\x08problems\x18\x06 \x03(\x0b\x32\x1c.tsgw.admin.v1.SourceProblem\"=\n\x13ListSourcesResponse\x12&\n\x07sources\x18\x01 \x03(\x0b\x32\x15.tsgw.admin.v1.Source2\xb7\x03\n\x05\x41\x64min\x12N\n\tListNodes\x12\x1f.tsgw.admin.v1.ListNodesRequest\x1a .tsgw.admin.v1.ListNodesResponse\x12Z\n\rListSnapshots\x12#.tsgw.admin.v1.ListSnapshotsRequest\x1a$.tsgw.admin.v1.ListSnapshotsResponse\x12T\n\x0bGetSnapshot\x12!.tsgw.admin.v1.GetSnapshotRequest\x1a\".tsgw.admin.v1.GetSnapshotResponse\x12V\n\x0eWatchSnapshots\x12$.tsgw.admin.v1.WatchSnapshotsRequest\x1a\x1c.tsgw.admin.v1.SnapshotEvent0\x01\x12T\n\x0bListSources\x12!.tsgw.admin.v1.ListSourcesRequest\x1a\".tsgw.admin.v1.ListSourcesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,37 +40,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NACK']._serialized_start=64
   _globals['_NACK']._serialized_end=117
   _globals['_TYPESTATUS']._serialized_start=120
-  _globals['_TYPESTATUS']._serialized_end=289
-  _globals['_NODE']._serialized_start=292
-  _globals['_NODE']._serialized_end=507
-  _globals['_LISTNODESRESPONSE']._serialized_start=509
-  _globals['_LISTNODESRESPONSE']._serialized_end=564
-  _globals['_SNAPSHOTSUMMARY']._serialized_start=567
-  _globals['_SNAPSHOTSUMMARY']._serialized_end=903
-  _globals['_SNAPSHOTSUMMARY_TYPEVERSIONSENTRY']._serialized_start=805
-  _globals['_SNAPSHOTSUMMARY_TYPEVERSIONSENTRY']._serialized_end=856
-  _globals['_SNAPSHOTSUMMARY_COUNTSENTRY']._serialized_start=858
-  _globals['_SNAPSHOTSUMMARY_COUNTSENTRY']._serialized_end=903
-  _globals['_LISTSNAPSHOTSREQUEST']._serialized_start=905
-  _globals['_LISTSNAPSHOTSREQUEST']._serialized_end=942
-  _globals['_LISTSNAPSHOTSRESPONSE']._serialized_start=944
-  _globals['_LISTSNAPSHOTSRESPONSE']._serialized_end=1018
-  _globals['_GETSNAPSHOTREQUEST']._serialized_start=1020
-  _globals['_GETSNAPSHOTREQUEST']._serialized_end=1072
-  _globals['_GETSNAPSHOTRESPONSE']._serialized_start=1074
-  _globals['_GETSNAPSHOTRESPONSE']._serialized_end=1168
-  _globals['_WATCHSNAPSHOTSREQUEST']._serialized_start=1170
-  _globals['_WATCHSNAPSHOTSREQUEST']._serialized_end=1208
-  _globals['_SNAPSHOTEVENT']._serialized_start=1210
-  _globals['_SNAPSHOTEVENT']._serialized_end=1274
-  _globals['_LISTSOURCESREQUEST']._serialized_start=1276
-  _globals['_LISTSOURCESREQUEST']._serialized_end=1296
-  _globals['_SOURCEPROBLEM']._serialized_start=1298
-  _globals['_SOURCEPROBLEM']._serialized_end=1357
-  _globals['_SOURCE']._serialized_start=1360
-  _globals['_SOURCE']._serialized_end=1504
-  _globals['_LISTSOURCESRESPONSE']._serialized_start=1506
-  _globals['_LISTSOURCESRESPONSE']._serialized_end=1567
-  _globals['_ADMIN']._serialized_start=1570
-  _globals['_ADMIN']._serialized_end=2009
+  _globals['_TYPESTATUS']._serialized_end=343
+  _globals['_NODE']._serialized_start=346
+  _globals['_NODE']._serialized_end=561
+  _globals['_LISTNODESRESPONSE']._serialized_start=563
+  _globals['_LISTNODESRESPONSE']._serialized_end=618
+  _globals['_SNAPSHOTSUMMARY']._serialized_start=621
+  _globals['_SNAPSHOTSUMMARY']._serialized_end=957
+  _globals['_SNAPSHOTSUMMARY_TYPEVERSIONSENTRY']._serialized_start=859
+  _globals['_SNAPSHOTSUMMARY_TYPEVERSIONSENTRY']._serialized_end=910
+  _globals['_SNAPSHOTSUMMARY_COUNTSENTRY']._serialized_start=912
+  _globals['_SNAPSHOTSUMMARY_COUNTSENTRY']._serialized_end=957
+  _globals['_LISTSNAPSHOTSREQUEST']._serialized_start=959
+  _globals['_LISTSNAPSHOTSREQUEST']._serialized_end=996
+  _globals['_LISTSNAPSHOTSRESPONSE']._serialized_start=998
+  _globals['_LISTSNAPSHOTSRESPONSE']._serialized_end=1072
+  _globals['_GETSNAPSHOTREQUEST']._serialized_start=1074
+  _globals['_GETSNAPSHOTREQUEST']._serialized_end=1126
+  _globals['_GETSNAPSHOTRESPONSE']._serialized_start=1128
+  _globals['_GETSNAPSHOTRESPONSE']._serialized_end=1222
+  _globals['_WATCHSNAPSHOTSREQUEST']._serialized_start=1224
+  _globals['_WATCHSNAPSHOTSREQUEST']._serialized_end=1262
+  _globals['_SNAPSHOTEVENT']._serialized_start=1264
+  _globals['_SNAPSHOTEVENT']._serialized_end=1328
+  _globals['_LISTSOURCESREQUEST']._serialized_start=1330
+  _globals['_LISTSOURCESREQUEST']._serialized_end=1350
+  _globals['_SOURCEPROBLEM']._serialized_start=1352
+  _globals['_SOURCEPROBLEM']._serialized_end=1411
+  _globals['_SOURCE']._serialized_start=1414
+  _globals['_SOURCE']._serialized_end=1558
+  _globals['_LISTSOURCESRESPONSE']._serialized_start=1560
+  _globals['_LISTSOURCESRESPONSE']._serialized_end=1621
+  _globals['_ADMIN']._serialized_start=1624
+  _globals['_ADMIN']._serialized_end=2063
 # @@protoc_insertion_point(module_scope)

@@ -21,7 +21,7 @@ class Nack(_message.Message):
     def __init__(self, version: _Optional[str] = ..., detail: _Optional[str] = ..., time: _Optional[float] = ...) -> None: ...
 
 class TypeStatus(_message.Message):
-    __slots__ = ("type_url", "sent_version", "acked_version", "last_nack", "pushes", "subscribed", "wildcard")
+    __slots__ = ("type_url", "sent_version", "acked_version", "last_nack", "pushes", "subscribed", "wildcard", "sync", "rejection")
     TYPE_URL_FIELD_NUMBER: _ClassVar[int]
     SENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     ACKED_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +29,8 @@ class TypeStatus(_message.Message):
     PUSHES_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIBED_FIELD_NUMBER: _ClassVar[int]
     WILDCARD_FIELD_NUMBER: _ClassVar[int]
+    SYNC_FIELD_NUMBER: _ClassVar[int]
+    REJECTION_FIELD_NUMBER: _ClassVar[int]
     type_url: str
     sent_version: str
     acked_version: str
@@ -36,7 +38,9 @@ class TypeStatus(_message.Message):
     pushes: int
     subscribed: _containers.RepeatedScalarFieldContainer[str]
     wildcard: bool
-    def __init__(self, type_url: _Optional[str] = ..., sent_version: _Optional[str] = ..., acked_version: _Optional[str] = ..., last_nack: _Optional[_Union[Nack, _Mapping]] = ..., pushes: _Optional[int] = ..., subscribed: _Optional[_Iterable[str]] = ..., wildcard: _Optional[bool] = ...) -> None: ...
+    sync: str
+    rejection: Nack
+    def __init__(self, type_url: _Optional[str] = ..., sent_version: _Optional[str] = ..., acked_version: _Optional[str] = ..., last_nack: _Optional[_Union[Nack, _Mapping]] = ..., pushes: _Optional[int] = ..., subscribed: _Optional[_Iterable[str]] = ..., wildcard: _Optional[bool] = ..., sync: _Optional[str] = ..., rejection: _Optional[_Union[Nack, _Mapping]] = ...) -> None: ...
 
 class Node(_message.Message):
     __slots__ = ("stream_id", "variant", "node_id", "cluster", "group", "metadata_json", "peer", "opened_at", "snapshot_version", "types")
