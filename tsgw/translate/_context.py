@@ -2,8 +2,8 @@
 
 `index()` files the Services, EndpointSlices and Gateways of the inputs by namespace and name,
 and the devices of a tailnet by MagicDNS name, short name and tag, so that resolving a
-reference is a lookup. The helpers build conditions and object refs, the pod of a proxy group,
-and order addresses (IPv4 first). Errors are values: `invalid_status` is the status of an
+reference is a lookup. The helpers build conditions, statuses and object refs, an object's proxy
+group and its pod, and order addresses (IPv4 first). Errors are values: `invalid_status` is the status of an
 object that failed schema validation; one bad object never stops the others from translating.
 """
 
@@ -17,7 +17,20 @@ from typing import Any
 
 from tsgw import api
 from tsgw.api import ControlPlaneType, ValidationError
-from tsgw.model import Condition, Endpoint, ObjectRef, ObjectStatus, ProxyPod
+from tsgw.model import (
+    Cluster,
+    Condition,
+    Direction,
+    Endpoint,
+    Listener,
+    ObjectRef,
+    ObjectStatus,
+    ProxyGroup,
+    ProxyPod,
+    ServicePort,
+    TailscaleService,
+)
+from tsgw.translate._identity import group_name
 from tsgw.translate._inputs import Device, Inputs, Options, TailnetFacts
 
 __all__ = [
@@ -31,9 +44,11 @@ __all__ = [
     "_ipv4_first",
     "_is_ip",
     "_magicdns",
-    "_pod",
+    "_proxy_group",
     "_ref",
     "_tailnet",
+    "_tailnet_not_found",
+    "_unresolved",
     "index",
     "invalid_status",
 ]
@@ -151,6 +166,42 @@ def _pod(ctx: _Ctx, proxy: api.Proxy, tailnet: api.TailscaleTailnetSpec) -> Prox
         tolerations=proxy.tolerations,
         affinity=proxy.affinity,
     )
+
+
+def _proxy_group(
+    ctx: _Ctx,
+    obj: api.Object[Any],
+    tailnet: api.TailscaleTailnetSpec,
+    direction: Direction,
+    listeners: Iterable[Listener],
+    clusters: Iterable[Cluster],
+    *,
+    service_ports: tuple[ServicePort, ...] = (),
+    tailscale_service: TailscaleService | None = None,
+) -> ProxyGroup:
+    """The proxy group `obj` owns: named after it, in its namespace, its proxies on its tailnet."""
+    spec = obj.spec
+    return ProxyGroup(
+        name=group_name(obj.kind, obj.metadata.name),
+        namespace=obj.metadata.namespace,
+        direction=direction,
+        owner=_ref(obj),
+        tailnet=spec.tailnet_ref.name,
+        pod=_pod(ctx, spec.proxy, tailnet),
+        listeners=tuple(listeners),
+        clusters=tuple(clusters),
+        service_ports=service_ports,
+        tailscale_service=tailscale_service,
+    )
+
+
+def _unresolved(ref: ObjectRef, reason: str, message: str) -> ObjectStatus:
+    """The status of an object accepted but not translated: something it refers to is missing."""
+    return ObjectStatus(ref, (_cond(ACCEPTED, True, "Accepted"), _cond(RESOLVED, False, reason, message)))
+
+
+def _tailnet_not_found(ref: ObjectRef, tailnet: api.LocalRef) -> ObjectStatus:
+    return _unresolved(ref, "TailnetNotFound", f"TailscaleTailnet {tailnet.name!r} not found")
 
 
 @functools.lru_cache(maxsize=1 << 16)

@@ -3,11 +3,12 @@
 Each Service port is one listener and one cluster, whose endpoints are the tailnet addresses of
 the targets naming that port. A target resolves by address (an IP, or a MagicDNS name, full or
 short), by Tailscale Service, or by device tags (the online devices carrying all of them); one
-IPv4 address per device. The first target naming a port fixes its protocol: a later target that
-gives it another is reported (Accepted=False, PortProtocolConflict) and left out of it. HTTP and
-gRPC listeners route `/` to the cluster, retrying on connect-failure, reset and gateway-error
-when `failover.retries` is set. A target without an address is reported (ResolvedRefs=False,
-TargetsUnresolved); the group is built all the same. No group without the tailnet.
+address per device or Service, IPv4 where it has one. The first target naming a port fixes its
+protocol: a later target that gives it another is reported (Accepted=False,
+PortProtocolConflict) and left out of it. HTTP and gRPC listeners route `/` to the cluster,
+retrying on connect-failure, reset and gateway-error when `failover.retries` is set. A target
+without an address is reported (ResolvedRefs=False, TargetsUnresolved); the group is built all
+the same. No group without the tailnet.
 """
 
 from __future__ import annotations
@@ -40,11 +41,11 @@ from tsgw.translate._context import (
     _ip_version,
     _ipv4_first,
     _is_ip,
-    _pod,
+    _proxy_group,
     _ref,
     _tailnet,
+    _tailnet_not_found,
 )
-from tsgw.translate._identity import group_name
 from tsgw.translate._inputs import TailnetFacts
 
 __all__ = ["_endpoints"]
@@ -102,18 +103,7 @@ def _endpoints(
     spec = obj.spec
     tailnet, facts = _tailnet(ctx, spec.tailnet_ref)
     if tailnet is None:
-        return None, ObjectStatus(
-            ref,
-            (
-                _cond(ACCEPTED, True, "Accepted"),
-                _cond(
-                    RESOLVED,
-                    False,
-                    "TailnetNotFound",
-                    f"TailscaleTailnet {spec.tailnet_ref.name!r} not found",
-                ),
-            ),
-        )
+        return None, _tailnet_not_found(ref, spec.tailnet_ref)
     # Group target ports by Service port; the first target that names a port fixes its protocol.
     by_port: dict[int, tuple[Protocol, str]] = {}
     problems: list[str] = []
@@ -135,7 +125,6 @@ def _endpoints(
         resolved[target.name] = addrs
         if not addrs:
             unresolved.append(target.name)
-    gname = group_name(obj.kind, obj.metadata.name)
     listeners: list[Listener] = []
     clusters: list[Cluster] = []
     service_ports: list[ServicePort] = []
@@ -180,16 +169,8 @@ def _endpoints(
             f"no tailnet address for targets {unresolved}" if unresolved else "",
         ),
     ]
-    group = ProxyGroup(
-        name=gname,
-        namespace=obj.metadata.namespace,
-        direction=Direction.EGRESS,
-        owner=ref,
-        tailnet=spec.tailnet_ref.name,
-        pod=_pod(ctx, spec.proxy, tailnet),
-        listeners=tuple(listeners),
-        clusters=tuple(clusters),
-        service_ports=tuple(service_ports),
+    group = _proxy_group(
+        ctx, obj, tailnet, Direction.EGRESS, listeners, clusters, service_ports=tuple(service_ports)
     )
     # Health is what the proxies' Envoys report; the controller adds it, translation does not know.
     targets = tuple({"name": t.name, "addresses": list(resolved[t.name])} for t in spec.targets)

@@ -31,11 +31,12 @@ from tsgw.translate._context import (
     _Ctx,
     _ipv4_first,
     _magicdns,
-    _pod,
+    _proxy_group,
     _ref,
     _tailnet,
+    _tailnet_not_found,
+    _unresolved,
 )
-from tsgw.translate._identity import group_name
 from tsgw.translate._kube_endpoints import _ready_endpoints, _service_port
 
 __all__ = ["_gateway"]
@@ -50,13 +51,12 @@ def _gateway(ctx: _Ctx, obj: api.Object[api.TailscaleGatewaySpec]) -> tuple[Prox
     ns = obj.metadata.namespace
     tailnet, facts = _tailnet(ctx, spec.tailnet_ref)
     gw = ctx.gateways.get((ns, spec.gateway_ref.name))
-    if tailnet is None or gw is None:
-        what = (
-            ("TailnetNotFound", f"TailscaleTailnet {spec.tailnet_ref.name!r} not found")
-            if tailnet is None
-            else ("GatewayNotFound", f"Gateway {spec.gateway_ref.name!r} not found in {ns!r}")
+    if tailnet is None:
+        return None, _tailnet_not_found(ref, spec.tailnet_ref)
+    if gw is None:
+        return None, _unresolved(
+            ref, "GatewayNotFound", f"Gateway {spec.gateway_ref.name!r} not found in {ns!r}"
         )
-        return None, ObjectStatus(ref, (_cond(ACCEPTED, True, "Accepted"), _cond(RESOLVED, False, *what)))
     gw_listeners = {
         str(li.get("name")): int(li.get("port", 0))
         for li in (gw.get("spec") or {}).get("listeners") or ()
@@ -106,15 +106,13 @@ def _gateway(ctx: _Ctx, obj: api.Object[api.TailscaleGatewaySpec]) -> tuple[Prox
             )
         )
         ts_ports.append((port, local))
-    group = ProxyGroup(
-        name=group_name(obj.kind, obj.metadata.name),
-        namespace=ns,
-        direction=Direction.INGRESS,
-        owner=ref,
-        tailnet=spec.tailnet_ref.name,
-        pod=_pod(ctx, spec.proxy, tailnet),
-        listeners=tuple(listeners),
-        clusters=tuple(clusters),
+    group = _proxy_group(
+        ctx,
+        obj,
+        tailnet,
+        Direction.INGRESS,
+        listeners,
+        clusters,
         tailscale_service=TailscaleService(f"svc:{label}", tuple(ts_ports), spec.tags),
     )
     # Per listener, conditions as Gateway API's ListenerStatus has them (merged by status_body).

@@ -36,11 +36,11 @@ from tsgw.translate._context import (
     _dedupe,
     _ipv4_first,
     _magicdns,
-    _pod,
+    _proxy_group,
     _ref,
     _tailnet,
+    _tailnet_not_found,
 )
-from tsgw.translate._identity import group_name
 from tsgw.translate._kube_endpoints import _ready_endpoints, _service_port
 
 __all__ = ["_services"]
@@ -103,18 +103,7 @@ def _services(
     ns = obj.metadata.namespace
     tailnet, facts = _tailnet(ctx, spec.tailnet_ref)
     if tailnet is None:
-        return None, ObjectStatus(
-            ref,
-            (
-                _cond(ACCEPTED, True, "Accepted"),
-                _cond(
-                    RESOLVED,
-                    False,
-                    "TailnetNotFound",
-                    f"TailscaleTailnet {spec.tailnet_ref.name!r} not found",
-                ),
-            ),
-        )
+        return None, _tailnet_not_found(ref, spec.tailnet_ref)
     backends, missing = _select_backends(ctx, ns, spec.backends)
     problems: list[str] = [f"backend {m} not found" for m in missing]
     by_name = {b.service: b for b in backends}
@@ -181,15 +170,13 @@ def _services(
                 )
             )
     problems = list(dict.fromkeys(problems))
-    group = ProxyGroup(
-        name=group_name(obj.kind, obj.metadata.name),
-        namespace=ns,
-        direction=Direction.INGRESS,
-        owner=ref,
-        tailnet=spec.tailnet_ref.name,
-        pod=_pod(ctx, spec.proxy, tailnet),
-        listeners=tuple(listeners),
-        clusters=tuple(clusters[k] for k in sorted(clusters)),
+    group = _proxy_group(
+        ctx,
+        obj,
+        tailnet,
+        Direction.INGRESS,
+        listeners,
+        [clusters[k] for k in sorted(clusters)],
         tailscale_service=TailscaleService(svc_name, tuple(ts_ports), spec.tags),
     )
     conditions = (
