@@ -6,7 +6,6 @@ No I/O. Errors are values: every input object gets conditions in the model, and 
 never blocks the others. The same input gives byte-identical output.
 """
 
-from tsgw.translate._build import build_model
 from tsgw.translate._identity import group_name, node_cluster, split_node_cluster
 from tsgw.translate._inputs import Device, Inputs, Options, TailnetFacts
 from tsgw.translate._objects import owned_objects
@@ -22,7 +21,6 @@ __all__ = [
     "TailnetFacts",
     "Translator",
     "XdsResources",
-    "build_model",
     "group_name",
     "node_cluster",
     "owned_objects",

@@ -21,9 +21,11 @@ import orjson
 
 from tsgw import api
 from tsgw.model import Model, ObjectStatus, ProxyGroup
-from tsgw.translate._build import _Ctx, apply_policies, index, invalid_status, translate_object
+from tsgw.translate._context import _Ctx, index, invalid_status
 from tsgw.translate._inputs import Inputs, Options
+from tsgw.translate._kinds import translate_object
 from tsgw.translate._objects import owned_objects
+from tsgw.translate._policy import apply_policies
 from tsgw.translate._xds import XdsResources, xds_resources
 
 __all__ = ["Result", "Translator", "translate"]

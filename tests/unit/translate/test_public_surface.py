@@ -41,7 +41,6 @@ def test_translate_exports_exactly_its_curated_names() -> None:
             "TailnetFacts",
             "Translator",
             "XdsResources",
-            "build_model",
             "group_name",
             "node_cluster",
             "owned_objects",

@@ -1,0 +1,191 @@
+"""TailscaleServices (ingress) → a proxy group publishing Services as a Tailscale Service.
+
+The group serves `svc:<serviceName or name>` on the tailnet. Backends are Services of the
+object's namespace, by name or by label selector; a Service named by several backends keeps the
+weight and priority of the first. Each port is one listener on 127.0.0.1 (tailscaled forwards to
+it with the PROXY protocol): an HTTP port routes by its rules, each rule to a cluster of the
+Services it names (all backends if it names none); a TCP port is one cluster of all backends.
+Endpoints are the backends' ready endpoints. A missing backend, port or rule Service is
+reported (ResolvedRefs=False, BackendNotFound); the group is built all the same. No group
+without the tailnet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from tsgw import api
+from tsgw.model import (
+    Cluster,
+    Direction,
+    Endpoint,
+    Listener,
+    ObjectStatus,
+    Protocol,
+    ProxyGroup,
+    Route,
+    TailscaleService,
+)
+from tsgw.translate._context import (
+    ACCEPTED,
+    RESOLVED,
+    _cond,
+    _Ctx,
+    _dedupe,
+    _ipv4_first,
+    _magicdns,
+    _proxy_group,
+    _ref,
+    _tailnet,
+    _tailnet_not_found,
+)
+from tsgw.translate._kube_endpoints import _ready_endpoints, _service_port
+
+__all__ = ["_services"]
+
+
+@dataclass(frozen=True)
+class _Backend:
+    service: str
+    weight: int
+    priority: int
+
+
+def _select_backends(
+    ctx: _Ctx, namespace: str, backends: Iterable[api.IngressBackend]
+) -> tuple[list[_Backend], list[str]]:
+    chosen: dict[str, _Backend] = {}
+    missing: list[str] = []
+    for b in backends:
+        if b.service is not None:
+            if (namespace, b.service) not in ctx.services:
+                missing.append(b.service)
+                continue
+            names = [b.service]
+        else:
+            sel = b.selector or {}
+            names = sorted(
+                n
+                for (ns, n), svc in ctx.services.items()
+                if ns == namespace
+                and all(((svc.get("metadata") or {}).get("labels") or {}).get(k) == v for k, v in sel.items())
+            )
+            if not names:
+                missing.append(f"selector {dict(sorted(sel.items()))}")
+        for n in names:
+            chosen.setdefault(n, _Backend(n, b.weight, b.priority))
+    return sorted(chosen.values(), key=lambda b: b.service), missing
+
+
+def _backend_endpoints(
+    ctx: _Ctx, namespace: str, backends: Iterable[_Backend], target: int | str, problems: list[str]
+) -> tuple[Endpoint, ...]:
+    out: list[Endpoint] = []
+    for b in backends:
+        svc = ctx.services[(namespace, b.service)]
+        sp = _service_port(svc, target)
+        if sp is None:
+            problems.append(f"Service {b.service!r} has no port {target!r}")
+            continue
+        for addr, port in _ready_endpoints(ctx, namespace, b.service, str(sp.get("name") or "")):
+            out.append(Endpoint(addr, port, b.weight, b.priority))
+    out.sort(key=lambda e: (e.priority, e.address, e.port))
+    return tuple(_dedupe(out))
+
+
+def _services(
+    ctx: _Ctx, obj: api.Object[api.TailscaleServicesSpec]
+) -> tuple[ProxyGroup | None, ObjectStatus]:
+    ref = _ref(obj)
+    spec = obj.spec
+    ns = obj.metadata.namespace
+    tailnet, facts = _tailnet(ctx, spec.tailnet_ref)
+    if tailnet is None:
+        return None, _tailnet_not_found(ref, spec.tailnet_ref)
+    backends, missing = _select_backends(ctx, ns, spec.backends)
+    problems: list[str] = [f"backend {m} not found" for m in missing]
+    by_name = {b.service: b for b in backends}
+    label = spec.service_name or obj.metadata.name
+    svc_name = f"svc:{label}"
+    listeners: list[Listener] = []
+    clusters: dict[str, Cluster] = {}
+    ts_ports: list[tuple[int, int]] = []
+    for i, port in enumerate(sorted(spec.ports, key=lambda p: p.port)):
+        local = ctx.options.first_listener_port + i
+        target = port.target_port if port.target_port is not None else port.port
+        base = f"ingress/{ns}/{obj.metadata.name}/{port.port}"
+        section = port.name or f"{port.protocol.lower()}-{port.port}"
+        ts_ports.append((port.port, local))
+        if port.protocol == "HTTP":
+            rules = spec.http.rules if spec.http is not None else (api.HTTPRule(),)
+            routes: list[Route] = []
+            for n, rule in enumerate(rules):
+                wanted = [by_name[s] for s in rule.services if s in by_name]
+                unknown = [s for s in rule.services if s not in by_name]
+                if unknown:
+                    problems.append(f"http rule {n} names Services that are not backends: {unknown}")
+                if rule.services and not wanted:
+                    continue
+                subset = wanted or backends
+                cname = f"{base}/" + ("+".join(b.service for b in wanted) if wanted else "all")
+                if cname not in clusters:
+                    eps = _backend_endpoints(ctx, ns, subset, target, problems)
+                    clusters[cname] = Cluster(cname, Protocol.HTTP, eps)
+                routes.append(
+                    Route(
+                        name=f"rule-{n}",
+                        path_prefix=rule.path_prefix,
+                        cluster=cname,
+                        headers=tuple((h.name, h.value) for h in rule.headers),
+                        timeout_s=api.parse_duration(rule.timeout) if rule.timeout else None,
+                    )
+                )
+            listeners.append(
+                Listener(
+                    f"ingress-{port.port}",
+                    local,
+                    Protocol.HTTP,
+                    "127.0.0.1",
+                    routes=tuple(routes),
+                    proxy_protocol=True,
+                    sections=(section,),
+                )
+            )
+        else:
+            cname = f"{base}/all"
+            clusters[cname] = Cluster(
+                cname, Protocol.TCP, _backend_endpoints(ctx, ns, backends, target, problems)
+            )
+            listeners.append(
+                Listener(
+                    f"ingress-{port.port}",
+                    local,
+                    Protocol.TCP,
+                    "127.0.0.1",
+                    cluster=cname,
+                    proxy_protocol=True,
+                    sections=(section,),
+                )
+            )
+    problems = list(dict.fromkeys(problems))
+    group = _proxy_group(
+        ctx,
+        obj,
+        tailnet,
+        Direction.INGRESS,
+        listeners,
+        [clusters[k] for k in sorted(clusters)],
+        tailscale_service=TailscaleService(svc_name, tuple(ts_ports), spec.tags),
+    )
+    conditions = (
+        _cond(ACCEPTED, True, "Accepted"),
+        _cond(RESOLVED, not problems, "BackendNotFound" if problems else "ResolvedRefs", "; ".join(problems)),
+    )
+    facts_out: tuple[tuple[str, Any], ...] = (
+        ("serviceName", svc_name),
+        ("dnsName", _magicdns(facts, label)),
+        ("addresses", list(_ipv4_first(facts.services.get(svc_name, ())))),
+    )
+    return group, ObjectStatus(ref, conditions, facts_out)

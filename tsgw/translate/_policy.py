@@ -1,0 +1,178 @@
+"""TailscaleRoutePolicy → changes to the proxy groups its target objects were translated into.
+
+A policy targets objects of its own namespace, whole or one section (listener). Conflicts are
+resolved as Gateway API resolves them for policies (GEP-713, policy attachment): the older policy
+wins, by creation time, then namespace and name; a policy on a whole object conflicts with one on
+any of its sections, and the other way round. The loser is Accepted=False, Conflicted. A policy
+of HTTP-only settings (timeout, retries, requestHeaders) on a target with no HTTP or gRPC
+listener is Invalid, unless it also sets access (then those settings are ignored and said so).
+On the routes it reaches, a policy's timeout fills in where a rule set none, its retries and
+request headers replace theirs, and its access policy (tailnet tags and users resolved to
+device addresses) applies to the listeners. Status is per target, as Gateway API's
+PolicyAncestorStatus has it, and one Accepted condition for the whole policy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from typing import Any
+
+from tsgw import api
+from tsgw.model import AccessPolicy, AccessRule, Condition, HeaderChanges, ObjectStatus, ProxyGroup, Retries
+from tsgw.translate._context import _cond, _Ctx, _is_ip, _ref
+from tsgw.translate._inputs import TailnetFacts
+
+__all__ = ["apply_policies"]
+
+
+def _access(policy: api.Access, facts: TailnetFacts) -> AccessPolicy:
+    rules = []
+    for r in policy.rules:
+        cidrs: set[str] = {str(ipaddress.ip_network(c, strict=False)) for c in r.cidrs}
+        for d in facts.devices:
+            if set(r.tags) & set(d.tags) or (d.user and d.user in r.users):
+                for a in d.addresses:
+                    if _is_ip(a):
+                        cidrs.add(str(ipaddress.ip_network(a)))
+        rules.append(AccessRule(r.action is api.AccessAction.ALLOW, tuple(sorted(cidrs))))
+    return AccessPolicy(tuple(rules), policy.default_action is api.AccessAction.ALLOW)
+
+
+def apply_policies(
+    ctx: _Ctx, groups: list[ProxyGroup], policies: list[api.Object[Any]]
+) -> tuple[list[ProxyGroup], list[ObjectStatus]]:
+    by_owner = {(g.owner.kind, g.owner.namespace, g.owner.name): i for i, g in enumerate(groups)}
+    # Older policy first (creation time, then name), as Gateway API resolves conflicts.
+    policies = sorted(
+        policies, key=lambda p: (p.metadata.creation_timestamp, p.metadata.namespace, p.metadata.name)
+    )
+    claimed: dict[tuple[str, str, str, str], str] = {}
+    statuses: list[ObjectStatus] = []
+    for pol in policies:
+        spec: api.TailscaleRoutePolicySpec = pol.spec
+        ns = pol.metadata.namespace
+        ancestors: list[dict[str, Any]] = []
+        conds: list[Condition] = []
+        for t in spec.target_refs:
+            key = (t.kind, ns, t.name, t.section_name or "")
+            idx = by_owner.get((t.kind, ns, t.name))
+            whole = (t.kind, ns, t.name, "")
+            holder = claimed.get(key) or (claimed.get(whole) if t.section_name else None)
+            if t.section_name is None and holder is None:
+                holder = next((v for k, v in claimed.items() if k[:3] == key[:3]), None)
+            if idx is None:
+                cond = _cond(
+                    "Accepted", False, "TargetNotFound", f"{t.kind} {t.name!r} not found or not translated"
+                )
+            elif holder is not None:
+                cond = _cond(
+                    "Accepted", False, "Conflicted", f"TailscaleRoutePolicy {holder!r} already targets it"
+                )
+            else:
+                cond = _policy_fit(spec, groups[idx], t)
+                if cond.status:
+                    claimed[key] = pol.metadata.name
+                    g = groups[idx]
+                    facts = ctx.inputs.tailnets.get(g.tailnet, TailnetFacts())
+                    groups[idx] = _with_policy(g, spec, t.section_name, facts)
+            ancestors.append(
+                {
+                    "ancestorRef": {
+                        "group": t.group,
+                        "kind": t.kind,
+                        "name": t.name,
+                        "namespace": ns,
+                        **({"sectionName": t.section_name} if t.section_name else {}),
+                    },
+                    "conditions": [
+                        {
+                            "type": cond.type,
+                            "status": str(cond.status),
+                            "reason": cond.reason,
+                            "message": cond.message,
+                        }
+                    ],
+                }
+            )
+            conds.append(cond)
+        statuses.append(ObjectStatus(_ref(pol), _merge(conds), (("ancestors", tuple(ancestors)),)))
+    return groups, statuses
+
+
+def _policy_fit(spec: api.TailscaleRoutePolicySpec, g: ProxyGroup, t: Any) -> Condition:
+    """Whether a policy can take effect on one target: its section must exist, and a policy of
+    HTTP-only settings on a target with no HTTP listener would do nothing (the schema cannot
+    know the target's protocols, so translation says so)."""
+    selected = [li for li in g.listeners if t.section_name is None or t.section_name in li.sections]
+    if not selected:
+        return _cond(
+            "Accepted", False, "TargetNotFound", f"{t.kind} {t.name!r} has no section {t.section_name!r}"
+        )
+    http_only = [
+        name
+        for name, value in (
+            ("timeout", spec.timeout),
+            ("retries", spec.retries),
+            ("requestHeaders", spec.request_headers),
+        )
+        if value
+    ]
+    if not http_only or any(li.routes for li in selected):
+        return _cond("Accepted", True, "Accepted")
+    fields = ", ".join(http_only)
+    if spec.access is None:
+        return _cond(
+            "Accepted",
+            False,
+            "Invalid",
+            f"{fields}: for HTTP and gRPC listeners only, and the target has only TCP",
+        )
+    return _cond(
+        "Accepted", True, "Accepted", f"access applies; {fields} ignored: for HTTP and gRPC listeners only"
+    )
+
+
+def _merge(conds: list[Condition]) -> tuple[Condition, ...]:
+    """One Accepted condition for the whole policy: true only if every target accepted it."""
+    bad = [c for c in conds if not c.status]
+    if not bad:
+        return (_cond("Accepted", True, "Accepted"),)
+    return (_cond("Accepted", False, bad[0].reason, "; ".join(c.message for c in bad)),)
+
+
+def _with_policy(
+    g: ProxyGroup, spec: api.TailscaleRoutePolicySpec, section: str | None, facts: TailnetFacts
+) -> ProxyGroup:
+    access = _access(spec.access, facts) if spec.access is not None else None
+    headers = HeaderChanges()
+    if spec.request_headers is not None:
+        rh = spec.request_headers
+        headers = HeaderChanges(
+            set=tuple((h.name, h.value) for h in rh.set),
+            add=tuple((h.name, h.value) for h in rh.add),
+            remove=rh.remove,
+        )
+    retries = None
+    if spec.retries is not None:
+        r = spec.retries
+        retries = Retries(
+            r.attempts, r.retry_on, api.parse_duration(r.per_try_timeout) if r.per_try_timeout else None
+        )
+    timeout = api.parse_duration(spec.timeout) if spec.timeout else None
+    out = []
+    for li in g.listeners:
+        if section is not None and section not in li.sections:
+            out.append(li)
+            continue
+        routes = tuple(
+            dataclasses.replace(
+                r,
+                timeout_s=r.timeout_s if r.timeout_s is not None else timeout,
+                retries=retries or r.retries,
+                request_headers=headers,
+            )
+            for r in li.routes
+        )
+        out.append(dataclasses.replace(li, routes=routes, access=access or li.access))
+    return dataclasses.replace(g, listeners=tuple(out))
