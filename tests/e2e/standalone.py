@@ -22,8 +22,8 @@ from tsgw.xds import bootstrap
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "standalone"
-INGRESS_GROUP = "web-tssvc"
-EGRESS_GROUP = "tailnet-echo-tsep"
+INGRESS_GROUP = "web-tssvc.demo"
+EGRESS_GROUP = "tailnet-echo-tsep.demo"
 PRIMARY_PORT, STANDBY_PORT = 18081, 18082
 _INTERNAL_LISTENER = "type.googleapis.com/envoy.extensions.bootstrap.internal_listener.v3.InternalListener"
 

@@ -54,7 +54,7 @@ def test_a_request_through_envoy_reaches_the_primary_backend(demo: Demo) -> None
     # `tsgw status` shows the Envoy connected and in sync, and the folder without problems.
     status = demo.tsgw.status()
     assert "web-0" in status
-    assert "web-tssvc" in status
+    assert "web-tssvc.demo" in status
     assert "SYNCED" in status
     assert "NACKED" not in status
     assert "ok, " in status
@@ -74,7 +74,7 @@ def test_probes_and_metrics_show_the_connected_envoy_and_its_pushes(demo: Demo) 
     assert samples['tsgw_xds_connected_streams{variant="sotw"}'] == 1.0
     for kind in ("cds", "eds", "lds", "rds"):
         assert samples[f'tsgw_xds_pushes_total{{type="{kind}"}}'] >= 1.0
-    assert samples['tsgw_xds_snapshot_generation{group="web-tssvc"}'] >= 1.0
+    assert samples['tsgw_xds_snapshot_generation{group="web-tssvc.demo"}'] >= 1.0
     assert "process_resident_memory_bytes" in samples
 
 

@@ -78,7 +78,12 @@ def run(args: argparse.Namespace) -> int:
     )
     failed: list[str] = []
     try:
-        anyio.run(_serve, Standalone(options))
+        standalone = Standalone(options)
+    except ValueError as e:  # an address that does not parse
+        print(f"tsgw run: {e}", file=sys.stderr)
+        return 2
+    try:
+        anyio.run(_serve, standalone)
     except* OSError as group:  # a port in use, a folder that vanished
         failed.extend(_leaves(group))
     if failed:

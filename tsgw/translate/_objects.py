@@ -24,7 +24,9 @@ import orjson
 from tsgw.api import API_VERSION
 from tsgw.model import Direction, ProxyGroup
 from tsgw.tailscale import HostedService, ProxyConfig, ServePort
+from tsgw.translate._identity import node_cluster
 from tsgw.translate._inputs import Options
+from tsgw.xds import bootstrap
 
 __all__ = ["envoy_bootstrap", "owned_objects", "proxy_config"]
 
@@ -34,7 +36,6 @@ _LABEL_MANAGED = "app.kubernetes.io/managed-by"
 _LABEL_OWNER_KIND = "gateway.tailscale.com/owner-kind"
 _LABEL_OWNER_NAME = "gateway.tailscale.com/owner-name"
 
-_HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _STATE_MOUNT = "/etc/tsconfig"
 _SERVE_MOUNT = "/etc/tsgw/serve"
 _ENVOY_MOUNT = "/etc/envoy"
@@ -102,60 +103,13 @@ def proxy_config(g: ProxyGroup, options: Options, pod: str = "$(POD_NAME)") -> P
 
 
 def envoy_bootstrap(options: Options) -> dict[str, Any]:
-    """Envoy's bootstrap: everything dynamic from tsgw's ADS; node id and cluster from the
-    command line (pod name, group name)."""
-    return {
-        "dynamic_resources": {
-            "ads_config": {
-                "api_type": "GRPC",
-                "transport_api_version": "V3",
-                "set_node_on_first_message_only": True,
-                "grpc_services": [{"envoy_grpc": {"cluster_name": "tsgw-xds"}}],
-            },
-            "cds_config": {"ads": {}, "resource_api_version": "V3"},
-            "lds_config": {"ads": {}, "resource_api_version": "V3"},
-        },
-        "static_resources": {
-            "clusters": [
-                {
-                    "name": "tsgw-xds",
-                    "type": "STRICT_DNS",
-                    "connect_timeout": "5s",
-                    "typed_extension_protocol_options": {
-                        _HTTP_OPTIONS: {
-                            "@type": "type.googleapis.com/" + _HTTP_OPTIONS,
-                            "explicit_http_config": {"http2_protocol_options": {}},
-                        }
-                    },
-                    "load_assignment": {
-                        "cluster_name": "tsgw-xds",
-                        "endpoints": [
-                            {
-                                "lb_endpoints": [
-                                    {
-                                        "endpoint": {
-                                            "address": {
-                                                "socket_address": {
-                                                    "address": options.xds_host,
-                                                    "port_value": options.xds_port,
-                                                }
-                                            }
-                                        }
-                                    }
-                                ]
-                            }
-                        ],
-                    },
-                }
-            ]
-        },
-        "admin": {
-            "address": {"socket_address": {"address": "127.0.0.1", "port_value": options.envoy_admin_port}}
-        },
-    }
+    """Envoy's bootstrap, shared by every replica of every group: xds's one builder pointed at
+    tsgw's xDS Service; node id and cluster come from the command line (pod name, node
+    cluster)."""
+    host = f"[{options.xds_host}]" if ":" in options.xds_host else options.xds_host
+    return bootstrap(None, None, f"{host}:{options.xds_port}", admin_port=options.envoy_admin_port)
 
 
-@functools.lru_cache(maxsize=16)
 @functools.lru_cache(maxsize=8)
 def _bootstrap_json(options: Options) -> tuple[str, str]:
     """The bootstrap depends only on the options (node identity comes from the command line):
@@ -219,7 +173,10 @@ def _statefulset(g: ProxyGroup, options: Options, config_hash: str, cfg: ProxyCo
             "--service-node",
             "$(POD_NAME)",
             "--service-cluster",
-            g.name,
+            node_cluster(g.namespace, g.name),
+            # Pods share no IPC namespace guarantee: hot restart's shared memory region collides
+            # between replicas on one node and with a root-owned leftover (verified.md §21).
+            "--disable-hot-restart",
         ],
         "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
         "ports": [

@@ -1,6 +1,11 @@
 """The whole pipeline: inputs → model → per-group xDS resources and owned objects, remembering
 per-object results between calls so that a one-object change costs about one object.
 
+Errors are values: an object whose name cannot form a proxy group, whose group name another
+object of its namespace already holds, or whose translation raised (a bug) gets Accepted=False
+with the reason, and the rest is translated and served as usual. Owned Kubernetes objects are
+computed only when read (:class:`OwnedObjects`).
+
 An object's result is reused while everything it was built from is unchanged: the object itself
 (uid, resourceVersion, generation; or its content when it has no resourceVersion, as in
 standalone mode), its tailnet object and facts (by identity: the controllers hand over a new
@@ -10,6 +15,7 @@ namespace (a Gateway's: all of them). Output is identical to a fresh translation
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import hashlib
 from collections.abc import Iterator, Mapping
@@ -18,31 +24,59 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+import structlog
 
 from tsgw import api
-from tsgw.model import Model, ObjectStatus, ProxyGroup
-from tsgw.translate._context import _Ctx, index, invalid_status
+from tsgw.model import Condition, Model, ObjectRef, ObjectStatus, ProxyGroup
+from tsgw.translate._context import ACCEPTED, _Ctx, index, invalid_status
+from tsgw.translate._identity import name_problem, node_cluster
 from tsgw.translate._inputs import Inputs, Options
 from tsgw.translate._kinds import translate_object
 from tsgw.translate._objects import owned_objects
 from tsgw.translate._policy import apply_policies
 from tsgw.translate._xds import XdsResources, xds_resources
 
-__all__ = ["Result", "Translator", "translate"]
+__all__ = ["OwnedObjects", "Result", "Translator", "translate"]
+
+log = structlog.get_logger("tsgw.translate")
 
 GroupKey = tuple[str, str]
+
+
+class OwnedObjects(Mapping[GroupKey, list[dict[str, Any]]]):
+    """The Kubernetes objects of each group, computed on first access and kept while the group
+    is unchanged: standalone mode never asks, and builds no StatefulSet, RBAC or Secret."""
+
+    __slots__ = ("_options", "_outputs")
+
+    def __init__(self, outputs: Mapping[GroupKey, _Output], options: Options) -> None:
+        self._outputs = outputs
+        self._options = options
+
+    def __getitem__(self, key: GroupKey) -> list[dict[str, Any]]:
+        out = self._outputs[key]
+        if out.objects is None:
+            out.objects = owned_objects(out.group, self._options, dict(out.keys))
+        return out.objects
+
+    def __iter__(self) -> Iterator[GroupKey]:
+        return iter(self._outputs)
+
+    def __len__(self) -> int:
+        return len(self._outputs)
 
 
 @dataclass(frozen=True, slots=True)
 class Result:
     """What one translation produced. `xds` and `objects` are keyed by (namespace, group name);
-    the xDS node cluster of a group's Envoys is its group name. `changed` names the groups whose
-    resources or objects differ from the previous translation of the same Translator (all of
-    them the first time), and the groups that disappeared."""
+    the xDS node cluster of a group's Envoys is `node_cluster(namespace, group name)`.
+    `objects` computes each group's owned objects on first access. `changed` names the groups
+    whose resources or objects differ from the previous translation of the same Translator (all
+    of them the first time), and the groups that disappeared."""
 
     model: Model
     xds: dict[GroupKey, XdsResources]
-    objects: dict[GroupKey, list[dict[str, Any]]]
+    objects: Mapping[GroupKey, list[dict[str, Any]]]
     changed: frozenset[GroupKey] = frozenset()
 
 
@@ -91,8 +125,9 @@ class _Entry:
 class _Output:
     group: ProxyGroup
     xds: XdsResources
-    objects: list[dict[str, Any]]
     keys: tuple[tuple[str, str], ...]
+    objects: list[dict[str, Any]] | None = None
+    """Computed on first access (:class:`OwnedObjects`)."""
 
 
 @dataclass
@@ -164,6 +199,7 @@ class Translator:
         all_fp = tuple(sorted(ns_fp.items()))
 
         groups: list[ProxyGroup] = []
+        group_owner: dict[GroupKey, ObjectRef] = {}
         policies: list[api.Object[Any]] = []
         live: set[tuple[str, str, str]] = set()
         for obj, fp in loaded:
@@ -182,23 +218,30 @@ class Translator:
             live.add(key)
             entry = self._entries.get(key)
             if entry is None or entry.deps != deps:
-                group, status = translate_object(ctx, obj)
+                group, status = _translate_one(ctx, obj)
                 entry = self._entries[key] = _Entry(deps, group, status)
-            statuses.append(entry.status)
             if entry.group is not None:
+                gk = (entry.group.namespace, entry.group.name)
+                holder = group_owner.get(gk)
+                if holder is not None:
+                    # Two objects would form one group: the first (kind, name order) keeps it.
+                    statuses.append(_refused(entry.status, "GroupNameConflict", _conflict(gk, holder)))
+                    continue
+                group_owner[gk] = entry.group.owner
                 groups.append(entry.group)
+            statuses.append(entry.status)
         for k in [k for k in self._entries if k not in live]:
             del self._entries[k]
         if policies:
-            groups, policy_statuses = apply_policies(ctx, groups, policies)
+            groups, policy_statuses = _apply_policies(ctx, groups, policies)
             statuses.extend(policy_statuses)
         groups.sort(key=lambda g: (g.namespace, g.name))
         statuses.sort(key=lambda s: (s.ref.kind, s.ref.namespace, s.ref.name))
 
         xds: dict[GroupKey, XdsResources] = {}
-        objects: dict[GroupKey, list[dict[str, Any]]] = {}
         changed: set[GroupKey] = set()
         outputs: dict[GroupKey, _Output] = {}
+        failed: dict[tuple[str, str, str], str] = {}
         for g in groups:
             gk = (g.namespace, g.name)
             keys: tuple[tuple[str, str], ...] = ()
@@ -210,20 +253,94 @@ class Translator:
             if out is not None and out.keys == keys and (out.group is g or out.group == g):
                 out.group = g
             else:
+                try:
+                    resources = xds_resources(g, connect_proxy_port=self.options.connect_proxy_port)
+                except Exception as e:  # one group's failure is its owner's condition
+                    failed[(g.owner.kind, g.owner.namespace, g.owner.name)] = _failure(e)
+                    continue
                 changed.add(gk)
-                out = _Output(
-                    g,
-                    xds_resources(g, connect_proxy_port=self.options.connect_proxy_port),
-                    owned_objects(g, self.options, dict(keys)),
-                    keys,
-                )
+                out = _Output(g, resources, keys)
             outputs[gk] = out
             xds[gk] = out.xds
-            objects[gk] = out.objects
         changed.update(k for k in self._outputs if k not in outputs)
         self._outputs = outputs
+        if failed:
+            groups = [g for g in groups if (g.namespace, g.name) in outputs]
+            statuses = [
+                _refused(st, "TranslationFailed", failed[k])
+                if (k := (st.ref.kind, st.ref.namespace, st.ref.name)) in failed
+                else st
+                for st in statuses
+            ]
         model = Model(groups=tuple(groups), statuses=tuple(statuses))
-        return Result(model=model, xds=xds, objects=objects, changed=frozenset(changed))
+        return Result(
+            model=model, xds=xds, objects=OwnedObjects(outputs, self.options), changed=frozenset(changed)
+        )
+
+
+_MAX_MESSAGE = 300
+
+
+def _failure(e: BaseException) -> str:
+    """A bug's message for a condition: the exception, bounded (it may quote a huge value)."""
+    text = f"{type(e).__name__}: {e}"
+    if len(text) > _MAX_MESSAGE:
+        text = f"{text[: _MAX_MESSAGE - 20]}... ({len(text)} characters)"
+    return f"tsgw could not translate this object ({text}); the rest is served"
+
+
+def _refused(status: ObjectStatus, reason: str, message: str) -> ObjectStatus:
+    """`status` with Accepted=False for `reason`, its other conditions kept."""
+    kept = tuple(c for c in status.conditions if c.type != ACCEPTED)
+    return dataclasses.replace(status, conditions=(Condition(ACCEPTED, False, reason, message), *kept))
+
+
+def _conflict(gk: GroupKey, holder: ObjectRef) -> str:
+    return (
+        f"its proxy group {gk[1]!r} (node cluster {node_cluster(*gk)!r}) is already "
+        f"{holder.kind} {holder.name!r}'s; rename one of them"
+    )
+
+
+def _translate_one(ctx: _Ctx, obj: api.Object[Any]) -> tuple[ProxyGroup | None, ObjectStatus]:
+    """One object's group and status; a name that cannot form a group, or an exception (a bug:
+    translation of valid input should not raise), becomes its Accepted=False condition."""
+    ref = ObjectRef(
+        obj.kind, obj.metadata.namespace, obj.metadata.name, obj.metadata.uid, obj.metadata.generation
+    )
+    problem = name_problem(obj.metadata.name)
+    if problem is not None:
+        return None, ObjectStatus(ref, (Condition(ACCEPTED, False, "InvalidName", problem),))
+    try:
+        return translate_object(ctx, obj)
+    except Exception as e:
+        log.exception("translation of one object failed", kind=obj.kind, name=obj.metadata.name)
+        return None, ObjectStatus(ref, (Condition(ACCEPTED, False, "TranslationFailed", _failure(e)),))
+
+
+def _apply_policies(
+    ctx: _Ctx, groups: list[ProxyGroup], policies: list[api.Object[Any]]
+) -> tuple[list[ProxyGroup], list[ObjectStatus]]:
+    """apply_policies, one policy at a time when applying them together raises: a failing
+    policy gets a condition, the others still apply."""
+    try:
+        return apply_policies(ctx, groups, policies)
+    except Exception:
+        log.exception("route policies failed together; applying them one by one")
+    statuses: list[ObjectStatus] = []
+    for pol in sorted(
+        policies, key=lambda p: (p.metadata.creation_timestamp, p.metadata.namespace, p.metadata.name)
+    ):
+        try:
+            groups, st = apply_policies(ctx, groups, [pol])
+            statuses.extend(st)
+        except Exception as e:
+            md = pol.metadata
+            ref = ObjectRef(pol.kind, md.namespace, md.name, md.uid, md.generation)
+            statuses.append(
+                ObjectStatus(ref, (Condition(ACCEPTED, False, "TranslationFailed", _failure(e)),))
+            )
+    return groups, statuses
 
 
 def _namespace_fingerprints(ctx: _Ctx) -> dict[str, tuple[Any, ...]]:

@@ -1,4 +1,20 @@
-"""Envoy bootstraps that point Envoy at tsgw's aggregated xDS server."""
+"""The one Envoy bootstrap builder: Envoy pointed at tsgw's aggregated xDS server.
+
+Used by `tsgw bootstrap`, the tests, `just run` and the proxies' bootstrap ConfigMap alike.
+What it sets and why (Envoy's bootstrap reference, ``config.bootstrap.v3``):
+
+- LDS and CDS over one ADS stream, SotW (``GRPC``) or incremental (``DELTA_GRPC``); the node is
+  sent on the first message only (Envoy's node with its extension list is ~60 KB).
+- The xDS cluster: STATIC for an IP, LOGICAL_DNS for a name (a Kubernetes Service: one address,
+  re-resolved when the connection breaks); HTTP/2 with keepalives (30 s, 5 s timeout), so a
+  silent peer is noticed; a short connect timeout (1 s).
+- The stream's reconnect back-off (``EnvoyGrpc.retry_policy.retry_back_off``): Envoy's default
+  for xDS is a jittered exponential back-off from 500 ms to 30 s, which after a control-plane
+  restart left Envoys disconnected for 9-16 s. Default here: 250 ms to 2 s, jittered by Envoy.
+- Node id and cluster may be left out, for a bootstrap shared by every replica whose command
+  line sets them (``--service-node``, ``--service-cluster``).
+- Admin on loopback.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +22,15 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
+from tsgw._address import parse_address
+
 XDS_CLUSTER = "tsgw_xds"
 _HTTP_OPTIONS_TYPE = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 
-def _split(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"xDS address must be HOST:PORT, got {address!r}")
-    return host.strip("[]"), int(port)
-
-
 def bootstrap(
-    node_id: str,
-    cluster: str,
+    node_id: str | None,
+    cluster: str | None,
     xds_address: str,
     *,
     delta: bool = False,
@@ -27,15 +38,14 @@ def bootstrap(
     admin_port: int = 9901,
     metadata: Mapping[str, Any] | None = None,
     initial_fetch_timeout: str | None = None,
+    connect_timeout: str = "1s",
+    reconnect_base: str = "0.25s",
+    reconnect_max: str = "2s",
 ) -> dict[str, Any]:
-    """A bootstrap (as a dict, ready for YAML or JSON) for ADS over gRPC to ``xds_address``.
-
-    LDS and CDS come over one aggregated stream, SotW (``GRPC``) or incremental
-    (``DELTA_GRPC``); the node is sent on the first message only, since Envoy's node with its
-    extension list is ~60 KB and would otherwise be parsed on every ACK. The xDS cluster speaks
-    HTTP/2 with keepalives, and admin listens on loopback.
-    """
-    host, port = _split(xds_address)
+    """A bootstrap (as a dict, ready for YAML or JSON) for ADS over gRPC to ``xds_address``
+    (``HOST:PORT``; ValueError when it is not). ``node_id``/``cluster`` None: left to Envoy's
+    command line. See the module docstring for what each setting does."""
+    host, port = parse_address(xds_address, what="xDS address")
     try:
         ipaddress.ip_address(host)
         discovery = "STATIC"
@@ -48,16 +58,24 @@ def bootstrap(
             source["initial_fetch_timeout"] = initial_fetch_timeout
         return source
 
-    node: dict[str, Any] = {"id": node_id, "cluster": cluster}
+    node: dict[str, Any] = {}
+    if node_id is not None:
+        node["id"] = node_id
+    if cluster is not None:
+        node["cluster"] = cluster
     if metadata:
         node["metadata"] = dict(metadata)
-    return {
-        "node": node,
+    envoy_grpc = {
+        "cluster_name": XDS_CLUSTER,
+        "retry_policy": {"retry_back_off": {"base_interval": reconnect_base, "max_interval": reconnect_max}},
+    }
+    out: dict[str, Any] = {"node": node} if node else {}
+    return out | {
         "dynamic_resources": {
             "ads_config": {
                 "api_type": "DELTA_GRPC" if delta else "GRPC",
                 "transport_api_version": "V3",
-                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+                "grpc_services": [{"envoy_grpc": envoy_grpc}],
                 "set_node_on_first_message_only": True,
             },
             "cds_config": config_source(),
@@ -68,7 +86,7 @@ def bootstrap(
                 {
                     "name": XDS_CLUSTER,
                     "type": discovery,
-                    "connect_timeout": "1s",
+                    "connect_timeout": connect_timeout,
                     "typed_extension_protocol_options": {
                         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                             "@type": _HTTP_OPTIONS_TYPE,

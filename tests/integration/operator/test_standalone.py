@@ -38,7 +38,7 @@ async def test_the_folder_is_served_per_proxy_group_and_problems_reach_the_admin
         await tg.start(sa.run)
         async with AdminClient(f"127.0.0.1:{sa.admin_port}") as admin:
             groups = sorted({s.group for s in await admin.list_snapshots()})
-            assert groups == ["tailnet-echo-tsep", "web-tssvc"]
+            assert groups == ["tailnet-echo-tsep.demo", "web-tssvc.demo"]
             (source,) = await admin.list_sources()
             assert source.kind == "folder"
             (problem,) = source.problems
@@ -55,5 +55,5 @@ async def test_the_folder_is_served_per_proxy_group_and_problems_reach_the_admin
                 await sa.wait_applied(applied + 1)
             (source,) = await admin.list_sources()
             assert list(source.problems) == []
-            assert sa.cache.groups() == ["tailnet-echo-tsep"]
+            assert sa.cache.groups() == ["tailnet-echo-tsep.demo"]
         tg.cancel_scope.cancel()
