@@ -9,13 +9,20 @@ import sys
 
 import yaml
 
+from tsgw.translate import node_cluster
 from tsgw.xds import bootstrap
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("bootstrap", help="write an Envoy bootstrap for tsgw's aggregated xDS server")
     p.add_argument("--node-id", required=True, help="the Envoy's node id (a proxy pod's name)")
-    p.add_argument("--cluster", required=True, help="node cluster: the proxy group whose snapshot it gets")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--group",
+        metavar="NAMESPACE/GROUP",
+        help="the proxy group whose snapshot it gets, e.g. demo/web-tssvc (node cluster web-tssvc.demo)",
+    )
+    which.add_argument("--cluster", help="the node cluster as it is (what tsgw status shows)")
     p.add_argument("--xds-address", required=True, metavar="HOST:PORT", help="tsgw's xDS server")
     p.add_argument("--delta", action="store_true", help="incremental xDS (DELTA_GRPC) instead of SotW")
     p.add_argument("--admin-port", type=int, default=9901, help="Envoy admin port on loopback (default 9901)")
@@ -25,9 +32,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
+    cluster = args.cluster
+    if args.group is not None:
+        namespace, slash, group = args.group.partition("/")
+        if not slash or not namespace or not group:
+            print(f"tsgw bootstrap: --group must be NAMESPACE/GROUP, got {args.group!r}", file=sys.stderr)
+            return 2
+        cluster = node_cluster(namespace, group)
     try:
         config = bootstrap(
-            args.node_id, args.cluster, args.xds_address, delta=args.delta, admin_port=args.admin_port
+            args.node_id, cluster, args.xds_address, delta=args.delta, admin_port=args.admin_port
         )
     except ValueError as e:
         print(f"tsgw bootstrap: {e}", file=sys.stderr)

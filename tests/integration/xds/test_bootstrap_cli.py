@@ -59,3 +59,48 @@ def test_bootstrap_with_a_hostname_uses_dns_and_json_output(
 def test_bootstrap_refuses_an_address_without_port(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bootstrap", "--node-id", "p", "--cluster", "g", "--xds-address", "nowhere"]) == 2
     assert "HOST:PORT" in capsys.readouterr().err
+
+
+def test_bootstrap_for_a_group_names_its_node_cluster_and_envoy_accepts_the_proxies_bootstrap(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--group NAMESPACE/GROUP gives the node cluster the pipeline keys snapshots by; the
+    bootstrap the proxy pods mount (no node: their command line sets it) is valid for Envoy with
+    the flags their StatefulSet passes."""
+    argv = ["bootstrap", "--node-id", "db-0", "--group", "team-a/db-tsep", "--xds-address", "127.0.0.1:18000"]
+    assert main([*argv, "--format", "json"]) == 0
+    config = json.loads(capsys.readouterr().out)
+    assert config["node"]["cluster"] == "db-tsep.team-a"
+    assert main(["bootstrap", "--node-id", "x", "--group", "no-slash", "--xds-address", "127.0.0.1:1"]) == 2
+    assert "NAMESPACE/GROUP" in capsys.readouterr().err
+
+    from tsgw.translate import Options
+    from tsgw.translate._objects import envoy_bootstrap
+
+    shared = envoy_bootstrap(Options())
+    assert "node" not in shared
+    ads = shared["dynamic_resources"]["ads_config"]["grpc_services"][0]["envoy_grpc"]
+    assert ads["retry_policy"]["retry_back_off"] == {"base_interval": "0.25s", "max_interval": "2s"}
+    path = tmp_path / "proxy.json"
+    path.write_text(json.dumps(shared))
+    p = Process(
+        "envoy-validate",
+        [
+            bin_path("envoy"),
+            "--mode",
+            "validate",
+            "-c",
+            path,
+            "--service-node",
+            "db-0",
+            "--service-cluster",
+            "db-tsep.team-a",
+            "--disable-hot-restart",
+        ],
+        tmp_path / "validate-proxy.log",
+    )
+    try:
+        code = p.popen.wait(60)
+    finally:
+        p.stop()
+    assert code == 0, (tmp_path / "validate-proxy.log").read_text()
