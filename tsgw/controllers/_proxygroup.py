@@ -1,0 +1,230 @@
+"""Proxy groups: the Kubernetes objects each group's proxies run on, applied and pruned. Leader
+only.
+
+For an object that owns a proxy group (TailscaleEndpoints, TailscaleServices, TailscaleGateway),
+the desired objects are the pipeline's (:attr:`tsgw.translate.Result.objects`: ServiceAccount,
+Role, RoleBinding, per-replica state and config Secrets, the Envoy bootstrap ConfigMap, for
+ingress the serve ConfigMap, for egress the ClusterIP Service, and the StatefulSet). The
+reconciler:
+
+- applies each desired object by server-side apply (field manager ``tsgw``, forced) **only when
+  the cached object does not already hold it** (every field and list item tsgw sets is present
+  with that value), so a steady state makes no writes and a drift (someone edits the
+  StatefulSet) is put back;
+- prunes objects it owns for this owner (labels ``gateway.tailscale.com/owner-kind`` and
+  ``owner-name``) that the desired set no longer contains (a port removed, a replica scaled
+  away);
+- runs again when the pipeline publishes a change of the group, or when an owned object changes.
+
+Owner references make the garbage collector delete everything when the owner goes. Devices and
+auth keys (which live on the tailnet, not in Kubernetes) are the auth-key controller's.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import structlog
+
+from tsgw.kube import (
+    CONFIGMAPS,
+    SECRETS,
+    SERVICES,
+    Client,
+    Controller,
+    InformerOptions,
+    Manager,
+    NotFound,
+    RawObject,
+    Request,
+    Resource,
+    Result,
+    controller_managed_by,
+)
+from tsgw.pipeline import Pipeline, Published
+
+__all__ = [
+    "MANAGED_SELECTOR",
+    "OWNED_RESOURCES",
+    "ProxyGroupReconciler",
+    "add_proxygroup_controllers",
+    "contains",
+    "enqueue_changed_groups",
+]
+
+log = structlog.get_logger("tsgw.controllers.proxygroup")
+
+FIELD_MANAGER = "tsgw"
+OWNER_KIND = "gateway.tailscale.com/owner-kind"
+OWNER_NAME = "gateway.tailscale.com/owner-name"
+MANAGED_SELECTOR = "app.kubernetes.io/managed-by=tsgw"
+"""The label selector of every object tsgw owns (its informers watch only these)."""
+
+SERVICEACCOUNTS = Resource("v1", "ServiceAccount", "serviceaccounts")
+ROLES = Resource("rbac.authorization.k8s.io/v1", "Role", "roles")
+ROLEBINDINGS = Resource("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings")
+STATEFULSETS = Resource("apps/v1", "StatefulSet", "statefulsets")
+OWNED_RESOURCES: tuple[Resource, ...] = (
+    SERVICEACCOUNTS,
+    ROLES,
+    ROLEBINDINGS,
+    SECRETS,
+    CONFIGMAPS,
+    SERVICES,
+    STATEFULSETS,
+)
+"""What a proxy group is made of, in the order they are applied."""
+_BY_KIND = {r.kind: r for r in OWNED_RESOURCES}
+
+
+def contains(live: Any, want: Any) -> bool:
+    """Whether ``live`` holds everything ``want`` sets: dicts by key (recursively), lists item
+    by item with equal length, scalars by equality. What server-side apply would change if
+    ``want`` were applied is exactly what makes this False (defaults the server adds are not
+    in ``want``)."""
+    if isinstance(want, Mapping):
+        if not isinstance(live, Mapping):
+            return False
+        return all(k in live and contains(live[k], v) for k, v in want.items())
+    if isinstance(want, list | tuple):
+        if not isinstance(live, list | tuple) or len(live) != len(want):
+            return False
+        return all(contains(a, b) for a, b in zip(live, want, strict=True))
+    if isinstance(want, int) and not isinstance(want, bool) and isinstance(live, str):
+        return str(want) == live  # resource quantities come back as strings
+    return bool(live == want)
+
+
+def _as_stored(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A Secret's ``stringData`` as the API server stores it (base64 ``data``)."""
+    if obj.get("kind") != "Secret" or "stringData" not in obj:
+        return obj
+    out = {k: v for k, v in obj.items() if k != "stringData"}
+    data = dict(out.get("data") or {})
+    for k, v in obj["stringData"].items():
+        data[k] = base64.b64encode(str(v).encode()).decode()
+    out["data"] = data
+    return out
+
+
+class ProxyGroupReconciler:
+    """Applies and prunes one owning kind's proxy-group objects."""
+
+    def __init__(self, manager: Manager, owner: Resource, pipeline: Pipeline) -> None:
+        self.client: Client = manager.client
+        self.owner = owner
+        self.pipeline = pipeline
+        self.owners = manager.informer(owner).store
+        self.owned = {
+            r.kind: manager.informer(r, InformerOptions(label_selector=MANAGED_SELECTOR))
+            for r in OWNED_RESOURCES
+        }
+        self.writes = 0
+        """Applies and deletes made (tests and benchmarks count them)."""
+
+    def desired(self, latest: Published, req: Request) -> list[RawObject]:
+        for g in latest.result.model.groups:
+            o = g.owner
+            if (o.kind, o.namespace, o.name) == (self.owner.kind, req.namespace, req.name):
+                return list(latest.result.objects[(g.namespace, g.name)])
+        return []
+
+    def current(self, req: Request) -> list[RawObject]:
+        out: list[RawObject] = []
+        for inf in self.owned.values():
+            for obj in inf.store.list(req.namespace):
+                labels = (obj.get("metadata") or {}).get("labels") or {}
+                if labels.get(OWNER_KIND) == self.owner.kind and labels.get(OWNER_NAME) == req.name:
+                    out.append(obj)
+        return out
+
+    async def reconcile(self, req: Request) -> Result | None:
+        latest = self.pipeline.latest.value
+        if latest is None:
+            return None
+        owner = self.owners.get(req)
+        st = latest.status_of(self.owner.kind, req.namespace, req.name)
+        generation = (owner.get("metadata") or {}).get("generation") or 0 if owner is not None else None
+        if st is not None and generation is not None and st.ref.generation != generation:
+            return None  # the pipeline has not translated this generation yet; it enqueues again
+        want = self.desired(latest, req)
+        wanted = {(o["kind"], o["metadata"]["name"]) for o in want}
+        for obj in want:
+            res = _BY_KIND[obj["kind"]]
+            live = self.owned[obj["kind"]].store.get((req.namespace, obj["metadata"]["name"]))
+            if live is not None and contains(live, _as_stored(obj)):
+                continue
+            await self.client.apply(res, obj, field_manager=FIELD_MANAGER)
+            self.writes += 1
+        for obj in self.current(req):
+            md = obj["metadata"]
+            if (obj.get("kind") or "", md["name"]) in wanted:
+                continue
+            kind = obj.get("kind") or ""
+            gone = _BY_KIND.get(kind)
+            if gone is None:
+                continue
+            try:
+                await self.client.delete(gone, md["name"], md.get("namespace"), uid=md.get("uid"))
+                self.writes += 1
+                log.info("pruned", kind=kind, name=md["name"], namespace=md.get("namespace"))
+            except NotFound:
+                pass
+        return None
+
+
+def _owner_of(kind: str) -> Any:
+    def owners(obj: RawObject) -> Iterable[Request]:
+        md = obj.get("metadata") or {}
+        labels = md.get("labels") or {}
+        if labels.get(OWNER_KIND) == kind and labels.get(OWNER_NAME):
+            yield Request(md.get("namespace") or "", labels[OWNER_NAME])
+
+    return owners
+
+
+def add_proxygroup_controllers(
+    manager: Manager, pipeline: Pipeline, owners: Sequence[Resource]
+) -> dict[str, Controller]:
+    """One controller per owning kind: for_(the kind), watching the owned objects by label."""
+    out: dict[str, Controller] = {}
+    for r in owners:
+        b = controller_managed_by(manager).for_(r).named(f"{r.kind.lower()}-proxygroup")
+        for owned in OWNED_RESOURCES:
+            b = b.watches(owned, _owner_of(r.kind), informer=InformerOptions(label_selector=MANAGED_SELECTOR))
+        out[r.kind] = b.complete(ProxyGroupReconciler(manager, r, pipeline))
+    return out
+
+
+async def enqueue_changed_groups(pipeline: Pipeline, controllers: Mapping[str, Controller]) -> None:
+    """Follow the pipeline; enqueue the owner of every group whose output changed (and of every
+    group that disappeared, to prune it). Runs until cancelled.
+
+    Compares each published result with the last one this loop saw, not the translator's
+    ``changed`` set: a reader that skips to the latest value must not lose a change. The
+    translator reuses a group's resources object while nothing of the group changed, so an
+    identity check finds the changes."""
+    seen: Mapping[tuple[str, str], tuple[tuple[str, str, str], object]] = {}
+    async for published in pipeline.latest.watch():
+        result = published.result
+        now = {
+            (g.namespace, g.name): (
+                (g.owner.kind, g.owner.namespace, g.owner.name),
+                result.xds[(g.namespace, g.name)],
+            )
+            for g in result.model.groups
+            if (g.namespace, g.name) in result.xds
+        }
+        for key in now.keys() | seen.keys():
+            new, old = now.get(key), seen.get(key)
+            if new is not None and old is not None and new[1] is old[1]:
+                continue
+            owner = (new or old)[0]  # type: ignore[index]
+            if owner[0] in controllers:
+                controllers[owner[0]].queue.add(Request(owner[1], owner[2]))
+        seen = now
+        await anyio.lowlevel.checkpoint()
