@@ -91,7 +91,8 @@ def test_an_unchanged_folder_gives_the_same_state(folder: Path) -> None:
 async def test_watch_yields_a_new_state_after_an_edit(folder: Path) -> None:
     provider = FileProvider(folder, FileOptions(probe_endpoints=False))
     gen = provider.watch()
-    first = await gen.__anext__()
+    with anyio.fail_after(10):
+        first = await gen.__anext__()
     web = folder / "web.yaml"
     web.write_text(web.read_text().replace("priority: 1", "priority: 2"))
     with anyio.fail_after(10):
