@@ -26,6 +26,7 @@ _CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 _counter = itertools.count()
 _LIVE: set[NetNS] = set()
+PRIVATE_PORT_BASE = 20000
 
 
 def _ip(*args: str) -> None:
@@ -120,6 +121,7 @@ class NetNS(Namespace):
     def __init__(self, prefix: str = "tsgw", address: str = "10.213.0.1/24") -> None:
         super().__init__(f"{prefix}-{os.getpid()}-{next(_counter)}")
         self.address = address
+        self._ports = itertools.count(PRIVATE_PORT_BASE)
         _ip("netns", "add", self.name)
         _LIVE.add(self)
         try:
@@ -136,6 +138,22 @@ class NetNS(Namespace):
     def ip(self) -> str:
         """The namespace's own non-loopback address (without the prefix length)."""
         return self.address.split("/")[0]
+
+    def port(self) -> int:
+        """A TCP port for a program inside this namespace that must be told its port before it
+        binds it (containerboot's health and proxy listeners).
+
+        Race-free where picking a free host port is not: the namespace is this process's own, so
+        only programs started in it bind here; the port lies below the kernel's ephemeral range
+        (``ip_local_port_range`` is per namespace and left at its default, 32768 up), so no
+        ``connect()`` or ``bind(0)`` in here is given it; and each call returns a new one,
+        counting up from 20000, above the fixed ports the helpers use in here (Headscale 8080,
+        SOCKS5 1080 up, testcontrol 8080/3340/3478/9912).
+        """
+        port = next(self._ports)
+        if port >= 32768:
+            raise RuntimeError(f"{self.name}: out of private ports")
+        return port
 
     def delete(self) -> None:
         """Kill whatever still runs inside, then remove the namespace."""

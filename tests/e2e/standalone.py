@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.envoy import Envoy
-from tests.support.process import Process, free_port, tcp_open
+from tests.support.process import BIND_ATTEMPTS, NotReady, Process, free_port, in_use_error, tcp_open
 from tsgw.xds import bootstrap
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,38 +60,49 @@ class Tsgw:
         extra: tuple[str, ...] = (),
     ) -> None:
         self.folder = folder
-        self.xds_port = free_port()
-        self.admin_port = free_port()
-        self.probe_port = free_port()
-        self.listener_port = listener_port or free_port()
-        self.admin = f"127.0.0.1:{self.admin_port}"
-        self.process = Process(
-            "tsgw-standalone",
-            [
-                sys.executable,
-                "-m",
-                "tsgw",
-                "run",
-                "--standalone",
-                folder,
-                "--xds",
-                f"127.0.0.1:{self.xds_port}",
-                "--admin",
-                self.admin,
-                "--listener-port",
-                str(self.listener_port),
-                "--connect-proxy-port",
-                str(connect_proxy_port),
-                "--health-probe-bind-address",
-                f"127.0.0.1:{self.probe_port}",
-                *extra,
-            ],
-            workdir / "tsgw.log",
-            cwd=ROOT,
-        )
-        self.process.wait_ready(
-            lambda: tcp_open("127.0.0.1", self.admin_port), timeout=30, what="serving its admin API"
-        )
+        # tsgw takes its ports as flags and does not report ports it chose: they are picked
+        # (free_port: below the ephemeral range, locked against other test processes) and a
+        # start that fails with EADDRINUSE picks again.
+        for attempt in range(1, BIND_ATTEMPTS + 1):
+            self.xds_port = free_port()
+            self.admin_port = free_port()
+            self.probe_port = free_port()
+            self.listener_port = listener_port or free_port()
+            self.admin = f"127.0.0.1:{self.admin_port}"
+            log = workdir / ("tsgw.log" if attempt == 1 else f"tsgw.{attempt}.log")
+            self.process = Process(
+                "tsgw-standalone",
+                [
+                    sys.executable,
+                    "-m",
+                    "tsgw",
+                    "run",
+                    "--standalone",
+                    folder,
+                    "--xds",
+                    f"127.0.0.1:{self.xds_port}",
+                    "--admin",
+                    self.admin,
+                    "--listener-port",
+                    str(self.listener_port),
+                    "--connect-proxy-port",
+                    str(connect_proxy_port),
+                    "--health-probe-bind-address",
+                    f"127.0.0.1:{self.probe_port}",
+                    *extra,
+                ],
+                log,
+                cwd=ROOT,
+            )
+            try:
+                self.process.wait_ready(
+                    lambda: tcp_open("127.0.0.1", self.admin_port), timeout=30, what="serving its admin API"
+                )
+                return
+            except NotReady:
+                self.process.stop(timeout=10)
+                if attempt == BIND_ATTEMPTS or not in_use_error(log):
+                    raise
 
     def probe(self, path: str) -> tuple[int, str]:
         """GET ``path`` from the /healthz, /readyz and /metrics endpoint."""

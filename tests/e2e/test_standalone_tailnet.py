@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import socket
 import sys
 import urllib.request
 from pathlib import Path
@@ -21,6 +20,7 @@ import yaml
 
 from tests.e2e.standalone import EGRESS_GROUP, ROOT, Tsgw, copy_example, envoy_bootstrap, wait_until
 from tests.support.backend import HttpBackend
+from tests.support.netns import NetNS
 from tests.support.process import Process
 from tests.support.tailnet import Tailnet
 from tools.testbin import bin_path
@@ -31,10 +31,10 @@ _names = itertools.count()
 
 
 def _port_inside(tailnet: Tailnet) -> int:
-    """A port that is free inside the tailnet's namespace."""
-    with tailnet.ns.entered(), socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port for tailscaled's CONNECT proxy inside the tailnet's own namespace (NetNS.port: a
+    free port picked there by bind(0) could go to one of the namespace's own connections)."""
+    assert isinstance(tailnet.ns, NetNS), "the tailnet fixture owns its namespace"
+    return tailnet.ns.port()
 
 
 def _fetch(port: int) -> tuple[int, str]:

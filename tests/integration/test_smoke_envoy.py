@@ -9,7 +9,6 @@ import pytest
 
 from tests.support.backend import HttpBackend
 from tests.support.envoy import EnvoyFactory
-from tests.support.process import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -90,8 +89,8 @@ def static_proxy(listen_port: int, backend_port: int) -> dict[str, Any]:
 
 def test_static_envoy_proxies_a_request_to_a_loopback_backend(envoy_factory: EnvoyFactory) -> None:
     with HttpBackend("smoke-backend") as backend:
-        port = free_port()
-        envoy = envoy_factory(static_proxy(port, backend.port))
+        envoy = envoy_factory(static_proxy(0, backend.port))  # port 0, read back: race-free
+        port = envoy.listener_port("http")
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/hello", timeout=5) as resp:
             assert resp.status == 200
             assert resp.read() == b"smoke-backend"
@@ -104,14 +103,13 @@ def test_static_envoy_proxies_a_request_to_a_loopback_backend(envoy_factory: Env
 
 def test_two_envoys_run_side_by_side_and_restart(envoy_factory: EnvoyFactory) -> None:
     with HttpBackend("b") as backend:
-        p1, p2 = free_port(), free_port()
-        e1 = envoy_factory(static_proxy(p1, backend.port), name="one")
-        e2 = envoy_factory(static_proxy(p2, backend.port), name="two")
+        e1 = envoy_factory(static_proxy(0, backend.port), name="one")
+        e2 = envoy_factory(static_proxy(0, backend.port), name="two")
         assert e1.base_id != e2.base_id
         assert e1.admin_url != e2.admin_url
         e1.restart()
         assert e1.is_live()
         assert e2.is_live()
-        for p in (p1, p2):
+        for p in (e1.listener_port("http"), e2.listener_port("http")):  # e1's anew
             with urllib.request.urlopen(f"http://127.0.0.1:{p}/", timeout=5) as resp:
                 assert resp.read() == b"b"

@@ -17,6 +17,7 @@ import datetime
 import ipaddress
 import json
 import secrets
+import shutil
 import ssl
 import tempfile
 import urllib.request
@@ -29,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from tests.support.netns import _entered
-from tests.support.process import Process, free_port
+from tests.support.process import BIND_ATTEMPTS, NotReady, Process, free_port, in_use_error
 from tools.testbin import bin_path
 
 
@@ -143,14 +144,17 @@ class ControlPlane:
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="tsgw-cp-")
         self.dir = workdir or Path(self._tmp.name)  # type: ignore[union-attr]
         self.dir.mkdir(parents=True, exist_ok=True)
+        # etcd and kube-apiserver take their ports as flags and cannot report a port they chose:
+        # the ports are picked (free_port: below the ephemeral range, locked against other test
+        # processes) and a start that fails with EADDRINUSE picks again (_start_etcd/_apiserver).
+        self._fixed_port = port is not None
         self.etcd_port = free_port()
         self.etcd_peer_port = free_port()
         self.port = port or free_port()
-        self.url = f"https://{host}:{self.port}"
-        self.etcd_url = f"http://127.0.0.1:{self.etcd_port}"
         self.token = secrets.token_hex(16)
         self.ca_file = self.dir / "pki" / "ca.crt"
         self.kubeconfig = self.dir / "kubeconfig"
+        self._etcd_starts = 0
         self.etcd: Process | None = None
         self.apiserver: Process | None = None
         self._starts = 0
@@ -168,7 +172,28 @@ class ControlPlane:
         self._start_apiserver()
         return self
 
+    @property
+    def url(self) -> str:
+        return f"https://{self.host}:{self.port}"
+
+    @property
+    def etcd_url(self) -> str:
+        return f"http://127.0.0.1:{self.etcd_port}"
+
     def _start_etcd(self) -> None:
+        for attempt in range(1, BIND_ATTEMPTS + 1):
+            try:
+                return self._start_etcd_once()
+            except NotReady:
+                assert self.etcd is not None
+                self.etcd.stop(timeout=10)
+                if attempt == BIND_ATTEMPTS or not in_use_error(self.etcd.log):
+                    raise
+                shutil.rmtree(self.dir / "etcd", ignore_errors=True)
+                self.etcd_port, self.etcd_peer_port = free_port(), free_port()
+
+    def _start_etcd_once(self) -> None:
+        self._etcd_starts += 1
         peer = f"http://127.0.0.1:{self.etcd_peer_port}"
         self.etcd = Process(
             "etcd",
@@ -184,12 +209,26 @@ class ControlPlane:
                 "--unsafe-no-fsync=true",
                 "--log-level=warn",
             ],
-            self.dir / "etcd.log",
+            self.dir / ("etcd.log" if self._etcd_starts == 1 else f"etcd.{self._etcd_starts}.log"),
             netns=self.netns,
         )
         self.etcd.wait_ready(lambda: self._get(f"{self.etcd_url}/health") == 200, timeout=30)
 
-    def _start_apiserver(self) -> None:
+    def _start_apiserver(self, *, retry: bool = True) -> None:
+        for attempt in range(1, BIND_ATTEMPTS + 1):
+            try:
+                return self._start_apiserver_once()
+            except NotReady:
+                assert self.apiserver is not None
+                self.apiserver.stop(timeout=20)
+                if not retry or self._fixed_port or attempt == BIND_ATTEMPTS:
+                    raise
+                if not in_use_error(self.apiserver.log):
+                    raise
+                self.port = free_port()
+                self._write_kubeconfig()
+
+    def _start_apiserver_once(self) -> None:
         pki = self.dir / "pki"
         self._starts += 1
         self.apiserver = Process(
@@ -224,7 +263,7 @@ class ControlPlane:
         """Stop kube-apiserver and start it again on the same port with the same etcd."""
         assert self.apiserver is not None
         self.apiserver.stop(timeout=20)
-        self._start_apiserver()
+        self._start_apiserver(retry=False)  # same port: clients hold its URL
 
     def stop(self) -> None:
         """API server first: one whose etcd is gone takes more than 20 s to exit."""

@@ -181,6 +181,23 @@ class Envoy:
             raise RuntimeError(f"{self.name} has no admin address yet")
         return _get(self.admin_url + path, timeout)
 
+    def listener_ports(self) -> dict[str, int]:
+        """The port each listener is bound to, by name, as Envoy reports it (``/listeners``).
+
+        A listener configured with port 0 binds a port of the kernel's choosing and holds it
+        from then on: the race-free way to give a static Envoy a port (picking a free port first
+        and configuring it leaves a gap in which another process can take it).
+        """
+        _, body = self.admin("/listeners?format=json")
+        return {
+            s["name"]: int(s["local_address"]["socket_address"]["port_value"])
+            for s in json.loads(body)["listener_statuses"]
+            if "socket_address" in s.get("local_address", {})  # not internal listeners
+        }
+
+    def listener_port(self, name: str) -> int:
+        return self.listener_ports()[name]
+
     def is_live(self) -> bool:
         status, body = self.admin("/ready", timeout=1.0)
         return status == 200 and body.strip() == b"LIVE"

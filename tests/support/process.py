@@ -16,7 +16,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 _LIVE: set[Process] = set()
@@ -128,11 +128,84 @@ def reap_all() -> list[str]:
     return leaked
 
 
+_PORT_LOCKS = Path("/tmp/tsgw-ports")
+_PORT_FLOOR = 20000
+_held_ports: dict[int, int] = {}  # port -> fd of its lock file, open for this process's life
+
+
+def ephemeral_ports() -> range:
+    """The kernel's ephemeral range (``net.ipv4.ip_local_port_range``) of the calling thread's
+    network namespace: the ports ``connect()`` and ``bind(0)`` are given."""
+    lo, hi = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    return range(lo, hi + 1)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago on ``host``."""
+    """A TCP port on ``host`` for a program that must be told its port before it binds it.
+
+    Prefer what needs no pick: bind 0 and keep the socket (in-process servers), bind 0 and read
+    the port back (``AdsServer.serve``, Envoy's admin address file), or a private namespace
+    (:meth:`tools.netns.NetNS.port`). Picking by ``bind(0)`` and closing, as this did, hands out a
+    port of the ephemeral range, which any ``connect()`` or ``bind(0)`` on the machine may be
+    given before the program binds it: a clean-clone ``./justw test`` failed so (containerboot's
+    health port, "address already in use"). So this picks below the ephemeral range, where the
+    kernel never hands a port out by itself, skips one that is in use now, and takes an
+    ``flock`` on ``/tmp/tsgw-ports/PORT`` for the rest of this process, so no other test process
+    (any worktree, any run, any bench) is handed it too. What it cannot exclude is a program
+    outside the tests binding that very number; the sites that can retry on EADDRINUSE do.
+    """
+    import fcntl
+    import random
+
+    top = min(ephemeral_ports().start, 65536)
+    span = range(_PORT_FLOOR, top) if top - _PORT_FLOOR >= 1000 else range(1024, top)
+    _PORT_LOCKS.mkdir(mode=0o1777, parents=True, exist_ok=True)
+    start = random.randrange(len(span))
+    for i in range(len(span)):
+        port = span[(start + i) % len(span)]
+        if port in _held_ports:
+            continue
+        fd = os.open(_PORT_LOCKS / str(port), os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                os.close(fd)  # in use (or lingering) now: not this one
+                continue
+        _held_ports[port] = fd
+        return port
+    raise RuntimeError(f"no free TCP port in {span} on {host}")
+
+
+@contextlib.contextmanager
+def refusing_port(host: str = "127.0.0.1") -> Iterator[int]:
+    """A port that refuses connections for the block: bound by this process, never listening.
+
+    Race-free where "a free port, closed again" is not: nothing else can bind it meanwhile and
+    answer (a connection to a bound socket that does not listen is reset: ECONNREFUSED).
+    """
     with socket.socket() as s:
         s.bind((host, 0))
-        return int(s.getsockname()[1])
+        yield int(s.getsockname()[1])
+
+
+def in_use_error(log: Path) -> bool:
+    """Whether a program's log says a bind failed because the address was in use (EADDRINUSE):
+    where a port must still be picked before the program binds it, its starter retries on this."""
+    try:
+        text = log.read_text(errors="replace")
+    except FileNotFoundError:
+        return False
+    return "address already in use" in text.lower()
+
+
+BIND_ATTEMPTS = 3
+"""How often a starter that picks its program's ports tries again after EADDRINUSE."""
 
 
 def tcp_open(host: str, port: int, timeout: float = 0.5) -> bool:

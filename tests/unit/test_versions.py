@@ -26,3 +26,17 @@ def test_the_xds_benchmark_peer_is_the_pinned_go_control_plane() -> None:
     gomod = (ROOT / "benchmarks" / "gcp" / "go.mod").read_text()
     pinned = VERSIONS["bench"]["go-control-plane"]
     assert re.search(rf"^\s*github\.com/envoyproxy/go-control-plane {re.escape(pinned)}$", gomod, re.M)
+
+
+def test_grpclib_and_h2_are_bounded_above_and_locked_inside_the_bounds() -> None:
+    """tsgw.xds._fastsend uses their private names: a new major (or grpclib minor) is a decision."""
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = {r.name: r for r in map(Requirement, project["dependencies"]) if r.name in ("grpclib", "h2")}
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    locked = {p["name"]: p["version"] for p in lock["package"] if p["name"] in wanted}
+    assert sorted(wanted) == ["grpclib", "h2"]
+    for name, req in wanted.items():
+        assert any(s.operator == "<" for s in req.specifier), f"{name} has no upper bound"
+        assert req.specifier.contains(locked[name]), f"{name} {locked[name]} is outside {req.specifier}"

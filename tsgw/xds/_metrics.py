@@ -23,6 +23,14 @@ NACK_RESENDS_SUPPRESSED = Counter(
 STALE_REQUESTS = Counter(
     "tsgw_xds_stale_requests_total", "Requests carrying an outdated nonce, by resource type.", ["type"]
 )
+SEND_FALLBACKS = Counter(
+    "tsgw_xds_send_fallbacks_total",
+    "Responses sent by grpclib's own send path instead of the one-write fast path, by reason: "
+    "flow_control (the window or the write buffer cannot take the whole response now), "
+    "internals (grpclib's or h2's objects are not as the fast path expects), "
+    "disabled (ServerOptions.fast_send is off).",
+    ["reason"],
+)
 SNAPSHOT_GENERATION = Gauge(
     "tsgw_xds_snapshot_generation", "Generation number of the current snapshot, by node group.", ["group"]
 )

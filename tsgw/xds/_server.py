@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import itertools
 import socket
-import struct
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -30,10 +29,8 @@ from grpclib.const import Cardinality, Handler, Status
 from grpclib.encoding.base import CodecBase
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 from grpclib.server import Server, Stream
-from h2.connection import ConnectionInputs
-from h2.stream import StreamInputs
 
-from tsgw.xds import _metrics, _wire
+from tsgw.xds import _fastsend, _metrics, _wire
 from tsgw.xds._cache import SnapshotCache
 from tsgw.xds._errors import ProtocolError
 from tsgw.xds._events import EventKind, StreamEvent, Subscriber
@@ -45,10 +42,6 @@ log = structlog.get_logger("tsgw.xds.server")
 
 SOTW_PATH = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
 DELTA_PATH = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
-
-
-_GRPC_PREFIX = struct.Struct(">?I")  # gRPC message prefix: compressed flag, length
-_DATA_HEADER = struct.Struct(">BHBBI")  # HTTP/2 frame header: 24-bit length, type 0 (DATA), flags, stream
 
 
 class _Inbox:
@@ -122,6 +115,10 @@ class ServerOptions:
     socket_send_buffer_bytes: int = 1024 * 1024
     """``SO_SNDBUF`` of each connection, so the kernel accepts a whole response in one write
     (0 keeps the kernel's autotuned size, which starts at 16 KiB). Default 1 MiB."""
+    fast_send: bool = True
+    """Write each response's HTTP/2 DATA frames in one go on grpclib's h2 connection (see
+    ``tsgw/xds/_fastsend.py``) when the installed grpclib and h2 are as that code expects;
+    False sends every response by grpclib's own path. Default True."""
 
 
 @dataclass(frozen=True)
@@ -198,6 +195,8 @@ class _Conn:
     pushes: dict[str, int] = field(default_factory=dict)
     nonces: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     snapshot_version: str | None = None
+    fast: _fastsend.FastSend | None = None
+    fast_reason: str | None = None  # why ``fast`` is None once looked up
 
 
 class AdsServer:
@@ -218,6 +217,14 @@ class AdsServer:
         self._ids = itertools.count(1)
         self._sotw_cp = _wire.sotw_control_plane(self.options.control_plane_id)
         self._delta_cp = _wire.delta_control_plane(self.options.control_plane_id)
+        # Why no stream uses the fast send path, if none does: checked once, here.
+        self._fast_off: str | None = None
+        if not self.options.fast_send:
+            self._fast_off = _fastsend.DISABLED
+        elif (problem := _fastsend.problem()) is not None:
+            log.warning("xds: sending every response by grpclib's path", reason=problem)
+            self._fast_off = _fastsend.INTERNALS
+        self._warned_internals = False
 
     # grpclib ---------------------------------------------------------------------------------
 
@@ -542,60 +549,36 @@ class AdsServer:
                 if dt is not None:
                     await self._push_delta(stream, conn, snap, dt)
 
-    async def _send(self, stream: Stream[Any, Any], msg: bytes) -> None:
+    async def _send(self, stream: Stream[Any, Any], conn: _Conn, msg: bytes) -> None:
         """Send one response, writing all of its HTTP/2 frames to the socket at once.
 
         h2 builds a frame object per 16 KiB DATA frame and grpclib writes (a syscall) per frame;
-        a 1,000-cluster response is seven frames, times every stream of a push. When the
-        stream's flow-control window allows the whole message, run h2's state checks once, frame
-        the DATA ourselves (a 9-byte header per frame over slices of one buffer), account the
-        flow-control windows as h2 would, and write once; otherwise, or if grpclib's or h2's
-        internals are not as expected, use grpclib's own path.
+        a 1,000-cluster response is seven frames, times every stream of a push. ``_fastsend``
+        frames the message itself and writes once when the flow-control windows take it whole;
+        otherwise, or when grpclib's or h2's objects are not as it expects, grpclib's own path
+        sends it (counted in ``tsgw_xds_send_fallbacks_total`` by reason).
         """
-        ps: Any = getattr(stream, "_stream", None)
-        try:
-            if stream._send_initial_metadata_done and ps is not None and ps.connection.write_ready.is_set():
-                size = len(msg) + 5
-                h2c = ps._h2_connection
-                sid = ps.id
-                if h2c.local_flow_control_window(sid) >= size:
-                    # The checks h2's send_data makes (a closed stream or connection raises).
-                    h2c.state_machine.process_input(ConnectionInputs.SEND_DATA)
-                    h2s = h2c._get_stream_by_id(sid)
-                    h2s.state_machine.process_input(StreamInputs.SEND_DATA)
-                    frame = h2c.max_outbound_frame_size
-                    # The first frame carries the 5-byte gRPC prefix; every frame's payload is a
-                    # slice of ``msg`` (one copy of the response, in the final join).
-                    view = memoryview(msg)
-                    head = view[: frame - 5]
-                    full = _DATA_HEADER.pack(frame >> 16, frame & 0xFFFF, 0, 0, sid)
-                    n = len(head) + 5
-                    parts: list[Any] = [
-                        h2c.data_to_send(),
-                        full if n == frame else _DATA_HEADER.pack(n >> 16, n & 0xFFFF, 0, 0, sid),
-                        _GRPC_PREFIX.pack(False, len(msg)),
-                        head,
-                    ]
-                    for off in range(frame - 5, len(msg), frame):
-                        chunk = view[off : off + frame]
-                        n = len(chunk)
-                        parts.append(
-                            full if n == frame else _DATA_HEADER.pack(n >> 16, n & 0xFFFF, 0, 0, sid)
-                        )
-                        parts.append(chunk)
-                    h2s.outbound_flow_control_window -= size
-                    h2c.outbound_flow_control_window -= size
-                    ps._transport.write(b"".join(parts))
-                    ps.data_sent += size
-                    conn = ps.connection
-                    conn.data_sent += size
-                    conn.data_send_process()
-                    conn.messages_sent += 1
-                    conn.last_message_sent = time.monotonic()
-                    stream._messages_sent += 1
-                    return
-        except AttributeError:  # a grpclib or h2 whose internals moved: fall back
-            pass
+        fast = conn.fast
+        reason = conn.fast_reason or self._fast_off
+        if fast is None and reason is None:  # the stream's first response: look its objects up
+            fast = conn.fast = _fastsend.FastSend.of(stream)
+            if fast is None:
+                reason = conn.fast_reason = _fastsend.INTERNALS
+                if not self._warned_internals:
+                    self._warned_internals = True
+                    log.warning(
+                        "xds: grpclib's or h2's objects are not as the fast send path expects; "
+                        "sending by grpclib's path",
+                        stream=conn.id,
+                        node=conn.node_id,
+                    )
+        if fast is not None:
+            if not fast.headers_sent:
+                await fast.start()
+            reason = fast.send(msg)
+            if reason is None:
+                return
+        _metrics.SEND_FALLBACKS.labels(reason).inc()
         await stream.send_message(msg)
 
     async def _push_sotw(self, stream: Stream[Any, Any], conn: _Conn, snap: Snapshot, st: SotwType) -> None:
@@ -617,7 +600,7 @@ class AdsServer:
         st.sent(plan, nonce)
         if st.type_url == ClusterDiscovery and EndpointDiscovery in conn.sotw:
             conn.sotw[EndpointDiscovery].force = True  # updated clusters warm until EDS arrives
-        await self._send(stream, msg)
+        await self._send(stream, conn, msg)
         self._count(conn, st.type_url, started)
 
     async def _push_delta(self, stream: Stream[Any, Any], conn: _Conn, snap: Snapshot, dt: DeltaType) -> None:
@@ -635,7 +618,7 @@ class AdsServer:
             plan.system_version, body, dt.type_url, plan.removed, nonce, self._delta_cp
         )
         dt.sent(plan, nonce)
-        await self._send(stream, msg)
+        await self._send(stream, conn, msg)
         self._count(conn, dt.type_url, started)
 
     def _count(self, conn: _Conn, type_url: str, started: float) -> None:

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from tests.fake_tailscale import FakeTailscale, serve
-from tests.support.process import free_port
+from tests.support.process import refusing_port
 from tsgw.tailscale import (
     AuthKeyRequest,
     ClientOptions,
@@ -44,10 +44,11 @@ async def test_nothing_listening_is_a_transport_error_after_every_retry() -> Non
     async def sleep(s: float) -> None:
         waits.append(s)
 
-    opts = ClientOptions(
-        base_url=f"http://127.0.0.1:{free_port()}", retry=RetryOptions(attempts=3), timeout=2
-    )
-    async with TailscaleClient(OAuthClientCredentials("id", "tskey-client-id-x"), opts, sleep=sleep) as ts:
-        with pytest.raises(TransportError, match="ConnectError"):
-            await ts.list_devices()
+    with refusing_port() as port:
+        opts = ClientOptions(base_url=f"http://127.0.0.1:{port}", retry=RetryOptions(attempts=3), timeout=2)
+        async with TailscaleClient(
+            OAuthClientCredentials("id", "tskey-client-id-x"), opts, sleep=sleep
+        ) as ts:
+            with pytest.raises(TransportError, match="ConnectError"):
+                await ts.list_devices()
     assert len(waits) == 2

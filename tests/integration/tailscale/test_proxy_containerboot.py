@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 
 from tests.support.echo import EchoServer
-from tests.support.process import Process, free_port
+from tests.support.netns import NetNS
+from tests.support.process import Process
 from tests.support.tailnet import TAILSCALED_ENV, Tailnet, wait_for
 from tools.testbin import bin_path
 from tsgw.tailscale import APIKey, AuthKeyRequest, ClientOptions, HeadscaleClient, ProxyConfig, ServePort
@@ -92,6 +93,11 @@ def _containerboot(tailnet: Tailnet, cfg: ProxyConfig, workdir: Path) -> Process
     )
 
 
+def _ns(tailnet: Tailnet) -> NetNS:
+    assert isinstance(tailnet.ns, NetNS), "the tailnet fixture owns its namespace"
+    return tailnet.ns
+
+
 def _proxy_config(tailnet: Tailnet, name: str, key: str, d: Path, **kw: Any) -> ProxyConfig:
     d.mkdir(parents=True, exist_ok=True)
     return ProxyConfig(
@@ -101,8 +107,10 @@ def _proxy_config(tailnet: Tailnet, name: str, key: str, d: Path, **kw: Any) -> 
         login_server=tailnet.url,
         auth_key=key,
         serve_config_path=str(d / "serve-config.json"),
-        outbound_http_proxy=f"127.0.0.1:{free_port()}",
-        local_addr_port=f"127.0.0.1:{free_port()}",
+        # Ports inside the tailnet's own namespace (NetNS.port): picking a free host port raced
+        # the namespace's own connections for it ("address already in use" at the health port).
+        outbound_http_proxy=f"127.0.0.1:{_ns(tailnet).port()}",
+        local_addr_port=f"127.0.0.1:{_ns(tailnet).port()}",
         socket=str(d / "tailscaled.sock"),
         tailscaled_extra_args=("--port=0", "--no-logs-no-support"),
         extra_env=TAILSCALED_ENV,

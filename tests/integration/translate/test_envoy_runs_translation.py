@@ -26,7 +26,7 @@ from google.protobuf import json_format
 
 from tests.support.backend import HttpBackend
 from tests.support.envoy import EnvoyFactory
-from tests.support.process import free_port
+from tests.support.process import refusing_port
 from tsgw.translate import Device, Inputs, Options, TailnetFacts, XdsResources, translate
 
 pytestmark = pytest.mark.integration
@@ -189,10 +189,9 @@ def test_egress_reaches_targets_through_the_connect_proxy_and_fails_over_by_prio
     envoy_factory: EnvoyFactory, backends: tuple[HttpBackend, HttpBackend]
 ) -> None:
     one, two = backends
-    dead = free_port()  # nothing listens: the priority-0 target is down
-    listen = free_port()
-    tcp_listen = free_port()
-    with ConnectProxy() as proxy:
+    # The priority-0 target is down: a port bound by this process that never listens (refuses,
+    # and nothing else can take it). Envoy's listeners bind port 0 and are read back.
+    with refusing_port() as dead, ConnectProxy() as proxy:
         options = Options(connect_proxy_port=proxy.port)
         endpoints = {
             "apiVersion": API,
@@ -221,10 +220,10 @@ def test_egress_reaches_targets_through_the_connect_proxy_and_fails_over_by_prio
         result = translate(Inputs(objects=[TAILNET, endpoints], tailnets={"corp": facts}), options)
         (res,) = result.xds.values()
         boot = static_bootstrap(res)
-        ports = {"egress-80": listen, "egress-81": tcp_listen}
         for li in boot["static_resources"]["listeners"]:
-            li["address"]["socket_address"]["port_value"] = ports[li["name"]]
-        envoy_factory(boot, name="egress")
+            li["address"]["socket_address"]["port_value"] = 0
+        envoy = envoy_factory(boot, name="egress")
+        listen, tcp_listen = envoy.listener_port("egress-80"), envoy.listener_port("egress-81")
         # The first request meets the dead target; its retry goes to the next tier (previous
         # priorities), so the caller sees success; the dead target is then ejected.
         answers = [http_get(listen) for _ in range(6)]
@@ -240,7 +239,6 @@ def test_ingress_routes_by_rule_and_enforces_tailnet_identity_behind_proxy_proto
     envoy_factory: EnvoyFactory, backends: tuple[HttpBackend, HttpBackend]
 ) -> None:
     one, two = backends
-    listen = free_port()
     services = {
         "apiVersion": API,
         "kind": "TailscaleServices",
@@ -294,11 +292,15 @@ def test_ingress_routes_by_rule_and_enforces_tailnet_identity_behind_proxy_proto
             endpoint_slices=slices,
             tailnets={"corp": facts},
         ),
-        Options(first_listener_port=listen),
+        Options(first_listener_port=10080),
     )
     assert all(c.status for s in result.model.statuses for c in s.conditions), result.model.statuses
     (res,) = result.xds.values()
-    envoy_factory(static_bootstrap(res), name="ingress")
+    boot = static_bootstrap(res)
+    for li in boot["static_resources"]["listeners"]:
+        if "socket_address" in li["address"]:
+            li["address"]["socket_address"]["port_value"] = 0  # bound by Envoy, read back
+    (listen,) = envoy_factory(boot, name="ingress").listener_ports().values()
     alice = proxy_v2("100.64.0.5")
     assert eventually(lambda: http_get(listen, "/", preamble=alice) == "200 one", "route / to web-v1")
     assert http_get(listen, "/v2/x", preamble=alice) == "200 two"

@@ -15,6 +15,7 @@ from tsgw.xds import (
     EndpointDiscovery,
     ListenerDiscovery,
     RouteDiscovery,
+    ServerOptions,
     Snapshot,
     SnapshotCache,
     bootstrap,
@@ -36,15 +37,16 @@ async def body(port: int, path: str = "/") -> str:
 
 
 @VARIANTS
+@pytest.mark.parametrize("fast_send", [True, False], ids=["fast", "grpclib"])
 async def test_envoy_receives_lds_rds_cds_eds_by_ads_and_proxies(
-    delta: bool, envoy_factory: EnvoyFactory
+    delta: bool, fast_send: bool, envoy_factory: EnvoyFactory
 ) -> None:
     cache = SnapshotCache()
     with HttpBackend("alpha") as backend:
         lport = free_port()
         snap = proxy_snapshot(lport, {"alpha": [backend.port]}, {"/": "alpha"}, version="v1")
         cache.set_snapshot(GROUP, snap)
-        async with running_ads(cache) as (server, xds_port):
+        async with running_ads(cache, options=ServerOptions(fast_send=fast_send)) as (server, xds_port):
             envoy = make_envoy(envoy_factory, xds_port, delta)
             await envoy.astart()
             assert await body(lport, "/x") == "200 alpha"

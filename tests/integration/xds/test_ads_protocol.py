@@ -214,8 +214,8 @@ async def test_metrics_count_streams_pushes_nacks_and_snapshot_generation() -> N
 async def _eventually_zero(expected: float) -> None:
     import anyio
 
-    for _ in range(100):
-        if _sample("tsgw_xds_connected_streams", variant="sotw") == expected:
-            return
-        await anyio.sleep(0.02)
-    raise AssertionError("the stream gauge did not come back down")
+    with anyio.move_on_after(5):
+        while _sample("tsgw_xds_connected_streams", variant="sotw") != expected:  # noqa: ASYNC110 - a gauge
+            await anyio.sleep(0.02)
+        return
+    raise AssertionError("the stream gauge did not come back down within 5 s")

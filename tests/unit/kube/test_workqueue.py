@@ -15,6 +15,10 @@ from tsgw.kube._ratelimit import (
 )
 from tsgw.kube._workqueue import LOW_PRIORITY, WorkQueue, WorkQueueOptions
 
+DEADLINE = 10
+"""Every test that waits fails here (TimeoutError at the await) when an invariant breaks,
+instead of hanging until pytest's 600 s timeout."""
+
 
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
@@ -35,133 +39,140 @@ async def get_now(q: WorkQueue[str]) -> str | None:
 
 @pytest.mark.anyio
 async def test_adding_an_item_already_waiting_is_deduplicated() -> None:
-    q, _ = make()
-    for _ in range(5):
-        q.add("a")
-    q.add("b")
-    assert len(q) == 2
-    assert await q.get() == "a"
-    assert await q.get() == "b"
-    assert await get_now(q) is None
+    with anyio.fail_after(DEADLINE):
+        q, _ = make()
+        for _ in range(5):
+            q.add("a")
+        q.add("b")
+        assert len(q) == 2
+        assert await q.get() == "a"
+        assert await q.get() == "b"
+        assert await get_now(q) is None
 
 
 @pytest.mark.anyio
 async def test_an_item_being_processed_is_not_handed_out_again_until_done() -> None:
-    q, _ = make()
-    q.add("a")
-    assert await q.get() == "a"
-    q.add("a")  # re-added while processing
-    assert len(q) == 0
-    assert await get_now(q) is None
-    q.done("a")
-    assert await q.get() == "a"  # processed again after
+    with anyio.fail_after(DEADLINE):
+        q, _ = make()
+        q.add("a")
+        assert await q.get() == "a"
+        q.add("a")  # re-added while processing
+        assert len(q) == 0
+        assert await get_now(q) is None
+        q.done("a")
+        assert await q.get() == "a"  # processed again after
 
 
 @pytest.mark.anyio
 async def test_re_adds_while_processing_collapse_into_one_more_run() -> None:
-    q, _ = make()
-    q.add("a")
-    await q.get()
-    q.add("a")
-    q.add("a")
-    q.done("a")
-    assert await q.get() == "a"
-    q.done("a")
-    assert await get_now(q) is None
+    with anyio.fail_after(DEADLINE):
+        q, _ = make()
+        q.add("a")
+        await q.get()
+        q.add("a")
+        q.add("a")
+        q.done("a")
+        assert await q.get() == "a"
+        q.done("a")
+        assert await get_now(q) is None
 
 
 @pytest.mark.anyio
 async def test_concurrent_workers_never_hold_the_same_item() -> None:
-    q, _ = make()
-    holding: set[str] = set()
-    overlaps = 0
-    runs = 0
+    with anyio.fail_after(DEADLINE):
+        q, _ = make()
+        holding: set[str] = set()
+        overlaps = 0
+        runs = 0
 
-    async def worker() -> None:
-        nonlocal overlaps, runs
-        while True:
-            try:
-                item = await q.get()
-            except ShutDown:
-                return
-            if item in holding:
-                overlaps += 1
-            holding.add(item)
-            runs += 1
-            await anyio.lowlevel.checkpoint()
-            if runs < 200:
-                q.add(item)
-            await anyio.lowlevel.checkpoint()
-            holding.discard(item)
-            q.done(item)
+        async def worker() -> None:
+            nonlocal overlaps, runs
+            while True:
+                try:
+                    item = await q.get()
+                except ShutDown:
+                    return
+                if item in holding:
+                    overlaps += 1
+                holding.add(item)
+                runs += 1
+                await anyio.lowlevel.checkpoint()
+                if runs < 200:
+                    q.add(item)
+                await anyio.lowlevel.checkpoint()
+                holding.discard(item)
+                q.done(item)
 
-    async with anyio.create_task_group() as tg:
-        for _ in range(8):
-            tg.start_soon(worker)
-        for i in range(20):
-            q.add(f"k{i % 4}")
-        while runs < 200:  # noqa: ASYNC110 - polling a counter the workers bump
-            await anyio.sleep(0.001)
-        q.shutdown()
-    assert overlaps == 0
-    assert runs >= 200
+        async with anyio.create_task_group() as tg:
+            for _ in range(8):
+                tg.start_soon(worker)
+            for i in range(20):
+                q.add(f"k{i % 4}")
+            while runs < 200:  # noqa: ASYNC110 - polling a counter the workers bump
+                await anyio.sleep(0.001)
+            q.shutdown()
+        assert overlaps == 0
+        assert runs >= 200
 
 
 @pytest.mark.anyio
 async def test_add_after_holds_the_item_until_its_time_and_earlier_time_wins() -> None:
-    q, clock = make()
-    q.add_after("a", 10.0)
-    q.add_after("a", 5.0)  # earlier wins
-    q.add_after("a", 50.0)  # later is ignored
-    assert len(q) == 0
-    assert q.delayed == 1
-    async with anyio.create_task_group() as tg:
-        got: list[str] = []
+    with anyio.fail_after(DEADLINE):
+        q, clock = make()
+        q.add_after("a", 10.0)
+        q.add_after("a", 5.0)  # earlier wins
+        q.add_after("a", 50.0)  # later is ignored
+        assert len(q) == 0
+        assert q.delayed == 1
+        async with anyio.create_task_group() as tg:
+            got: list[str] = []
 
-        async def taker() -> None:
-            got.append(await q.get())
+            async def taker() -> None:
+                got.append(await q.get())
 
-        tg.start_soon(taker)
-        await anyio.sleep(0.01)
-        clock.advance(4.9)
-        await anyio.sleep(0.01)
-        assert got == []
-        clock.advance(0.2)
-        with anyio.fail_after(2):
-            while not got:  # noqa: ASYNC110
-                await anyio.sleep(0.001)
-    assert got == ["a"]
-    assert q.delayed == 0
+            tg.start_soon(taker)
+            await anyio.sleep(0.01)
+            clock.advance(4.9)
+            await anyio.sleep(0.01)
+            assert got == []
+            clock.advance(0.2)
+            with anyio.fail_after(2):
+                while not got:  # noqa: ASYNC110
+                    await anyio.sleep(0.001)
+        assert got == ["a"]
+        assert q.delayed == 0
 
 
 @pytest.mark.anyio
 async def test_add_of_a_delayed_item_makes_it_ready_now_and_the_delay_then_dedups() -> None:
-    q, clock = make()
-    q.add_after("a", 5.0)
-    q.add("a")
-    assert await q.get() == "a"
-    q.done("a")
-    clock.advance(6)
-    # The delayed entry fires once more (client-go keeps it), but never concurrently.
-    assert await get_now(q) == "a"
+    with anyio.fail_after(DEADLINE):
+        q, clock = make()
+        q.add_after("a", 5.0)
+        q.add("a")
+        assert await q.get() == "a"
+        q.done("a")
+        clock.advance(6)
+        # The delayed entry fires once more (client-go keeps it), but never concurrently.
+        assert await get_now(q) == "a"
 
 
 @pytest.mark.anyio
 async def test_rate_limited_adds_back_off_exponentially_and_forget_resets() -> None:
-    q, clock = make()
-    delays = []
-    for _ in range(5):
-        before = clock.now()
-        q.add_rate_limited("a")
-        ready_at = q._waiting["a"][0]
-        delays.append(round(ready_at - before, 6))
-        clock.advance(ready_at - before)
-        assert await q.get() == "a"
-        q.done("a")
-    assert delays == [0.005, 0.01, 0.02, 0.04, 0.08]
-    assert q.num_requeues("a") == 5
-    q.forget("a")
-    assert q.num_requeues("a") == 0
+    with anyio.fail_after(DEADLINE):
+        q, clock = make()
+        delays = []
+        for _ in range(5):
+            before = clock.now()
+            q.add_rate_limited("a")
+            ready_at = q._waiting["a"][0]
+            delays.append(round(ready_at - before, 6))
+            clock.advance(ready_at - before)
+            assert await q.get() == "a"
+            q.done("a")
+        assert delays == [0.005, 0.01, 0.02, 0.04, 0.08]
+        assert q.num_requeues("a") == 5
+        q.forget("a")
+        assert q.num_requeues("a") == 0
 
 
 def test_exponential_limiter_caps_at_1000_seconds() -> None:
@@ -193,78 +204,82 @@ def test_default_limiter_is_per_item_only_unless_the_bucket_is_asked_for() -> No
 
 @pytest.mark.anyio
 async def test_higher_priority_goes_first_and_initial_list_items_go_last() -> None:
-    q, _ = make()
-    q.add("initial-1", LOW_PRIORITY)
-    q.add("initial-2", LOW_PRIORITY)
-    q.add("live")
-    q.add("initial-2", 0)  # a live event for a waiting item raises its priority
-    assert [await q.get() for _ in range(3)] == ["live", "initial-2", "initial-1"]
+    with anyio.fail_after(DEADLINE):
+        q, _ = make()
+        q.add("initial-1", LOW_PRIORITY)
+        q.add("initial-2", LOW_PRIORITY)
+        q.add("live")
+        q.add("initial-2", 0)  # a live event for a waiting item raises its priority
+        assert [await q.get() for _ in range(3)] == ["live", "initial-2", "initial-1"]
 
 
 @pytest.mark.anyio
 async def test_shutdown_wakes_waiting_workers_and_refuses_new_items() -> None:
-    q, _ = make()
-    stopped = 0
+    with anyio.fail_after(DEADLINE):
+        q, _ = make()
+        stopped = 0
 
-    async def worker() -> None:
-        nonlocal stopped
-        with pytest.raises(ShutDown):
-            await q.get()
-        stopped += 1
+        async def worker() -> None:
+            nonlocal stopped
+            with pytest.raises(ShutDown):
+                await q.get()
+            stopped += 1
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(worker)
-        tg.start_soon(worker)
-        await anyio.sleep(0.01)
-        q.shutdown()
-    assert stopped == 2
-    q.add("late")
-    assert len(q) == 0
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker)
+            tg.start_soon(worker)
+            await anyio.sleep(0.01)
+            q.shutdown()
+        assert stopped == 2
+        q.add("late")
+        assert len(q) == 0
 
 
 @pytest.mark.anyio
 async def test_shutdown_with_drain_waits_for_in_flight_items() -> None:
-    q, _ = make()
-    q.add("a")
-    item = await q.get()
-    drained = False
+    with anyio.fail_after(DEADLINE):
+        q, _ = make()
+        q.add("a")
+        item = await q.get()
+        drained = False
 
-    async def drain() -> None:
-        nonlocal drained
-        await q.shutdown_with_drain()
-        drained = True
+        async def drain() -> None:
+            nonlocal drained
+            await q.shutdown_with_drain()
+            drained = True
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(drain)
-        await anyio.sleep(0.01)
-        assert not drained
-        q.done(item)
-    assert drained
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(drain)
+            await anyio.sleep(0.01)
+            assert not drained
+            q.done(item)
+        assert drained
 
 
 @pytest.mark.anyio
 async def test_the_client_token_bucket_waits_for_a_token_once_the_burst_is_spent() -> None:
-    from tsgw.kube import TokenBucket
+    with anyio.fail_after(DEADLINE):
+        from tsgw.kube import TokenBucket
 
-    clock = FakeClock()
-    bucket = TokenBucket(qps=5, burst=2, clock=clock)
-    await bucket.acquire()
-    await bucket.acquire()  # the burst: no wait
-    got = False
-
-    async def third() -> None:
-        nonlocal got
+        clock = FakeClock()
+        bucket = TokenBucket(qps=5, burst=2, clock=clock)
         await bucket.acquire()
-        got = True
+        await bucket.acquire()  # the burst: no wait
+        got = False
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(third)
-        await anyio.sleep(0.01)
-        assert not got
-        clock.advance(0.19)
-        await anyio.sleep(0.01)
-        assert not got
-        clock.advance(0.02)  # 1/qps = 0.2 s
-        with anyio.fail_after(2):
-            while not got:  # noqa: ASYNC110
-                await anyio.sleep(0.001)
+        async def third() -> None:
+            nonlocal got
+            await bucket.acquire()
+            got = True
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(third)
+            await anyio.sleep(0.01)
+            assert not got
+            clock.advance(0.19)
+            await anyio.sleep(0.01)
+            assert not got
+            clock.advance(0.02)  # 1/qps = 0.2 s
+            with anyio.fail_after(2):
+                while not got:  # noqa: ASYNC110
+                    await anyio.sleep(0.001)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import anyio
 import pytest
 
 import tsgw.providers
-from tests.support.process import free_port
+from tests.support.process import refusing_port
 from tsgw.providers import FileOptions, FileProvider
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -90,7 +91,8 @@ def test_an_unchanged_folder_gives_the_same_state(folder: Path) -> None:
 async def test_watch_yields_a_new_state_after_an_edit(folder: Path) -> None:
     provider = FileProvider(folder, FileOptions(probe_endpoints=False))
     gen = provider.watch()
-    first = await gen.__anext__()
+    with anyio.fail_after(10):
+        first = await gen.__anext__()
     web = folder / "web.yaml"
     web.write_text(web.read_text().replace("priority: 1", "priority: 2"))
     with anyio.fail_after(10):
@@ -105,13 +107,15 @@ async def test_watch_yields_a_new_state_after_an_edit(folder: Path) -> None:
 async def test_an_endpoint_that_refuses_connections_is_served_not_ready(folder: Path) -> None:
     backends = folder / "backends.yaml"
     text = backends.read_text()
-    for port in ("18081", "18082"):
-        text = text.replace(f"port: {port}", f"port: {free_port()}")  # closed again: refuses
-    backends.write_text(text)
-    provider = FileProvider(folder)
-    gen = provider.watch()
-    state = await gen.__anext__()
-    await gen.aclose()
+    with contextlib.ExitStack() as held:
+        for port in ("18081", "18082"):  # bound, never listening: refuses, and nothing can take it
+            text = text.replace(f"port: {port}", f"port: {held.enter_context(refusing_port())}")
+        backends.write_text(text)
+        provider = FileProvider(folder)
+        gen = provider.watch()
+        with anyio.fail_after(10):
+            state = await gen.__anext__()
+        await gen.aclose()
     for es in state.inputs.endpoint_slices:
         assert [ep["conditions"]["ready"] for ep in es["endpoints"]] == [False]
 

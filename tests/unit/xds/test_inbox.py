@@ -16,10 +16,11 @@ async def test_items_queued_before_close_are_delivered_in_order_then_none() -> N
     inbox.put("snapshot")
     inbox.close()
     inbox.put("request", b"late")  # after close: dropped
-    assert await inbox.get() == ("request", b"1")
-    assert await inbox.get() == ("snapshot", b"")
-    assert await inbox.get() is None
-    assert await inbox.get() is None
+    with anyio.fail_after(5):
+        assert await inbox.get() == ("request", b"1")
+        assert await inbox.get() == ("snapshot", b"")
+        assert await inbox.get() is None
+        assert await inbox.get() is None
 
 
 async def test_a_waiting_get_wakes_on_put_and_on_close() -> None:
@@ -29,14 +30,15 @@ async def test_a_waiting_get_wakes_on_put_and_on_close() -> None:
     async def take() -> None:
         got.append(await inbox.get())
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(take)
-        await anyio.wait_all_tasks_blocked()
-        inbox.put("request", b"x")
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(take)
-        await anyio.wait_all_tasks_blocked()
-        inbox.close()
+    with anyio.fail_after(5):  # a get that never wakes fails here, not at pytest's timeout
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(take)
+            await anyio.wait_all_tasks_blocked()
+            inbox.put("request", b"x")
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(take)
+            await anyio.wait_all_tasks_blocked()
+            inbox.close()
     assert got == [("request", b"x"), None]
 
 
@@ -45,4 +47,5 @@ async def test_a_cancelled_get_leaves_the_inbox_usable() -> None:
     with anyio.move_on_after(0.01):
         await inbox.get()
     inbox.put("request", b"y")
-    assert await inbox.get() == ("request", b"y")
+    with anyio.fail_after(5):
+        assert await inbox.get() == ("request", b"y")
