@@ -18,7 +18,16 @@ EXAMPLE = ROOT / "examples" / "standalone"
 
 
 def test_public_surface_is_pinned() -> None:
-    assert sorted(tsgw.providers.__all__) == ["FileOptions", "FileProvider", "FolderState", "Problem"]
+    assert sorted(tsgw.providers.__all__) == [
+        "FileOptions",
+        "FileProvider",
+        "FolderState",
+        "GATEWAYS",
+        "KubeProvider",
+        "KubeProviderOptions",
+        "Problem",
+        "tsgw_resources",
+    ]
 
 
 @pytest.fixture
