@@ -147,7 +147,8 @@ class SotwType:
         self.client_version = version_info
         if response_nonce and response_nonce == self.nonce:
             self.acked_version = version_info
-            self.nack = None
+            if version_info == self.sent_version:
+                self.nack = None  # it took what it was sent last: nothing is rejected now
             return Verdict.ACK
         return Verdict.INITIAL if first else Verdict.UPDATE
 
