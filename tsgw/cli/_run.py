@@ -1,4 +1,5 @@
-"""`tsgw run --standalone DIR`: the control plane with a folder of YAML in place of a cluster."""
+"""`tsgw run`: the operator against a cluster (in-cluster service account, or a kubeconfig), or
+`tsgw run --standalone DIR`: the control plane with a folder of YAML in place of a cluster."""
 
 from __future__ import annotations
 
@@ -18,14 +19,21 @@ from tsgw.providers import FileOptions
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("run", help="run the control plane (standalone: from a folder of YAML)")
+    p = sub.add_parser(
+        "run", help="run the operator (in a cluster or against a kubeconfig), or standalone from a folder"
+    )
     p.add_argument(
         "--standalone",
         metavar="DIR",
         type=Path,
         help="serve the objects in DIR (CRD YAML, Services, EndpointSlices), watched for changes",
     )
-    p.add_argument("--xds", default="127.0.0.1:18000", metavar="HOST:PORT", help="ADS server address")
+    p.add_argument(
+        "--xds",
+        default=None,
+        metavar="HOST:PORT",
+        help="ADS server address (default: 0.0.0.0:18000 in a cluster, 127.0.0.1:18000 standalone)",
+    )
     p.add_argument(
         "--admin",
         default=os.environ.get("TSGW_ADMIN", DEFAULT_ADDRESS),
@@ -54,13 +62,49 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--no-probe", action="store_true", help="do not probe EndpointSlice endpoints (serve them as written)"
     )
+    add_cluster_arguments(p)
     p.set_defaults(run=run)
+
+
+def add_cluster_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("in a cluster (without --standalone)")
+    g.add_argument(
+        "--kubeconfig",
+        metavar="PATH",
+        default=None,
+        help="kubeconfig to use (default: the in-cluster service account, else $KUBECONFIG "
+        "or ~/.kube/config)",
+    )
+    g.add_argument(
+        "--namespace",
+        default=os.environ.get("POD_NAMESPACE", "tsgw-system"),
+        help="the operator's namespace, where its Lease lives (default $POD_NAMESPACE or tsgw-system)",
+    )
+    g.add_argument(
+        "--metrics-bind-address",
+        metavar="HOST:PORT",
+        default=":8080",
+        help="serve /metrics here (default %(default)s; 0 turns it off)",
+    )
+    g.add_argument(
+        "--leader-elect",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the controllers only on the Lease holder (default: on)",
+    )
+    g.add_argument(
+        "--xds-service",
+        metavar="HOST:PORT",
+        default=None,
+        help="where proxy Envoys reach the xDS server (default tsgw.NAMESPACE.svc:18000)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     if args.standalone is None:
-        print("tsgw run: only standalone mode is available here: tsgw run --standalone DIR", file=sys.stderr)
-        return 2
+        return run_cluster(args)
+    if args.xds is None:
+        args.xds = "127.0.0.1:18000"
     if not args.standalone.is_dir():
         print(f"tsgw run: {args.standalone} is not a folder", file=sys.stderr)
         return 2
@@ -106,3 +150,60 @@ async def _serve(standalone: Standalone) -> None:
             async for _ in signals:
                 tg.cancel_scope.cancel()
                 break
+
+
+def run_cluster(args: argparse.Namespace) -> int:
+    """The operator of one replica, until SIGTERM or SIGINT."""
+    from tsgw._address import parse_address
+    from tsgw.kube import Client, KubeError, LeaderElectionLost
+    from tsgw.operator import Operator, OperatorOptions
+
+    try:
+        xds_service = args.xds_service or f"tsgw.{args.namespace}.svc:18000"
+        xds_host, xds_port = parse_address(xds_service, what="--xds-service")
+        options = OperatorOptions(
+            namespace=args.namespace,
+            xds_address=args.xds or "0.0.0.0:18000",
+            admin_address=args.admin,
+            health_probe_address=args.health_probe_bind_address or ":8081",
+            metrics_address=None if args.metrics_bind_address == "0" else args.metrics_bind_address,
+            leader_election=args.leader_elect,
+            translate=dataclasses.replace(
+                translate.Options(),
+                operator_namespace=args.namespace,
+                xds_host=xds_host,
+                xds_port=xds_port,
+                first_listener_port=args.listener_port,
+                connect_proxy_port=args.connect_proxy_port,
+            ),
+        )
+    except ValueError as e:
+        print(f"tsgw run: {e}", file=sys.stderr)
+        return 2
+
+    async def main() -> None:
+        client = (
+            await Client.from_kubeconfig(args.kubeconfig)
+            if args.kubeconfig
+            else await Client.from_environment()
+        )
+        async with client:
+            operator = Operator(client, options)
+            async with anyio.create_task_group() as tg:
+                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                    tg.start_soon(operator.run)
+                    async for _ in signals:
+                        operator.manager.stop()
+                        break
+
+    failed: list[str] = []
+    try:
+        anyio.run(main)
+    except* LeaderElectionLost:
+        failed.append("lost the leader Lease; exiting so the pod restarts as a follower")
+    except* (KubeError, OSError) as group:
+        failed.extend(_leaves(group))
+    if failed:
+        print(f"tsgw run: {'; '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0

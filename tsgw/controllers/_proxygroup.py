@@ -158,6 +158,13 @@ class ProxyGroupReconciler:
             live = self.owned[obj["kind"]].store.get((req.namespace, obj["metadata"]["name"]))
             if live is not None and contains(live, _as_stored(obj)):
                 continue
+            log.debug(
+                "applying",
+                kind=obj["kind"],
+                name=obj["metadata"]["name"],
+                namespace=req.namespace,
+                drift=live is not None,
+            )
             await self.client.apply(res, obj, field_manager=FIELD_MANAGER)
             self.writes += 1
         for obj in self.current(req):

@@ -9,8 +9,8 @@ ResolvedRefs, and Programmed from the Envoys' ACKs and NACKs. This controller wr
   changed; an object's own events (create, spec change) enqueue it too.
 - Written only when different: the body is :func:`tsgw.translate.status_body` merged into the
   current status (conditions keep ``lastTransitionTime`` unless status or reason changed, fields
-  other controllers own are kept); an equal body writes nothing, so a steady state makes no API
-  calls. Server-side apply on the status subresource, field manager ``tsgw``.
+  other controllers own are kept); a body the current status already holds writes nothing, so a
+  steady state makes no API calls. Server-side apply on the status subresource, field manager ``tsgw``.
 - A status for an older generation than the cached object is not written: the pipeline has not
   seen the new spec yet and will publish again.
 """
@@ -26,6 +26,7 @@ import anyio.lowlevel
 import structlog
 
 from tsgw.kube import Client, Controller, Manager, Request, Resource, Result, Store, controller_managed_by
+from tsgw.controllers._proxygroup import contains
 from tsgw.pipeline import Pipeline, Published
 from tsgw.translate import status_body
 
@@ -62,8 +63,8 @@ class StatusReconciler:
             return None  # not translated yet in this generation: the pipeline enqueues it later
         current = obj.get("status") or {}
         body = status_body(st, current, _now())
-        if body == current:
-            return None
+        if contains(current, body):
+            return None  # (the server may hold more: defaults it filled in, fields others own)
         meta: dict[str, Any] = {"name": req.name}
         if req.namespace:
             meta["namespace"] = req.namespace

@@ -3,10 +3,11 @@
 - :class:`Standalone` (``_standalone.py``): `tsgw run --standalone DIR`. The folder provider
   feeds the pipeline; the xDS server, the admin API and (optionally) health and metrics serve
   beside it.
-- The in-cluster operator (``_kubernetes.py``, next): informers feed the same pipeline on every
-  replica; controllers run on the leader.
+- :class:`Operator` (``_kubernetes.py``): `tsgw run` against a cluster. Informers feed the same
+  pipeline on every replica, which serves xDS; controllers run on the Lease holder.
 """
 
+from tsgw.operator._kubernetes import Operator, OperatorOptions
 from tsgw.operator._standalone import Standalone, StandaloneOptions
 
-__all__ = ["Standalone", "StandaloneOptions"]
+__all__ = ["Operator", "OperatorOptions", "Standalone", "StandaloneOptions"]

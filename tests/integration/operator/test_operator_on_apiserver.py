@@ -1,0 +1,211 @@
+"""The operator (`tsgw.operator.Operator`, what `tsgw run` runs in a cluster) against a real
+kube-apiserver and a real Envoy: informers → pipeline → snapshots by node cluster; the status
+controller writes Accepted/ResolvedRefs/Programmed only when they change; the proxy-group
+controller applies each group's objects once and prunes what a change removed; two namespaces
+with the same object names get separate configurations."""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio
+import pytest
+
+from tests.support.controlplane import ControlPlane
+from tests.support.envoy import EnvoyFactory
+from tsgw.api import API_VERSION, crds
+from tsgw.kube import CUSTOMRESOURCEDEFINITIONS, NAMESPACES, Client, NotFound, RawObject, Resource
+from tsgw.operator import Operator, OperatorOptions
+from tsgw.providers import tsgw_resources
+from tsgw.xds import bootstrap
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+KINDS = {r.kind: r for r in tsgw_resources()}
+STATEFULSETS = Resource("apps/v1", "StatefulSet", "statefulsets")
+SECRETS = Resource("v1", "Secret", "secrets")
+
+
+async def _install_crds(client: Client) -> None:
+    for crd in crds():
+        await client.apply(CUSTOMRESOURCEDEFINITIONS, crd, field_manager="test")
+    with anyio.fail_after(30):
+        for r in KINDS.values():
+            while True:
+                try:
+                    await client.list(r, "default")
+                    break
+                except NotFound:
+                    await anyio.sleep(0.1)
+
+
+def tailnet(name: str) -> RawObject:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "TailscaleTailnet",
+        "metadata": {"name": name},
+        "spec": {
+            "controlPlane": {"type": "Headscale", "apiURL": "http://127.0.0.1:1"},
+            "credentials": {
+                "secretRef": {"namespace": "tsgw-system", "name": "headscale"},
+                "apiKey": {"key": "api_key"},
+            },
+        },
+    }
+
+
+def endpoints(ns: str, name: str, tailnet: str, address: str, replicas: int = 2) -> RawObject:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "TailscaleEndpoints",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "tailnetRef": {"name": tailnet},
+            "targets": [{"name": "db", "address": address, "ports": [{"port": 5432}]}],
+            "proxy": {"replicas": replicas},
+        },
+    }
+
+
+@pytest.fixture
+async def client(control_plane: ControlPlane) -> AsyncIterator[Client]:
+    async with await Client.from_kubeconfig(str(control_plane.kubeconfig)) as c:
+        await _install_crds(c)
+        yield c
+
+
+async def _namespace(client: Client, prefix: str) -> str:
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    await client.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    return name
+
+
+async def eventually(check: Callable[[], Any], what: str, deadline: float = 30) -> Any:
+    """Poll an async or sync check until it returns something truthy (bounded)."""
+    with anyio.fail_after(deadline):
+        while True:
+            value = check()
+            if hasattr(value, "__await__"):
+                value = await value
+            if value:
+                return value
+            await anyio.sleep(0.1)
+    raise AssertionError(what)  # unreachable; fail_after raises
+
+
+def _condition(obj: RawObject, type_: str) -> dict[str, Any] | None:
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c.get("type") == type_:
+            return dict(c)
+    return None
+
+
+async def test_the_operator_serves_each_namespace_its_own_group_writes_status_and_owns_the_proxies(
+    client: Client, envoy_factory: EnvoyFactory
+) -> None:
+    a, b = await _namespace(client, "team-a"), await _namespace(client, "team-b")
+    tn = f"tn-{uuid.uuid4().hex[:6]}"
+    await client.create(KINDS["TailscaleTailnet"], tailnet(tn))
+    await client.create(KINDS["TailscaleEndpoints"], endpoints(a, "db", tn, "100.64.0.1"))
+    await client.create(KINDS["TailscaleEndpoints"], endpoints(b, "db", tn, "100.64.0.2"))
+    operator = Operator(
+        client,
+        OperatorOptions(
+            namespace=a,
+            xds_address="127.0.0.1:0",
+            admin_address="127.0.0.1:0",
+            health_probe_address="127.0.0.1:0",
+            metrics_address=None,
+            leader_election=False,
+        ),
+    )
+    async with anyio.create_task_group() as tg:
+        await tg.start(operator.run)
+        cache = operator.cache
+        # One snapshot per namespace: the node cluster carries it.
+        await eventually(lambda: {f"db-tsep.{a}", f"db-tsep.{b}"} <= set(cache.groups()), "two snapshots")
+        dump_a = cache.get_snapshot(f"db-tsep.{a}").to_dict()  # type: ignore[union-attr]
+        dump_b = cache.get_snapshot(f"db-tsep.{b}").to_dict()  # type: ignore[union-attr]
+        assert "100.64.0.1" in str(dump_a["types"])
+        assert "100.64.0.2" not in str(dump_a["types"])
+        assert "100.64.0.2" in str(dump_b["types"])
+        assert "100.64.0.1" not in str(dump_b["types"])
+
+        # The proxy-group controller applied each group's objects, StatefulSet last.
+        sts = await eventually(lambda: _get(client, STATEFULSETS, "db-tsep", a), "the StatefulSet is applied")
+        args = sts["spec"]["template"]["spec"]["containers"][1]["args"]
+        assert args[args.index("--service-cluster") + 1] == f"db-tsep.{a}"
+        assert await _get(client, SECRETS, "db-tsep-1", a) is not None
+
+        # Status: accepted, resolved, and not programmed while no Envoy is connected.
+        async def no_proxies() -> RawObject | None:
+            obj = await client.get(KINDS["TailscaleEndpoints"], "db", a)
+            c = _condition(obj, "Programmed")
+            return obj if c is not None and c["reason"] == "NoProxies" else None
+
+        obj = await eventually(no_proxies, "Programmed=False NoProxies")
+        assert _condition(obj, "Accepted")["status"] == "True"  # type: ignore[index]
+        assert _condition(obj, "ResolvedRefs")["status"] == "True"  # type: ignore[index]
+
+        # A steady state writes nothing more (once both groups are applied: StatefulSet last).
+        await eventually(lambda: _get(client, STATEFULSETS, "db-tsep", b), "team-b's StatefulSet")
+        await eventually(lambda: _status_written(client, b), "team-b's status written")
+        pg = operator.proxygroups["TailscaleEndpoints"].reconciler
+        st = operator.status["TailscaleEndpoints"].reconciler
+        writes = (pg.writes, st.writes)  # type: ignore[attr-defined]
+        operator.provider.mark()  # type: ignore[union-attr]
+        await anyio.sleep(1.0)  # (a window for spurious writes, not a wait for an event)
+        assert (pg.writes, st.writes) == writes  # type: ignore[attr-defined]
+
+        # A real Envoy of team-a's group: Programmed becomes True on the API server.
+        envoy = envoy_factory(
+            bootstrap("db-tsep-0", f"db-tsep.{a}", f"127.0.0.1:{operator.xds_port}", admin_port=0),
+            start=False,
+        )
+        await envoy.astart()
+
+        async def programmed() -> bool:
+            c = _condition(await client.get(KINDS["TailscaleEndpoints"], "db", a), "Programmed")
+            return c is not None and c["status"] == "True"
+
+        await eventually(programmed, "Programmed=True once the Envoy ACKed")
+        c_b = _condition(await client.get(KINDS["TailscaleEndpoints"], "db", b), "Programmed")
+        assert c_b is not None
+        assert c_b["reason"] == "NoProxies"  # team-b's Envoys are not team-a's
+
+        # Scale team-b to one replica: its second replica's Secrets are pruned.
+        obj_b = copy.deepcopy(dict(await client.get(KINDS["TailscaleEndpoints"], "db", b)))
+        obj_b["spec"]["proxy"]["replicas"] = 1
+        await client.replace(KINDS["TailscaleEndpoints"], obj_b)
+
+        async def pruned() -> bool:
+            return await _get(client, SECRETS, "db-tsep-1", b) is None and (
+                await _get(client, SECRETS, "db-tsep-1-config", b) is None
+            )
+
+        await eventually(pruned, "replica 1's Secrets pruned")
+        assert await _get(client, SECRETS, "db-tsep-1", a) is not None  # team-a keeps both
+
+        # Deleting team-b's object clears its snapshot; team-a's Envoy keeps its configuration.
+        await client.delete(KINDS["TailscaleEndpoints"], "db", b)
+        await eventually(lambda: f"db-tsep.{b}" not in cache.groups(), "team-b's snapshot cleared")
+        assert f"db-tsep.{a}" in cache.groups()
+        assert await programmed()
+        operator.manager.stop()
+        tg.cancel_scope.cancel()
+
+
+async def _status_written(client: Client, namespace: str) -> bool:
+    return (
+        _condition(await client.get(KINDS["TailscaleEndpoints"], "db", namespace), "Programmed") is not None
+    )
+
+
+async def _get(client: Client, resource: Resource, name: str, namespace: str) -> RawObject | None:
+    try:
+        return await client.get(resource, name, namespace)
+    except NotFound:
+        return None

@@ -1,0 +1,176 @@
+"""`tsgw run` (in a cluster, or against a kubeconfig): the operator. Wiring only.
+
+Every replica runs, under one :class:`tsgw.kube.Manager`:
+
+- the Kubernetes provider (the manager's shared informers on tsgw's kinds, Services,
+  EndpointSlices and, when served, Gateway API Gateways) feeding the pipeline;
+- the pipeline (translation → one snapshot per proxy group, keyed by node cluster) and the xDS
+  server every proxy Envoy connects to through the xDS Service, whichever replica it reaches;
+- the admin API (loopback by default), and the manager's probes and ``/metrics`` (one registry:
+  the framework's, the xDS server's and the process's metrics).
+
+The leader (Lease ``tsgw-operator`` in the operator's namespace) also runs the controllers:
+status (the pipeline's conditions, written when they change) and proxy groups (owned objects
+applied and pruned), and the loops that enqueue them from the pipeline's results. Losing the
+Lease stops the process (controller-runtime's behaviour: the pod restarts and rejoins as a
+follower), while followers keep serving xDS throughout.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+
+from tsgw import api, translate
+from tsgw._address import parse_address
+from tsgw.admin import DEFAULT_ADDRESS, AdminService
+from tsgw.controllers import (
+    add_proxygroup_controllers,
+    add_status_controllers,
+    enqueue_changed,
+    enqueue_changed_groups,
+)
+from tsgw.kube import Client, LeaderElectionOptions, Manager, ManagerOptions, NotFound
+from tsgw.pipeline import Pipeline, PipelineOptions
+from tsgw.providers import GATEWAYS, KubeProvider, KubeProviderOptions, tsgw_resources
+from tsgw.xds import AdsServer, SnapshotCache
+
+__all__ = ["Operator", "OperatorOptions"]
+
+log = structlog.get_logger("tsgw.operator")
+
+_OWNING_KINDS = ("TailscaleEndpoints", "TailscaleServices", "TailscaleGateway")
+
+
+def _identity() -> str:
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True)
+class OperatorOptions:
+    """`tsgw run` against a cluster."""
+
+    namespace: str = "tsgw-system"
+    """The operator's namespace (its Lease lives there). Default: tsgw-system."""
+    xds_address: str = "0.0.0.0:18000"
+    """Where the proxies' Envoys reach the ADS server (through the xDS Service). Default:
+    0.0.0.0:18000."""
+    admin_address: str = DEFAULT_ADDRESS
+    """The admin API (`tsgw status`, `tsgw snapshot`; reach it with a port-forward). Default:
+    127.0.0.1:9911."""
+    health_probe_address: str | None = ":8081"
+    """``/healthz`` and ``/readyz`` (ready once the caches synced). Default: :8081 (every
+    interface), as controller-runtime scaffolds it."""
+    metrics_address: str | None = ":8080"
+    """``/metrics``. Default: :8080."""
+    leader_election: bool = True
+    """Run controllers only on the Lease holder. Default: True (False: a single replica runs
+    them at once)."""
+    lease_duration: float = 15.0
+    """How long followers wait before taking over a silent leader's Lease, in seconds.
+    Default: 15 (controller-runtime's)."""
+    identity: str = field(default_factory=_identity)
+    """This replica's name in the Lease. Default: $POD_NAME, else hostname and a random suffix."""
+    translate: translate.Options = field(default_factory=translate.Options)
+    """Shapes of the proxies' objects and Envoy configuration. Default: translate.Options()."""
+    provider: KubeProviderOptions = field(default_factory=KubeProviderOptions)
+    """How informer events are batched into updates. Default: KubeProviderOptions()."""
+
+
+class Operator:
+    """The operator of one replica."""
+
+    def __init__(self, client: Client, options: OperatorOptions | None = None) -> None:
+        self.client = client
+        self.options = opts = options or OperatorOptions()
+        self._xds = parse_address(opts.xds_address, what="xDS address")
+        self._admin = parse_address(opts.admin_address, what="admin address")
+        election = None
+        if opts.leader_election:
+            election = LeaderElectionOptions(
+                "tsgw-operator",
+                namespace=opts.namespace,
+                identity=opts.identity,
+                lease_duration=opts.lease_duration,
+                renew_deadline=opts.lease_duration * 2 / 3,
+                retry_period=max(0.2, opts.lease_duration / 7.5),
+            )
+        self.manager = Manager(
+            client,
+            ManagerOptions(
+                leader_election=election,
+                health_probe_bind_address=opts.health_probe_address,
+                metrics_bind_address=opts.metrics_address,
+            ),
+        )
+        self.cache = SnapshotCache()
+        self.ads = AdsServer(self.cache)
+        self.pipeline = Pipeline(self.cache, PipelineOptions(translate=opts.translate), ads=self.ads)
+        self.admin = AdminService(self.cache, self.ads)
+        self.xds_port = 0
+        self.admin_port = 0
+        self.provider: KubeProvider | None = None
+
+    async def _gateways_served(self) -> bool:
+        try:
+            await self.client.discover(GATEWAYS.api_version, GATEWAYS.kind)
+        except NotFound:
+            log.info("Gateway API is not installed: TailscaleGateway objects will report GatewayNotFound")
+            return False
+        return True
+
+    async def setup(self) -> None:
+        """Create the informers and controllers (they start with :meth:`run`)."""
+        self.provider = KubeProvider(
+            self.manager, self.options.provider, gateways_served=await self._gateways_served()
+        )
+        kinds = {r.kind: r for r in tsgw_resources()}
+        status_kinds = [r for k, r in kinds.items() if k != "TailscaleTailnet"]
+        self.status = add_status_controllers(self.manager, self.pipeline, status_kinds)
+        self.proxygroups = add_proxygroup_controllers(
+            self.manager, self.pipeline, [kinds[k] for k in _OWNING_KINDS]
+        )
+        provider = self.provider
+
+        async def pipeline() -> None:
+            await self.pipeline.run(provider.updates())
+
+        async def serve_xds() -> None:
+            async with anyio.create_task_group() as tg:
+                self.xds_port = await tg.start(self.ads.serve, *self._xds)
+                log.info("serving xDS", address=f"{self._xds[0]}:{self.xds_port}")
+
+        async def serve_admin() -> None:
+            async with anyio.create_task_group() as tg:
+                self.admin_port = await tg.start(self.admin.serve, *self._admin)
+
+        async def statuses() -> None:
+            await enqueue_changed(self.pipeline, self.status)
+
+        async def groups() -> None:
+            await enqueue_changed_groups(self.pipeline, self.proxygroups)
+
+        for fn in (pipeline, serve_xds, serve_admin):
+            self.manager.add(fn, need_leader_election=False)
+        for fn in (statuses, groups):
+            self.manager.add(fn, need_leader_election=True)
+        self.manager.add_readyz_check("pipeline", lambda: self.pipeline.latest.version > 0)
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Set up and run until cancelled (or the Lease is lost: LeaderElectionLost)."""
+        if self.provider is None:
+            await self.setup()
+        log.info(
+            "operator starting",
+            namespace=self.options.namespace,
+            identity=self.options.identity,
+            kinds=[k.kind for k in api.KINDS],
+        )
+        task_status.started()
+        await self.manager.run()
