@@ -6,8 +6,9 @@ EndpointSlices (and gateway.networking.k8s.io/v1 Gateways) that ingress objects 
 plain YAML. Every ``*.yaml``/``*.yml`` below the folder is read, in path order; a file may hold
 several documents.
 
-Validation is tsgw.api's, the same schema the CRDs carry, so a file is rejected here exactly when
-the API server would reject it. A rejected file is reported with its path, the line of the
+Validation is tsgw.api's for its own kinds, the same schema the CRDs carry, and the API server's
+own rules for the rest (``_builtin``: metadata, Services, EndpointSlices, Gateways), so an object
+is rejected here exactly when the API server would reject it, and never reaches translation. A rejected file is reported with its path, the line of the
 offending field and the reason, and the folder keeps serving that file's last good content (or
 nothing of it, if it never was good): one bad edit never takes traffic down.
 
@@ -40,6 +41,8 @@ import structlog
 import yaml
 
 from tsgw import api
+from tsgw.providers import _builtin
+from tsgw.providers._builtin import clip
 from tsgw.translate import Inputs
 
 __all__ = ["FileOptions", "FileProvider", "FolderState", "Problem"]
@@ -132,6 +135,8 @@ def _line_of(node: yaml.Node | None, path: str) -> int:
         if token.startswith("[") and isinstance(node, yaml.SequenceNode):
             i = int(token[1:-1])
             nxt = node.value[i] if i < len(node.value) else None
+            if nxt is not None:
+                line = nxt.start_mark.line + 1  # the item itself, not the list's key
         elif isinstance(node, yaml.MappingNode):
             for k, v in node.value:
                 if isinstance(k, yaml.ScalarNode) and k.value == token:
@@ -155,22 +160,6 @@ class _Invalid(Exception):
         self.message = message
 
 
-def _metadata(raw: dict[str, Any], namespaced: bool, default_ns: str) -> tuple[str, str]:
-    md = raw.get("metadata")
-    if not isinstance(md, dict):
-        raise _Invalid("metadata", "Required value")
-    name = md.get("name")
-    if not isinstance(name, str) or not name:
-        raise _Invalid("metadata.name", "Required value")
-    if not namespaced:
-        return "", name
-    ns = md.get("namespace") or default_ns
-    if not isinstance(ns, str):
-        raise _Invalid("metadata.namespace", "must be a string")
-    md["namespace"] = ns
-    return ns, name
-
-
 def _check_doc(raw: Any, default_ns: str) -> tuple[dict[str, Any], str, ObjectKey]:
     """Validate one document; returns it (namespace filled in), its bucket and key."""
     if not isinstance(raw, dict):
@@ -180,63 +169,32 @@ def _check_doc(raw: Any, default_ns: str) -> tuple[dict[str, Any], str, ObjectKe
         raise _Invalid("apiVersion", "Required value")
     if not isinstance(kind, str) or not kind:
         raise _Invalid("kind", "Required value")
-    if version == api.API_VERSION:
-        namespaced = _NAMESPACED.get(kind)
-        if namespaced is None:
-            raise _Invalid("kind", f"must be one of {sorted(_NAMESPACED)}")
-        ns, name = _metadata(raw, namespaced, default_ns)
-        try:
+    try:
+        if version == api.API_VERSION:
+            namespaced = _NAMESPACED.get(kind)
+            if namespaced is None:
+                raise _Invalid("kind", f"must be one of {sorted(_NAMESPACED)}")
+            ns, name = _builtin.validate_metadata(raw, namespaced, default_ns, _builtin.dns_subdomain)
             api.load(raw)
-        except api.ValidationError as e:
-            raise _Invalid(e.path, e.message) from None
-        return raw, "objects", (kind, ns, name)
-    if (version, kind) == ("v1", "Service"):
-        ns, name = _metadata(raw, True, default_ns)
-        ports = (raw.get("spec") or {}).get("ports") if isinstance(raw.get("spec"), dict) else None
-        if not isinstance(ports, list) or not ports:
-            raise _Invalid("spec.ports", "Required value: a Service needs at least one port")
-        for i, p in enumerate(ports):
-            if not isinstance(p, dict) or not isinstance(p.get("port"), int):
-                raise _Invalid(f"spec.ports[{i}].port", "Required value: an integer port")
-            if not isinstance(p.get("name", ""), str):
-                raise _Invalid(f"spec.ports[{i}].name", "must be a string")
-        labels = raw["metadata"].get("labels") or {}
-        if not isinstance(labels, dict):
-            raise _Invalid("metadata.labels", "must be an object")
-        return raw, "services", (kind, ns, name)
-    if (version, kind) == ("discovery.k8s.io/v1", "EndpointSlice"):
-        ns, name = _metadata(raw, True, default_ns)
-        labels = raw["metadata"].get("labels") or {}
-        if not isinstance(labels, dict) or not labels.get("kubernetes.io/service-name"):
-            raise _Invalid(
-                "metadata.labels", "an EndpointSlice needs the label kubernetes.io/service-name: <Service>"
-            )
-        ports = raw.get("ports") or []
-        if not isinstance(ports, list):
-            raise _Invalid("ports", "must be a list")
-        for i, p in enumerate(ports):
-            if not isinstance(p, dict) or not isinstance(p.get("port"), int):
-                raise _Invalid(f"ports[{i}].port", "Required value: an integer port")
-            if not isinstance(p.get("name", ""), str):
-                raise _Invalid(f"ports[{i}].name", "must be a string")
-        eps = raw.get("endpoints") or []
-        if not isinstance(eps, list):
-            raise _Invalid("endpoints", "must be a list")
-        for i, ep in enumerate(eps):
-            if not isinstance(ep, dict) or not isinstance(ep.get("addresses"), list) or not ep["addresses"]:
-                raise _Invalid(f"endpoints[{i}].addresses", "Required value: at least one address")
-            if not all(isinstance(a, str) for a in ep["addresses"]):
-                raise _Invalid(f"endpoints[{i}].addresses", "must be a list of IP addresses")
-            if not isinstance(ep.get("conditions", {}), dict):
-                raise _Invalid(f"endpoints[{i}].conditions", "must be an object")
-        return raw, "endpoint_slices", (kind, ns, name)
-    if (version, kind) == ("gateway.networking.k8s.io/v1", "Gateway"):
-        ns, name = _metadata(raw, True, default_ns)
-        return raw, "gateways", (kind, ns, name)
+            return raw, "objects", (kind, ns, name)
+        if (version, kind) == ("v1", "Service"):
+            ns, name = _builtin.validate_metadata(raw, True, default_ns, _builtin.dns_1035_label)
+            _builtin.validate_service(raw)
+            return raw, "services", (kind, ns, name)
+        if (version, kind) == ("discovery.k8s.io/v1", "EndpointSlice"):
+            ns, name = _builtin.validate_metadata(raw, True, default_ns, _builtin.dns_subdomain)
+            _builtin.validate_endpoint_slice(raw)
+            return raw, "endpoint_slices", (kind, ns, name)
+        if (version, kind) == ("gateway.networking.k8s.io/v1", "Gateway"):
+            ns, name = _builtin.validate_metadata(raw, True, default_ns, _builtin.dns_subdomain)
+            _builtin.validate_gateway(raw)
+            return raw, "gateways", (kind, ns, name)
+    except api.ValidationError as e:
+        raise _Invalid(e.path, e.message) from None
     raise _Invalid(
         "kind",
-        f"{version} {kind} is not read in standalone mode (only {api.API_VERSION} kinds, v1 Service, "
-        "discovery.k8s.io/v1 EndpointSlice and gateway.networking.k8s.io/v1 Gateway)",
+        f"{clip(version)} {clip(kind)} is not read in standalone mode (only {api.API_VERSION} kinds, v1 "
+        "Service, discovery.k8s.io/v1 EndpointSlice and gateway.networking.k8s.io/v1 Gateway)",
     )
 
 
@@ -439,7 +397,7 @@ class FileProvider:
                 with anyio.fail_after(self.options.probe_timeout):
                     stream = await anyio.connect_tcp(address, port)
                 await stream.aclose()
-            except (OSError, TimeoutError):
+            except (OSError, TimeoutError, OverflowError, ValueError):  # never a crash: not ready
                 down.add((address, port))
 
         async with anyio.create_task_group() as tg:

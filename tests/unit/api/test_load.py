@@ -114,3 +114,22 @@ def test_an_unknown_field_is_rejected_as_kubectl_strict_validation_does() -> Non
                 },
             }
         )
+
+
+@pytest.mark.parametrize(
+    ("metadata", "path"),
+    [
+        ({"name": "web\x01", "namespace": "apps"}, "metadata.name"),
+        ({"name": "Web", "namespace": "apps"}, "metadata.name"),
+        ({"name": "w" * 254, "namespace": "apps"}, "metadata.name"),
+        ({"name": "web", "namespace": "apps.x"}, "metadata.namespace"),
+    ],
+)
+def test_names_are_checked_as_the_api_server_checks_them(metadata: dict[str, str], path: str) -> None:
+    obj = yaml.safe_load((EXAMPLES / "tailscaleservices.yaml").read_text())
+    obj["metadata"] = metadata
+    with pytest.raises(ValidationError) as exc:
+        load(obj)
+    assert exc.value.path == path
+    assert "Invalid value" in exc.value.message
+    assert len(exc.value.message) < 400  # a long name is cut short in the message

@@ -137,12 +137,12 @@ async def test_an_endpoint_that_refuses_connections_is_served_not_ready(folder: 
         ),
         (
             "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n"
-            "metadata: {name: e, labels: {kubernetes.io/service-name: s}}\nports: 5\n",
+            "metadata: {name: e, labels: {kubernetes.io/service-name: s}}\naddressType: IPv4\nports: 5\n",
             "ports: must be a list",
         ),
         (
             "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n"
-            "metadata: {name: e, labels: {kubernetes.io/service-name: s}}\n"
+            "metadata: {name: e, labels: {kubernetes.io/service-name: s}}\naddressType: IPv4\n"
             "endpoints: [{addresses: [1.2.3.4], conditions: 3}]\n",
             "endpoints[0].conditions: must be an object",
         ),
@@ -155,3 +155,135 @@ def test_odd_documents_are_problems_not_crashes(tmp_path: Path, text: str, reaso
     assert state.inputs.objects == ()
     assert state.inputs.services == ()
     assert state.inputs.endpoint_slices == ()
+
+
+# --- issue 17 ------------------------------------------------------------------------------------
+
+
+def _replace_port(folder: Path, old: str, new: str) -> int:
+    """Replace ``port: old`` in backends.yaml by ``port: new``; returns its 1-based line."""
+    backends = folder / "backends.yaml"
+    lines = backends.read_text().splitlines(keepends=True)
+    idx = next(i for i, ln in enumerate(lines) if f"port: {old}" in ln)
+    lines[idx] = lines[idx].replace(f"port: {old}", f"port: {new}")
+    backends.write_text("".join(lines))
+    return idx + 1
+
+
+@pytest.mark.anyio
+async def test_an_endpoint_slice_port_out_of_range_is_a_problem_and_the_folder_still_starts(
+    folder: Path,
+) -> None:
+    line = _replace_port(folder, "18081", "70000")
+    provider = FileProvider(folder)
+    gen = provider.watch()
+    with anyio.fail_after(10):
+        state = await gen.__anext__()  # probes once: an out-of-range port must not reach it
+    await gen.aclose()
+    (p,) = state.problems
+    assert (p.file.endswith("backends.yaml"), p.line) == (True, line)
+    assert p.reason.startswith("ports[0].port:")
+    assert "65535" in p.reason
+    ports = [pt["port"] for es in state.inputs.endpoint_slices for pt in es["ports"]]
+    assert 70000 not in ports
+
+
+_SVC = "apiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: demo}\n"
+_ES = (
+    "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n"
+    "metadata: {name: e, namespace: demo, labels: {kubernetes.io/service-name: s}}\naddressType: IPv4\n"
+)
+_GW = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g, namespace: demo}\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "reason"),
+    [
+        (
+            _SVC + "spec:\n  ports:\n  - port: 100000000000000000000000\n",
+            6,
+            "spec.ports[0].port: Invalid value",
+        ),
+        (_SVC + "spec:\n  ports:\n  - port: 0\n", 6, "must be between 1 and 65535"),
+        (
+            _SVC + "spec:\n  ports:\n  - {port: 80, name: a}\n  - {port: 81}\n",
+            7,
+            "spec.ports[1].name: Required",
+        ),
+        (_SVC + "spec:\n  ports:\n  - {port: 80, name: a}\n  - {port: 81, name: a}\n", 7, "Duplicate value"),
+        (_SVC + "spec:\n  ports:\n  - {port: 80, name: HTTP}\n", 6, "spec.ports[0].name: Invalid value"),
+        (_SVC + "spec:\n  ports:\n  - {port: 80, protocol: QUIC}\n", 6, "Unsupported value"),
+        (_SVC + "spec:\n  ports:\n  - {port: 80, targetPort: 70000}\n", 6, "spec.ports[0].targetPort"),
+        (
+            'apiVersion: v1\nkind: Service\nmetadata: {name: "s\\x01"}\nspec: {ports: [{port: 80}]}\n',
+            3,
+            "metadata.name: Invalid value",
+        ),
+        (
+            "apiVersion: v1\nkind: Service\nmetadata: {name: 1abc}\nspec: {ports: [{port: 80}]}\n",
+            3,
+            "a DNS-1035 label",
+        ),
+        (
+            "apiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: Demo}\n"
+            "spec: {ports: [{port: 80}]}\n",
+            3,
+            "metadata.namespace: Invalid value",
+        ),
+        (
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: s\n  labels: {app: 'a b'}\n"
+            "spec: {ports: [{port: 80}]}\n",
+            5,
+            "metadata.labels.app: Invalid value",
+        ),
+        (_ES + "ports: [{port: 70000}]\n", 5, "ports[0].port: Invalid value"),
+        (_ES + "ports: [{port: -1}]\n", 5, "between 0 and 65535"),
+        (
+            _ES + "ports: [{port: 8080}]\nendpoints: [{addresses: [web-0]}]\n",
+            6,
+            "must be a valid IPv4 address",
+        ),
+        (
+            _ES + "ports: [{port: 8080}]\nendpoints: [{addresses: ['::1']}]\n",
+            6,
+            "must be a valid IPv4 address",
+        ),
+        (_ES + "ports: [{port: 8080}]\nendpoints: [{addresses: [0.0.0.0]}]\n", 6, "may not be unspecified"),
+        (_ES.replace("IPv4", "IPv5") + "ports: [{port: 8080}]\n", 4, "addressType: Unsupported value"),
+        (_ES.replace("addressType: IPv4\n", "") + "ports: [{port: 80}]\n", 1, "addressType: Required value"),
+        (_GW + "spec:\n  gatewayClassName: eg\n  listeners: x\n", 6, "spec.listeners: must be a list"),
+        (
+            _GW
+            + "spec:\n  gatewayClassName: eg\n  listeners:\n  - {name: a, port: 1.0e+23, protocol: HTTP}\n",
+            7,
+            "must be an integer",
+        ),
+        (
+            _GW + "spec:\n  gatewayClassName: eg\n  listeners:\n  - {name: a, port: 80, protocol: HTTP}\n"
+            "  - {name: a, port: 81, protocol: HTTP}\n",
+            6,
+            "Listener name must be unique",
+        ),
+        (
+            _GW + "spec:\n  gatewayClassName: eg\n  listeners:\n  - {name: a, port: 99999, protocol: HTTP}\n",
+            7,
+            "spec.listeners[0].port: Invalid value",
+        ),
+        (_GW + "spec:\n  listeners: []\n", 4, "spec.gatewayClassName: Required value"),
+        (
+            "apiVersion: gateway.tailscale.com/v1alpha1\nkind: TailscaleTailnet\n"
+            'metadata: {name: "t\\n"}\n'
+            "spec: {credentials: {secretRef: {namespace: a, name: b}, apiKey: {}}}\n",
+            3,
+            "metadata.name: Invalid value",
+        ),
+    ],
+)
+def test_every_kind_is_validated_as_the_api_server_does(
+    text: str, line: int, reason: str, tmp_path: Path
+) -> None:
+    (tmp_path / "bad.yaml").write_text(text)
+    state = FileProvider(tmp_path).load()
+    assert [(p.line, reason in p.reason) for p in state.problems] == [(line, True)], state.problems
+    inputs = state.inputs
+    assert (inputs.objects, inputs.services, inputs.endpoint_slices, inputs.gateways) == ((), (), (), ())
