@@ -8,13 +8,21 @@ several documents.
 
 Validation is tsgw.api's for its own kinds, the same schema the CRDs carry, and the API server's
 own rules for the rest (``_builtin``: metadata, Services, EndpointSlices, Gateways), so an object
-is rejected here exactly when the API server would reject it, and never reaches translation. A rejected file is reported with its path, the line of the
-offending field and the reason, and the folder keeps serving that file's last good content (or
-nothing of it, if it never was good): one bad edit never takes traffic down.
+is rejected here exactly when the API server would reject it, and never reaches translation. A
+rejected file is reported with its path, the line of the offending field and the reason, and the
+folder keeps serving that file's last good content (or nothing of it, if it never was good):
+one bad edit never takes traffic down.
 
-Watching is by polling (``os.scandir`` + ``stat``, every ``poll_interval``): it works on every
-file system, including bind mounts and network shares where inotify stays silent, and costs
-microseconds for a folder of a few dozen files. A change is acted on once the folder has been
+Watching is by polling (``os.scandir`` + ``stat``, every ``poll_interval``, in a worker thread so
+the event loop never waits on the disk): it works on every file system, including bind mounts
+and network shares where inotify stays silent, and costs microseconds for a folder of a few dozen
+files.
+
+Only regular files are read, each at most ``max_file_size`` bytes (the API server's 3 MiB
+request limit), opened without blocking: a FIFO, a device, a socket, a symlink loop, a dangling
+symlink or a file too large is reported as a problem, never waited on or read into memory, and
+the path keeps serving its last good content. A folder reached twice (``ln -s . sub``) is read
+once. A change is acted on once the folder has been
 quiet for ``debounce`` (an editor's save is often several writes: truncate, write, rename).
 
 Endpoint readiness: in a cluster the kubelet probes pods and the EndpointSlice controller marks
@@ -27,12 +35,15 @@ marks ``ready: false`` stays not ready.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
+import stat
 import time
+from collections import deque
 from collections.abc import AsyncGenerator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +78,9 @@ class FileOptions:
     """A change is loaded once the folder has not changed for this long (seconds). Default: 0.05."""
     default_namespace: str = "default"
     """Namespace of a namespaced object that names none, as kubectl apply does. Default: default."""
+    max_file_size: int = 3 * 1024 * 1024
+    """A file larger than this many bytes is reported, not read: the API server's limit on a
+    request body (3 MiB). Default: 3 MiB."""
     probe_endpoints: bool = True
     """Probe EndpointSlice endpoints by TCP connect, as the kubelet's readiness probe would.
     Default: True."""
@@ -238,6 +252,69 @@ def _parse_file(path: str, text: str, default_ns: str) -> tuple[tuple[_Doc, ...]
 # --- the folder ---------------------------------------------------------------------------------
 
 
+@dataclass(slots=True)
+class _Scan:
+    files: list[tuple[Path, tuple[int, int, int]]] = field(default_factory=list)
+    """Regular YAML files and their (mtime_ns, size, inode)."""
+    bad: list[tuple[Path, str, tuple[int, int, int]]] = field(default_factory=list)
+    """Entries that cannot be read as a YAML file: path, why, and a stamp that changes with them."""
+
+
+class _Unreadable(Exception):
+    """A path that is not (or no longer) a regular file of a readable size."""
+
+
+def _file_type(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a folder"),
+    ):
+        if test(mode):
+            return name
+    return "not a file"
+
+
+def _too_large(size: int, limit: int) -> str:
+    return (
+        f"{size:,} bytes is more than the {_mib(limit)} an object may take (the API server's request "
+        "limit): not read"
+    )
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:g} MiB" if n >= 2**20 else f"{n:,} bytes"
+
+
+def _read(path: Path, limit: int) -> bytes:
+    """The content of ``path`` if it is a regular file of at most ``limit`` bytes.
+
+    Opened without blocking (a FIFO swapped in after the scan would otherwise wait for a
+    writer forever) and checked again on the open file, and never more than ``limit`` + 1 bytes
+    read (a file that grows while read, or a device behind a symlink, cannot take the memory).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _Unreadable(f"not a regular file ({_file_type(st.st_mode)}): not read")
+        chunks: list[bytes] = []
+        got = 0
+        while got <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - got))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+        if got > limit:
+            raise _Unreadable(_too_large(max(got, st.st_size), limit))
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 class FileProvider:
     """Reads and watches one folder. :meth:`load` reads it once; :meth:`watch` yields a
     :class:`FolderState` for the first reading and for every change after it."""
@@ -257,34 +334,75 @@ class FileProvider:
         """The last reading (None before the first)."""
         return self._state
 
-    def _paths(self) -> list[Path]:
-        out: list[Path] = []
-        stack = [self.directory]
-        while stack:
-            d = stack.pop()
+    def _scan(self) -> _Scan:
+        """Every YAML file below the folder, and every entry that is not one it could read.
+
+        Breadth first, each folder in name order, and each folder once (by device and inode): a
+        symlink to a folder already read (``ln -s . sub``) is reported, not followed again.
+        Only regular files are read; a FIFO, a device or a socket is reported, never opened.
+        """
+        scan = _Scan()
+        try:
+            root = os.stat(self.directory)
+        except OSError:
+            return scan
+        seen = {(root.st_dev, root.st_ino)}
+        queue = deque([self.directory])
+        while queue:
+            d = queue.popleft()
             try:
-                entries = list(os.scandir(d))
+                entries = sorted(os.scandir(d), key=lambda e: e.name)
             except FileNotFoundError:
+                continue  # removed while we looked
+            except OSError as err:
+                scan.bad.append((d, f"cannot list this folder: {err.strerror}", (0, 0, 0)))
                 continue
             for e in entries:
                 if e.name.startswith("."):
                     continue  # editors' swap and backup files
-                if e.is_dir(follow_symlinks=True):
-                    stack.append(Path(e.path))
-                elif e.name.endswith((".yaml", ".yml")):
-                    out.append(Path(e.path))
-        return sorted(out)
+                p = Path(e.path)
+                is_yaml = e.name.endswith((".yaml", ".yml"))
+                try:
+                    st = os.stat(p)
+                except OSError as err:
+                    if not e.is_symlink():
+                        continue  # removed while we looked
+                    lst = os.lstat(p)
+                    if err.errno == errno.ELOOP:
+                        why = "symlink loop: not read"
+                    elif err.errno == errno.ENOENT:
+                        why = f"dangling symlink to {clip(os.readlink(p))!r}: not read"
+                    else:
+                        why = f"cannot follow this symlink: {err.strerror}"
+                    scan.bad.append((p, why, (lst.st_mtime_ns, lst.st_size, lst.st_ino)))
+                    continue
+                stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+                if stat.S_ISDIR(st.st_mode):
+                    if (st.st_dev, st.st_ino) in seen:
+                        scan.bad.append(
+                            (p, "a link to a folder already read (a loop?): not read again", stamp)
+                        )
+                    else:
+                        seen.add((st.st_dev, st.st_ino))
+                        queue.append(p)
+                elif not is_yaml:
+                    continue
+                elif not stat.S_ISREG(st.st_mode):
+                    scan.bad.append((p, f"not a regular file ({_file_type(st.st_mode)}): not read", stamp))
+                elif st.st_size > self.options.max_file_size:
+                    scan.bad.append((p, _too_large(st.st_size, self.options.max_file_size), stamp))
+                else:
+                    scan.files.append((p, stamp))
+        scan.files.sort()
+        scan.bad.sort()
+        return scan
 
     def signature(self) -> tuple[tuple[str, int, int, int], ...]:
-        """What the watcher compares between scans: (path, mtime_ns, size, inode) per file."""
-        sig = []
-        for p in self._paths():
-            try:
-                st = p.stat()
-            except FileNotFoundError:
-                continue
-            sig.append((str(p), st.st_mtime_ns, st.st_size, st.st_ino))
-        return tuple(sig)
+        """What the watcher compares between scans: (path, mtime_ns, size, inode) per file, and
+        per entry it cannot read."""
+        scan = self._scan()
+        stamps = [(p, stamp) for p, stamp in scan.files] + [(p, stamp) for p, _why, stamp in scan.bad]
+        return tuple(sorted((str(p), *stamp) for p, stamp in stamps))
 
     def _display(self, p: Path) -> str:
         try:
@@ -292,19 +410,39 @@ class FileProvider:
         except ValueError:
             return str(p)
 
+    def _unreadable(self, name: str, why: str) -> _FileResult:
+        """An entry that cannot be read: reported, and what it last held when good is kept."""
+        prev = self._files.get(name)
+        problem = Problem(name, 0, why)
+        if prev is not None and not prev.digest and prev.problems == (problem,):
+            return prev  # unchanged since the last reading
+        if problem not in (prev.problems if prev is not None else ()):
+            log.warning("cannot read a file, serving its last good content", problem=str(problem))
+        return _FileResult(b"", prev.docs if prev is not None else (), (problem,))
+
     def load(self) -> FolderState:
         """Read the folder now. Unchanged files (by content) are not parsed again."""
         if not self.directory.is_dir():
             raise FileNotFoundError(f"standalone folder {str(self.directory)!r} does not exist")
         seen: dict[str, _FileResult] = {}
-        for p in self._paths():
+        scan = self._scan()
+        for p, why, _stamp in scan.bad:
             name = self._display(p)
+            seen[name] = self._unreadable(name, why)
+        for p, _stamp in scan.files:
+            name = self._display(p)
+            prev = self._files.get(name)
             try:
-                data = p.read_bytes()
+                data = _read(p, self.options.max_file_size)
             except FileNotFoundError:
+                continue  # removed while we looked
+            except _Unreadable as e:
+                seen[name] = self._unreadable(name, str(e))
+                continue
+            except OSError as e:
+                seen[name] = self._unreadable(name, f"cannot read: {e.strerror}")
                 continue
             digest = hashlib.sha256(data).digest()
-            prev = self._files.get(name)
             if prev is not None and prev.digest == digest:
                 seen[name] = prev
                 continue
@@ -420,8 +558,10 @@ class FileProvider:
     async def watch(self) -> AsyncGenerator[FolderState, None]:
         """Yield the first reading, then a new reading after each debounced change (and each
         change of endpoint readiness), forever."""
-        sig = self.signature()
-        state = self.load()
+        # Scans and reads run in a worker thread: a slow disk or network share never stalls
+        # the event loop that serves xDS and the admin API.
+        sig = await anyio.to_thread.run_sync(self.signature)
+        state = await anyio.to_thread.run_sync(self.load)
         if self.options.probe_endpoints and await self.probe():
             state = self._reassemble()
         yield state
@@ -433,18 +573,18 @@ class FileProvider:
                 if await self.probe():
                     state = self._reassemble()
                     yield state
-            now = self.signature()
+            now = await anyio.to_thread.run_sync(self.signature)
             if now == sig:
                 continue
             # Wait for the folder to be quiet for `debounce`, then read it.
             while True:
                 await anyio.sleep(self.options.debounce)
-                again = self.signature()
+                again = await anyio.to_thread.run_sync(self.signature)
                 if again == now:
                     break
                 now = again
             sig = now
-            new = self.load()
+            new = await anyio.to_thread.run_sync(self.load)
             if new is not state:
                 state = new
                 yield state

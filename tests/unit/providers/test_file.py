@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 import tsgw.providers
 from tests.support.process import free_port
-from tsgw.providers import FileOptions, FileProvider
+from tsgw.providers import FileOptions, FileProvider, FolderState
 
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE = ROOT / "examples" / "standalone"
@@ -287,3 +288,76 @@ def test_every_kind_is_validated_as_the_api_server_does(
     assert [(p.line, reason in p.reason) for p in state.problems] == [(line, True)], state.problems
     inputs = state.inputs
     assert (inputs.objects, inputs.services, inputs.endpoint_slices, inputs.gateways) == ((), (), (), ())
+
+
+def _release(fifo: Path) -> None:
+    """Let a reader blocked opening ``fifo`` go (a test that fails must not hang the run)."""
+    try:
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        return  # nobody is blocked on it
+    os.close(fd)
+
+
+async def _load(provider: FileProvider) -> FolderState:
+    with anyio.fail_after(10):
+        return await anyio.to_thread.run_sync(provider.load, abandon_on_cancel=True)
+
+
+def _problem_files(state: FolderState) -> dict[str, str]:
+    return {p.file.rsplit("/", 1)[-1]: p.reason for p in state.problems}
+
+
+@pytest.mark.anyio
+async def test_a_fifo_is_a_problem_and_never_blocks_the_reading(folder: Path) -> None:
+    good = FileProvider(folder).load()
+    fifo = folder / "x.yaml"
+    os.mkfifo(fifo)
+    try:
+        state = await _load(FileProvider(folder))
+    finally:
+        _release(fifo)
+    assert "not a regular file" in _problem_files(state)["x.yaml"]
+    assert state.inputs == good.inputs
+
+
+@pytest.mark.anyio
+async def test_a_link_to_a_device_or_a_huge_file_is_a_problem_and_nothing_of_it_is_read(folder: Path) -> None:
+    (folder / "zero.yaml").symlink_to("/dev/zero")
+    # Sparse: one byte over the API server's 3 MiB limit.
+    fd = os.open(folder / "big.yaml", os.O_CREAT | os.O_WRONLY)
+    os.ftruncate(fd, 3 * 1024 * 1024 + 1)
+    os.close(fd)
+    state = await _load(FileProvider(folder))
+    problems = _problem_files(state)
+    assert "not a regular file" in problems["zero.yaml"]
+    assert "3 MiB" in problems["big.yaml"]
+    assert len(state.inputs.objects) == 3
+
+
+@pytest.mark.anyio
+async def test_symlink_loops_and_dangling_links_are_problems(folder: Path) -> None:
+    (folder / "loop.yaml").symlink_to("loop.yaml")
+    (folder / "sub").symlink_to(".")
+    (folder / "gone.yaml").symlink_to("nowhere.yaml")
+    state = await _load(FileProvider(folder))
+    problems = _problem_files(state)
+    assert "symlink loop" in problems["loop.yaml"]
+    assert "already read" in problems["sub"]
+    assert "dangling symlink" in problems["gone.yaml"]
+    assert len(state.inputs.objects) == 3  # each object once: sub/ is not read again
+
+
+@pytest.mark.anyio
+async def test_a_file_that_turns_into_a_fifo_keeps_its_last_good_content(folder: Path) -> None:
+    provider = FileProvider(folder)
+    good = provider.load()
+    web = folder / "web.yaml"
+    web.unlink()
+    os.mkfifo(web)
+    try:
+        state = await _load(provider)
+    finally:
+        _release(web)
+    assert "not a regular file" in _problem_files(state)["web.yaml"]
+    assert state.inputs.objects == good.inputs.objects
