@@ -63,6 +63,7 @@ log = structlog.get_logger("tsgw.providers.file")
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _NAMESPACED = {k.kind: k.namespaced for k in api.KINDS}
 _PATH_TOKEN = re.compile(r"[^.\[\]]+|\[\d+\]")
+_MAX_REASON = 1024
 
 ObjectKey = tuple[str, str, str]
 """(kind, namespace, name)"""
@@ -98,6 +99,12 @@ class Problem:
     file: str
     line: int
     reason: str
+    """Cut to 1,024 characters (with an ellipsis and the full length): a value quoted in it, a
+    megabyte-long name say, must not make every log line and status report a megabyte."""
+
+    def __post_init__(self) -> None:
+        if len(self.reason) > _MAX_REASON:
+            object.__setattr__(self, "reason", clip(self.reason, _MAX_REASON))
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}: {self.reason}" if self.line else f"{self.file}: {self.reason}"
@@ -212,6 +219,26 @@ def _check_doc(raw: Any, default_ns: str) -> tuple[dict[str, Any], str, ObjectKe
     )
 
 
+def _duplicate_key(root: yaml.Node) -> tuple[tuple[str, int], int] | None:
+    """The first key set twice in one mapping of ``root``: ((key, its first line), the second
+    line). Merge keys (``<<``) are left to the loader."""
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for k, v in node.value:
+                if isinstance(k, yaml.ScalarNode) and k.tag != "tag:yaml.org,2002:merge":
+                    line = k.start_mark.line + 1
+                    if k.value in seen:
+                        return (k.value, seen[k.value]), line
+                    seen[k.value] = line
+                stack.append(v)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+    return None
+
+
 def _parse_file(path: str, text: str, default_ns: str) -> tuple[tuple[_Doc, ...], tuple[Problem, ...]]:
     try:
         nodes = list(yaml.compose_all(text, Loader=_Loader))
@@ -235,6 +262,19 @@ def _parse_file(path: str, text: str, default_ns: str) -> tuple[tuple[_Doc, ...]
             problems.append(Problem(path, line, f"invalid YAML: {e.problem or e}"))
             continue
         if raw is None:
+            continue
+        dup = _duplicate_key(node)
+        if dup is not None:
+            # kubectl and the API server refuse these (sigs.k8s.io/yaml's strict decoding); a
+            # YAML loader would silently keep the last value.
+            (dup_key, first), second = dup
+            problems.append(
+                Problem(
+                    path,
+                    second,
+                    f'invalid YAML: key "{clip(dup_key)}" already set in map (first at line {first})',
+                )
+            )
             continue
         try:
             raw, bucket, key = _check_doc(raw, default_ns)

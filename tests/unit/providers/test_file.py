@@ -361,3 +361,32 @@ async def test_a_file_that_turns_into_a_fifo_keeps_its_last_good_content(folder:
         _release(web)
     assert "not a regular file" in _problem_files(state)["web.yaml"]
     assert state.inputs.objects == good.inputs.objects
+
+
+def test_a_duplicate_key_is_a_problem_at_its_line(folder: Path) -> None:
+    (folder / "dup.yaml").write_text(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: dup, namespace: demo}\n"
+        "spec:\n  ports:\n  - name: http\n    port: 80\n    port: 81\n"
+    )
+    state = FileProvider(folder).load()
+    assert [(p.file.rsplit("/", 1)[-1], p.line) for p in state.problems] == [("dup.yaml", 8)]
+    assert 'key "port" already set' in state.problems[0].reason
+    assert "line 7" in state.problems[0].reason
+    assert "dup" not in [s["metadata"]["name"] for s in state.inputs.services]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "apiVersion: v1\nkind: Service\nmetadata: {name: NAME}\nspec: {ports: [{port: 80}]}\n",
+        "apiVersion: gateway.tailscale.com/v1alpha1\nkind: TailscaleTailnet\nmetadata: {name: t}\n"
+        "spec:\n  credentials: {secretRef: {namespace: a, name: b}, apiKey: {}}\n  ? NAME\n  : 1\n",
+        "apiVersion: gateway.tailscale.com/v1alpha1\nkind: TailscaleTailnet\nmetadata: {name: t}\n"
+        "spec: {credentials: {secretRef: {namespace: a, name: b}, apiKey: {}}, tags: [NAME]}\n",
+        "apiVersion: v1\nkind: NAME\nmetadata: {name: t}\n",
+    ],
+)
+def test_a_huge_value_is_cut_short_in_the_problem(tmp_path: Path, text: str) -> None:
+    (tmp_path / "huge.yaml").write_text(text.replace("NAME", "x" * 1_000_000))
+    (p,) = FileProvider(tmp_path).load().problems
+    assert len(p.reason) < 2048
