@@ -9,6 +9,7 @@ import sys
 
 import yaml
 
+from tsgw.cli._args import address, port
 from tsgw.xds import bootstrap
 
 
@@ -16,9 +17,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = sub.add_parser("bootstrap", help="write an Envoy bootstrap for tsgw's aggregated xDS server")
     p.add_argument("--node-id", required=True, help="the Envoy's node id (a proxy pod's name)")
     p.add_argument("--cluster", required=True, help="node cluster: the proxy group whose snapshot it gets")
-    p.add_argument("--xds-address", required=True, metavar="HOST:PORT", help="tsgw's xDS server")
+    p.add_argument(
+        "--xds-address", required=True, type=address, metavar="HOST:PORT", help="tsgw's xDS server"
+    )
     p.add_argument("--delta", action="store_true", help="incremental xDS (DELTA_GRPC) instead of SotW")
-    p.add_argument("--admin-port", type=int, default=9901, help="Envoy admin port on loopback (default 9901)")
+    p.add_argument(
+        "--admin-port", type=port(0), default=9901, help="Envoy admin port on loopback (default 9901)"
+    )
     p.add_argument("--format", choices=["yaml", "json"], default="yaml", help="output format (default yaml)")
     p.add_argument("-o", "--output", type=pathlib.Path, help="write to this file instead of stdout")
     p.set_defaults(run=run)

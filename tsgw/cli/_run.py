@@ -13,6 +13,7 @@ import anyio
 
 from tsgw import translate
 from tsgw.admin import DEFAULT_ADDRESS
+from tsgw.cli._args import address, port
 from tsgw.operator import Standalone, StandaloneOptions
 from tsgw.providers import FileOptions
 
@@ -25,22 +26,25 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         type=Path,
         help="serve the objects in DIR (CRD YAML, Services, EndpointSlices), watched for changes",
     )
-    p.add_argument("--xds", default="127.0.0.1:18000", metavar="HOST:PORT", help="ADS server address")
+    p.add_argument(
+        "--xds", default="127.0.0.1:18000", type=address, metavar="HOST:PORT", help="ADS server address"
+    )
     p.add_argument(
         "--admin",
         default=os.environ.get("TSGW_ADMIN", DEFAULT_ADDRESS),
+        type=address,
         metavar="HOST:PORT",
         help=f"admin API address (default $TSGW_ADMIN or {DEFAULT_ADDRESS})",
     )
     p.add_argument(
         "--listener-port",
-        type=int,
+        type=port(1),
         default=translate.Options().first_listener_port,
         help="each proxy group's Envoy binds its listeners from this port up (default %(default)s)",
     )
     p.add_argument(
         "--connect-proxy-port",
-        type=int,
+        type=port(1),
         default=translate.Options().connect_proxy_port,
         help="tailscaled's outbound HTTP CONNECT proxy port on the egress Envoy's loopback "
         "(default %(default)s)",
@@ -48,6 +52,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--health-probe-bind-address",
         metavar="HOST:PORT",
+        type=address,
         default=None,
         help="serve /healthz, /readyz and /metrics (Prometheus) here (default: not served)",
     )
