@@ -16,25 +16,33 @@ one bad edit never takes traffic down.
 Watching is by polling (``os.scandir`` + ``stat``, every ``poll_interval``, in a worker thread so
 the event loop never waits on the disk): it works on every file system, including bind mounts
 and network shares where inotify stays silent, and costs microseconds for a folder of a few dozen
-files.
+files. A change is acted on once the folder has been quiet for ``debounce`` (an editor's save is
+often several writes: truncate, write, rename).
 
 Only regular files are read, each at most ``max_file_size`` bytes (the API server's 3 MiB
 request limit), opened without blocking: a FIFO, a device, a socket, a symlink loop, a dangling
 symlink or a file too large is reported as a problem, never waited on or read into memory, and
 the path keeps serving its last good content. A folder reached twice (``ln -s . sub``) is read
-once. A change is acted on once the folder has been
-quiet for ``debounce`` (an editor's save is often several writes: truncate, write, rename).
+once.
 
 Endpoint readiness: in a cluster the kubelet probes pods and the EndpointSlice controller marks
 an endpoint ``ready: false`` when its pod stops answering, which is what moves traffic to the
 next priority. Standalone mode has no kubelet, so (with ``probe_endpoints``) the provider plays
 that part: it opens a TCP connection to every EndpointSlice endpoint's ports every
-``probe_interval`` and serves an endpoint that refuses as not ready. An endpoint the file itself
-marks ``ready: false`` stays not ready.
+``probe_interval`` and serves an endpoint that refuses as not ready. As with a kubelet, an
+endpoint is not ready until a probe first reaches it (a new one is probed before the reading
+that adds it is served). An endpoint the file itself marks ``ready: false`` stays not ready and
+is not probed.
+
+Probing has a bounded cost (see :meth:`FileProvider.probe`): thousands of unreachable endpoints
+make it fall behind, never starve it. Endpoints last seen ready are probed first, a slow round
+cannot take them out (a timeout counts only if noticed on time, and only the second in a row),
+and an EndpointSlice whose endpoints probing did not reach in time is reported as a problem.
 """
 
 from __future__ import annotations
 
+import enum
 import errno
 import hashlib
 import os
@@ -89,6 +97,11 @@ class FileOptions:
     """Seconds between two probe rounds. Default: 0.5."""
     probe_timeout: float = 0.5
     """A connection not made within this many seconds fails the probe. Default: 0.5."""
+    probe_concurrency: int = 64
+    """At most this many probe connections are being opened at once. Default: 64."""
+    probe_max_per_round: int = 512
+    """At most this many endpoints (address and port) are probed in one round; the others wait
+    for a later round, endpoints last seen ready first. Default: 512."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,6 +368,50 @@ def _read(path: Path, limit: int) -> bytes:
         os.close(fd)
 
 
+_Target = tuple[str, int]
+"""An endpoint as probed: (address, port)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _TargetInfo:
+    file: str
+    line: int
+    slice: str
+    """namespace/name of the EndpointSlice that lists it."""
+    index: int
+    """Its endpoint's position in that slice."""
+
+
+class _Verdict(enum.Enum):
+    UP = "up"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+
+
+@dataclass(slots=True)
+class _ProbeRecord:
+    since: float
+    """When the endpoint was first listed (monotonic seconds)."""
+    up: bool | None = None
+    """The last verdict: None before the first."""
+    last: float = 0.0
+    """When it was reached (monotonic seconds; 0: never)."""
+    timeouts: int = 0
+    """Timeouts in a row."""
+
+    def record(self, verdict: _Verdict, now: float) -> None:
+        self.last = now
+        if verdict is _Verdict.UP:
+            self.up, self.timeouts = True, 0
+        elif verdict is _Verdict.FAILED:
+            self.up, self.timeouts = False, 0
+        else:
+            self.timeouts += 1
+            # One timeout is not enough to take a ready endpoint out: a second in a row is.
+            if not self.up or self.timeouts >= 2:
+                self.up = False
+
+
 class FileProvider:
     """Reads and watches one folder. :meth:`load` reads it once; :meth:`watch` yields a
     :class:`FolderState` for the first reading and for every change after it."""
@@ -366,8 +423,17 @@ class FileProvider:
         """Per file: its last reading's digest, last good documents and current problems."""
         self._generation = 0
         self._state: FolderState | None = None
-        self._down: frozenset[tuple[str, int]] = frozenset()
-        """Endpoint (address, port) pairs whose last probe failed."""
+        self._probes: dict[_Target, _ProbeRecord] = {}
+        """Per endpoint (address, port) that a served EndpointSlice lists: what probing knows."""
+        self._targets: dict[_Target, _TargetInfo] = {}
+        self._targets_of: dict[str, _FileResult] | None = None
+        """The files ``_targets`` was computed from (recomputed when a reading changes them)."""
+        self._up: frozenset[_Target] = frozenset()
+        """Endpoints whose last conclusive probe connected. Every other one is served not ready."""
+        self._rounds = 0
+        """Probe rounds run. Before the first, endpoints are served as written."""
+        self._behind: tuple[Problem, ...] = ()
+        """One problem per EndpointSlice whose endpoints probing did not get to in time."""
 
     @property
     def state(self) -> FolderState | None:
@@ -516,7 +582,7 @@ class FileProvider:
             "gateways": [],
         }
         origins: dict[ObjectKey, tuple[str, int]] = {}
-        problems: list[Problem] = []
+        problems: list[Problem] = list(self._behind)
         for name in sorted(self._files):
             fr = self._files[name]
             problems.extend(fr.problems)
@@ -535,8 +601,8 @@ class FileProvider:
                     continue
                 origins[doc.key] = (name, doc.line)
                 raw = doc.raw
-                if doc.bucket == "endpoint_slices" and self._down:
-                    raw = _with_readiness(raw, self._down)
+                if doc.bucket == "endpoint_slices" and self._rounds:
+                    raw = _with_readiness(raw, self._up)
                 buckets[doc.bucket].append(raw)
         inputs = Inputs(
             objects=tuple(buckets["objects"]),
@@ -553,42 +619,127 @@ class FileProvider:
             loaded_at=time.time(),
         )
 
-    def _probe_targets(self) -> list[tuple[str, int]]:
-        out: set[tuple[str, int]] = set()
-        for fr in self._files.values():
-            for doc in fr.docs:
+    def _probe_targets(self) -> dict[_Target, _TargetInfo]:
+        """Every (address, port) a read EndpointSlice lists and does not itself mark not ready,
+        with the slice it comes from (the first, for one listed twice) and its position in it."""
+        if self._targets_of is self._files:
+            return self._targets
+        out: dict[_Target, _TargetInfo] = {}
+        for name in sorted(self._files):
+            for doc in self._files[name].docs:
                 if doc.bucket != "endpoint_slices":
                     continue
-                ports = [p["port"] for p in doc.raw.get("ports") or () if isinstance(p.get("port"), int)]
-                for ep in doc.raw.get("endpoints") or ():
+                ports = [p["port"] for p in doc.raw.get("ports") or ()]
+                where = (name, doc.line, f"{doc.key[1]}/{doc.key[2]}")
+                for i, ep in enumerate(doc.raw.get("endpoints") or ()):
+                    if (ep.get("conditions") or {}).get("ready") is False:
+                        continue  # not ready whatever a probe says
                     for a in ep.get("addresses") or ():
-                        out.update((str(a), port) for port in ports)
-        return sorted(out)
+                        for port in ports:
+                            out.setdefault((str(a), port), _TargetInfo(*where, i))
+        self._targets, self._targets_of = out, self._files
+        return out
 
-    async def probe(self) -> bool:
-        """Probe every endpoint once; True if the set of unreachable endpoints changed (then
-        the next state serves them as not ready)."""
-        down: set[tuple[str, int]] = set()
+    async def probe(self, *, only_new: bool = False) -> bool:
+        """One probe round; True if what is served changed (an endpoint's readiness, or whether
+        probing is behind). With ``only_new``, only endpoints never probed yet.
 
-        async def one(address: str, port: int) -> None:
-            try:
-                with anyio.fail_after(self.options.probe_timeout):
-                    stream = await anyio.connect_tcp(address, port)
-                await stream.aclose()
-            except (OSError, TimeoutError, OverflowError, ValueError):  # never a crash: not ready
-                down.add((address, port))
+        The cost of a round is bounded: at most ``probe_max_per_round`` endpoints, at most
+        ``probe_concurrency`` connections at a time, each given ``probe_timeout``, and no new
+        connection once the round has run for ``probe_interval`` (so a round takes at most
+        their sum). Endpoints last seen ready go first, then new ones (one from each slice in
+        turn, so a slice of thousands cannot crowd out the others), then those seen not ready,
+        each group oldest probe first; an endpoint a round did not get to keeps its last verdict
+        and goes early in the next.
 
-        async with anyio.create_task_group() as tg:
-            for address, port in self._probe_targets():
-                tg.start_soon(one, address, port)
-        if frozenset(down) == self._down:
-            return False
-        for address, port in sorted(down - self._down):
-            log.info("endpoint not ready: connection refused or timed out", address=address, port=port)
-        for address, port in sorted(self._down - down):
-            log.info("endpoint ready again", address=address, port=port)
-        self._down = frozenset(down)
-        return True
+        A verdict needs evidence. A refused connection (or any other error) is one; a timeout
+        is one only if the event loop noticed it on time (a late timer means the loop was too
+        busy to tell, not that the endpoint is) and, for an endpoint seen ready, only the second
+        in a row.
+        """
+        opts = self.options
+        now = time.monotonic()
+        targets = self._probe_targets()
+        records = {t: self._probes.get(t) or _ProbeRecord(since=now) for t in targets}
+        self._probes = records
+        candidates = [t for t in targets if records[t].up is None] if only_new else list(targets)
+
+        def rank(t: _Target) -> tuple[int, float, int, _Target]:
+            r = records[t]
+            return (0 if r.up else 1 if r.up is None else 2, r.last, targets[t].index, t)
+
+        order = sorted(candidates, key=rank)[: opts.probe_max_per_round]
+        deadline = now + opts.probe_interval  # no new connection after this
+        queue = iter(order)
+
+        async def worker() -> None:
+            for t in queue:
+                if time.monotonic() >= deadline:
+                    return
+                verdict = await self._probe_one(t)
+                if verdict is not None:
+                    records[t].record(verdict, time.monotonic())
+
+        if order:
+            async with anyio.create_task_group() as tg:
+                for _ in range(min(opts.probe_concurrency, len(order))):
+                    tg.start_soon(worker)
+        return self._after_round(records, targets)
+
+    async def _probe_one(self, target: _Target) -> _Verdict | None:
+        address, port = target
+        timeout = self.options.probe_timeout
+        started = time.monotonic()
+        try:
+            with anyio.fail_after(timeout):
+                stream = await anyio.connect_tcp(address, port)
+            await stream.aclose()
+        except TimeoutError:
+            if time.monotonic() - started > timeout + min(0.1, timeout / 2):
+                return None  # noticed late: the loop was too busy to tell, no evidence either way
+            return _Verdict.TIMEOUT
+        except Exception:  # refused, unreachable, a port or address no socket takes: not ready
+            return _Verdict.FAILED
+        return _Verdict.UP
+
+    def _after_round(self, records: dict[_Target, _ProbeRecord], targets: dict[_Target, _TargetInfo]) -> bool:
+        now = time.monotonic()
+        first, self._rounds = not self._rounds, self._rounds + 1
+        up = frozenset(t for t, r in records.items() if r.up)
+        changed = first or up != self._up
+        for address, port in sorted(self._up - up):
+            if (address, port) in records:
+                log.info("endpoint not ready: connection refused or timed out", address=address, port=port)
+        for address, port in sorted(up - self._up):
+            log.info("endpoint ready", address=address, port=port)
+        self._up = up
+        # Behind: an endpoint not probed (conclusively) for longer than two rounds and a timeout.
+        limit = 2 * self.options.probe_interval + self.options.probe_timeout
+        late: dict[tuple[str, int, str], int] = {}
+        total: dict[tuple[str, int, str], int] = {}
+        for t, info in targets.items():
+            key = (info.file, info.line, info.slice)
+            total[key] = total.get(key, 0) + 1
+            r = records[t]
+            if now - (r.last if r.last else r.since) > limit:
+                late[key] = late.get(key, 0) + 1
+        behind = tuple(
+            Problem(
+                file,
+                line,
+                f"EndpointSlice {name}: endpoint probing is behind: some of its {total[file, line, name]} "
+                f"endpoint ports were not probed in the last {limit:g}s (at most "
+                f"{self.options.probe_max_per_round} a round, {self.options.probe_concurrency} at once); "
+                "each is served as last probed, and not ready until probed once",
+            )
+            for file, line, name in sorted(late)
+        )
+        if behind != self._behind:
+            if behind and not self._behind:
+                log.warning("endpoint probing is behind", slices=len(behind), endpoints=len(targets))
+            self._behind = behind
+            changed = True
+        return changed
 
     def _reassemble(self) -> FolderState:
         self._generation += 1
@@ -625,19 +776,23 @@ class FileProvider:
                 now = again
             sig = now
             new = await anyio.to_thread.run_sync(self.load)
+            if self.options.probe_endpoints and new is not state and await self.probe(only_new=True):
+                new = self._reassemble()  # new endpoints are served once probed, as a kubelet does
             if new is not state:
                 state = new
                 yield state
 
 
-def _with_readiness(raw: dict[str, Any], down: frozenset[tuple[str, int]]) -> dict[str, Any]:
-    """A copy of an EndpointSlice whose unreachable endpoints are marked not ready."""
-    ports = [p["port"] for p in raw.get("ports") or () if isinstance(p.get("port"), int)]
+def _with_readiness(raw: dict[str, Any], up: frozenset[_Target]) -> dict[str, Any]:
+    """A copy of an EndpointSlice whose endpoints that no probe found ready (none of their
+    addresses connected on any port) are marked not ready."""
+    ports = [p["port"] for p in raw.get("ports") or ()]
     endpoints = []
     touched = False
     for ep in raw.get("endpoints") or ():
         addrs = [str(a) for a in ep.get("addresses") or ()]
-        if ports and all((a, port) in down for a in addrs for port in ports):
+        unreachable = ports and not any((a, port) in up for a in addrs for port in ports)
+        if unreachable and (ep.get("conditions") or {}).get("ready") is not False:
             ep = {**ep, "conditions": {**(ep.get("conditions") or {}), "ready": False}}
             touched = True
         endpoints.append(ep)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import socket
 from pathlib import Path
 
 import anyio
@@ -11,7 +13,7 @@ import pytest
 
 import tsgw.providers
 from tests.support.process import free_port
-from tsgw.providers import FileOptions, FileProvider, FolderState
+from tsgw.providers import FileOptions, FileProvider, FolderState, Problem
 
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE = ROOT / "examples" / "standalone"
@@ -390,3 +392,154 @@ def test_a_huge_value_is_cut_short_in_the_problem(tmp_path: Path, text: str) -> 
     (tmp_path / "huge.yaml").write_text(text.replace("NAME", "x" * 1_000_000))
     (p,) = FileProvider(tmp_path).load().problems
     assert len(p.reason) < 2048
+
+
+def _flood(folder: Path, slices: int, per_slice: int) -> int:
+    """A Service whose EndpointSlices list ``slices * per_slice`` loopback endpoints on a port
+    where nothing listens: each refuses at once, locally. Returns that port."""
+    port = free_port()
+    docs = [
+        "apiVersion: v1\nkind: Service\nmetadata: {name: flood, namespace: demo}\n"
+        "spec:\n  ports: [{name: http, port: 80}]\n"
+    ]
+    for s in range(slices):
+        eps = "".join(f"  - addresses: [127.{s + 2}.{i // 250}.{i % 250 + 1}]\n" for i in range(per_slice))
+        docs.append(
+            f"apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: flood-{s}\n"
+            f"  namespace: demo\n  labels: {{kubernetes.io/service-name: flood}}\naddressType: IPv4\n"
+            f"ports: [{{name: http, port: {port}}}]\nendpoints:\n{eps}"
+        )
+    (folder / "flood.yaml").write_text("---\n".join(docs))
+    return port
+
+
+def _listeners(folder: Path) -> list[socket.socket]:
+    """Two listening sockets standing in for the example's backends (the kernel completes the
+    handshake from the backlog: a connection succeeds with nobody accepting)."""
+    socks = []
+    for old in ("18081", "18082"):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen(4096)
+        _replace_port(folder, old, str(s.getsockname()[1]))
+        socks.append(s)
+    return socks
+
+
+def _not_ready(state: FolderState, service: str) -> int:
+    return sum(
+        1
+        for es in state.inputs.endpoint_slices
+        if es["metadata"]["labels"]["kubernetes.io/service-name"] == service
+        for ep in es["endpoints"]
+        if (ep.get("conditions") or {}).get("ready") is False
+    )
+
+
+@pytest.mark.anyio
+async def test_thousands_of_unreachable_endpoints_never_mark_the_real_backends_down(folder: Path) -> None:
+    socks = _listeners(folder)
+    _flood(folder, slices=5, per_slice=1000)
+    provider = FileProvider(folder)
+    gen = provider.watch()
+    behind: list[Problem] = []
+
+    def check(state: FolderState) -> None:
+        # The real backends answer: no round, however slow, may serve them not ready.
+        assert _not_ready(state, "web-primary") == 0
+        assert _not_ready(state, "web-standby") == 0
+        assert _not_ready(state, "flood") == 5000
+        behind.extend(p for p in state.problems if "probing is behind" in p.reason)
+
+    try:
+        with anyio.fail_after(60):
+            async for state in gen:
+                check(state)
+                if behind:
+                    break
+        # Every state from here on (one follows any change of readiness) through enough rounds
+        # to have probed each of the 5,000 endpoints at least once.
+        rounds = 1.5 * 5000 / FileOptions().probe_max_per_round
+        with anyio.move_on_after(rounds * FileOptions().probe_interval):
+            async for state in gen:
+                check(state)
+    finally:
+        await gen.aclose()
+        for s in socks:
+            s.close()
+    # Probing could not keep up with 5,000 endpoints, and the status says so, per slice.
+    assert {(p.file.rsplit("/", 1)[-1], p.line) for p in behind} <= {
+        ("flood.yaml", n) for n in range(1, 10_000)
+    }
+    assert {p.reason.split(":")[0] for p in behind} <= {f"EndpointSlice demo/flood-{i}" for i in range(5)}
+
+
+@pytest.mark.anyio
+async def test_a_new_endpoint_is_served_only_once_a_probe_reached_it(folder: Path) -> None:
+    socks = _listeners(folder)
+    provider = FileProvider(folder)
+    gen = provider.watch()
+    try:
+        with anyio.fail_after(30):
+            first = await gen.__anext__()
+            assert _not_ready(first, "web-primary") == 0
+            backends = folder / "backends.yaml"
+            # A second primary endpoint, on an address where nothing listens.
+            backends.write_text(
+                backends.read_text().replace(
+                    "  - addresses: [127.0.0.1]", "  - addresses: [127.0.0.1]\n  - addresses: [127.0.0.9]", 1
+                )
+            )
+            second = await gen.__anext__()
+    finally:
+        await gen.aclose()
+        for s in socks:
+            s.close()
+    primary = next(es for es in second.inputs.endpoint_slices if es["metadata"]["name"] == "web-primary-1")
+    assert [(ep["addresses"], (ep.get("conditions") or {}).get("ready")) for ep in primary["endpoints"]] == [
+        (["127.0.0.1"], None),
+        (["127.0.0.9"], False),
+    ]
+
+
+@pytest.mark.anyio
+async def test_one_timeout_does_not_take_a_ready_endpoint_out(folder: Path) -> None:
+    # A listener whose accept queue is full drops new SYNs: connecting to it times out,
+    # locally. It is reachable for the first probe (queue empty), then stops answering.
+    socks = _listeners(folder)
+    full = socks[0]
+    full.close()
+    full = socket.socket()
+    full.bind(("127.0.0.1", 0))
+    full.listen(0)
+    port = full.getsockname()[1]
+    backends = folder / "backends.yaml"
+    text = backends.read_text()
+    old = text.split("port: ")[2].split()[0]  # the primary slice's port
+    backends.write_text(text.replace(f"port: {old}", f"port: {port}"))
+    provider = FileProvider(folder, FileOptions(probe_timeout=0.2, probe_interval=0.2))
+    provider.load()
+    fill: list[socket.socket] = []
+    try:
+        with anyio.fail_after(30):
+            await provider.probe()
+            assert ("127.0.0.1", port) in provider._up
+            while True:  # fill the accept queue
+                c = socket.socket()
+                c.setblocking(False)
+                fill.append(c)
+                if c.connect_ex(("127.0.0.1", port)) not in (0, errno.EINPROGRESS):
+                    break
+                await anyio.sleep(0.01)
+                if len(fill) > 4:
+                    break
+            await provider.probe()
+            assert ("127.0.0.1", port) in provider._up  # one timeout: still ready
+            await provider.probe()
+            assert ("127.0.0.1", port) not in provider._up  # the second in a row: not ready
+    finally:
+        for c in fill:
+            c.close()
+        full.close()
+        for s in socks[1:]:
+            s.close()
