@@ -627,8 +627,8 @@ class FileProvider:
         out: dict[_Target, _TargetInfo] = {}
         for name in sorted(self._files):
             for doc in self._files[name].docs:
-                if doc.bucket != "endpoint_slices":
-                    continue
+                if doc.bucket != "endpoint_slices" or doc.raw.get("addressType") == "FQDN":
+                    continue  # (translation serves IP endpoints only: no name is looked up)
                 ports = [p["port"] for p in doc.raw.get("ports") or ()]
                 where = (name, doc.line, f"{doc.key[1]}/{doc.key[2]}")
                 for i, ep in enumerate(doc.raw.get("endpoints") or ()):
