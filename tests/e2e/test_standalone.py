@@ -12,6 +12,7 @@ import pytest
 from tests.e2e.standalone import Tsgw, copy_example, get, ingress_envoy, wait_until, write
 from tests.support.backend import HttpBackend
 from tests.support.envoy import Envoy
+from tests.support.process import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -133,3 +134,28 @@ def _status_with(demo: Demo, text: str) -> str:
     """`tsgw status` output if it contains ``text``, else empty (for wait_until)."""
     out = demo.tsgw.status()
     return out if text in out else ""
+
+
+def test_thousands_of_unreachable_endpoints_leave_traffic_on_the_real_backends(demo: Demo) -> None:
+    assert wait_until(lambda: get(demo.port) == (200, "primary"))
+    # A new Service whose 5,000 endpoints (5 slices, the API's 1,000 a slice) refuse locally:
+    # loopback addresses on a port where nothing listens.
+    closed = free_port()
+    docs = [
+        "apiVersion: v1\nkind: Service\nmetadata: {name: flood, namespace: demo}\nspec:\n"
+        "  ports: [{name: http, port: 80}]\n"
+    ]
+    for s in range(5):
+        eps = "".join(f"  - addresses: [127.{s + 2}.{i // 250}.{i % 250 + 1}]\n" for i in range(1000))
+        docs.append(
+            f"apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: flood-{s}\n"
+            "  namespace: demo\n  labels: {kubernetes.io/service-name: flood}\naddressType: IPv4\n"
+            f"ports: [{{name: http, port: {closed}}}]\nendpoints:\n{eps}"
+        )
+    write(demo.folder / "flood.yaml", "---\n".join(docs))
+    # Status says probing cannot keep up, on the slices' own lines ...
+    status = wait_until(lambda: _status_with(demo, "endpoint probing is behind"))
+    assert "flood.yaml:" in status
+    # ... and, all the while, the real backend keeps its traffic: no 503.
+    assert [get(demo.port) for _ in range(50)] == [(200, "primary")] * 50
+    assert "ok, " not in demo.tsgw.status()

@@ -5,6 +5,7 @@ The informer keeps raw dicts; `load()` builds a typed, defaulted, validated view
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -12,6 +13,8 @@ from typing import Any, Generic, TypeVar
 from tsgw.api._errors import ValidationError
 from tsgw.api._schema import openapi, parse
 from tsgw.api._types import (
+    DNS_LABEL,
+    DNS_SUBDOMAIN,
     EndpointsStatus,
     GatewayStatus,
     RoutePolicyStatus,
@@ -233,6 +236,23 @@ class Object(Generic[S]):
         return (self.kind, self.metadata.namespace, self.metadata.name)
 
 
+_SUBDOMAIN = re.compile(DNS_SUBDOMAIN)
+_LABEL = re.compile(DNS_LABEL)
+
+
+def _invalid_name(value: Any, what: str, max_len: int) -> str:
+    """The API server's message for a bad object name (``ValidateObjectMeta``), the value cut
+    short: a name of a megabyte must not make a message of a megabyte."""
+    text = str(value)
+    shown = text if len(text) <= 64 else f"{text[:64]}… ({len(text)} chars)"
+    return (
+        f'Invalid value: "{shown}": a lowercase RFC 1123 {what} of at most {max_len} characters must '
+        "consist of lower case alphanumeric characters, '-'"
+        + (" or '.'" if what == "subdomain" else "")
+        + ", and must start and end with an alphanumeric character"
+    )
+
+
 def load(raw: Mapping[str, Any]) -> Object[Any]:
     """Typed view of a raw object of one of KINDS. Raises ValidationError (path-qualified)."""
     if raw.get("apiVersion") != API_VERSION:
@@ -243,8 +263,14 @@ def load(raw: Mapping[str, Any]) -> Object[Any]:
     md = raw.get("metadata") or {}
     if not isinstance(md, Mapping) or not md.get("name"):
         raise ValidationError("metadata.name", "Required value")
+    name = md["name"]
+    if not isinstance(name, str) or len(name) > 253 or not _SUBDOMAIN.fullmatch(name):
+        raise ValidationError("metadata.name", _invalid_name(name, "subdomain", 253))
+    ns = md.get("namespace")
+    if kind.namespaced and ns and (not isinstance(ns, str) or len(ns) > 63 or not _LABEL.fullmatch(ns)):
+        raise ValidationError("metadata.namespace", _invalid_name(ns, "label", 63))
     meta = ObjectMeta(
-        name=str(md["name"]),
+        name=name,
         namespace=str(md.get("namespace") or "") if kind.namespaced else "",
         uid=str(md.get("uid") or ""),
         generation=int(md.get("generation") or 0),

@@ -82,6 +82,34 @@ def parse_duration(text: str) -> float:
     return sum(float(n) * _UNIT[u] for n, u in _DURATION_PART.findall(text))
 
 
+MAX_DURATION = "24h"
+"""The longest duration any field takes. Envoy refuses a duration past about 292 years (out of
+range for its millisecond arithmetic) with a NACK, which a cluster learns late; a day is longer
+than any timeout or ejection tsgw configures needs to be."""
+_MAX_DURATION_S = 24 * 3600.0
+
+
+def _duration(doc: str, *, default: Any = None, positive: bool = False) -> Any:
+    """A Go-style duration field, at most MAX_DURATION (and more than 0s where Envoy needs it)."""
+    rules = [
+        Rule(
+            cel=f"duration(self) <= duration('{MAX_DURATION}')",
+            message=f"must be at most {MAX_DURATION}",
+            check=lambda s: parse_duration(s) <= _MAX_DURATION_S,
+        )
+    ]
+    if positive:
+        rules.insert(
+            0,
+            Rule(
+                cel="duration(self) > duration('0s')",
+                message="must be more than 0s",
+                check=lambda s: parse_duration(s) > 0,
+            ),
+        )
+    return field(doc, default=default, pattern=DURATION, max_length=32, rules=tuple(rules))
+
+
 # --- shared -----------------------------------------------------------------------------------
 
 
@@ -351,12 +379,17 @@ class Failover:
         minimum=1,
         maximum=100,
     )
-    ejection_time: str = field(
-        "How long an ejected target stays out; Envoy doubles it for repeat offenders.",
+    ejection_time: str = _duration(
+        "How long an ejected target stays out; Envoy doubles it for repeat offenders. More than "
+        "0s, at most 24h.",
         default="30s",
-        pattern=DURATION,
+        positive=True,
     )
-    interval: str = field("How often ejections are evaluated and lifted.", default="5s", pattern=DURATION)
+    interval: str = _duration(
+        "How often ejections are evaluated and lifted. More than 0s, at most 24h.",
+        default="5s",
+        positive=True,
+    )
     retries: int = field(
         "HTTP and GRPC ports: retries of a request that failed to connect, on another target and "
         "the next tier first, so callers do not see the failures that lead to an ejection.",
@@ -469,7 +502,17 @@ class HTTPHeader:
     """A header name and value."""
 
     name: str = field("Header name.", pattern=HEADER_NAME, max_length=256)
-    value: str = field("Header value.", max_length=4096)
+    value: str = field(
+        "Header value. No CR, LF or NUL: HTTP forbids them in a value (RFC 9110) and Envoy refuses them.",
+        max_length=4096,
+        rules=(
+            Rule(
+                cel="!self.contains('\\r') && !self.contains('\\n') && !self.contains('\\x00')",
+                message="a header value may not contain CR, LF or NUL",
+                check=lambda s: not any(c in s for c in "\r\n\x00"),
+            ),
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -486,7 +529,7 @@ class HTTPRule:
         max_items=16,
         item_pattern=DNS_LABEL,
     )
-    timeout: str | None = field("Request timeout. Default: Envoy's 15s.", default=None, pattern=DURATION)
+    timeout: str | None = _duration("Request timeout, at most 24h. Default: Envoy's 15s.")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -657,14 +700,43 @@ class Access:
     default_action: AccessAction = field("When no rule matches.", default=AccessAction.ALLOW)
 
 
+_HOST_MESSAGE = (
+    "the host header may not be set, added or removed: Envoy refuses to change it (the backend "
+    "sees the name the client called)"
+)
+_NOT_HOST_HEADER = Rule(
+    cel="self.name.lowerAscii() != 'host'",
+    message=_HOST_MESSAGE,
+    check=lambda h: h.name.lower() != "host",
+)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HeaderChanges:
     """Changes to request headers before they reach the backend (HTTP ports)."""
 
-    set: tuple[HTTPHeader, ...] = field("Headers to set, replacing any value.", default=(), max_items=16)
-    add: tuple[HTTPHeader, ...] = field("Headers to append.", default=(), max_items=16)
+    set: tuple[HTTPHeader, ...] = field(
+        "Headers to set, replacing any value (not host).",
+        default=(),
+        max_items=16,
+        item_rules=(_NOT_HOST_HEADER,),
+    )
+    add: tuple[HTTPHeader, ...] = field(
+        "Headers to append (not host).", default=(), max_items=16, item_rules=(_NOT_HOST_HEADER,)
+    )
     remove: tuple[str, ...] = field(
-        "Header names to remove.", default=(), max_items=16, item_pattern=HEADER_NAME
+        "Header names to remove (not host).",
+        default=(),
+        max_items=16,
+        item_pattern=HEADER_NAME,
+        item_max_length=256,
+        item_rules=(
+            Rule(
+                cel="self.lowerAscii() != 'host'",
+                message=_HOST_MESSAGE,
+                check=lambda s: s.lower() != "host",
+            ),
+        ),
     )
 
 
@@ -689,7 +761,7 @@ class Retries:
     """Retries of failed requests (HTTP ports)."""
 
     attempts: int = field("Retries after the first attempt.", default=2, minimum=1, maximum=10)
-    per_try_timeout: str | None = field("Timeout of each attempt.", default=None, pattern=DURATION)
+    per_try_timeout: str | None = _duration("Timeout of each attempt, at most 24h.")
     retry_on: tuple[str, ...] = field(
         "Envoy retry conditions. (Not `on`: YAML 1.1 reads that key as the boolean true.)",
         default=("connect-failure", "reset", "5xx"),
@@ -723,7 +795,7 @@ class TailscaleRoutePolicySpec:
     )
     access: Access | None = field("Access rules (every port).", default=None)
     request_headers: HeaderChanges | None = field("Request header changes (HTTP ports).", default=None)
-    timeout: str | None = field("Request timeout (HTTP ports).", default=None, pattern=DURATION)
+    timeout: str | None = _duration("Request timeout (HTTP ports), at most 24h.")
     retries: Retries | None = field("Retries (HTTP ports).", default=None)
 
 

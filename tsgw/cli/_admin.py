@@ -16,6 +16,7 @@ import anyio
 import yaml
 
 from tsgw.admin import DEFAULT_ADDRESS, AdminClient, AdminError, messages
+from tsgw.cli._args import address
 
 _TYPES = ("sds", "cds", "eds", "lds", "rds")
 
@@ -24,6 +25,7 @@ def _address_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--admin",
         default=os.environ.get("TSGW_ADMIN", DEFAULT_ADDRESS),
+        type=address,
         metavar="HOST:PORT",
         help=f"admin API address (default $TSGW_ADMIN or {DEFAULT_ADDRESS})",
     )

@@ -9,6 +9,7 @@ import sys
 
 import yaml
 
+from tsgw.cli._args import address, port
 from tsgw.translate import node_cluster
 from tsgw.xds import bootstrap
 
@@ -23,9 +24,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="the proxy group whose snapshot it gets, e.g. demo/web-tssvc (node cluster web-tssvc.demo)",
     )
     which.add_argument("--cluster", help="the node cluster as it is (what tsgw status shows)")
-    p.add_argument("--xds-address", required=True, metavar="HOST:PORT", help="tsgw's xDS server")
+    p.add_argument(
+        "--xds-address", required=True, type=address, metavar="HOST:PORT", help="tsgw's xDS server"
+    )
     p.add_argument("--delta", action="store_true", help="incremental xDS (DELTA_GRPC) instead of SotW")
-    p.add_argument("--admin-port", type=int, default=9901, help="Envoy admin port on loopback (default 9901)")
+    p.add_argument(
+        "--admin-port", type=port(0), default=9901, help="Envoy admin port on loopback (default 9901)"
+    )
     p.add_argument("--format", choices=["yaml", "json"], default="yaml", help="output format (default yaml)")
     p.add_argument("-o", "--output", type=pathlib.Path, help="write to this file instead of stdout")
     p.set_defaults(run=run)

@@ -14,6 +14,7 @@ import anyio
 
 from tsgw import translate
 from tsgw.admin import DEFAULT_ADDRESS
+from tsgw.cli._args import address, port
 from tsgw.operator import Standalone, StandaloneOptions
 from tsgw.providers import FileOptions
 
@@ -31,24 +32,26 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--xds",
         default=None,
+        type=address,
         metavar="HOST:PORT",
         help="ADS server address (default: 0.0.0.0:18000 in a cluster, 127.0.0.1:18000 standalone)",
     )
     p.add_argument(
         "--admin",
         default=os.environ.get("TSGW_ADMIN", DEFAULT_ADDRESS),
+        type=address,
         metavar="HOST:PORT",
         help=f"admin API address (default $TSGW_ADMIN or {DEFAULT_ADDRESS})",
     )
     p.add_argument(
         "--listener-port",
-        type=int,
+        type=port(1),
         default=translate.Options().first_listener_port,
         help="each proxy group's Envoy binds its listeners from this port up (default %(default)s)",
     )
     p.add_argument(
         "--connect-proxy-port",
-        type=int,
+        type=port(1),
         default=translate.Options().connect_proxy_port,
         help="tailscaled's outbound HTTP CONNECT proxy port on the egress Envoy's loopback "
         "(default %(default)s)",
@@ -56,6 +59,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--health-probe-bind-address",
         metavar="HOST:PORT",
+        type=address,
         default=None,
         help="serve /healthz, /readyz and /metrics (Prometheus) here (default: not served)",
     )
@@ -152,6 +156,10 @@ async def _serve(standalone: Standalone) -> None:
                 break
 
 
+class _StartError(Exception):
+    """The operator could not start (no kubeconfig, no in-cluster service account)."""
+
+
 def run_cluster(args: argparse.Namespace) -> int:
     """The operator of one replica, until SIGTERM or SIGINT."""
     from tsgw._address import parse_address
@@ -181,12 +189,19 @@ def run_cluster(args: argparse.Namespace) -> int:
         print(f"tsgw run: {e}", file=sys.stderr)
         return 2
 
+    if args.kubeconfig and not Path(args.kubeconfig).is_file():
+        print(f"tsgw run: kubeconfig {args.kubeconfig}: no such file", file=sys.stderr)
+        return 1
+
     async def main() -> None:
-        client = (
-            await Client.from_kubeconfig(args.kubeconfig)
-            if args.kubeconfig
-            else await Client.from_environment()
-        )
+        try:
+            client = (
+                await Client.from_kubeconfig(args.kubeconfig)
+                if args.kubeconfig
+                else await Client.from_environment()
+            )
+        except Exception as e:  # the config loader's own errors (no cluster, bad file)
+            raise _StartError(f"no Kubernetes API to talk to: {e}") from e
         async with client:
             operator = Operator(client, options)
             async with anyio.create_task_group() as tg:
@@ -201,7 +216,7 @@ def run_cluster(args: argparse.Namespace) -> int:
         anyio.run(main)
     except* LeaderElectionLost:
         failed.append("lost the leader Lease; exiting so the pod restarts as a follower")
-    except* (KubeError, OSError) as group:
+    except* (KubeError, OSError, _StartError) as group:
         failed.extend(_leaves(group))
     if failed:
         print(f"tsgw run: {'; '.join(failed)}", file=sys.stderr)

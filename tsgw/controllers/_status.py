@@ -25,8 +25,8 @@ import anyio
 import anyio.lowlevel
 import structlog
 
-from tsgw.kube import Client, Controller, Manager, Request, Resource, Result, Store, controller_managed_by
 from tsgw.controllers._proxygroup import contains
+from tsgw.kube import Client, Controller, Manager, Request, Resource, Result, Store, controller_managed_by
 from tsgw.pipeline import Pipeline, Published
 from tsgw.translate import status_body
 

@@ -114,3 +114,80 @@ def test_an_unknown_field_is_rejected_as_kubectl_strict_validation_does() -> Non
                 },
             }
         )
+
+
+@pytest.mark.parametrize(
+    ("metadata", "path"),
+    [
+        ({"name": "web\x01", "namespace": "apps"}, "metadata.name"),
+        ({"name": "Web", "namespace": "apps"}, "metadata.name"),
+        ({"name": "w" * 254, "namespace": "apps"}, "metadata.name"),
+        ({"name": "web", "namespace": "apps.x"}, "metadata.namespace"),
+    ],
+)
+def test_names_are_checked_as_the_api_server_checks_them(metadata: dict[str, str], path: str) -> None:
+    obj = yaml.safe_load((EXAMPLES / "tailscaleservices.yaml").read_text())
+    obj["metadata"] = metadata
+    with pytest.raises(ValidationError) as exc:
+        load(obj)
+    assert exc.value.path == path
+    assert "Invalid value" in exc.value.message
+    assert len(exc.value.message) < 400  # a long name is cut short in the message
+
+
+def _policy(spec: dict[str, object]) -> dict[str, object]:
+    return {
+        "apiVersion": "gateway.tailscale.com/v1alpha1",
+        "kind": "TailscaleRoutePolicy",
+        "metadata": {"name": "p", "namespace": "apps"},
+        "spec": {"targetRefs": [{"kind": "TailscaleServices", "name": "web"}], **spec},
+    }
+
+
+@pytest.mark.parametrize(
+    ("spec", "path", "message"),
+    [
+        ({"requestHeaders": {"set": [{"name": "HOST", "value": "x"}]}}, "set[0]", "host header"),
+        ({"requestHeaders": {"add": [{"name": "host", "value": "x"}]}}, "add[0]", "host header"),
+        ({"requestHeaders": {"remove": ["Host"]}}, "remove[0]", "host header"),
+        ({"requestHeaders": {"set": [{"name": "x", "value": "a\nb"}]}}, "set[0].value", "CR, LF or NUL"),
+        ({"requestHeaders": {"add": [{"name": "x", "value": "a\x00"}]}}, "add[0].value", "CR, LF or NUL"),
+        ({"requestHeaders": {"add": [{"name": "x", "value": "a\rb"}]}}, "add[0].value", "CR, LF or NUL"),
+        ({"timeout": "25h"}, "spec.timeout", "at most 24h"),
+        ({"timeout": "9" * 30 + "h"}, "spec.timeout", "at most 24h"),
+        ({"timeout": "9" * 40 + "h"}, "spec.timeout", "may not be more than 32"),
+        ({"retries": {"perTryTimeout": "1441m"}}, "perTryTimeout", "at most 24h"),
+    ],
+)
+def test_values_envoy_would_refuse_are_refused(spec: dict[str, object], path: str, message: str) -> None:
+    with pytest.raises(ValidationError) as exc:
+        load(_policy(spec))
+    assert path in exc.value.path
+    assert message in exc.value.message
+
+
+def test_values_envoy_accepts_still_load() -> None:
+    obj = load(
+        _policy(
+            {
+                "requestHeaders": {
+                    "set": [{"name": "x-host", "value": "a\tb"}],
+                    "remove": ["x-forwarded-host"],
+                },
+                "timeout": "24h",
+                "retries": {"perTryTimeout": "0s"},
+            }
+        )
+    )
+    assert obj.spec.timeout == "24h"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("interval", "0s"), ("ejectionTime", "0ms"), ("interval", "25h")]
+)
+def test_failover_durations_are_bounded(field: str, value: str) -> None:
+    obj = yaml.safe_load((EXAMPLES / "tailscaleendpoints.yaml").read_text())
+    obj["spec"]["failover"] = {field: value}
+    with pytest.raises(ValidationError) as exc:
+        load(obj)
+    assert exc.value.path == f"spec.failover.{field}"

@@ -7,11 +7,14 @@ import pytest
 from tsgw.cli import main
 
 
-def test_run_without_standalone_says_only_standalone_mode_is_available(
-    capsys: pytest.CaptureFixture[str],
+def test_run_against_a_cluster_with_a_missing_kubeconfig_says_so_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["run"]) == 2
-    assert "tsgw run --standalone DIR" in capsys.readouterr().err
+    assert main(["run", "--kubeconfig", str(tmp_path / "nope"), "--no-leader-elect"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("tsgw run: ")
+    assert "nope" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_run_standalone_on_a_missing_folder_is_a_usage_error(
