@@ -3,7 +3,7 @@
 Pure data: one source of truth for the schema (OpenAPI with defaults, enums and CEL rules) from
 which `tsgw crds` prints the manifests committed under deploy/kustomize/base/crds/, and from which
 `load()` builds typed, defaulted, validated views of raw objects on demand (the informer keeps raw
-dicts).
+dicts). The status classes go the other way: `to_json` writes them as the API server stores them.
 """
 
 from tsgw.api._crd import (
@@ -20,33 +20,42 @@ from tsgw.api._crd import (
     load,
 )
 from tsgw.api._errors import APIError, ValidationError
-from tsgw.api._schema import parse
+from tsgw.api._schema import parse, to_json
 from tsgw.api._types import (
     Access,
     AccessAction,
     AccessRule,
+    AncestorRef,
+    Condition,
     ControlPlane,
     ControlPlaneType,
     Credentials,
     EgressPort,
     EgressProtocol,
+    EndpointsStatus,
     Failover,
+    GatewayStatus,
     HeaderChanges,
     HTTPHeader,
     HTTPRouting,
     HTTPRule,
     IngressBackend,
     IngressPort,
+    ListenerStatus,
     LocalRef,
+    PolicyAncestorStatus,
     PolicyTargetRef,
     Proxy,
     Retries,
+    RoutePolicyStatus,
+    ServicesStatus,
     TailscaleEndpointsSpec,
     TailscaleGatewaySpec,
     TailscaleRoutePolicySpec,
     TailscaleServicesSpec,
     TailscaleTailnetSpec,
     Target,
+    TargetStatus,
     parse_duration,
 )
 
@@ -59,12 +68,16 @@ __all__ = [
     "Access",
     "AccessAction",
     "AccessRule",
+    "AncestorRef",
+    "Condition",
     "ControlPlane",
     "ControlPlaneType",
     "Credentials",
     "EgressPort",
     "EgressProtocol",
+    "EndpointsStatus",
     "Failover",
+    "GatewayStatus",
     "HTTPHeader",
     "HTTPRouting",
     "HTTPRule",
@@ -72,18 +85,23 @@ __all__ = [
     "IngressBackend",
     "IngressPort",
     "Kind",
+    "ListenerStatus",
     "LocalRef",
     "Object",
     "ObjectMeta",
+    "PolicyAncestorStatus",
     "PolicyTargetRef",
     "Proxy",
     "Retries",
+    "RoutePolicyStatus",
+    "ServicesStatus",
     "TailscaleEndpointsSpec",
     "TailscaleGatewaySpec",
     "TailscaleRoutePolicySpec",
     "TailscaleServicesSpec",
     "TailscaleTailnetSpec",
     "Target",
+    "TargetStatus",
     "ValidationError",
     "crd",
     "crd_files",
@@ -91,4 +109,5 @@ __all__ = [
     "load",
     "parse",
     "parse_duration",
+    "to_json",
 ]

@@ -26,6 +26,7 @@ __all__ = [
     "field",
     "openapi",
     "parse",
+    "to_json",
 ]
 
 _MISSING: Any = dataclasses.MISSING
@@ -151,24 +152,62 @@ def _is_int_or_str(tp: Any) -> bool:
     return typing.get_origin(tp) in (Union, types.UnionType) and set(typing.get_args(tp)) == {int, str}
 
 
-def _to_json(value: Any) -> Any:
+def _to_json(value: Any, *, stored: bool = False) -> Any:
+    """`value` as JSON, fields in declaration order. Not `stored` (a schema's materialized
+    default, which the API server validates as written, CEL rules included, without applying
+    nested defaults first): None, empty lists and empty maps are left out. `stored`: see
+    `to_json`."""
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, tuple):
-        return [_to_json(v) for v in value]
+        return [_to_json(v, stored=stored) for v in value]
     if isinstance(value, dict):
-        return {k: _to_json(v) for k, v in value.items()}
+        return {k: _to_json(v, stored=stored) for k, v in value.items()}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        # The materialized default: the API server validates a default (CEL rules included)
-        # as written, without applying the nested defaults first.
         out = {}
-        for f in dataclasses.fields(value):
-            v = getattr(value, f.name)
-            if v is None or v == () or v == {}:
+        for attr, name, default in _stored_fields(type(value)):
+            v = getattr(value, attr)
+            if v is None:
                 continue
-            out[_json_name(f)] = _to_json(v)
+            if (default is not _MISSING and v == default) if stored else (v == () or v == {}):
+                continue
+            out[name] = _to_json(v, stored=stored)
         return out
     return value
+
+
+def to_json(value: Any) -> Any:
+    """A typed value (e.g. a status class) as the JSON the API server stores for it: a field that
+    is None is left out, and so is a field at the default the schema declares (the server fills
+    it in again); everything else is written, empty lists included (they have no default, and an
+    empty list replaces what was there). Fields come in declaration order."""
+    return _to_json(value, stored=True)
+
+
+def _declared_default(f: dataclasses.Field[Any], optional: bool) -> Any:
+    """The default the schema declares for a field, which the API server fills in when the field
+    is absent; _MISSING if none (optional fields, empty lists and maps have none)."""
+    if optional or (f.default is _MISSING and f.default_factory is _MISSING):
+        return _MISSING
+    default = f.default if f.default is not _MISSING else typing.cast(Any, f.default_factory)()
+    if (default != () and default != {}) or dataclasses.is_dataclass(default):
+        return default
+    return _MISSING
+
+
+_STORED: dict[type, tuple[tuple[str, str, Any], ...]] = {}
+
+
+def _stored_fields(cls: type) -> tuple[tuple[str, str, Any], ...]:
+    """(attribute, json name, declared default or _MISSING) per field of `cls`, computed once."""
+    plan = _STORED.get(cls)
+    if plan is None:
+        hints = _hints(cls)
+        plan = _STORED[cls] = tuple(
+            (f.name, _json_name(f), _declared_default(f, _unwrap_optional(hints[f.name])[1]))
+            for f in dataclasses.fields(cls)
+        )
+    return plan
 
 
 def _type_schema(tp: Any, meta: _Meta | None, *, item: bool = False) -> dict[str, Any]:
@@ -249,11 +288,10 @@ def openapi(cls: type) -> dict[str, Any]:
         meta: _Meta = f.metadata["tsgw"]
         tp, optional = _unwrap_optional(hints[f.name])
         s = _type_schema(tp, meta)
+        default = _declared_default(f, optional)
+        if default is not _MISSING:
+            s["default"] = _to_json(default)
         has_default = f.default is not _MISSING or f.default_factory is not _MISSING
-        if has_default and not optional:
-            default = f.default if f.default is not _MISSING else typing.cast(Any, f.default_factory)()
-            if (default != () and default != {}) or dataclasses.is_dataclass(default):
-                s["default"] = _to_json(default)
         if not has_default and not optional:
             required.append(_json_name(f))
         props[_json_name(f)] = s

@@ -128,10 +128,10 @@ class Condition:
     status: str = field("True, False or Unknown.", enum=("True", "False", "Unknown"))
     reason: str = field("CamelCase reason for the last transition.", max_length=1024, min_length=1)
     message: str = field("Human-readable detail.", max_length=32768)
-    last_transition_time: str = field("When the status last changed (RFC 3339).")
     observed_generation: int | None = field(
         "The .metadata.generation the condition was computed from.", default=None
     )
+    last_transition_time: str = field("When the status last changed (RFC 3339).")
 
 
 def _conditions() -> Any:

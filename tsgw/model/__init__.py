@@ -1,5 +1,5 @@
 """The intermediate model: proxy groups, listeners, routes, clusters with priorities, weights and
-health checks, endpoints, access policies, and per-object conditions.
+health checks, endpoints, access policies, and per-object conditions and status details.
 
 Pure data, no I/O, deterministic order and stable names: the same input gives equal models, so
 the outputs derived from them are byte-identical.
@@ -8,43 +8,59 @@ the outputs derived from them are byte-identical.
 from tsgw.model._model import (
     AccessPolicy,
     AccessRule,
+    AncestorVerdict,
     Cluster,
     Condition,
     Direction,
     Endpoint,
+    EndpointsDetails,
     Failover,
+    GatewayDetails,
     HeaderChanges,
     Listener,
+    ListenerVerdict,
     Model,
     ObjectRef,
     ObjectStatus,
+    PolicyDetails,
     Protocol,
     ProxyGroup,
     ProxyPod,
     Retries,
     Route,
     ServicePort,
+    ServicesDetails,
+    StatusDetails,
     TailscaleService,
+    TargetDetail,
 )
 
 __all__ = [
     "AccessPolicy",
     "AccessRule",
+    "AncestorVerdict",
     "Cluster",
     "Condition",
     "Direction",
     "Endpoint",
+    "EndpointsDetails",
     "Failover",
+    "GatewayDetails",
     "HeaderChanges",
     "Listener",
+    "ListenerVerdict",
     "Model",
     "ObjectRef",
     "ObjectStatus",
+    "PolicyDetails",
     "Protocol",
     "ProxyGroup",
     "ProxyPod",
     "Retries",
     "Route",
     "ServicePort",
+    "ServicesDetails",
+    "StatusDetails",
     "TailscaleService",
+    "TargetDetail",
 ]

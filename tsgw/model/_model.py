@@ -10,28 +10,36 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 __all__ = [
     "AccessPolicy",
     "AccessRule",
+    "AncestorVerdict",
     "Cluster",
     "Condition",
     "Direction",
     "Endpoint",
+    "EndpointsDetails",
     "Failover",
+    "GatewayDetails",
     "HeaderChanges",
     "Listener",
+    "ListenerVerdict",
     "Model",
     "ObjectRef",
     "ObjectStatus",
+    "PolicyDetails",
     "Protocol",
     "ProxyGroup",
     "ProxyPod",
     "Retries",
     "Route",
     "ServicePort",
+    "ServicesDetails",
+    "StatusDetails",
     "TailscaleService",
+    "TargetDetail",
 ]
 
 
@@ -76,13 +84,95 @@ class Condition:
 
 
 @dataclass(frozen=True, slots=True)
+class TargetDetail:
+    """An egress target as translation resolved it (its health is the proxies' to report)."""
+
+    name: str
+    addresses: tuple[str, ...]
+    """Its tailnet addresses, one per device or Tailscale Service, IPv4 first; empty: unresolved."""
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointsDetails:
+    """A TailscaleEndpoints' status besides its conditions."""
+
+    service_name: str
+    """The ClusterIP Service the cluster calls."""
+    targets: tuple[TargetDetail, ...]
+    """Every target, in the object's order."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServicesDetails:
+    """A TailscaleServices' status besides its conditions."""
+
+    service_name: str
+    """The Tailscale Service, svc:<label>."""
+    dns_name: str
+    """Its MagicDNS name; empty when the tailnet's MagicDNS suffix is not known."""
+    addresses: tuple[str, ...]
+    """Its VIP addresses, IPv4 first; empty until the tailnet reports them."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerVerdict:
+    """What translation concluded about one listener a TailscaleGateway publishes."""
+
+    name: str
+    """The Gateway listener's name."""
+    port: int
+    """Its port; 0 when the Gateway has no such listener."""
+    conditions: tuple[Condition, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayDetails:
+    """A TailscaleGateway's status besides its conditions."""
+
+    dns_name: str
+    """MagicDNS name of its Tailscale Service; empty when the MagicDNS suffix is not known."""
+    addresses: tuple[str, ...]
+    """The Tailscale Service's VIP addresses, IPv4 first."""
+    listeners: tuple[ListenerVerdict, ...]
+    """One per listener it publishes (or names but the Gateway lacks), in the order named."""
+
+
+@dataclass(frozen=True, slots=True)
+class AncestorVerdict:
+    """What translation concluded about a TailscaleRoutePolicy on one target (Gateway API's
+    PolicyAncestorStatus, without the controller name)."""
+
+    group: str
+    kind: str
+    name: str
+    namespace: str
+    section_name: str | None
+    """The listener or port the policy names; None: the whole object."""
+    conditions: tuple[Condition, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyDetails:
+    """A TailscaleRoutePolicy's status: its verdict per target (Gateway API writes no
+    object-level conditions for policies)."""
+
+    ancestors: tuple[AncestorVerdict, ...]
+    """One per target reference, in the policy's order."""
+
+
+StatusDetails: TypeAlias = EndpointsDetails | ServicesDetails | GatewayDetails | PolicyDetails
+"""The status fields besides conditions, one shape per kind."""
+
+
+@dataclass(frozen=True, slots=True)
 class ObjectStatus:
-    """What translation concluded about one object: conditions plus the facts its status shows."""
+    """What translation concluded about one object: conditions plus what else its status shows."""
 
     ref: ObjectRef
     conditions: tuple[Condition, ...]
-    facts: tuple[tuple[str, Any], ...] = ()
-    """Status fields other than conditions, as (json name, value) pairs, e.g. ("serviceName", "db")."""
+    details: StatusDetails | None = None
+    """The kind's other status fields; None when translation got no further than conditions (an
+    invalid object, a missing tailnet, a failure)."""
 
 
 @dataclass(frozen=True, slots=True)

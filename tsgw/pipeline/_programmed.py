@@ -26,7 +26,7 @@ Route policies and tailnets own no group and get no Programmed condition.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tsgw.model import Condition, ObjectStatus, ProxyGroup
 from tsgw.xds import NodeSync, Sync, short_name
@@ -114,7 +114,7 @@ def with_programmed(
         else:
             cond = programmed(state)
         kept = tuple(c for c in st.conditions if c.type != PROGRAMMED)
-        out.append(ObjectStatus(st.ref, (*kept, cond), st.facts))
+        out.append(replace(st, conditions=(*kept, cond)))
     return tuple(out)
 
 

@@ -14,7 +14,6 @@ the same. No group without the tailnet.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from tsgw import api
 from tsgw.api import EgressProtocol
@@ -22,6 +21,7 @@ from tsgw.model import (
     Cluster,
     Direction,
     Endpoint,
+    EndpointsDetails,
     Failover,
     Listener,
     ObjectStatus,
@@ -30,6 +30,7 @@ from tsgw.model import (
     Retries,
     Route,
     ServicePort,
+    TargetDetail,
 )
 from tsgw.translate._context import (
     ACCEPTED,
@@ -173,6 +174,5 @@ def _endpoints(
         ctx, obj, tailnet, Direction.EGRESS, listeners, clusters, service_ports=tuple(service_ports)
     )
     # Health is what the proxies' Envoys report; the controller adds it, translation does not know.
-    targets = tuple({"name": t.name, "addresses": list(resolved[t.name])} for t in spec.targets)
-    facts_out: tuple[tuple[str, Any], ...] = (("serviceName", obj.metadata.name), ("targets", targets))
-    return group, ObjectStatus(ref, tuple(conditions), facts_out)
+    targets = tuple(TargetDetail(t.name, resolved[t.name]) for t in spec.targets)
+    return group, ObjectStatus(ref, tuple(conditions), EndpointsDetails(obj.metadata.name, targets))

@@ -11,14 +11,14 @@ without the tailnet or the Gateway.
 
 from __future__ import annotations
 
-from typing import Any
-
 from tsgw import api
 from tsgw.model import (
     Cluster,
     Direction,
     Endpoint,
+    GatewayDetails,
     Listener,
+    ListenerVerdict,
     ObjectStatus,
     Protocol,
     ProxyGroup,
@@ -116,35 +116,19 @@ def _gateway(ctx: _Ctx, obj: api.Object[api.TailscaleGatewaySpec]) -> tuple[Prox
         tailscale_service=TailscaleService(f"svc:{label}", tuple(ts_ports), spec.tags),
     )
     # Per listener, conditions as Gateway API's ListenerStatus has them (merged by status_body).
-    listener_status = [
-        {
-            "name": n,
-            "port": gw_listeners.get(n, 0),
-            "conditions": [
-                {
-                    "type": ACCEPTED,
-                    "status": "True",
-                    "reason": "Accepted",
-                    "message": f"published on svc:{label}",
-                }
-                if n in gw_listeners
-                else {
-                    "type": ACCEPTED,
-                    "status": "False",
-                    "reason": "ListenerNotFound",
-                    "message": f"no listener {n!r} on Gateway {spec.gateway_ref.name!r}",
-                }
-            ],
-        }
-        for n in wanted
-    ]
+    published = _cond(ACCEPTED, True, "Accepted", f"published on svc:{label}")
+    verdicts: list[ListenerVerdict] = []
+    for n in wanted:
+        if n in gw_listeners:
+            verdicts.append(ListenerVerdict(n, gw_listeners[n], (published,)))
+        else:
+            missing = f"no listener {n!r} on Gateway {spec.gateway_ref.name!r}"
+            verdicts.append(ListenerVerdict(n, 0, (_cond(ACCEPTED, False, "ListenerNotFound", missing),)))
     conditions = (
         _cond(ACCEPTED, True, "Accepted"),
         _cond(RESOLVED, not problems, "RefNotResolved" if problems else "ResolvedRefs", "; ".join(problems)),
     )
-    facts_out: tuple[tuple[str, Any], ...] = (
-        ("dnsName", _magicdns(facts, label)),
-        ("addresses", list(_ipv4_first(facts.services.get(f"svc:{label}", ())))),
-        ("listeners", listener_status),
+    addresses = tuple(_ipv4_first(facts.services.get(f"svc:{label}", ())))
+    return group, ObjectStatus(
+        ref, conditions, GatewayDetails(_magicdns(facts, label), addresses, tuple(verdicts))
     )
-    return group, ObjectStatus(ref, conditions, facts_out)

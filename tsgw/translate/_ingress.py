@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from tsgw import api
 from tsgw.model import (
@@ -26,6 +25,7 @@ from tsgw.model import (
     Protocol,
     ProxyGroup,
     Route,
+    ServicesDetails,
     TailscaleService,
 )
 from tsgw.translate._context import (
@@ -183,9 +183,7 @@ def _services(
         _cond(ACCEPTED, True, "Accepted"),
         _cond(RESOLVED, not problems, "BackendNotFound" if problems else "ResolvedRefs", "; ".join(problems)),
     )
-    facts_out: tuple[tuple[str, Any], ...] = (
-        ("serviceName", svc_name),
-        ("dnsName", _magicdns(facts, label)),
-        ("addresses", list(_ipv4_first(facts.services.get(svc_name, ())))),
+    details = ServicesDetails(
+        svc_name, _magicdns(facts, label), tuple(_ipv4_first(facts.services.get(svc_name, ())))
     )
-    return group, ObjectStatus(ref, conditions, facts_out)
+    return group, ObjectStatus(ref, conditions, details)

@@ -19,7 +19,17 @@ import ipaddress
 from typing import Any
 
 from tsgw import api
-from tsgw.model import AccessPolicy, AccessRule, Condition, HeaderChanges, ObjectStatus, ProxyGroup, Retries
+from tsgw.model import (
+    AccessPolicy,
+    AccessRule,
+    AncestorVerdict,
+    Condition,
+    HeaderChanges,
+    ObjectStatus,
+    PolicyDetails,
+    ProxyGroup,
+    Retries,
+)
 from tsgw.translate._context import _cond, _Ctx, _is_ip, _ref
 from tsgw.translate._inputs import TailnetFacts
 
@@ -52,7 +62,7 @@ def apply_policies(
     for pol in policies:
         spec: api.TailscaleRoutePolicySpec = pol.spec
         ns = pol.metadata.namespace
-        ancestors: list[dict[str, Any]] = []
+        ancestors: list[AncestorVerdict] = []
         conds: list[Condition] = []
         for t in spec.target_refs:
             key = (t.kind, ns, t.name, t.section_name or "")
@@ -76,27 +86,9 @@ def apply_policies(
                     g = groups[idx]
                     facts = ctx.inputs.tailnets.get(g.tailnet, TailnetFacts())
                     groups[idx] = _with_policy(g, spec, t.section_name, facts)
-            ancestors.append(
-                {
-                    "ancestorRef": {
-                        "group": t.group,
-                        "kind": t.kind,
-                        "name": t.name,
-                        "namespace": ns,
-                        **({"sectionName": t.section_name} if t.section_name else {}),
-                    },
-                    "conditions": [
-                        {
-                            "type": cond.type,
-                            "status": str(cond.status),
-                            "reason": cond.reason,
-                            "message": cond.message,
-                        }
-                    ],
-                }
-            )
+            ancestors.append(AncestorVerdict(t.group, t.kind, t.name, ns, t.section_name or None, (cond,)))
             conds.append(cond)
-        statuses.append(ObjectStatus(_ref(pol), _merge(conds), (("ancestors", tuple(ancestors)),)))
+        statuses.append(ObjectStatus(_ref(pol), _merge(conds), PolicyDetails(tuple(ancestors))))
     return groups, statuses
 
 

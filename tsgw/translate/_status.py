@@ -1,44 +1,38 @@
 """Translation's verdict on an object → the `.status` to write, by Kubernetes conventions.
 
-Each condition carries observedGeneration; its lastTransitionTime changes only when its status
-or reason changes, so writing the same verdict twice writes the same bytes (no status churn, the
-prototype's hot loop). Condition types translation does not own (e.g. Ready, which the
-controller derives from the proxies) are kept as they are.
+The verdict (tsgw.model's typed conditions and details) becomes the kind's status class in
+tsgw.api, which `api.to_json` writes. Each condition carries observedGeneration; its
+lastTransitionTime changes only when its status or reason changes, so writing the same verdict
+twice writes the same bytes (no status churn, the prototype's hot loop). Condition types
+translation does not own (e.g. Ready, which the controller derives from the proxies), here and
+per listener and per policy target, and status fields it does not own (e.g. hostingReplicas) are
+kept as the current status has them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from tsgw.model import Condition, ObjectStatus
+from tsgw import api
+from tsgw.model import (
+    AncestorVerdict,
+    Condition,
+    EndpointsDetails,
+    GatewayDetails,
+    ListenerVerdict,
+    ObjectStatus,
+    PolicyDetails,
+    ServicesDetails,
+)
 
 __all__ = ["status_body"]
 
+_CONTROLLER = "gateway.tailscale.com/tsgw"
+"""The controllerName of the policy ancestor entries tsgw writes."""
 
-def _condition(c: Condition, generation: int, previous: Mapping[str, Any] | None, now: str) -> dict[str, Any]:
-    status = "True" if c.status else "False"
-    since = now
-    if previous is not None and previous.get("status") == status and previous.get("reason") == c.reason:
-        since = str(previous.get("lastTransitionTime") or now)
-    return {
-        "type": c.type,
-        "status": status,
-        "reason": c.reason,
-        "message": c.message,
-        "observedGeneration": generation,
-        "lastTransitionTime": since,
-    }
-
-
-def merge_conditions(
-    ours: Sequence[Condition], current: Sequence[Mapping[str, Any]], generation: int, now: str
-) -> list[dict[str, Any]]:
-    """`current` with `ours` applied: ours replace theirs by type, others stay; sorted by type."""
-    by_type = {str(c.get("type")): dict(c) for c in current}
-    for c in ours:
-        by_type[c.type] = _condition(c, generation, by_type.get(c.type), now)
-    return [by_type[t] for t in sorted(by_type)]
+_POLICY = "TailscaleRoutePolicy"
 
 
 def status_body(status: ObjectStatus, current: Mapping[str, Any] | None, now: str) -> dict[str, Any]:
@@ -47,64 +41,122 @@ def status_body(status: ObjectStatus, current: Mapping[str, Any] | None, now: st
     `now` is the RFC 3339 time to stamp on conditions that transition (the caller's clock:
     translation reads none)."""
     current = current or {}
+    stamp = _Stamp(status.ref.generation, now)
+    listed = "ancestors" if status.ref.kind == _POLICY else "conditions"
+    ours = api.to_json(_typed(status, current, stamp))
+    # What translation owns replaces the current value in place; what it leaves out (None in the
+    # status class, e.g. hostingReplicas) stays; the merged conditions or ancestors come last.
     body: dict[str, Any] = {k: v for k, v in current.items() if k not in ("conditions", "ancestors")}
-    generation = status.ref.generation
-    for key, value in status.facts:
-        if key == "ancestors":
-            continue
-        if key == "listeners":
-            body[key] = _listeners(value, current.get("listeners") or [], generation, now)
-            continue
-        body[key] = list(value) if isinstance(value, tuple) else value
-    if status.ref.kind == "TailscaleRoutePolicy":
-        body["ancestors"] = _ancestors(status, current.get("ancestors") or [], generation, now)
-    else:
-        body["conditions"] = merge_conditions(
-            status.conditions, current.get("conditions") or [], generation, now
-        )
+    body.update((k, v) for k, v in ours.items() if k != listed)
+    body[listed] = ours[listed]
     return body
 
 
-def _ancestors(
-    status: ObjectStatus, current: Sequence[Mapping[str, Any]], generation: int, now: str
-) -> list[dict[str, Any]]:
-    previous = {_key(a.get("ancestorRef") or {}): a for a in current}
-    out = []
-    for a in dict(status.facts).get("ancestors", ()):
-        ref = a["ancestorRef"]
-        ours = [
-            Condition(c["type"], c["status"] == "True", c["reason"], c["message"]) for c in a["conditions"]
-        ]
-        before = previous.get(_key(ref), {}).get("conditions") or []
-        out.append(
-            {
-                "ancestorRef": ref,
-                "controllerName": "gateway.tailscale.com/tsgw",
-                "conditions": merge_conditions(ours, before, generation, now),
-            }
+def _typed(status: ObjectStatus, current: Mapping[str, Any], stamp: _Stamp) -> Any:
+    """The api status class for `status`, holding what translation owns (its conditions merged
+    with the current ones); just the conditions when translation got no further."""
+    details = status.details
+    if status.ref.kind == _POLICY:
+        ancestors = details.ancestors if isinstance(details, PolicyDetails) else ()
+        return api.RoutePolicyStatus(ancestors=_ancestors(ancestors, current.get("ancestors"), stamp))
+    conditions = stamp.merged(status.conditions, current.get("conditions"))
+    match details:
+        case EndpointsDetails(service_name, targets):
+            return api.EndpointsStatus(
+                conditions=conditions,
+                service_name=service_name,
+                targets=tuple(api.TargetStatus(name=t.name, addresses=t.addresses) for t in targets),
+            )
+        case ServicesDetails(service_name, dns_name, addresses):
+            return api.ServicesStatus(
+                conditions=conditions, service_name=service_name, dns_name=dns_name, addresses=addresses
+            )
+        case GatewayDetails(dns_name, addresses, listeners):
+            return api.GatewayStatus(
+                conditions=conditions,
+                dns_name=dns_name,
+                addresses=addresses,
+                listeners=_listeners(listeners, current.get("listeners"), stamp),
+            )
+    return {"conditions": conditions}
+
+
+@dataclass(frozen=True, slots=True)
+class _Stamp:
+    """What every condition of one status body is stamped with."""
+
+    generation: int
+    now: str
+
+    def merged(self, ours: Iterable[Condition], current: Any) -> tuple[api.Condition, ...]:
+        """`current` (raw conditions) with `ours` applied: ours replace theirs by type, others
+        stay; sorted by type."""
+        by_type = {str(c.get("type")): _read(c, self.now) for c in current or ()}
+        for c in ours:
+            by_type[c.type] = self._written(c, by_type.get(c.type))
+        return tuple(by_type[t] for t in sorted(by_type))
+
+    def _written(self, c: Condition, previous: api.Condition | None) -> api.Condition:
+        status = "True" if c.status else "False"
+        since = self.now
+        if previous is not None and previous.status == status and previous.reason == c.reason:
+            since = previous.last_transition_time
+        return api.Condition(
+            type=c.type,
+            status=status,
+            reason=c.reason,
+            message=c.message,
+            observed_generation=self.generation,
+            last_transition_time=since,
         )
-    return out
+
+
+def _read(raw: Mapping[str, Any], now: str) -> api.Condition:
+    """A condition of the current status as the status class holds it (leniently: whatever is
+    there is kept, even if another writer left it short of the schema)."""
+    generation = raw.get("observedGeneration")
+    return api.Condition(
+        type=str(raw.get("type")),
+        status=str(raw.get("status") or "Unknown"),
+        reason=str(raw.get("reason") or ""),
+        message=str(raw.get("message") or ""),
+        observed_generation=generation if isinstance(generation, int) else None,
+        last_transition_time=str(raw.get("lastTransitionTime") or now),
+    )
 
 
 def _listeners(
-    ours: Sequence[Mapping[str, Any]], current: Sequence[Mapping[str, Any]], generation: int, now: str
-) -> list[dict[str, Any]]:
+    ours: Sequence[ListenerVerdict], current: Any, stamp: _Stamp
+) -> tuple[api.ListenerStatus, ...]:
     """A Gateway's per-listener status; each listener's conditions merged with what it had."""
-    previous = {str(li.get("name")): li for li in current}
-    out = []
-    for li in ours:
-        conds = [
-            Condition(c["type"], c["status"] == "True", c["reason"], c["message"]) for c in li["conditions"]
-        ]
-        before = previous.get(str(li["name"]), {}).get("conditions") or []
-        out.append(
-            {
-                "name": li["name"],
-                "port": li["port"],
-                "conditions": merge_conditions(conds, before, generation, now),
-            }
+    previous = {str(li.get("name")): li for li in current or ()}
+    return tuple(
+        api.ListenerStatus(
+            name=v.name,
+            port=v.port,
+            conditions=stamp.merged(v.conditions, previous.get(v.name, {}).get("conditions")),
         )
-    return out
+        for v in ours
+    )
+
+
+def _ancestors(
+    ours: Sequence[AncestorVerdict], current: Any, stamp: _Stamp
+) -> tuple[api.PolicyAncestorStatus, ...]:
+    """A policy's per-target status; each target's conditions merged with what it had."""
+    previous = {_key(a.get("ancestorRef") or {}): a for a in current or ()}
+    out = []
+    for v in ours:
+        ref = api.AncestorRef(
+            group=v.group, kind=v.kind, name=v.name, namespace=v.namespace, section_name=v.section_name
+        )
+        before = previous.get(_key(api.to_json(ref)), {}).get("conditions")
+        out.append(
+            api.PolicyAncestorStatus(
+                ancestor_ref=ref, controller_name=_CONTROLLER, conditions=stamp.merged(v.conditions, before)
+            )
+        )
+    return tuple(out)
 
 
 def _key(ref: Mapping[str, Any]) -> tuple[str, ...]:

@@ -13,6 +13,15 @@ from typing import Any
 
 import yaml
 
+from tsgw.model import (
+    Condition,
+    EndpointsDetails,
+    GatewayDetails,
+    ObjectStatus,
+    PolicyDetails,
+    ServicesDetails,
+    StatusDetails,
+)
 from tsgw.translate import Device, Inputs, Result, TailnetFacts
 
 HERE = pathlib.Path(__file__).parent
@@ -86,10 +95,58 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _condition(c: Condition) -> dict[str, Any]:
+    return {"type": c.type, "status": str(c.status), "reason": c.reason, "message": c.message}
+
+
+def _as_facts(details: StatusDetails | None) -> list[tuple[str, Any]]:
+    """Status details as (json name, value) pairs, nested conditions with "True"/"False": the
+    shape the golden files have always shown (statuses carried such pairs before they were
+    typed), so that the files pin translation's verdicts and not how the model holds them."""
+    match details:
+        case EndpointsDetails(service_name, targets):
+            return [
+                ("serviceName", service_name),
+                ("targets", [{"name": t.name, "addresses": t.addresses} for t in targets]),
+            ]
+        case ServicesDetails(service_name, dns_name, addresses):
+            return [("serviceName", service_name), ("dnsName", dns_name), ("addresses", addresses)]
+        case GatewayDetails(dns_name, addresses, listeners):
+            verdicts = [
+                {"name": v.name, "port": v.port, "conditions": [_condition(c) for c in v.conditions]}
+                for v in listeners
+            ]
+            return [("dnsName", dns_name), ("addresses", addresses), ("listeners", verdicts)]
+        case PolicyDetails(ancestors):
+            entries = [
+                {
+                    "ancestorRef": {
+                        "group": a.group,
+                        "kind": a.kind,
+                        "name": a.name,
+                        "namespace": a.namespace,
+                        **({"sectionName": a.section_name} if a.section_name else {}),
+                    },
+                    "conditions": [_condition(c) for c in a.conditions],
+                }
+                for a in ancestors
+            ]
+            return [("ancestors", entries)]
+    return []
+
+
+def _status(st: ObjectStatus) -> dict[str, Any]:
+    return {
+        "ref": _plain(st.ref),
+        "conditions": _plain(st.conditions),
+        "facts": _plain(_as_facts(st.details)),
+    }
+
+
 def render(result: Result) -> str:
     """Model, xDS JSON and owned objects of a result, as stable, reviewable JSON text."""
     out = {
-        "statuses": _plain(result.model.statuses),
+        "statuses": [_status(st) for st in result.model.statuses],
         "groups": {
             f"{ns}/{name}": {
                 "model": _plain(result.model.group(ns, name)),

@@ -3,7 +3,16 @@ lastTransitionTime that moves only when a condition's status or reason changes."
 
 from __future__ import annotations
 
-from tsgw.model import Condition, ObjectRef, ObjectStatus
+from tsgw.model import (
+    AncestorVerdict,
+    Condition,
+    GatewayDetails,
+    ListenerVerdict,
+    ObjectRef,
+    ObjectStatus,
+    PolicyDetails,
+    ServicesDetails,
+)
 from tsgw.translate import status_body
 
 T0 = "2026-01-01T00:00:00Z"
@@ -17,7 +26,7 @@ def _status(ok: bool, generation: int = 1, reason: str = "") -> ObjectStatus:
             Condition("Accepted", True, "Accepted", ""),
             Condition("ResolvedRefs", ok, reason or ("ResolvedRefs" if ok else "BackendNotFound"), ""),
         ),
-        (("serviceName", "svc:web"), ("addresses", ["100.100.0.1"])),
+        ServicesDetails("svc:web", "web.tail1234.ts.net", ("100.100.0.1",)),
     )
 
 
@@ -54,25 +63,40 @@ def test_conditions_translation_does_not_own_are_kept() -> None:
 
 
 def test_policy_ancestors_get_conditions_by_the_same_rules() -> None:
-    ref = {"group": "gateway.tailscale.com", "kind": "TailscaleServices", "name": "web", "namespace": "apps"}
+    accepted = Condition("Accepted", True, "Accepted", "")
     st = ObjectStatus(
         ObjectRef("TailscaleRoutePolicy", "apps", "p", "uid", 4),
-        (Condition("Accepted", True, "Accepted", ""),),
-        (
-            (
-                "ancestors",
-                (
-                    {
-                        "ancestorRef": ref,
-                        "conditions": [
-                            {"type": "Accepted", "status": "True", "reason": "Accepted", "message": ""}
-                        ],
-                    },
-                ),
-            ),
+        (accepted,),
+        PolicyDetails(
+            (AncestorVerdict("gateway.tailscale.com", "TailscaleServices", "web", "apps", None, (accepted,)),)
         ),
     )
     first = status_body(st, None, T0)
+    assert first["ancestors"][0]["ancestorRef"] == {
+        "group": "gateway.tailscale.com",
+        "kind": "TailscaleServices",
+        "name": "web",
+        "namespace": "apps",
+    }
     assert first["ancestors"][0]["controllerName"] == "gateway.tailscale.com/tsgw"
     assert first["ancestors"][0]["conditions"][0]["observedGeneration"] == 4
     assert status_body(st, first, T1) == first
+
+
+def test_listener_conditions_merge_per_listener_and_a_failed_translation_keeps_the_rest() -> None:
+    ref = ObjectRef("TailscaleGateway", "apps", "gw", "uid", 1)
+    accepted = Condition("Accepted", True, "Accepted", "published on svc:gw")
+    st = ObjectStatus(
+        ref, (accepted,), GatewayDetails("gw.ts.net", (), (ListenerVerdict("http", 80, (accepted,)),))
+    )
+    first = status_body(st, None, T0)
+    assert first["addresses"] == []
+    programmed = {**first["listeners"][0]["conditions"][0], "type": "Programmed"}
+    first["listeners"][0]["conditions"].append(programmed)
+    again = status_body(st, first, T1)
+    assert again["listeners"] == first["listeners"]
+    failed = ObjectStatus(ref, (Condition("Accepted", False, "TranslationFailed", "bug"),))
+    body = status_body(failed, again, T1)
+    assert body["listeners"] == again["listeners"]
+    assert body["dnsName"] == "gw.ts.net"
+    assert [c["reason"] for c in body["conditions"]] == ["TranslationFailed"]
