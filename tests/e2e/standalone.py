@@ -58,10 +58,14 @@ class Tsgw:
         listener_port: int | None = None,
         connect_proxy_port: int = 1055,
         extra: tuple[str, ...] = (),
+        xds_port: int | None = None,
+        admin_port: int | None = None,
     ) -> None:
+        """``xds_port``/``admin_port``: the ports of a previous instance, to restart it in its
+        place (default: free ones)."""
         self.folder = folder
-        self.xds_port = free_port()
-        self.admin_port = free_port()
+        self.xds_port = xds_port or free_port()
+        self.admin_port = admin_port or free_port()
         self.probe_port = free_port()
         self.listener_port = listener_port or free_port()
         self.admin = f"127.0.0.1:{self.admin_port}"
