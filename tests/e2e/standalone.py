@@ -58,14 +58,19 @@ class Tsgw:
         listener_port: int | None = None,
         connect_proxy_port: int = 1055,
         extra: tuple[str, ...] = (),
+        xds_port: int | None = None,
+        admin_port: int | None = None,
     ) -> None:
+        """``xds_port``/``admin_port``: the ports of a previous instance, to restart it in its
+        place (default: free ones)."""
         self.folder = folder
         # tsgw takes its ports as flags and does not report ports it chose: they are picked
         # (free_port: below the ephemeral range, locked against other test processes) and a
         # start that fails with EADDRINUSE picks again.
         for attempt in range(1, BIND_ATTEMPTS + 1):
-            self.xds_port = free_port()
-            self.admin_port = free_port()
+            # A restart in place keeps the ports it is given (and does not retry on others).
+            self.xds_port = xds_port or free_port()
+            self.admin_port = admin_port or free_port()
             self.probe_port = free_port()
             self.listener_port = listener_port or free_port()
             self.admin = f"127.0.0.1:{self.admin_port}"
@@ -101,7 +106,8 @@ class Tsgw:
                 return
             except NotReady:
                 self.process.stop(timeout=10)
-                if attempt == BIND_ATTEMPTS or not in_use_error(log):
+                fixed = xds_port is not None or admin_port is not None
+                if fixed or attempt == BIND_ATTEMPTS or not in_use_error(log):
                     raise
 
     def probe(self, path: str) -> tuple[int, str]:

@@ -3,6 +3,7 @@ Envoy connected to the xDS server."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 
@@ -10,6 +11,7 @@ import anyio
 import anyio.to_thread
 import pytest
 import yaml
+from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from tests.support.backend import HttpBackend
 from tests.support.envoy import EnvoyFactory
@@ -17,10 +19,20 @@ from tests.support.process import free_port
 from tests.support.xds import eventually, proxy_snapshot, running_ads, type_status
 from tsgw.admin import AdminClient, AdminNotFoundError, AdminService
 from tsgw.cli import main
-from tsgw.xds import ClusterDiscovery, SnapshotCache, bootstrap
+from tsgw.cli._admin import type_state
+from tsgw.xds import (
+    ClusterDiscovery,
+    EndpointDiscovery,
+    ListenerDiscovery,
+    RouteDiscovery,
+    Snapshot,
+    SnapshotCache,
+    bootstrap,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 GROUP = "proxies"
+_SHORT = {ClusterDiscovery: "cds", EndpointDiscovery: "eds", ListenerDiscovery: "lds", RouteDiscovery: "rds"}
 _LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:")  # structlog's console lines from the in-process server
 
 
@@ -104,6 +116,82 @@ async def test_status_and_snapshot_commands_show_what_envoy_holds(
             tg.cancel_scope.cancel()
 
 
+async def test_status_reads_each_type_against_the_current_snapshot_through_fixes_and_restarts(
+    envoy_factory: EnvoyFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`tsgw status` does not mislead (issue 17 item 6): a fixed snapshot after a NACK reads
+    SYNCED with no NACK line; re-applying the rejected content reads NACKED again, not SYNCED;
+    and after the xDS server restarts with the same content, an Envoy that reconnects holding it
+    reads SYNCED although nothing was sent on the new stream (not NOT SENT)."""
+    with HttpBackend("web") as backend:
+        lport = free_port()
+
+        def snap(version: str, timeout: str) -> Snapshot:
+            extra = {"a": {"connect_timeout": timeout}}
+            return proxy_snapshot(
+                lport, {"a": [backend.port]}, {"/": "a"}, version=version, cluster_extra=extra
+            )
+
+        good, bad, fixed = snap("v1", "1s"), snap("v2", "-1s"), snap("v3", "2s")
+        cache = SnapshotCache()
+        cache.set_snapshot(GROUP, good)
+        xds_port = free_port()
+        async with running_ads(cache, xds_port) as (ads, _), anyio.create_task_group() as tg:
+            admin = f"127.0.0.1:{await tg.start(AdminService(cache, ads).serve, '127.0.0.1', 0)}"
+            envoy = envoy_factory(
+                bootstrap("envoy-0", GROUP, f"127.0.0.1:{xds_port}", admin_port=0), start=False
+            )
+            await envoy.astart()
+            await _states_become(admin, {"cds": "SYNCED", "eds": "SYNCED", "lds": "SYNCED", "rds": "SYNCED"})
+
+            cache.set_snapshot(GROUP, bad)
+            await _states_become(admin, {"cds": "NACKED"})
+            code, out = await tsgw(capsys, "status", "--admin", admin)
+            assert _row(out)["cds"] == "NACKED"
+            assert "envoy-0 cds: NACK of version" in out
+
+            # (a) A fixed snapshot: SYNCED once Envoy ACKs, and the NACK line is gone.
+            cache.set_snapshot(GROUP, fixed)
+            await _states_become(admin, {"cds": "SYNCED"})
+            code, out = await tsgw(capsys, "status", "--admin", admin)
+            assert code == 0
+            assert _row(out) == {"cds": "SYNCED", "eds": "SYNCED", "lds": "SYNCED", "rds": "SYNCED"}
+            assert "NACK" not in out
+
+            # (b) The rejected content again: the server does not send it again, and status says
+            # NACKED (Envoy holds an older version), not SYNCED.
+            again = snap("v4", "-1s")
+            assert again.type_version(ClusterDiscovery) == bad.type_version(ClusterDiscovery)
+            cache.set_snapshot(GROUP, again)
+            code, out = await tsgw(capsys, "status", "--admin", admin)
+            assert _row(out)["cds"] == "NACKED"
+            assert f"envoy-0 cds: NACK of version {bad.type_version(ClusterDiscovery)}" in out
+            assert "Expected positive duration" in out
+
+            # Back to the content Envoy holds: SYNCED at once, nothing to send.
+            cache.set_snapshot(GROUP, snap("v5", "2s"))
+            code, out = await tsgw(capsys, "status", "--admin", admin)
+            assert _row(out) == {"cds": "SYNCED", "eds": "SYNCED", "lds": "SYNCED", "rds": "SYNCED"}
+            tg.cancel_scope.cancel()
+
+        # (c) A new server (a restarted process) on the same port with the same content.
+        restarted = SnapshotCache()
+        restarted.set_snapshot(GROUP, snap("v5", "2s"))
+        async with running_ads(restarted, xds_port) as (ads, _), anyio.create_task_group() as tg:
+            admin = f"127.0.0.1:{await tg.start(AdminService(restarted, ads).serve, '127.0.0.1', 0)}"
+            await _states_become(admin, {"cds": "SYNCED", "eds": "SYNCED", "lds": "SYNCED", "rds": "SYNCED"})
+            code, out = await tsgw(capsys, "status", "--admin", admin)
+            assert code == 0
+            assert _row(out) == {"cds": "SYNCED", "eds": "SYNCED", "lds": "SYNCED", "rds": "SYNCED"}
+            assert "NOT SENT" not in out
+            # No CDS or LDS was sent on the new stream (the content is unchanged): SYNCED comes from
+            # the version Envoy said it holds. (Named EDS and RDS subscriptions are answered.)
+            (stream,) = ads.streams()
+            wildcard = {t.type_url: (t.sent_version, t.pushes) for t in stream.types if t.wildcard}
+            assert wildcard == {ClusterDiscovery: (None, 0), ListenerDiscovery: (None, 0)}
+            tg.cancel_scope.cancel()
+
+
 async def test_snapshot_watch_prints_the_current_then_each_new_version(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -157,3 +245,26 @@ async def _all_synced(admin: str) -> bool:
 
 async def _nacked(ads: object) -> bool:
     return type_status(ads, ClusterDiscovery).nack is not None  # type: ignore[arg-type]
+
+
+async def _states_become(admin: str, want: dict[str, str], wait_s: float = 20.0) -> None:
+    """Wait until the one node's types read ``want`` (as `tsgw status` names them)."""
+    last: dict[str, str] = {}
+    with anyio.fail_after(wait_s):
+        while True:
+            with contextlib.suppress(OSError, GRPCError, StreamTerminatedError):
+                async with AdminClient(admin) as c:
+                    nodes = await c.list_nodes()
+                if len(nodes) == 1:
+                    last = {_SHORT[t.type_url]: type_state(t) for t in nodes[0].types}
+                    if all(last.get(k) == v for k, v in want.items()):
+                        return
+            await anyio.sleep(0.05)
+
+
+def _row(out: str) -> dict[str, str]:
+    """The first node row of `tsgw status`: its CDS, EDS, LDS and RDS columns."""
+    header, row = [ln for ln in out.splitlines() if ln.startswith(("NODE", "envoy-"))][:2]
+    cells = re.split(r"\s{2,}", row.strip())
+    assert header.split()[-4:] == ["CDS", "EDS", "LDS", "RDS"]
+    return dict(zip(["cds", "eds", "lds", "rds"], cells[-4:], strict=True))

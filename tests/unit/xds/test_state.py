@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tsgw.xds import ClusterDiscovery, Resource, TypeResources
-from tsgw.xds._state import DeltaType, SotwType, Verdict
+from tsgw.xds._state import DeltaType, SotwType, Sync, Verdict
 
 T = ClusterDiscovery
 NAMES = ["a", "b", "c"]
@@ -177,3 +177,116 @@ def test_delta_converges_honours_subscriptions_and_never_resends_a_rejected_reso
         assert held.get(n) == v or (n, v) in rejected
     for n in held:
         assert n in res.items or n not in subscribed or n in kept_despite_removal
+
+
+# --- sync(): does the client hold the current version? -----------------------------------------
+
+
+def _sotw_sent(s: SotwType, res: TypeResources, nonce: str) -> str:
+    plan = s.plan(res)
+    assert plan is not None
+    s.sent(plan, nonce)
+    return plan.version
+
+
+def test_sotw_sync_follows_acks_and_nacks_and_an_ack_clears_the_nack() -> None:
+    good, bad, fixed = resources({"a": 0}), resources({"a": 1}), resources({"a": 2})
+    s = SotwType(T)
+    s.on_request("", "", [], None)
+    assert s.sync(good) == (Sync.PENDING, None)  # nothing sent yet
+    _sotw_sent(s, good, "1")
+    assert s.sync(good) == (Sync.PENDING, None)  # sent, not yet ACKed
+    assert s.on_request(good.version, "1", [], None) is Verdict.ACK
+    assert s.sync(good) == (Sync.SYNCED, None)
+
+    _sotw_sent(s, bad, "2")
+    assert s.on_request(good.version, "2", [], "bad cluster") is Verdict.NACK
+    state, nack = s.sync(bad)
+    assert state is Sync.REJECTED
+    assert nack is not None
+    assert (nack.version, nack.detail) == (bad.version, "bad cluster")
+    assert s.nack is not None
+    # Envoy still holds the previous version: judged against it, it is in sync.
+    assert s.sync(good) == (Sync.SYNCED, None)
+
+    _sotw_sent(s, fixed, "3")
+    assert s.sync(fixed) == (Sync.PENDING, None)
+    assert s.on_request(fixed.version, "3", [], None) is Verdict.ACK
+    assert s.sync(fixed) == (Sync.SYNCED, None)
+    assert s.nack is None  # the ACK ended the current rejection
+
+    # The rejected content again (same content, same version): rejected, not pending or synced,
+    # and not sent again.
+    state, nack = s.sync(bad)
+    assert state is Sync.REJECTED
+    assert nack is not None
+    assert nack.detail == "bad cluster"
+    assert s.plan(bad) is None
+    assert s.nack is None  # what it rejects *now* is still nothing
+
+
+def test_sotw_sync_of_a_reconnecting_client_holding_the_current_version() -> None:
+    res = resources({"a": 0, "b": 1})
+    s = SotwType(T)
+    assert s.on_request(res.version, "", [], None) is Verdict.INITIAL
+    assert s.sync(res) == (Sync.SYNCED, None)
+    assert s.plan(res) is None  # and nothing to send
+    other = SotwType(T)
+    other.on_request("an-older-version", "", [], None)
+    assert other.sync(res) == (Sync.PENDING, None)
+
+
+def test_sotw_sync_of_a_client_that_wants_nothing_of_the_type() -> None:
+    s = SotwType(T)
+    s.on_request("", "", ["a"], None)
+    s.on_request("", "", [], None)  # unsubscribes from everything
+    assert s.sync(resources({"a": 0})) == (Sync.SYNCED, None)
+
+
+def test_delta_sync_follows_acks_and_nacks_and_an_ack_clears_the_nack() -> None:
+    good, bad, fixed = resources({"a": 0, "b": 0}), resources({"a": 1, "b": 0}), resources({"a": 2, "b": 0})
+    d = DeltaType(T)
+    d.on_request([], [], {}, "", None)  # wildcard
+    assert d.sync(good) == (Sync.PENDING, None)
+
+    def send(res: TypeResources, nonce: str) -> None:
+        plan = d.plan(res)
+        assert plan is not None
+        d.sent(plan, nonce)
+
+    send(good, "1")
+    assert d.sync(good) == (Sync.PENDING, None)  # in flight
+    assert d.on_request([], [], {}, "1", None) is Verdict.ACK
+    assert d.sync(good) == (Sync.SYNCED, None)
+
+    send(bad, "2")
+    assert d.on_request([], [], {}, "2", "bad a") is Verdict.NACK
+    state, nack = d.sync(bad)
+    assert state is Sync.REJECTED
+    assert nack is not None
+    assert nack.detail == "bad a"
+    assert d.nack is not None
+
+    send(fixed, "3")
+    assert d.on_request([], [], {}, "3", None) is Verdict.ACK
+    assert d.sync(fixed) == (Sync.SYNCED, None)
+    assert d.nack is None
+
+    # Re-applying the rejected content reads REJECTED and the rejected resource is not sent again.
+    state, nack = d.sync(bad)
+    assert state is Sync.REJECTED
+    assert nack is not None
+    assert nack.detail == "bad a"
+    assert d.plan(bad) is None
+
+
+def test_delta_sync_of_a_reconnecting_client_holding_the_current_versions() -> None:
+    res = resources({"a": 0, "b": 1})
+    d = DeltaType(T)
+    held = {n: r.version for n, r in res.items.items()}
+    assert d.on_request(["*"], [], held, "", None) is Verdict.INITIAL
+    assert d.sync(res) == (Sync.SYNCED, None)
+    # Holding a resource the snapshot no longer has is not in sync (its removal is owed).
+    stale = DeltaType(T)
+    stale.on_request(["*"], [], {**held, "gone": "x"}, "", None)
+    assert stale.sync(res) == (Sync.PENDING, None)
