@@ -59,7 +59,6 @@ from tsgw.kube._helpers import (
 from tsgw.kube._informer import EventHandler, HandlerFuncs, Informer, InformerOptions, strip_managed_fields
 from tsgw.kube._leaderelection import LeaderElectionOptions, LeaderElector
 from tsgw.kube._manager import Manager, ManagerOptions, Runnable
-from tsgw.kube._metrics import REGISTRY
 from tsgw.kube._predicates import (
     AnnotationChanged,
     GenerationChanged,
@@ -107,7 +106,6 @@ __all__ = [
     "LOW_PRIORITY",
     "NAMESPACES",
     "PODTEMPLATES",
-    "REGISTRY",
     "SECRETS",
     "SERVICES",
     "APIError",

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import anyio
+import prometheus_client
 import structlog
+from prometheus_client import CollectorRegistry
 
 from tsgw.kube._client import Client
 from tsgw.kube._clock import Clock, RealClock
@@ -60,6 +62,10 @@ class ManagerOptions:
     """``host:port`` serving only ``/metrics``, apart from the probes, as controller-runtime's
     metrics server (which scaffolds put on :8080, probes on :8081); port 0 picks one. Defaults to
     ``None`` (metrics on the probe listener, if any)."""
+    registry: CollectorRegistry = prometheus_client.REGISTRY
+    """What the metrics endpoint serves. Defaults to ``prometheus_client.REGISTRY``, the process's
+    default registry, where ``tsgw.kube`` registers its series beside every other library's (the
+    xDS server's ``tsgw_xds_*``) and the process collector: one ``/metrics`` for the process."""
     graceful_shutdown_timeout: float = 30.0
     """How long :meth:`Manager.stop` waits for in-flight reconciles. Defaults to 30 s."""
     sync_period: float | None = 36_000.0
@@ -100,11 +106,15 @@ class Manager:
         separate = self.options.metrics_bind_address is not None
         if self.options.health_probe_bind_address is not None:
             host, _, port = self.options.health_probe_bind_address.rpartition(":")
-            self.health = HealthServer(host or "127.0.0.1", int(port), metrics=not separate)
+            self.health = HealthServer(
+                host or "127.0.0.1", int(port), metrics=not separate, registry=self.options.registry
+            )
             self.health.readyz["informers"] = self._informers_synced
         if self.options.metrics_bind_address is not None:
             host, _, port = self.options.metrics_bind_address.rpartition(":")
-            self.metrics = HealthServer(host or "127.0.0.1", int(port), probes=False)
+            self.metrics = HealthServer(
+                host or "127.0.0.1", int(port), probes=False, registry=self.options.registry
+            )
         register_client(client)
 
     # -- wiring ------------------------------------------------------------------------------

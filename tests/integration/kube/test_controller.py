@@ -280,3 +280,30 @@ async def test_the_manager_gives_its_informers_a_10_hour_resync_unless_they_set_
     assert own.options.resync_period == 5
     off = Manager(client, ManagerOptions(sync_period=None))
     assert off.informer(CONFIGMAPS, InformerOptions(namespace=namespace)).options.resync_period is None
+
+
+async def test_the_managers_metrics_endpoint_serves_the_registry_it_was_given(client: Client) -> None:
+    import prometheus_client
+
+    own = prometheus_client.CollectorRegistry()
+    prometheus_client.Counter("one_registry_probe", "a series only `own` has", registry=own).inc()
+    mgr = Manager(client, ManagerOptions(metrics_bind_address="127.0.0.1:0", registry=own))
+    default = Manager(client, ManagerOptions(metrics_bind_address="127.0.0.1:0"))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(mgr.run)
+        tg.start_soon(default.run)
+        with anyio.fail_after(30):
+            while mgr.metrics is None or mgr.metrics.bound_port is None:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+            while default.metrics is None or default.metrics.bound_port is None:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+        async with httpx.AsyncClient() as http:
+            mine = (await http.get(f"http://127.0.0.1:{mgr.metrics.bound_port}/metrics")).text
+            process = (await http.get(f"http://127.0.0.1:{default.metrics.bound_port}/metrics")).text
+        mgr.stop()
+        default.stop()
+    assert "one_registry_probe_total 1.0" in mine
+    assert "rest_client_requests_total" not in mine
+    # The default: the process registry, with kube's series and the process collector's.
+    assert "rest_client_requests_total" in process
+    assert "process_cpu_seconds_total" in process

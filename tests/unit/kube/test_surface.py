@@ -7,7 +7,7 @@ from tsgw.kube import _errors
 
 EXPECTED = [
     "CONFIGMAPS", "CUSTOMRESOURCEDEFINITIONS", "ENDPOINTSLICES", "EVENTS", "LEASES", "LOW_PRIORITY",
-    "NAMESPACES", "PODTEMPLATES", "REGISTRY", "SECRETS", "SERVICES", "APIError", "AlreadyExists",
+    "NAMESPACES", "PODTEMPLATES", "SECRETS", "SERVICES", "APIError", "AlreadyExists",
     "AlreadyOwnedError", "AnnotationChanged", "BadRequest", "BucketRateLimiter", "Builder",
     "CacheSyncError", "Client", "ClientOptions", "Clock", "Conflict", "Controller", "ControllerOptions",
     "EventHandler", "EventRecorder", "EventRecorderOptions", "FakeClock", "Forbidden", "GenerationChanged",
