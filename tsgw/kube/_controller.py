@@ -56,14 +56,21 @@ def enqueue_object(obj: RawObject) -> Iterable[Request]:
     return (Request(meta.get("namespace") or "", meta["name"]),)
 
 
-def enqueue_owner(owner_api_version: str, owner_kind: str, *, only_controller: bool = True) -> MapFunc:
+def enqueue_owner(
+    owner_api_version: str, owner_kind: str, *, only_controller: bool = True, namespaced: bool = True
+) -> MapFunc:
     """The owner of kind ``owner_kind`` (``EnqueueRequestForOwner``); by default only the
-    controller owner, as ``Owns`` does without ``MatchEveryOwner``."""
+    controller owner, as ``Owns`` does without ``MatchEveryOwner``.
+
+    An owner reference names no namespace: a namespaced owner lives in its dependent's, a
+    cluster-scoped one (``namespaced=False``) in none, so its request carries an empty namespace
+    as controller-runtime's ``getOwnerReconcileRequest`` does for a cluster-scoped owner kind.
+    """
     group = owner_api_version.rpartition("/")[0]
 
     def owners(obj: RawObject) -> Iterable[Request]:
         meta = obj.get("metadata") or {}
-        ns = meta.get("namespace") or ""
+        ns = (meta.get("namespace") or "") if namespaced else ""
         out = []
         for ref in meta.get("ownerReferences") or ():
             if ref.get("kind") != owner_kind or str(ref.get("apiVersion", "")).rpartition("/")[0] != group:

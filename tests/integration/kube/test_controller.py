@@ -307,3 +307,40 @@ async def test_the_managers_metrics_endpoint_serves_the_registry_it_was_given(cl
     # The default: the process registry, with kube's series and the process collector's.
     assert "rest_client_requests_total" in process
     assert "process_cpu_seconds_total" in process
+
+
+async def test_owns_enqueues_a_cluster_scoped_owner_by_name_alone(client: Client, namespace: str) -> None:
+    from tsgw.kube import NAMESPACES
+
+    seen: list[Request] = []
+
+    async def record(req: Request) -> Result | None:
+        seen.append(req)
+        return None
+
+    from tsgw.kube import ReconcilerFunc
+
+    ns_obj = await client.get(NAMESPACES, namespace)
+    mgr = Manager(client)
+    (
+        controller_managed_by(mgr)
+        .for_(NAMESPACES, informer=InformerOptions(field_selector=f"metadata.name={namespace}"))
+        .owns(CONFIGMAPS, informer=InformerOptions(namespace=namespace))
+        .complete(ReconcilerFunc(record))
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(mgr.run)
+        await wait_for(lambda: Request("", namespace) in seen)
+        seen.clear()
+        await client.create(
+            CONFIGMAPS,
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "owned", "namespace": namespace, "ownerReferences": [owner_reference(ns_obj)]},
+            },
+        )
+        await wait_for(lambda: bool(seen))
+        mgr.stop()
+    # controller-runtime leaves the namespace empty for a cluster-scoped owner.
+    assert set(seen) == {Request("", namespace)}

@@ -95,6 +95,13 @@ def test_owns_maps_a_child_to_its_controller_owner_of_the_for_kind_only() -> Non
     ]
 
 
+def test_a_cluster_scoped_owner_is_enqueued_without_the_childs_namespace() -> None:
+    child = obj(
+        "c", ownerReferences=[{"apiVersion": "v1", "kind": "Namespace", "name": "a", "uid": "1", "controller": True}]
+    )
+    assert list(enqueue_owner("v1", "Namespace", namespaced=False)(child)) == [Request("", "a")]
+
+
 def test_set_controller_reference_refuses_a_second_controller_and_cross_namespace_owners() -> None:
     child = obj("c")
     assert set_controller_reference(obj("p"), child)
