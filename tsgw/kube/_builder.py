@@ -103,7 +103,10 @@ class Builder:
                     raise ValueError("owns() needs for_(): it maps to owners of that kind")
                 owner = self._for.resource
                 map_func = enqueue_owner(
-                    owner.api_version, owner.kind, only_controller=not w.owner_all, namespaced=owner.namespaced
+                    owner.api_version,
+                    owner.kind,
+                    only_controller=not w.owner_all,
+                    namespaced=owner.namespaced,
                 )
             ctrl.watch(
                 self.manager.informer(w.resource, w.informer_options), map_func, w.predicates + filters

@@ -62,9 +62,7 @@ ACTIVE_WORKERS = Gauge(
     "Number of currently used workers per controller",
     ["controller"],
 )
-QUEUE_DEPTH = Gauge(
-    "workqueue_depth", "Current depth of workqueue", ["name", "controller", "priority"]
-)
+QUEUE_DEPTH = Gauge("workqueue_depth", "Current depth of workqueue", ["name", "controller", "priority"])
 QUEUE_ADDS = Counter(
     "workqueue_adds_total",
     "Total number of adds handled by workqueue",

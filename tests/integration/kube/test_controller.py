@@ -337,7 +337,11 @@ async def test_owns_enqueues_a_cluster_scoped_owner_by_name_alone(client: Client
             {
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
-                "metadata": {"name": "owned", "namespace": namespace, "ownerReferences": [owner_reference(ns_obj)]},
+                "metadata": {
+                    "name": "owned",
+                    "namespace": namespace,
+                    "ownerReferences": [owner_reference(ns_obj)],
+                },
             },
         )
         await wait_for(lambda: bool(seen))

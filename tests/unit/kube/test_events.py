@@ -11,7 +11,11 @@ pytestmark = pytest.mark.anyio
 
 
 def cm(name: str) -> dict[str, object]:
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "a", "uid": name}}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": "a", "uid": name},
+    }
 
 
 async def test_the_correlation_map_keeps_at_most_4096_entries_least_recently_used_first() -> None:
@@ -26,7 +30,8 @@ async def test_the_correlation_map_keeps_at_most_4096_entries_least_recently_use
                 rec.event(cm("hot"), "Warning", "Down", "x")  # recently used: kept
         assert len(rec._entries) == 4096
         hot = [e for e in rec._entries.values() if e.regarding["name"] == "hot"]
-        assert len(hot) == 1 and hot[0].count == 6
+        assert len(hot) == 1
+        assert hot[0].count == 6
         assert not any(e.regarding["name"] == "o0" for e in rec._entries.values())
         # Events not yet written are still written, even once evicted from the map.
         assert len(rec._pending) == 5001
