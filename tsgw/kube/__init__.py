@@ -46,6 +46,7 @@ from tsgw.kube._events import EventRecorder, EventRecorderOptions
 from tsgw.kube._healthz import HealthServer
 from tsgw.kube._helpers import (
     add_finalizer,
+    deep_copy,
     find_condition,
     has_finalizer,
     is_condition_true,
@@ -176,6 +177,7 @@ __all__ = [
     "all_of",
     "any_of",
     "controller_managed_by",
+    "deep_copy",
     "enqueue_object",
     "enqueue_owner",
     "find_condition",

@@ -21,7 +21,8 @@ store is kept); if that version was compacted away the 410 makes it relist, and 
 vanished meanwhile are delivered as deletes.
 
 Handlers are synchronous callbacks, called after the store changed; they must not block (enqueue
-work, do not do it). As client-go's ``Replace``, a relist reports every object: adds for new
+work, do not do it). They, like every reader of the store, get the cached object itself, frozen
+(read-only; see ``_store``). As client-go's ``Replace``, a relist reports every object: adds for new
 ones, updates for every one still there (``old`` and ``new`` share a resourceVersion when it did
 not change; controllers queue those at low priority), deletes for objects that vanished. With
 ``resync_period`` every cached object is re-delivered as an update with ``old is new``, as
@@ -44,7 +45,7 @@ import structlog
 from tsgw.kube._client import Client, WatchEvent, WatchStream
 from tsgw.kube._errors import Gone, KubeError, ServerTimeout, TooManyRequests, TransportError
 from tsgw.kube._resources import ObjectKey, RawObject, Resource, object_key
-from tsgw.kube._store import IndexFunc, Store
+from tsgw.kube._store import IndexFunc, Store, freeze
 
 __all__ = [
     "EventHandler",
@@ -273,8 +274,9 @@ class Informer:
         return int(random.uniform(m, 2 * m))
 
     def _transform(self, obj: RawObject) -> RawObject:
+        """The transform, then :func:`freeze`: what the store holds and every handler sees."""
         fn = self.options.transform
-        return fn(obj) if fn is not None else obj
+        return freeze(fn(obj) if fn is not None else obj)
 
     async def _list(self) -> None:
         if self._list_rv_unavailable:

@@ -22,6 +22,8 @@ from tsgw.kube import (
     NotFound,
     RawObject,
     Resource,
+    add_finalizer,
+    has_finalizer,
     object_key,
 )
 
@@ -128,6 +130,10 @@ async def test_under_churn_the_store_ends_identical_to_a_fresh_list(
         await converged(client, inf, CONFIGMAPS, namespace, mirror)
         tg.cancel_scope.cancel()
     assert all("managedFields" not in o["metadata"] for o in inf.store.list())  # default transform
+    cached = inf.store.list()[0]
+    with pytest.raises(TypeError):  # read-only: a reconciler changes a deep_copy()
+        add_finalizer(cached, "x")
+    assert not has_finalizer(cached, "x")
 
 
 async def test_a_410_gone_makes_the_informer_relist_without_losing_an_update(
