@@ -80,6 +80,8 @@ class EventRecorder:
         self._pending: dict[int, _Entry] = {}
         """Entries to write, by identity: an evicted entry and its successor are both written."""
         self._wakeup = anyio.Event()
+        self._closing = False
+        self._nap = anyio.CancelScope()
 
     def event(self, obj: RawObject, type_: str, reason: str, note: str, action: str = "Reconcile") -> None:
         """Record that ``reason`` happened to ``obj`` (``type_`` is Normal or Warning)."""
@@ -118,12 +120,22 @@ class EventRecorder:
         self._wakeup.set()
 
     async def run(self) -> None:
-        """Write pending Events until cancelled."""
+        """Write pending Events until cancelled, or until :meth:`shutdown` (after a last flush)."""
         while True:
             await self._wakeup.wait()
             self._wakeup = anyio.Event()
             await self.flush()
-            await self.clock.sleep(self.options.flush_interval)
+            if self._closing:
+                return
+            self._nap = anyio.CancelScope()
+            with self._nap:
+                await self.clock.sleep(self.options.flush_interval)
+
+    def shutdown(self) -> None:
+        """Make :meth:`run` write what is pending now, then return (the manager stops it last)."""
+        self._closing = True
+        self._nap.cancel()
+        self._wakeup.set()
 
     async def flush(self) -> None:
         pending, self._pending = self._pending, {}

@@ -31,6 +31,7 @@ client-go's resync; controller-runtime's manager does that every 10 h.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import random
 import time
@@ -187,6 +188,7 @@ class Informer:
         self.last_sync_resource_version = ""
         self._handlers: list[EventHandler] = []
         self._synced = anyio.Event()
+        self._resync_changed = anyio.Event()
         self._watch_list_supported = self.options.watch_list
         self._list_rv_unavailable = False
         self._log = log.bind(resource=str(resource), namespace=self.options.namespace)
@@ -194,6 +196,38 @@ class Informer:
         """How many times the store was replaced from a list or a WatchList stream."""
 
     # -- public ------------------------------------------------------------------------------
+
+    def merge_options(self, other: InformerOptions) -> None:
+        """Serve a second user asking for this informer with ``other`` options (same selection).
+
+        Its indexers are added (the same name with another function is refused); a shorter
+        ``resync_period`` replaces this one (a longer one, or none, keeps it); any other
+        difference raises ``ValueError``: two users must never silently share a cache whose
+        transform or bootstrap differs from what one of them asked for.
+        """
+        mine = self.options
+        for name, func in other.indexers.items():
+            have = mine.indexers.get(name)
+            if have is not None and have is not func:
+                raise ValueError(f"informer {self.resource}: indexer {name!r} is already another function")
+        differ = [
+            f.name
+            for f in dataclasses.fields(InformerOptions)
+            if f.name not in ("indexers", "resync_period") and getattr(mine, f.name) != getattr(other, f.name)
+        ]
+        if differ:
+            raise ValueError(
+                f"informer {self.resource} is shared with other options: {', '.join(differ)} differ"
+            )
+        indexers = {**mine.indexers, **other.indexers}
+        for name, func in other.indexers.items():
+            if name not in mine.indexers:
+                self.store.add_indexer(name, func)
+        periods = [p for p in (mine.resync_period, other.resync_period) if p]
+        resync = min(periods) if periods else None
+        self.options = dataclasses.replace(mine, indexers=indexers, resync_period=resync)
+        if resync != mine.resync_period:
+            self._resync_changed.set()
 
     def add_handler(self, handler: EventHandler) -> None:
         """Register a handler; one added after sync gets an add for every cached object first."""
@@ -218,14 +252,20 @@ class Informer:
     async def run(self) -> None:
         """List and watch until cancelled; errors are logged and retried with backoff."""
         async with anyio.create_task_group() as tg:
-            if self.options.resync_period:
-                tg.start_soon(self._resync_loop, self.options.resync_period)
+            tg.start_soon(self._resync_loop)
             await self._reflect()
 
-    async def _resync_loop(self, period: float) -> None:
+    async def _resync_loop(self) -> None:
         await self._synced.wait()
         while True:
-            await anyio.sleep(period * (1.0 + 0.1 * random.random()))
+            self._resync_changed = anyio.Event()
+            period = self.options.resync_period
+            if not period:
+                await self._resync_changed.wait()
+                continue
+            with anyio.move_on_after(period * (1.0 + 0.1 * random.random())):
+                await self._resync_changed.wait()
+                continue  # a new period: start counting again
             self.resync()
 
     def resync(self) -> None:
