@@ -22,6 +22,7 @@ import aiohttp
 import anyio
 import orjson
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 
@@ -465,6 +466,7 @@ class WatchStream:
         self._params = params
         self._idle = idle_timeout
         self._resp: aiohttp.ClientResponse | None = None
+        self._buf = bytearray()
 
     async def __aenter__(self) -> WatchStream:
         self._resp = await self._client._send(
@@ -490,11 +492,35 @@ class WatchStream:
     def __aiter__(self) -> AsyncIterator[WatchEvent]:
         return self
 
-    async def __anext__(self) -> WatchEvent:
+    async def _readline(self) -> bytes:
+        """The next line, however long (b"" at the end of the stream).
+
+        aiohttp's ``readline()`` refuses a line over twice its read buffer (4 MiB under
+        kubernetes-asyncio) with ``LineTooLong``; JSON escapes ``<``, ``>`` and ``&`` six-fold,
+        so a ConfigMap the API server accepts (1 MiB) can make a ~6 MB event. Lines are split
+        here from whatever the connection delivers, with no limit of our own.
+        """
         assert self._resp is not None, "use `async with`"
+        buf = self._buf
+        scanned = 0
+        while True:
+            end = buf.find(b"\n", scanned)
+            if end >= 0:
+                line = bytes(buf[: end + 1])
+                del buf[: end + 1]  # O(1) amortized: bytearray drops a prefix by moving its start
+                return line
+            scanned = len(buf)
+            chunk = await self._resp.content.readany()
+            if not chunk:
+                line = bytes(buf)
+                buf.clear()
+                return line
+            buf += chunk
+
+    async def __anext__(self) -> WatchEvent:
         try:
-            line = await self._resp.content.readline()
-        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+            line = await self._readline()
+        except (TimeoutError, aiohttp.ClientError, HttpProcessingError, OSError) as exc:
             raise TransportError(f"watch {self._path}: {exc!r}") from exc
         if not line:
             raise StopAsyncIteration

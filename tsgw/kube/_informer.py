@@ -13,8 +13,12 @@ The reflector follows client-go's ``tools/cache/reflector.go`` (controllers.md Â
 * **Inactivity watchdog**: bookmarks arrive every ~60 s, so silence for ``idle_timeout`` means
   a dead connection; the watch is re-opened from the last RV.
 * **Backoff** 0.8 s â†’ 30 s, reset after 2 minutes of health.
-* After every (re)list ``gc.freeze()`` moves the cache out of the collector's sight: a full
-  collection over 10 k cached objects otherwise stalls the loop for hundreds of ms.
+* After every (re)list ``gc.collect()`` then ``gc.freeze()`` move the cache out of the
+  collector's sight: a full collection over 10 k cached objects otherwise stalls the loop for
+  hundreds of ms. The collector is paused only while the list is transformed and stored, never
+  across an await (it is process-wide).
+* An unexpected exception (a transform bug, say) is logged and retried after the backoff, as
+  client-go's reflector does with every error; it never ends :meth:`Informer.run`.
 
 A re-run of a stopped informer resumes by watching from the last resourceVersion it saw (its
 store is kept); if that version was compacted away the 410 makes it relist, and objects that
@@ -134,27 +138,25 @@ class InformerOptions:
     :class:`~tsgw.kube.Manager` fills in its ``sync_period`` (10 h) when this is unset."""
 
 
-_gc_pauses = 0
-
-
 @contextmanager
 def _gc_paused(enabled: bool) -> Iterator[None]:
-    """Collector off while a list is parsed and indexed; frozen afterwards (nestable)."""
-    global _gc_pauses
-    if not enabled:
+    """Collector off while a list is transformed and indexed; collected and frozen afterwards.
+
+    Only around synchronous work: the collector is process-wide, so pausing it across an await
+    (a LIST in flight, a WatchList stream) would pause it for every other task too, for as long
+    as the API server takes. The collection before ``gc.freeze()`` keeps garbage cycles made
+    meanwhile (tracebacks of failed requests, say) from being frozen, and so kept, for good.
+    """
+    if not enabled or not gc.isenabled():
         yield
         return
-    was_enabled = gc.isenabled() if _gc_pauses == 0 else True
-    _gc_pauses += 1
     gc.disable()
     try:
         yield
     finally:
-        _gc_pauses -= 1
-        if _gc_pauses == 0:
-            gc.freeze()
-            if was_enabled:
-                gc.enable()
+        gc.collect()
+        gc.freeze()
+        gc.enable()
 
 
 class _Backoff:
@@ -286,6 +288,10 @@ class Informer:
                 pass
             except KubeError as exc:
                 self._log.warning("list/watch failed; retrying", error=str(exc))
+            except Exception:
+                # Whatever else (a transform or handler bug, a library surprise): as client-go's
+                # reflector, log it and list again after the backoff; never end run() with it.
+                self._log.exception("list/watch failed unexpectedly; retrying")
             resume = False
             await anyio.sleep(backoff.next())
 
@@ -326,29 +332,29 @@ class Informer:
         else:
             rv = self.last_sync_resource_version
         opts = self.options
+        try:
+            result = await self.client.list(
+                self.resource,
+                opts.namespace,
+                label_selector=opts.label_selector,
+                field_selector=opts.field_selector,
+                limit=opts.page_size if rv == "" else None,
+                resource_version=rv,
+            )
+        except (Gone, ServerTimeout) as exc:
+            if isinstance(exc, ServerTimeout) and not exc.too_large_resource_version:
+                raise
+            self._list_rv_unavailable = True
+            result = await self.client.list(
+                self.resource,
+                opts.namespace,
+                label_selector=opts.label_selector,
+                field_selector=opts.field_selector,
+                limit=opts.page_size,
+                resource_version="",
+            )
+        self._list_rv_unavailable = False
         with _gc_paused(opts.gc_freeze):
-            try:
-                result = await self.client.list(
-                    self.resource,
-                    opts.namespace,
-                    label_selector=opts.label_selector,
-                    field_selector=opts.field_selector,
-                    limit=opts.page_size if rv == "" else None,
-                    resource_version=rv,
-                )
-            except (Gone, ServerTimeout) as exc:
-                if isinstance(exc, ServerTimeout) and not exc.too_large_resource_version:
-                    raise
-                self._list_rv_unavailable = True
-                result = await self.client.list(
-                    self.resource,
-                    opts.namespace,
-                    label_selector=opts.label_selector,
-                    field_selector=opts.field_selector,
-                    limit=opts.page_size,
-                    resource_version="",
-                )
-            self._list_rv_unavailable = False
             self._replace([self._transform(o) for o in result.items], result.resource_version)
 
     async def _watch_list(self) -> WatchStream:
@@ -369,22 +375,22 @@ class Informer:
         ok = False
         try:
             scratch: dict[ObjectKey, RawObject] = {}
-            with _gc_paused(opts.gc_freeze):
-                async for ev in stream:
-                    obj = ev.object
-                    if ev.type == "BOOKMARK":
-                        annotations = (obj.get("metadata") or {}).get("annotations") or {}
-                        if annotations.get("k8s.io/initial-events-end") == "true":
-                            self._list_rv_unavailable = False
-                            rv_end = obj["metadata"]["resourceVersion"]
+            async for ev in stream:
+                obj = ev.object
+                if ev.type == "BOOKMARK":
+                    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+                    if annotations.get("k8s.io/initial-events-end") == "true":
+                        self._list_rv_unavailable = False
+                        rv_end = obj["metadata"]["resourceVersion"]
+                        with _gc_paused(opts.gc_freeze):
                             self._replace(list(scratch.values()), rv_end)
-                            ok = True
-                            return stream
-                    elif ev.type == "DELETED":
-                        scratch.pop(object_key(obj), None)
-                    else:
-                        obj = self._transform(obj)
-                        scratch[object_key(obj)] = obj
+                        ok = True
+                        return stream
+                elif ev.type == "DELETED":
+                    scratch.pop(object_key(obj), None)
+                else:
+                    obj = self._transform(obj)
+                    scratch[object_key(obj)] = obj
             raise TransportError("watch-list stream ended before the initial-events-end bookmark")
         finally:
             if not ok:

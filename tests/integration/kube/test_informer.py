@@ -230,3 +230,106 @@ async def test_the_informer_falls_back_to_list_when_the_server_has_watchlist_off
         assert {f"f{i}" for i in range(5)} | {"after"} <= {o["metadata"]["name"] for o in inf.store.list()}
     finally:
         await anyio.to_thread.run_sync(cp.stop)
+
+
+@pytest.mark.parametrize("watch_list", [True, False], ids=["watchlist", "list"])
+async def test_a_watch_event_larger_than_4_mib_is_read_and_later_events_still_arrive(
+    client: Client, namespace: str, watch_list: bool
+) -> None:
+    # 780 KiB of characters JSON escapes as \u003c etc.: a ~4.7 MB watch line.
+    big = "<>&" * (780 * 1024 // 3)
+    await client.create(CONFIGMAPS, configmap(namespace, "big", big))
+    inf = Informer(client, CONFIGMAPS, InformerOptions(namespace=namespace, watch_list=watch_list))
+    mirror = Mirror()
+    inf.add_handler(mirror.handler())
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(inf.run)
+        with anyio.fail_after(60):
+            await inf.wait_for_sync()
+        await client.apply(CONFIGMAPS, configmap(namespace, "big", big + "!"))  # its next event
+        await client.create(CONFIGMAPS, configmap(namespace, "after", "small"))
+        await converged(client, inf, CONFIGMAPS, namespace, mirror)
+        tg.cancel_scope.cancel()
+    cached = inf.store.get((namespace, "big"))
+    assert cached is not None
+    assert cached["data"]["v"] == big + "!"
+
+
+async def test_an_unexpected_exception_in_the_reflector_is_retried_not_fatal(
+    client: Client, namespace: str
+) -> None:
+    failures = 0
+
+    def flaky(obj: RawObject) -> RawObject:
+        nonlocal failures
+        if obj["metadata"]["name"] == "boom" and failures < 2:
+            failures += 1
+            raise RuntimeError("a transform bug")
+        return obj
+
+    inf = Informer(
+        client, CONFIGMAPS, InformerOptions(namespace=namespace, transform=flaky, backoff_initial=0.05)
+    )
+    mirror = Mirror()
+    inf.add_handler(mirror.handler())
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(inf.run)
+        with anyio.fail_after(30):
+            await inf.wait_for_sync()
+        await client.create(CONFIGMAPS, configmap(namespace, "boom", "x"))
+        await client.create(CONFIGMAPS, configmap(namespace, "later", "y"))
+        await converged(client, inf, CONFIGMAPS, namespace, mirror)
+        tg.cancel_scope.cancel()
+    assert failures == 2
+
+
+@pytest.mark.parametrize("watch_list", [True, False], ids=["watchlist", "list"])
+async def test_the_collector_stays_enabled_while_the_informer_waits_on_the_api_server(
+    client: Client, namespace: str, watch_list: bool
+) -> None:
+    import gc
+
+    for i in range(200):
+        await client.create(CONFIGMAPS, configmap(namespace, f"g{i}", "x" * 1000))
+    inf = Informer(client, CONFIGMAPS, InformerOptions(namespace=namespace, watch_list=watch_list))
+    seen_disabled = 0
+    polls = 0
+    assert gc.isenabled()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(inf.run)
+        with anyio.fail_after(30):
+            while not inf.has_synced:
+                polls += 1
+                seen_disabled += not gc.isenabled()
+                await anyio.lowlevel.checkpoint()
+        tg.cancel_scope.cancel()
+    assert polls > 0
+    assert seen_disabled == 0  # other tasks never run with the collector paused
+    assert gc.isenabled()
+
+
+async def test_twenty_forced_relists_do_not_grow_what_the_collector_tracks_or_froze(
+    client: Client, namespace: str, control_plane: ControlPlane
+) -> None:
+    import gc
+
+    for i in range(50):
+        await client.create(PODTEMPLATES, podtemplate(namespace, f"o{i}", "a"))
+    inf = Informer(client, PODTEMPLATES, InformerOptions(namespace=namespace))
+    sizes: list[int] = []
+    for round_ in range(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(inf.run)
+            with anyio.fail_after(60):
+                while inf.relists <= round_:  # noqa: ASYNC110
+                    await anyio.sleep(0.02)
+            tg.cancel_scope.cancel()
+        # Expire the resumed watch's RV: the next run relists (podtemplates have no watch cache).
+        await client.apply(PODTEMPLATES, podtemplate(namespace, "o0", str(round_)))
+        await anyio.to_thread.run_sync(control_plane.compact)
+        gc.collect()
+        sizes.append(len(gc.get_objects()) + gc.get_freeze_count())
+    assert inf.relists == 20
+    # Steady state: a relist replaces the cache, it does not add to the heap (a leak of even one
+    # object per cached item would show as 50 per round).
+    assert sizes[-1] - sizes[4] < 15 * 50 // 2, sizes
