@@ -57,7 +57,14 @@ from tsgw.kube._helpers import (
     set_controller_reference,
     set_owner_reference,
 )
-from tsgw.kube._informer import EventHandler, HandlerFuncs, Informer, InformerOptions, strip_managed_fields
+from tsgw.kube._informer import (
+    DeletedFinalStateUnknown,
+    EventHandler,
+    HandlerFuncs,
+    Informer,
+    InformerOptions,
+    strip_managed_fields,
+)
 from tsgw.kube._leaderelection import LeaderElectionOptions, LeaderElector
 from tsgw.kube._manager import Manager, ManagerOptions, Runnable
 from tsgw.kube._predicates import (
@@ -123,6 +130,7 @@ __all__ = [
     "Conflict",
     "Controller",
     "ControllerOptions",
+    "DeletedFinalStateUnknown",
     "EventHandler",
     "EventRecorder",
     "EventRecorderOptions",

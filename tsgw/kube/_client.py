@@ -5,9 +5,12 @@ exec plugins, token refresh, TLS); its typed models are ~30× slower to build th
 dicts (controllers.md §2.2), so every request here goes through the ApiClient's aiohttp session
 with raw JSON. Watches are raw streams read line by line.
 
-Failures map onto one tree (:mod:`tsgw.kube._errors`). A 429 is retried after its Retry-After
-(up to :attr:`ClientOptions.max_429_retries` times). Client-side rate limiting is off by default,
-as in controller-runtime ≥ 0.21: API priority and fairness protects the server.
+Failures map onto one tree (:mod:`tsgw.kube._errors`). A 429, and a 5xx that carries a
+Retry-After header, are retried after that delay (up to :attr:`ClientOptions.max_retries` times),
+as client-go's ``checkWait``. A paginated LIST whose continue token expired (410) is read again
+whole at the requested resourceVersion, as client-go's pager with ``FullListIfExpired``.
+Client-side rate limiting is off by default, as in controller-runtime ≥ 0.21: API priority and
+fairness protects the server.
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 
 from tsgw.kube._errors import (
+    Gone,
     NotFound,
+    ServerError,
     TooManyRequests,
     TransportError,
     error_from_response,
@@ -63,8 +68,9 @@ class ClientOptions:
     request_timeout: float = 60.0
     """Total timeout of a non-watch request, in seconds; LISTs time out at 60 s server-side.
     Defaults to 60."""
-    max_429_retries: int = 10
-    """How many times a 429 is retried after its Retry-After (client-go's number). Defaults to 10."""
+    max_retries: int = 10
+    """How many times a 429, or a 5xx with a Retry-After header, is retried after that delay
+    (client-go's ``maxRetries``). Defaults to 10."""
     connection_pool_size: int = 200
     """aiohttp connection limit; every open watch pins one connection. Defaults to 200."""
 
@@ -198,10 +204,19 @@ class Client:
             content = await resp.read()
             resp.release()
             err = error_from_response(resp.status, content, resp.headers)
-            if isinstance(err, TooManyRequests) and attempt < self.options.max_429_retries:
+            retryable = isinstance(err, TooManyRequests) or (
+                isinstance(err, ServerError) and err.retry_after is not None
+            )
+            if retryable and attempt < self.options.max_retries:
                 attempt += 1
                 wait = err.retry_after if err.retry_after is not None else 1.0
-                log.debug("throttled by the API server", path=path, retry_after=wait, attempt=attempt)
+                log.debug(
+                    "API server asked to retry",
+                    path=path,
+                    status=resp.status,
+                    retry_after=wait,
+                    attempt=attempt,
+                )
                 await anyio.sleep(min(wait, 60.0))
                 continue
             raise err
@@ -274,15 +289,29 @@ class Client:
         pages = 0
         rv = ""
         while True:
-            page = await self.list_page(
-                resource,
-                namespace,
-                label_selector=label_selector,
-                field_selector=field_selector,
-                limit=limit,
-                continue_=cont,
-                resource_version=resource_version if cont is None else None,
-            )
+            try:
+                page = await self.list_page(
+                    resource,
+                    namespace,
+                    label_selector=label_selector,
+                    field_selector=field_selector,
+                    limit=limit,
+                    continue_=cont,
+                    resource_version=resource_version if cont is None else None,
+                )
+            except Gone:
+                if cont is None:
+                    raise
+                # The continue token expired between pages: one full list at the requested RV.
+                log.info("continue token expired; listing in full", resource=str(resource))
+                items, cont, rv = [], None, ""
+                page = await self.list_page(
+                    resource,
+                    namespace,
+                    label_selector=label_selector,
+                    field_selector=field_selector,
+                    resource_version=resource_version,
+                )
             pages += 1
             meta = page.get("metadata") or {}
             rv = rv or str(meta.get("resourceVersion") or "")

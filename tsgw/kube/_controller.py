@@ -6,7 +6,8 @@ Semantics of controller-runtime ``pkg/internal/controller`` (controllers.md §1.
   start ``max_concurrent_reconciles`` workers; the queue guarantees one object is never
   reconciled by two workers at once;
 * an exception → ``add_rate_limited`` (per-item exponential backoff); :class:`TerminalError`
-  → recorded, forgotten, not retried; ``Result.requeue_after`` → forget then ``add_after``;
+  (also inside an exception group, as a task group raises it) → recorded, forgotten, not
+  retried; ``Result.requeue_after`` → forget then ``add_after``;
   success → forget;
 * events from an initial list, and updates whose resourceVersion did not change, enter the queue
   at low priority so live changes overtake a 10 k-object startup;
@@ -97,6 +98,14 @@ class ControllerOptions:
     """Run only on the elected leader. Defaults to True."""
     reconcile_timeout: float | None = None
     """Cancel a reconcile that runs longer than this (then retried). Defaults to no limit."""
+
+
+def _is_terminal(exc: BaseException) -> bool:
+    """A :class:`TerminalError`, also inside an exception group (anyio task groups wrap what
+    their tasks raise), as controller-runtime's ``errors.As`` finds one in a wrapped error."""
+    if isinstance(exc, TerminalError):
+        return True
+    return isinstance(exc, BaseExceptionGroup) and exc.subgroup(TerminalError) is not None
 
 
 class _Enqueue:
@@ -217,13 +226,13 @@ class Controller:
                 else:
                     with anyio.fail_after(timeout):
                         result = await self.reconciler.reconcile(req)
-            except TerminalError as exc:
-                self.queue.forget(req)
-                self._metrics.error(terminal=True)
-                self._metrics.result("error")
-                log.error("reconcile failed terminally; not retrying", error=str(exc))
-                return
             except Exception as exc:
+                if _is_terminal(exc):
+                    self.queue.forget(req)
+                    self._metrics.error(terminal=True)
+                    self._metrics.result("error")
+                    log.error("reconcile failed terminally; not retrying", error=str(exc))
+                    return
                 self.queue.add_rate_limited(req)
                 self._metrics.error(terminal=False)
                 self._metrics.result("error")

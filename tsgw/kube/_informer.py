@@ -4,12 +4,16 @@ The reflector follows client-go's ``tools/cache/reflector.go`` (controllers.md �
 
 * **Bootstrap**: WatchList (``sendInitialEvents=true``) when the server supports it: objects
   stream into a scratch store until the ``k8s.io/initial-events-end`` bookmark, which swaps in
-  atomically and hands over the same stream; any failure (a 422 from a server with the gate off)
-  falls back to LIST for good. LIST uses RV ``"0"`` first (the watch cache), ``last_sync_rv`` on
-  relists, and ``""`` (a quorum read) when that RV expired.
+  atomically and hands over the same stream. A 400/422 (a server with the gate off) switches to
+  LIST for good; any other failure falls back to LIST for that attempt only. LIST uses RV
+  ``"0"`` first (the watch cache), ``last_sync_rv`` on relists, and ``""`` (a quorum read) when
+  that RV expired; pages of ``page_size`` at ``""`` and ``"0"``, and at an RV only once the
+  server paginated an RV ``"0"`` list (no watch cache); a continue token that expired mid-list
+  means one full list (client-go's pager).
 * **Watch** from ``last_sync_rv`` with bookmarks and a server timeout of 5–10 min; a normal
-  end re-watches without a relist; 410 Gone (or a too-large RV) relists; a refused connection or
-  a 429 backs off and re-watches; a watch that ends within 1 s with no event counts as a failure.
+  end, a dropped connection and the idle watchdog all re-watch at once without a relist; 410
+  Gone (or a too-large RV) relists; a refused connection or a 429 backs off and re-watches; a
+  watch that ends within 1 s with no event counts as a failure.
 * **Inactivity watchdog**: bookmarks arrive every ~60 s, so silence for ``idle_timeout`` means
   a dead connection; the watch is re-opened from the last RV.
 * **Backoff** 0.8 s → 30 s, reset after 2 minutes of health.
@@ -28,7 +32,8 @@ Handlers are synchronous callbacks, called after the store changed; they must no
 work, do not do it). They, like every reader of the store, get the cached object itself, frozen
 (read-only; see ``_store``). As client-go's ``Replace``, a relist reports every object: adds for new
 ones, updates for every one still there (``old`` and ``new`` share a resourceVersion when it did
-not change; controllers queue those at low priority), deletes for objects that vanished. With
+not change; controllers queue those at low priority), deletes for objects that vanished, each
+a :class:`DeletedFinalStateUnknown` (the last state known; the real delete was missed). With
 ``resync_period`` every cached object is re-delivered as an update with ``old is new``, as
 client-go's resync; controller-runtime's manager does that every 10 h.
 """
@@ -48,11 +53,20 @@ import anyio
 import structlog
 
 from tsgw.kube._client import Client, WatchEvent, WatchStream
-from tsgw.kube._errors import Gone, KubeError, ServerTimeout, TooManyRequests, TransportError
+from tsgw.kube._errors import (
+    BadRequest,
+    Gone,
+    Invalid,
+    KubeError,
+    ServerTimeout,
+    TooManyRequests,
+    TransportError,
+)
 from tsgw.kube._resources import ObjectKey, RawObject, Resource, object_key
-from tsgw.kube._store import IndexFunc, Store, freeze
+from tsgw.kube._store import FrozenDict, IndexFunc, Store, freeze
 
 __all__ = [
+    "DeletedFinalStateUnknown",
     "EventHandler",
     "HandlerFuncs",
     "Informer",
@@ -71,6 +85,18 @@ def strip_managed_fields(obj: RawObject) -> RawObject:
     if meta is not None:
         meta.pop("managedFields", None)
     return obj
+
+
+class DeletedFinalStateUnknown(FrozenDict):
+    """The last known state of an object whose deletion was inferred, not seen: it was gone
+    from a relist (its delete happened while the watch was down), as client-go's
+    ``DeletedFinalStateUnknown``. It reads as that object; ``key`` is its store key."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: ObjectKey, obj: RawObject) -> None:
+        super().__init__(obj)
+        self.key = key
 
 
 class EventHandler(Protocol):
@@ -193,6 +219,7 @@ class Informer:
         self._resync_changed = anyio.Event()
         self._watch_list_supported = self.options.watch_list
         self._list_rv_unavailable = False
+        self._paginated_result = False
         self._log = log.bind(resource=str(resource), namespace=self.options.namespace)
         self.relists = 0
         """How many times the store was replaced from a list or a WatchList stream."""
@@ -308,9 +335,15 @@ class Informer:
                 if isinstance(exc, Gone) or exc.too_large_resource_version:
                     self._list_rv_unavailable = True
                 raise _Relist() from exc
-            except KubeError as exc:
-                self._log.info("WatchList unavailable; falling back to LIST", error=str(exc))
+            except (BadRequest, Invalid) as exc:
+                # The server refused the parameters (WatchList gate off: 422): LIST from now on.
+                self._log.info("WatchList unsupported; using LIST", error=str(exc))
                 self._watch_list_supported = False
+            except KubeError as exc:
+                # Anything else (a refused connection, a 429, a dropped stream) says nothing
+                # about the server's features: LIST this time, WatchList again on the next
+                # relist, as client-go falls back per attempt.
+                self._log.info("WatchList failed; falling back to LIST this time", error=str(exc))
         if stream is None and not resume:
             await self._list()
         await self._watch(stream, backoff)
@@ -338,9 +371,14 @@ class Informer:
                 opts.namespace,
                 label_selector=opts.label_selector,
                 field_selector=opts.field_selector,
-                limit=opts.page_size if rv == "" else None,
+                # client-go's pager: pages for "" and "0" (the watch cache ignores the limit);
+                # none for an RV (so the watch cache can serve it) unless the server paginated
+                # an RV "0" list, i.e. there is no watch cache for this resource.
+                limit=opts.page_size if rv in ("", "0") or self._paginated_result else None,
                 resource_version=rv,
             )
+            if rv == "0" and result.paginated:
+                self._paginated_result = True
         except (Gone, ServerTimeout) as exc:
             if isinstance(exc, ServerTimeout) and not exc.too_large_resource_version:
                 raise
@@ -412,9 +450,10 @@ class Informer:
                 else:
                     for h in self._handlers:
                         h.on_update(prev, obj)
-            for gone in old.values():
+            for key, gone in old.items():
+                tombstone = DeletedFinalStateUnknown(key, gone)
                 for h in self._handlers:
-                    h.on_delete(gone)
+                    h.on_delete(tombstone)
         self._synced.set()
         self._log.debug("store replaced", objects=len(objs), resource_version=rv)
 
@@ -456,9 +495,11 @@ class Informer:
             except TooManyRequests:
                 await anyio.sleep(backoff.next())
             except TransportError as exc:
-                # A dead or idle connection: re-watch from the last RV (a 410 then relists).
+                # A dead or idle connection ends the watch as a server timeout does: re-watch
+                # from the last RV at once (client-go); a 410 then relists.
                 self._log.info("watch connection lost; re-watching", error=str(exc))
-                await anyio.sleep(backoff.next())
+                if events == 0 and time.monotonic() - started < 1.0:
+                    raise
             else:
                 if events == 0 and time.monotonic() - started < 1.0:
                     raise TransportError("very short watch: closed within 1 s without events")

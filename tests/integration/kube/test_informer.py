@@ -20,6 +20,7 @@ from tsgw.kube import (
     Informer,
     InformerOptions,
     NotFound,
+    ObjectKey,
     RawObject,
     Resource,
     add_finalizer,
@@ -333,3 +334,102 @@ async def test_twenty_forced_relists_do_not_grow_what_the_collector_tracks_or_fr
     # Steady state: a relist replaces the cache, it does not add to the heap (a leak of even one
     # object per cached item would show as 50 per round).
     assert sizes[-1] - sizes[4] < 15 * 50 // 2, sizes
+
+
+async def test_deletes_inferred_on_a_relist_are_marked_final_state_unknown(
+    client: Client, namespace: str, control_plane: ControlPlane
+) -> None:
+    from tsgw.kube import DeletedFinalStateUnknown
+
+    for i in range(3):
+        await client.create(PODTEMPLATES, podtemplate(namespace, f"d{i}", "a"))
+    inf = Informer(client, PODTEMPLATES, InformerOptions(namespace=namespace))
+    deleted: list[RawObject] = []
+    inf.add_handler(HandlerFuncs(delete=deleted.append))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(inf.run)
+        with anyio.fail_after(30):
+            await inf.wait_for_sync()
+        tg.cancel_scope.cancel()
+    await client.delete(PODTEMPLATES, "d0", namespace)  # missed while stopped
+    await anyio.to_thread.run_sync(control_plane.compact)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(inf.run)  # 410 → relist: d0's delete is inferred
+        with anyio.fail_after(30):
+            while not deleted:  # noqa: ASYNC110
+                await anyio.sleep(0.02)
+        await client.delete(PODTEMPLATES, "d1", namespace)  # seen by the watch
+        with anyio.fail_after(30):
+            while len(deleted) < 2:  # noqa: ASYNC110
+                await anyio.sleep(0.02)
+        tg.cancel_scope.cancel()
+    inferred, watched = deleted
+    assert isinstance(inferred, DeletedFinalStateUnknown)
+    assert inferred.key == ObjectKey(namespace, "d0")
+    assert inferred["metadata"]["name"] == "d0"  # the last state known, readable as usual
+    assert not isinstance(watched, DeletedFinalStateUnknown)
+    assert watched["metadata"]["name"] == "d1"
+
+
+async def test_an_idle_watch_is_reopened_at_once_not_after_a_backoff(client: Client, namespace: str) -> None:
+    # The watchdog closes the quiet watch after 1.5 s; a 60 s backoff would hold the next event.
+    inf = Informer(
+        client,
+        CONFIGMAPS,
+        InformerOptions(namespace=namespace, idle_timeout=1.5, backoff_initial=60, backoff_max=60),
+    )
+    mirror = Mirror()
+    inf.add_handler(mirror.handler())
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(inf.run)
+        with anyio.fail_after(30):
+            await inf.wait_for_sync()
+        watches = client.requests[("GET", 200)]
+        with anyio.fail_after(20):  # the watchdog fired and a new watch was opened
+            while client.requests[("GET", 200)] < watches + 2:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+        await client.create(CONFIGMAPS, configmap(namespace, "after-idle", "x"))
+        with anyio.fail_after(20):
+            while (namespace, "after-idle") not in {tuple(k) for k in mirror.objects}:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+        tg.cancel_scope.cancel()
+    assert inf.relists == 1
+
+
+async def test_a_transient_watchlist_failure_does_not_disable_watchlist(
+    client: Client, namespace: str, control_plane: ControlPlane
+) -> None:
+    await client.create(CONFIGMAPS, configmap(namespace, "w", "x"))
+    inf = Informer(client, CONFIGMAPS, InformerOptions(namespace=namespace, backoff_max=1.0))
+    assert control_plane.apiserver is not None
+    await anyio.to_thread.run_sync(lambda: control_plane.apiserver.stop(timeout=20))  # type: ignore[union-attr]
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(inf.run)
+            with anyio.fail_after(20):  # WatchList (and the LIST fallback) refused: connection
+                while client.requests[("GET", 0)] < 2:  # noqa: ASYNC110
+                    await anyio.sleep(0.05)
+            await anyio.to_thread.run_sync(control_plane._start_apiserver)
+            with anyio.fail_after(60):
+                await inf.wait_for_sync()
+            tg.cancel_scope.cancel()
+    finally:
+        if control_plane.apiserver is None or not control_plane.apiserver.alive():
+            await anyio.to_thread.run_sync(control_plane._start_apiserver)
+    assert inf.uses_watch_list  # a refused connection says nothing about the server's features
+    assert inf.store.get((namespace, "w")) is not None
+
+
+async def test_an_rv_0_list_is_paginated(client: Client, namespace: str) -> None:
+    for i in range(7):
+        await client.create(PODTEMPLATES, podtemplate(namespace, f"p{i}", "a"))
+    # podtemplates have no watch cache here: a LIST with a limit is paginated by etcd.
+    inf = Informer(client, PODTEMPLATES, InformerOptions(namespace=namespace, watch_list=False, page_size=3))
+    before = client.requests[("GET", 200)]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(inf.run)
+        with anyio.fail_after(30):
+            await inf.wait_for_sync()
+        tg.cancel_scope.cancel()
+    assert client.requests[("GET", 200)] - before >= 3  # 3 pages of 3, 3 and 1 (and the watch)
+    assert len(inf.store) == 7

@@ -10,6 +10,7 @@ EXPECTED = [
     "NAMESPACES", "PODTEMPLATES", "SECRETS", "SERVICES", "APIError", "AlreadyExists",
     "AlreadyOwnedError", "AnnotationChanged", "BadRequest", "BucketRateLimiter", "Builder",
     "CacheSyncError", "Client", "ClientOptions", "Clock", "Conflict", "Controller", "ControllerOptions",
+    "DeletedFinalStateUnknown",
     "EventHandler", "EventRecorder", "EventRecorderOptions", "FakeClock", "Forbidden", "GenerationChanged",
     "Gone", "HandlerFuncs", "HealthServer", "Informer", "InformerOptions", "Invalid",
     "ItemExponentialRateLimiter", "KubeError", "LabelChanged", "LabelSelectorPredicate",
