@@ -496,10 +496,11 @@ class Informer:
                 await anyio.sleep(backoff.next())
             except TransportError as exc:
                 # A dead or idle connection ends the watch as a server timeout does: re-watch
-                # from the last RV at once (client-go); a 410 then relists.
+                # from the last RV at once (client-go); a 410 then relists. Only a connection
+                # that keeps failing within a second, eventless, waits the backoff first.
                 self._log.info("watch connection lost; re-watching", error=str(exc))
                 if events == 0 and time.monotonic() - started < 1.0:
-                    raise
+                    await anyio.sleep(backoff.next())
             else:
                 if events == 0 and time.monotonic() - started < 1.0:
                     raise TransportError("very short watch: closed within 1 s without events")
