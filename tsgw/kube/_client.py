@@ -1,9 +1,16 @@
 """The API client: any resource as raw JSON, over kubernetes-asyncio's configuration and session.
 
 kubernetes-asyncio does the parts that are hard to get right (kubeconfig and in-cluster loading,
-exec plugins, token refresh, TLS); its typed models are ~30× slower to build than ``orjson``
+exec plugins, TLS); its typed models are ~30× slower to build than ``orjson``
 dicts (controllers.md §2.2), so every request here goes through the ApiClient's aiohttp session
 with raw JSON. Watches are raw streams read line by line.
+
+Credentials are refreshed as client-go's: a token from a kubeconfig exec plugin (cloud token
+helpers) is fetched again once its ``expirationTimestamp`` passes, and on a 401 the plugin is run
+again and the request retried once (the token may have been revoked or rotated early); the
+in-cluster service-account token is re-read from its file every minute (kubernetes-asyncio's hook)
+and on a 401. The kubeconfig cluster's ``proxy-url`` and ``tls-server-name`` apply to every
+request and watch.
 
 Failures map onto one tree (:mod:`tsgw.kube._errors`). A 429, and a 5xx that carries a
 Retry-After header, are retried after that delay (up to :attr:`ClientOptions.max_retries` times),
@@ -15,6 +22,7 @@ fairness protects the server.
 
 from __future__ import annotations
 
+import datetime
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -28,6 +36,7 @@ import structlog
 from aiohttp.http_exceptions import HttpProcessingError
 from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
+from kubernetes_asyncio.config import incluster_config as k8s_incluster
 
 from tsgw.kube._errors import (
     Gone,
@@ -35,6 +44,7 @@ from tsgw.kube._errors import (
     ServerError,
     TooManyRequests,
     TransportError,
+    Unauthorized,
     error_from_response,
     error_from_status,
 )
@@ -105,6 +115,7 @@ class Client:
         self._host = str(api_client.configuration.host).rstrip("/")
         self._bucket = TokenBucket(self.options.qps, self.options.burst) if self.options.qps else None
         self._discovered: dict[tuple[str, str], Resource] = {}
+        self._credentials: _Credentials | None = None
         self.requests: Counter[tuple[str, int]] = Counter()
         """Requests made, by (verb, status code); status 0 is a transport failure."""
 
@@ -113,20 +124,31 @@ class Client:
         cls, path: str | None = None, context: str | None = None, options: ClientOptions | None = None
     ) -> Client:
         cfg = k8s_client.Configuration()
-        await k8s_config.load_kube_config(
+        loader = await k8s_config.load_kube_config(
             config_file=path, context=context, client_configuration=cfg, persist_config=False
         )
-        return cls._build(cfg, options)
+        client = cls._build(cfg, options)
+        client._credentials = _Credentials.for_kubeconfig(loader, cfg)
+        return client
 
     @classmethod
     async def from_environment(cls, options: ClientOptions | None = None) -> Client:
         """In-cluster service account if present, otherwise ``$KUBECONFIG`` / ``~/.kube/config``."""
         cfg = k8s_client.Configuration()
+        incluster = k8s_incluster.InClusterConfigLoader(
+            token_filename=k8s_incluster.SERVICE_TOKEN_FILENAME,
+            cert_filename=k8s_incluster.SERVICE_CERT_FILENAME,
+        )
         try:
-            k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+            incluster.load_and_set(cfg)
         except k8s_config.ConfigException:
-            await k8s_config.load_kube_config(client_configuration=cfg, persist_config=False)
-        return cls._build(cfg, options)
+            loader = await k8s_config.load_kube_config(client_configuration=cfg, persist_config=False)
+            client = cls._build(cfg, options)
+            client._credentials = _Credentials.for_kubeconfig(loader, cfg)
+            return client
+        client = cls._build(cfg, options)
+        client._credentials = _Credentials(cfg, incluster=incluster)
+        return client
 
     @classmethod
     def _build(cls, cfg: Any, options: ClientOptions | None) -> Client:
@@ -161,6 +183,8 @@ class Client:
         return session
 
     async def _headers(self, content_type: str | None) -> dict[str, str]:
+        if self._credentials is not None:
+            await self._credentials.refresh_if_expired()
         headers = {"Accept": "application/json", "User-Agent": "tsgw-kube"}
         if content_type:
             headers["Content-Type"] = content_type
@@ -182,10 +206,19 @@ class Client:
         if body is not None and content_type is None:
             content_type = "application/json"
         attempt = 0
+        reauthenticated = False
         while True:
             if self._bucket is not None:
                 await self._bucket.acquire()
             headers = await self._headers(content_type)
+            rest = self._api.rest_client
+            extra: dict[str, Any] = {}
+            if rest.proxy:
+                extra["proxy"] = rest.proxy
+                if rest.proxy_headers:
+                    extra["proxy_headers"] = rest.proxy_headers
+            if rest.server_hostname:
+                extra["server_hostname"] = rest.server_hostname
             try:
                 resp = await self._pool().request(
                     method,
@@ -194,6 +227,7 @@ class Client:
                     data=data,
                     headers=headers,
                     timeout=http_timeout or aiohttp.ClientTimeout(total=self.options.request_timeout),
+                    **extra,
                 )
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 self.requests[(method, 0)] += 1
@@ -204,6 +238,11 @@ class Client:
             content = await resp.read()
             resp.release()
             err = error_from_response(resp.status, content, resp.headers)
+            if isinstance(err, Unauthorized) and self._credentials is not None and not reauthenticated:
+                reauthenticated = True
+                if await self._credentials.refresh_after_401(headers.get("authorization")):
+                    log.info("credentials refused; refreshed them, retrying", path=path)
+                    continue
             retryable = isinstance(err, TooManyRequests) or (
                 isinstance(err, ServerError) and err.retry_after is not None
             )
@@ -484,6 +523,66 @@ class Client:
         if propagation_policy:
             body["propagationPolicy"] = propagation_policy
         return await self._json("DELETE", resource.path(namespace, name), body=body)
+
+
+class _Credentials:
+    """Refreshes the bearer token of a kubeconfig exec plugin or of the in-cluster token file."""
+
+    def __init__(self, cfg: Any, loader: Any = None, incluster: Any = None) -> None:
+        self._cfg = cfg
+        self._loader = loader
+        self._incluster = incluster
+        self._lock = anyio.Lock()
+
+    @classmethod
+    def for_kubeconfig(cls, loader: Any, cfg: Any) -> _Credentials | None:
+        user = getattr(loader, "_user", None)
+        if user is None or "exec" not in user:
+            return None  # a static token or client certificate: nothing to refresh
+        return cls(cfg, loader)
+
+    def _token(self) -> str | None:
+        token: str | None = self._cfg.api_key.get("BearerToken")
+        return token
+
+    async def refresh_if_expired(self) -> None:
+        """Run the exec plugin again once its credential's ``expirationTimestamp`` passed."""
+        expiry = getattr(self._loader, "exec_plugin_expiry", None)
+        if expiry is None or expiry > datetime.datetime.now(datetime.UTC):
+            return
+        async with self._lock:
+            if getattr(self._loader, "exec_plugin_expiry", None) is expiry:
+                await self._run_plugin()
+
+    async def refresh_after_401(self, refused: str | None) -> bool:
+        """Fetch a new token after ``refused`` was refused; whether there is one to retry with."""
+        async with self._lock:
+            if self._token() != refused:
+                return True  # another request refreshed it meanwhile
+            if self._loader is not None:
+                await self._run_plugin()
+            elif self._incluster is not None:
+                # The kubelet rotates the projected token; kubernetes-asyncio's hook re-reads the
+                # file once a minute: read it now.
+                try:
+                    self._incluster._read_token_file()
+                except (OSError, k8s_config.ConfigException) as exc:
+                    log.warning("could not re-read the service-account token", error=str(exc))
+                    return False
+                self._cfg.api_key["BearerToken"] = self._incluster.token
+            return self._token() not in (None, refused)
+
+    async def _run_plugin(self) -> None:
+        loader = self._loader
+        if hasattr(loader, "exec_plugin_expiry"):
+            del loader.exec_plugin_expiry  # kubernetes-asyncio's check keeps a valid token
+        try:
+            await loader.load_from_exec_plugin()
+        except Exception as exc:  # the plugin failed: keep the old token, report the request's error
+            log.warning("exec credential plugin failed", error=str(exc))
+            return
+        if getattr(loader, "token", None):
+            self._cfg.api_key["BearerToken"] = loader.token
 
 
 class WatchStream:
