@@ -46,6 +46,7 @@ from tsgw.kube._events import EventRecorder, EventRecorderOptions
 from tsgw.kube._healthz import HealthServer
 from tsgw.kube._helpers import (
     add_finalizer,
+    deep_copy,
     find_condition,
     has_finalizer,
     is_condition_true,
@@ -56,10 +57,16 @@ from tsgw.kube._helpers import (
     set_controller_reference,
     set_owner_reference,
 )
-from tsgw.kube._informer import EventHandler, HandlerFuncs, Informer, InformerOptions, strip_managed_fields
+from tsgw.kube._informer import (
+    DeletedFinalStateUnknown,
+    EventHandler,
+    HandlerFuncs,
+    Informer,
+    InformerOptions,
+    strip_managed_fields,
+)
 from tsgw.kube._leaderelection import LeaderElectionOptions, LeaderElector
 from tsgw.kube._manager import Manager, ManagerOptions, Runnable
-from tsgw.kube._metrics import REGISTRY
 from tsgw.kube._predicates import (
     AnnotationChanged,
     GenerationChanged,
@@ -107,7 +114,6 @@ __all__ = [
     "LOW_PRIORITY",
     "NAMESPACES",
     "PODTEMPLATES",
-    "REGISTRY",
     "SECRETS",
     "SERVICES",
     "APIError",
@@ -124,6 +130,7 @@ __all__ = [
     "Conflict",
     "Controller",
     "ControllerOptions",
+    "DeletedFinalStateUnknown",
     "EventHandler",
     "EventRecorder",
     "EventRecorderOptions",
@@ -178,6 +185,7 @@ __all__ = [
     "all_of",
     "any_of",
     "controller_managed_by",
+    "deep_copy",
     "enqueue_object",
     "enqueue_owner",
     "find_condition",

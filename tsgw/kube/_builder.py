@@ -2,7 +2,8 @@
 
 * :meth:`Builder.for_` — the reconciled kind; each event enqueues the object itself (once only).
 * :meth:`Builder.owns` — objects this controller creates; events enqueue their controller
-  owner of the ``for_`` kind (every matching owner with ``match_every_owner``).
+  owner of the ``for_`` kind (every matching owner with ``match_every_owner``), in the child's
+  namespace, or in none when the ``for_`` kind is cluster-scoped.
 * :meth:`Builder.watches` — anything else, through a map function.
 * :meth:`Builder.with_event_filter` — predicates applied to every watch.
 
@@ -101,7 +102,12 @@ class Builder:
                 if self._for is None:
                     raise ValueError("owns() needs for_(): it maps to owners of that kind")
                 owner = self._for.resource
-                map_func = enqueue_owner(owner.api_version, owner.kind, only_controller=not w.owner_all)
+                map_func = enqueue_owner(
+                    owner.api_version,
+                    owner.kind,
+                    only_controller=not w.owner_all,
+                    namespaced=owner.namespaced,
+                )
             ctrl.watch(
                 self.manager.informer(w.resource, w.informer_options), map_func, w.predicates + filters
             )

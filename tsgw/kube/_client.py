@@ -1,17 +1,28 @@
 """The API client: any resource as raw JSON, over kubernetes-asyncio's configuration and session.
 
 kubernetes-asyncio does the parts that are hard to get right (kubeconfig and in-cluster loading,
-exec plugins, token refresh, TLS); its typed models are ~30× slower to build than ``orjson``
+exec plugins, TLS); its typed models are ~30× slower to build than ``orjson``
 dicts (controllers.md §2.2), so every request here goes through the ApiClient's aiohttp session
 with raw JSON. Watches are raw streams read line by line.
 
-Failures map onto one tree (:mod:`tsgw.kube._errors`). A 429 is retried after its Retry-After
-(up to :attr:`ClientOptions.max_429_retries` times). Client-side rate limiting is off by default,
-as in controller-runtime ≥ 0.21: API priority and fairness protects the server.
+Credentials are refreshed as client-go's: a token from a kubeconfig exec plugin (cloud token
+helpers) is fetched again once its ``expirationTimestamp`` passes, and on a 401 the plugin is run
+again and the request retried once (the token may have been revoked or rotated early); the
+in-cluster service-account token is re-read from its file every minute (kubernetes-asyncio's hook)
+and on a 401. The kubeconfig cluster's ``proxy-url`` and ``tls-server-name`` apply to every
+request and watch.
+
+Failures map onto one tree (:mod:`tsgw.kube._errors`). A 429, and a 5xx that carries a
+Retry-After header, are retried after that delay (up to :attr:`ClientOptions.max_retries` times),
+as client-go's ``checkWait``. A paginated LIST whose continue token expired (410) is read again
+whole at the requested resourceVersion, as client-go's pager with ``FullListIfExpired``.
+Client-side rate limiting is off by default, as in controller-runtime ≥ 0.21: API priority and
+fairness protects the server.
 """
 
 from __future__ import annotations
 
+import datetime
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -22,13 +33,18 @@ import aiohttp
 import anyio
 import orjson
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
+from kubernetes_asyncio.config import incluster_config as k8s_incluster
 
 from tsgw.kube._errors import (
+    Gone,
     NotFound,
+    ServerError,
     TooManyRequests,
     TransportError,
+    Unauthorized,
     error_from_response,
     error_from_status,
 )
@@ -62,8 +78,9 @@ class ClientOptions:
     request_timeout: float = 60.0
     """Total timeout of a non-watch request, in seconds; LISTs time out at 60 s server-side.
     Defaults to 60."""
-    max_429_retries: int = 10
-    """How many times a 429 is retried after its Retry-After (client-go's number). Defaults to 10."""
+    max_retries: int = 10
+    """How many times a 429, or a 5xx with a Retry-After header, is retried after that delay
+    (client-go's ``maxRetries``). Defaults to 10."""
     connection_pool_size: int = 200
     """aiohttp connection limit; every open watch pins one connection. Defaults to 200."""
 
@@ -98,6 +115,7 @@ class Client:
         self._host = str(api_client.configuration.host).rstrip("/")
         self._bucket = TokenBucket(self.options.qps, self.options.burst) if self.options.qps else None
         self._discovered: dict[tuple[str, str], Resource] = {}
+        self._credentials: _Credentials | None = None
         self.requests: Counter[tuple[str, int]] = Counter()
         """Requests made, by (verb, status code); status 0 is a transport failure."""
 
@@ -106,20 +124,31 @@ class Client:
         cls, path: str | None = None, context: str | None = None, options: ClientOptions | None = None
     ) -> Client:
         cfg = k8s_client.Configuration()
-        await k8s_config.load_kube_config(
+        loader = await k8s_config.load_kube_config(
             config_file=path, context=context, client_configuration=cfg, persist_config=False
         )
-        return cls._build(cfg, options)
+        client = cls._build(cfg, options)
+        client._credentials = _Credentials.for_kubeconfig(loader, cfg)
+        return client
 
     @classmethod
     async def from_environment(cls, options: ClientOptions | None = None) -> Client:
         """In-cluster service account if present, otherwise ``$KUBECONFIG`` / ``~/.kube/config``."""
         cfg = k8s_client.Configuration()
+        incluster = k8s_incluster.InClusterConfigLoader(
+            token_filename=k8s_incluster.SERVICE_TOKEN_FILENAME,
+            cert_filename=k8s_incluster.SERVICE_CERT_FILENAME,
+        )
         try:
-            k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+            incluster.load_and_set(cfg)
         except k8s_config.ConfigException:
-            await k8s_config.load_kube_config(client_configuration=cfg, persist_config=False)
-        return cls._build(cfg, options)
+            loader = await k8s_config.load_kube_config(client_configuration=cfg, persist_config=False)
+            client = cls._build(cfg, options)
+            client._credentials = _Credentials.for_kubeconfig(loader, cfg)
+            return client
+        client = cls._build(cfg, options)
+        client._credentials = _Credentials(cfg, incluster=incluster)
+        return client
 
     @classmethod
     def _build(cls, cfg: Any, options: ClientOptions | None) -> Client:
@@ -154,6 +183,8 @@ class Client:
         return session
 
     async def _headers(self, content_type: str | None) -> dict[str, str]:
+        if self._credentials is not None:
+            await self._credentials.refresh_if_expired()
         headers = {"Accept": "application/json", "User-Agent": "tsgw-kube"}
         if content_type:
             headers["Content-Type"] = content_type
@@ -175,10 +206,19 @@ class Client:
         if body is not None and content_type is None:
             content_type = "application/json"
         attempt = 0
+        reauthenticated = False
         while True:
             if self._bucket is not None:
                 await self._bucket.acquire()
             headers = await self._headers(content_type)
+            rest = self._api.rest_client
+            extra: dict[str, Any] = {}
+            if rest.proxy:
+                extra["proxy"] = rest.proxy
+                if rest.proxy_headers:
+                    extra["proxy_headers"] = rest.proxy_headers
+            if rest.server_hostname:
+                extra["server_hostname"] = rest.server_hostname
             try:
                 resp = await self._pool().request(
                     method,
@@ -187,6 +227,7 @@ class Client:
                     data=data,
                     headers=headers,
                     timeout=http_timeout or aiohttp.ClientTimeout(total=self.options.request_timeout),
+                    **extra,
                 )
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 self.requests[(method, 0)] += 1
@@ -197,10 +238,24 @@ class Client:
             content = await resp.read()
             resp.release()
             err = error_from_response(resp.status, content, resp.headers)
-            if isinstance(err, TooManyRequests) and attempt < self.options.max_429_retries:
+            if isinstance(err, Unauthorized) and self._credentials is not None and not reauthenticated:
+                reauthenticated = True
+                if await self._credentials.refresh_after_401(headers.get("authorization")):
+                    log.info("credentials refused; refreshed them, retrying", path=path)
+                    continue
+            retryable = isinstance(err, TooManyRequests) or (
+                isinstance(err, ServerError) and err.retry_after is not None
+            )
+            if retryable and attempt < self.options.max_retries:
                 attempt += 1
                 wait = err.retry_after if err.retry_after is not None else 1.0
-                log.debug("throttled by the API server", path=path, retry_after=wait, attempt=attempt)
+                log.debug(
+                    "API server asked to retry",
+                    path=path,
+                    status=resp.status,
+                    retry_after=wait,
+                    attempt=attempt,
+                )
                 await anyio.sleep(min(wait, 60.0))
                 continue
             raise err
@@ -273,15 +328,29 @@ class Client:
         pages = 0
         rv = ""
         while True:
-            page = await self.list_page(
-                resource,
-                namespace,
-                label_selector=label_selector,
-                field_selector=field_selector,
-                limit=limit,
-                continue_=cont,
-                resource_version=resource_version if cont is None else None,
-            )
+            try:
+                page = await self.list_page(
+                    resource,
+                    namespace,
+                    label_selector=label_selector,
+                    field_selector=field_selector,
+                    limit=limit,
+                    continue_=cont,
+                    resource_version=resource_version if cont is None else None,
+                )
+            except Gone:
+                if cont is None:
+                    raise
+                # The continue token expired between pages: one full list at the requested RV.
+                log.info("continue token expired; listing in full", resource=str(resource))
+                items, cont, rv = [], None, ""
+                page = await self.list_page(
+                    resource,
+                    namespace,
+                    label_selector=label_selector,
+                    field_selector=field_selector,
+                    resource_version=resource_version,
+                )
             pages += 1
             meta = page.get("metadata") or {}
             rv = rv or str(meta.get("resourceVersion") or "")
@@ -456,6 +525,66 @@ class Client:
         return await self._json("DELETE", resource.path(namespace, name), body=body)
 
 
+class _Credentials:
+    """Refreshes the bearer token of a kubeconfig exec plugin or of the in-cluster token file."""
+
+    def __init__(self, cfg: Any, loader: Any = None, incluster: Any = None) -> None:
+        self._cfg = cfg
+        self._loader = loader
+        self._incluster = incluster
+        self._lock = anyio.Lock()
+
+    @classmethod
+    def for_kubeconfig(cls, loader: Any, cfg: Any) -> _Credentials | None:
+        user = getattr(loader, "_user", None)
+        if user is None or "exec" not in user:
+            return None  # a static token or client certificate: nothing to refresh
+        return cls(cfg, loader)
+
+    def _token(self) -> str | None:
+        token: str | None = self._cfg.api_key.get("BearerToken")
+        return token
+
+    async def refresh_if_expired(self) -> None:
+        """Run the exec plugin again once its credential's ``expirationTimestamp`` passed."""
+        expiry = getattr(self._loader, "exec_plugin_expiry", None)
+        if expiry is None or expiry > datetime.datetime.now(datetime.UTC):
+            return
+        async with self._lock:
+            if getattr(self._loader, "exec_plugin_expiry", None) is expiry:
+                await self._run_plugin()
+
+    async def refresh_after_401(self, refused: str | None) -> bool:
+        """Fetch a new token after ``refused`` was refused; whether there is one to retry with."""
+        async with self._lock:
+            if self._token() != refused:
+                return True  # another request refreshed it meanwhile
+            if self._loader is not None:
+                await self._run_plugin()
+            elif self._incluster is not None:
+                # The kubelet rotates the projected token; kubernetes-asyncio's hook re-reads the
+                # file once a minute: read it now.
+                try:
+                    self._incluster._read_token_file()
+                except (OSError, k8s_config.ConfigException) as exc:
+                    log.warning("could not re-read the service-account token", error=str(exc))
+                    return False
+                self._cfg.api_key["BearerToken"] = self._incluster.token
+            return self._token() not in (None, refused)
+
+    async def _run_plugin(self) -> None:
+        loader = self._loader
+        if hasattr(loader, "exec_plugin_expiry"):
+            del loader.exec_plugin_expiry  # kubernetes-asyncio's check keeps a valid token
+        try:
+            await loader.load_from_exec_plugin()
+        except Exception as exc:  # the plugin failed: keep the old token, report the request's error
+            log.warning("exec credential plugin failed", error=str(exc))
+            return
+        if getattr(loader, "token", None):
+            self._cfg.api_key["BearerToken"] = loader.token
+
+
 class WatchStream:
     """An open watch; iterate for :class:`WatchEvent`; an ERROR event raises its :class:`APIError`."""
 
@@ -465,6 +594,7 @@ class WatchStream:
         self._params = params
         self._idle = idle_timeout
         self._resp: aiohttp.ClientResponse | None = None
+        self._buf = bytearray()
 
     async def __aenter__(self) -> WatchStream:
         self._resp = await self._client._send(
@@ -490,11 +620,35 @@ class WatchStream:
     def __aiter__(self) -> AsyncIterator[WatchEvent]:
         return self
 
-    async def __anext__(self) -> WatchEvent:
+    async def _readline(self) -> bytes:
+        """The next line, however long (b"" at the end of the stream).
+
+        aiohttp's ``readline()`` refuses a line over twice its read buffer (4 MiB under
+        kubernetes-asyncio) with ``LineTooLong``; JSON escapes ``<``, ``>`` and ``&`` six-fold,
+        so a ConfigMap the API server accepts (1 MiB) can make a ~6 MB event. Lines are split
+        here from whatever the connection delivers, with no limit of our own.
+        """
         assert self._resp is not None, "use `async with`"
+        buf = self._buf
+        scanned = 0
+        while True:
+            end = buf.find(b"\n", scanned)
+            if end >= 0:
+                line = bytes(buf[: end + 1])
+                del buf[: end + 1]  # O(1) amortized: bytearray drops a prefix by moving its start
+                return line
+            scanned = len(buf)
+            chunk = await self._resp.content.readany()
+            if not chunk:
+                line = bytes(buf)
+                buf.clear()
+                return line
+            buf += chunk
+
+    async def __anext__(self) -> WatchEvent:
         try:
-            line = await self._resp.content.readline()
-        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+            line = await self._readline()
+        except (TimeoutError, aiohttp.ClientError, HttpProcessingError, OSError) as exc:
             raise TransportError(f"watch {self._path}: {exc!r}") from exc
         if not line:
             raise StopAsyncIteration

@@ -6,7 +6,8 @@ Semantics of controller-runtime ``pkg/internal/controller`` (controllers.md §1.
   start ``max_concurrent_reconciles`` workers; the queue guarantees one object is never
   reconciled by two workers at once;
 * an exception → ``add_rate_limited`` (per-item exponential backoff); :class:`TerminalError`
-  → recorded, forgotten, not retried; ``Result.requeue_after`` → forget then ``add_after``;
+  (also inside an exception group, as a task group raises it) → recorded, forgotten, not
+  retried; ``Result.requeue_after`` → forget then ``add_after``;
   success → forget;
 * events from an initial list, and updates whose resourceVersion did not change, enter the queue
   at low priority so live changes overtake a 10 k-object startup;
@@ -56,14 +57,21 @@ def enqueue_object(obj: RawObject) -> Iterable[Request]:
     return (Request(meta.get("namespace") or "", meta["name"]),)
 
 
-def enqueue_owner(owner_api_version: str, owner_kind: str, *, only_controller: bool = True) -> MapFunc:
+def enqueue_owner(
+    owner_api_version: str, owner_kind: str, *, only_controller: bool = True, namespaced: bool = True
+) -> MapFunc:
     """The owner of kind ``owner_kind`` (``EnqueueRequestForOwner``); by default only the
-    controller owner, as ``Owns`` does without ``MatchEveryOwner``."""
+    controller owner, as ``Owns`` does without ``MatchEveryOwner``.
+
+    An owner reference names no namespace: a namespaced owner lives in its dependent's, a
+    cluster-scoped one (``namespaced=False``) in none, so its request carries an empty namespace
+    as controller-runtime's ``getOwnerReconcileRequest`` does for a cluster-scoped owner kind.
+    """
     group = owner_api_version.rpartition("/")[0]
 
     def owners(obj: RawObject) -> Iterable[Request]:
         meta = obj.get("metadata") or {}
-        ns = meta.get("namespace") or ""
+        ns = (meta.get("namespace") or "") if namespaced else ""
         out = []
         for ref in meta.get("ownerReferences") or ():
             if ref.get("kind") != owner_kind or str(ref.get("apiVersion", "")).rpartition("/")[0] != group:
@@ -90,6 +98,14 @@ class ControllerOptions:
     """Run only on the elected leader. Defaults to True."""
     reconcile_timeout: float | None = None
     """Cancel a reconcile that runs longer than this (then retried). Defaults to no limit."""
+
+
+def _is_terminal(exc: BaseException) -> bool:
+    """A :class:`TerminalError`, also inside an exception group (anyio task groups wrap what
+    their tasks raise), as controller-runtime's ``errors.As`` finds one in a wrapped error."""
+    if isinstance(exc, TerminalError):
+        return True
+    return isinstance(exc, BaseExceptionGroup) and exc.subgroup(TerminalError) is not None
 
 
 class _Enqueue:
@@ -210,13 +226,13 @@ class Controller:
                 else:
                     with anyio.fail_after(timeout):
                         result = await self.reconciler.reconcile(req)
-            except TerminalError as exc:
-                self.queue.forget(req)
-                self._metrics.error(terminal=True)
-                self._metrics.result("error")
-                log.error("reconcile failed terminally; not retrying", error=str(exc))
-                return
             except Exception as exc:
+                if _is_terminal(exc):
+                    self.queue.forget(req)
+                    self._metrics.error(terminal=True)
+                    self._metrics.result("error")
+                    log.error("reconcile failed terminally; not retrying", error=str(exc))
+                    return
                 self.queue.add_rate_limited(req)
                 self._metrics.error(terminal=False)
                 self._metrics.result("error")

@@ -5,12 +5,17 @@ recorder's :meth:`run` loop writes it. The same (object, type, reason, action, n
 within ``series_window`` does not create a new Event: the existing one gets its ``series.count``
 and ``series.lastObservedTime`` bumped, in one write per flush however many repeats arrived, so
 a hot error loop cannot flood the API server with Events.
+
+The correlation map is bounded: at most ``max_entries`` (4,096, client-go's
+``maxLruCacheEntries``) recently seen events, the least recently seen evicted first. An evicted
+event that was not written yet is still written; a later repeat of it starts a new Event.
 """
 
 from __future__ import annotations
 
 import datetime
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import anyio
@@ -42,6 +47,9 @@ class EventRecorderOptions:
     """How often pending events are written; repeats within it collapse. Defaults to 0.5 s."""
     series_window: float = 600.0
     """Repeats within this many seconds join the same Event's series. Defaults to 10 minutes."""
+    max_entries: int = 4096
+    """Events remembered for correlation, least recently seen evicted first (client-go's LRU
+    size). Defaults to 4096."""
 
 
 @dataclass
@@ -68,9 +76,12 @@ class EventRecorder:
         self.client = client
         self.options = options or EventRecorderOptions()
         self.clock = clock or RealClock()
-        self._entries: dict[tuple[str, ...], _Entry] = {}
-        self._pending: set[tuple[str, ...]] = set()
+        self._entries: OrderedDict[tuple[str, ...], _Entry] = OrderedDict()
+        self._pending: dict[int, _Entry] = {}
+        """Entries to write, by identity: an evicted entry and its successor are both written."""
         self._wakeup = anyio.Event()
+        self._closing = False
+        self._nap = anyio.CancelScope()
 
     def event(self, obj: RawObject, type_: str, reason: str, note: str, action: str = "Reconcile") -> None:
         """Record that ``reason`` happened to ``obj`` (``type_`` is Normal or Warning)."""
@@ -96,26 +107,40 @@ class EventRecorder:
         if entry is not None and now - entry.last < self.options.series_window:
             entry.count += 1
             entry.last = now
+            self._entries.move_to_end(key)
         else:
-            self._entries[key] = _Entry(
+            entry = _Entry(
                 regarding, regarding["namespace"] or "default", type_, reason, action, note[:1024], now, now
             )
-        self._pending.add(key)
+            self._entries[key] = entry
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.options.max_entries:
+                self._entries.popitem(last=False)
+        self._pending[id(entry)] = entry
         self._wakeup.set()
 
     async def run(self) -> None:
-        """Write pending Events until cancelled."""
+        """Write pending Events until cancelled, or until :meth:`shutdown` (after a last flush)."""
         while True:
             await self._wakeup.wait()
             self._wakeup = anyio.Event()
             await self.flush()
-            await self.clock.sleep(self.options.flush_interval)
+            if self._closing:
+                return
+            self._nap = anyio.CancelScope()
+            with self._nap:
+                await self.clock.sleep(self.options.flush_interval)
+
+    def shutdown(self) -> None:
+        """Make :meth:`run` write what is pending now, then return (the manager stops it last)."""
+        self._closing = True
+        self._nap.cancel()
+        self._wakeup.set()
 
     async def flush(self) -> None:
-        pending, self._pending = self._pending, set()
-        for key in pending:
-            entry = self._entries.get(key)
-            if entry is None or entry.count == entry.written_count:
+        pending, self._pending = self._pending, {}
+        for entry in pending.values():
+            if entry.count == entry.written_count:
                 continue
             try:
                 await self._write(entry)

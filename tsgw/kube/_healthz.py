@@ -13,9 +13,7 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 from anyio.abc import SocketStream
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-
-from tsgw.kube._metrics import REGISTRY
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 __all__ = ["Checker", "HealthServer", "ping"]
 
@@ -56,7 +54,7 @@ class HealthServer:
         self.metrics = metrics
         self.probes = probes
         self.registry = registry if registry is not None else REGISTRY
-        """What ``/metrics`` exposes. Defaults to this library's :data:`REGISTRY`."""
+        """What ``/metrics`` exposes. Defaults to ``prometheus_client.REGISTRY`` (the process's)."""
         self.healthz: dict[str, Checker] = {"ping": ping}
         self.readyz: dict[str, Checker] = {"ping": ping}
         self.bound_port: int | None = None

@@ -1,7 +1,9 @@
 """Owner references, finalizers, conditions and conflict retries (``controllerutil`` and friends).
 
-These change the dict they are given (copy an object from the cache first) and return whether
-something changed, so a reconciler writes only when needed.
+These change the dict they are given and return whether something changed, so a reconciler
+writes only when needed. An object read from a cache is frozen (see ``_store``): they refuse to
+change it (``TypeError``); change a :func:`deep_copy` of it, so a failed write leaves the cache
+true to the server.
 
 Conditions follow the Kubernetes API conventions: ``lastTransitionTime`` changes only when the
 status changes; ``observedGeneration`` records which spec the condition describes.
@@ -9,7 +11,6 @@ status changes; ``observedGeneration`` records which spec the condition describe
 
 from __future__ import annotations
 
-import copy
 import datetime
 import random
 from collections.abc import Awaitable, Callable
@@ -19,6 +20,7 @@ import anyio
 
 from tsgw.kube._errors import AlreadyOwnedError, Conflict
 from tsgw.kube._resources import RawObject
+from tsgw.kube._store import deep_copy
 
 __all__ = [
     "add_finalizer",
@@ -36,10 +38,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-
-def deep_copy(obj: RawObject) -> RawObject:
-    return copy.deepcopy(obj)
 
 
 def rfc3339_now() -> str:

@@ -4,32 +4,43 @@ The reflector follows client-go's ``tools/cache/reflector.go`` (controllers.md �
 
 * **Bootstrap**: WatchList (``sendInitialEvents=true``) when the server supports it: objects
   stream into a scratch store until the ``k8s.io/initial-events-end`` bookmark, which swaps in
-  atomically and hands over the same stream; any failure (a 422 from a server with the gate off)
-  falls back to LIST for good. LIST uses RV ``"0"`` first (the watch cache), ``last_sync_rv`` on
-  relists, and ``""`` (a quorum read) when that RV expired.
+  atomically and hands over the same stream. A 400/422 (a server with the gate off) switches to
+  LIST for good; any other failure falls back to LIST for that attempt only. LIST uses RV
+  ``"0"`` first (the watch cache), ``last_sync_rv`` on relists, and ``""`` (a quorum read) when
+  that RV expired; pages of ``page_size`` at ``""`` and ``"0"``, and at an RV only once the
+  server paginated an RV ``"0"`` list (no watch cache); a continue token that expired mid-list
+  means one full list (client-go's pager).
 * **Watch** from ``last_sync_rv`` with bookmarks and a server timeout of 5–10 min; a normal
-  end re-watches without a relist; 410 Gone (or a too-large RV) relists; a refused connection or
-  a 429 backs off and re-watches; a watch that ends within 1 s with no event counts as a failure.
+  end, a dropped connection and the idle watchdog all re-watch at once without a relist; 410
+  Gone (or a too-large RV) relists; a refused connection or a 429 backs off and re-watches; a
+  watch that ends within 1 s with no event counts as a failure.
 * **Inactivity watchdog**: bookmarks arrive every ~60 s, so silence for ``idle_timeout`` means
   a dead connection; the watch is re-opened from the last RV.
 * **Backoff** 0.8 s → 30 s, reset after 2 minutes of health.
-* After every (re)list ``gc.freeze()`` moves the cache out of the collector's sight: a full
-  collection over 10 k cached objects otherwise stalls the loop for hundreds of ms.
+* After every (re)list ``gc.collect()`` then ``gc.freeze()`` move the cache out of the
+  collector's sight: a full collection over 10 k cached objects otherwise stalls the loop for
+  hundreds of ms. The collector is paused only while the list is transformed and stored, never
+  across an await (it is process-wide).
+* An unexpected exception (a transform bug, say) is logged and retried after the backoff, as
+  client-go's reflector does with every error; it never ends :meth:`Informer.run`.
 
 A re-run of a stopped informer resumes by watching from the last resourceVersion it saw (its
 store is kept); if that version was compacted away the 410 makes it relist, and objects that
 vanished meanwhile are delivered as deletes.
 
 Handlers are synchronous callbacks, called after the store changed; they must not block (enqueue
-work, do not do it). As client-go's ``Replace``, a relist reports every object: adds for new
+work, do not do it). They, like every reader of the store, get the cached object itself, frozen
+(read-only; see ``_store``). As client-go's ``Replace``, a relist reports every object: adds for new
 ones, updates for every one still there (``old`` and ``new`` share a resourceVersion when it did
-not change; controllers queue those at low priority), deletes for objects that vanished. With
+not change; controllers queue those at low priority), deletes for objects that vanished, each
+a :class:`DeletedFinalStateUnknown` (the last state known; the real delete was missed). With
 ``resync_period`` every cached object is re-delivered as an update with ``old is new``, as
 client-go's resync; controller-runtime's manager does that every 10 h.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import random
 import time
@@ -42,11 +53,20 @@ import anyio
 import structlog
 
 from tsgw.kube._client import Client, WatchEvent, WatchStream
-from tsgw.kube._errors import Gone, KubeError, ServerTimeout, TooManyRequests, TransportError
+from tsgw.kube._errors import (
+    BadRequest,
+    Gone,
+    Invalid,
+    KubeError,
+    ServerTimeout,
+    TooManyRequests,
+    TransportError,
+)
 from tsgw.kube._resources import ObjectKey, RawObject, Resource, object_key
-from tsgw.kube._store import IndexFunc, Store
+from tsgw.kube._store import FrozenDict, IndexFunc, Store, freeze
 
 __all__ = [
+    "DeletedFinalStateUnknown",
     "EventHandler",
     "HandlerFuncs",
     "Informer",
@@ -65,6 +85,18 @@ def strip_managed_fields(obj: RawObject) -> RawObject:
     if meta is not None:
         meta.pop("managedFields", None)
     return obj
+
+
+class DeletedFinalStateUnknown(FrozenDict):
+    """The last known state of an object whose deletion was inferred, not seen: it was gone
+    from a relist (its delete happened while the watch was down), as client-go's
+    ``DeletedFinalStateUnknown``. It reads as that object; ``key`` is its store key."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: ObjectKey, obj: RawObject) -> None:
+        super().__init__(obj)
+        self.key = key
 
 
 class EventHandler(Protocol):
@@ -132,27 +164,25 @@ class InformerOptions:
     :class:`~tsgw.kube.Manager` fills in its ``sync_period`` (10 h) when this is unset."""
 
 
-_gc_pauses = 0
-
-
 @contextmanager
 def _gc_paused(enabled: bool) -> Iterator[None]:
-    """Collector off while a list is parsed and indexed; frozen afterwards (nestable)."""
-    global _gc_pauses
-    if not enabled:
+    """Collector off while a list is transformed and indexed; collected and frozen afterwards.
+
+    Only around synchronous work: the collector is process-wide, so pausing it across an await
+    (a LIST in flight, a WatchList stream) would pause it for every other task too, for as long
+    as the API server takes. The collection before ``gc.freeze()`` keeps garbage cycles made
+    meanwhile (tracebacks of failed requests, say) from being frozen, and so kept, for good.
+    """
+    if not enabled or not gc.isenabled():
         yield
         return
-    was_enabled = gc.isenabled() if _gc_pauses == 0 else True
-    _gc_pauses += 1
     gc.disable()
     try:
         yield
     finally:
-        _gc_pauses -= 1
-        if _gc_pauses == 0:
-            gc.freeze()
-            if was_enabled:
-                gc.enable()
+        gc.collect()
+        gc.freeze()
+        gc.enable()
 
 
 class _Backoff:
@@ -186,13 +216,47 @@ class Informer:
         self.last_sync_resource_version = ""
         self._handlers: list[EventHandler] = []
         self._synced = anyio.Event()
+        self._resync_changed = anyio.Event()
         self._watch_list_supported = self.options.watch_list
         self._list_rv_unavailable = False
+        self._paginated_result = False
         self._log = log.bind(resource=str(resource), namespace=self.options.namespace)
         self.relists = 0
         """How many times the store was replaced from a list or a WatchList stream."""
 
     # -- public ------------------------------------------------------------------------------
+
+    def merge_options(self, other: InformerOptions) -> None:
+        """Serve a second user asking for this informer with ``other`` options (same selection).
+
+        Its indexers are added (the same name with another function is refused); a shorter
+        ``resync_period`` replaces this one (a longer one, or none, keeps it); any other
+        difference raises ``ValueError``: two users must never silently share a cache whose
+        transform or bootstrap differs from what one of them asked for.
+        """
+        mine = self.options
+        for name, func in other.indexers.items():
+            have = mine.indexers.get(name)
+            if have is not None and have is not func:
+                raise ValueError(f"informer {self.resource}: indexer {name!r} is already another function")
+        differ = [
+            f.name
+            for f in dataclasses.fields(InformerOptions)
+            if f.name not in ("indexers", "resync_period") and getattr(mine, f.name) != getattr(other, f.name)
+        ]
+        if differ:
+            raise ValueError(
+                f"informer {self.resource} is shared with other options: {', '.join(differ)} differ"
+            )
+        indexers = {**mine.indexers, **other.indexers}
+        for name, func in other.indexers.items():
+            if name not in mine.indexers:
+                self.store.add_indexer(name, func)
+        periods = [p for p in (mine.resync_period, other.resync_period) if p]
+        resync = min(periods) if periods else None
+        self.options = dataclasses.replace(mine, indexers=indexers, resync_period=resync)
+        if resync != mine.resync_period:
+            self._resync_changed.set()
 
     def add_handler(self, handler: EventHandler) -> None:
         """Register a handler; one added after sync gets an add for every cached object first."""
@@ -217,14 +281,20 @@ class Informer:
     async def run(self) -> None:
         """List and watch until cancelled; errors are logged and retried with backoff."""
         async with anyio.create_task_group() as tg:
-            if self.options.resync_period:
-                tg.start_soon(self._resync_loop, self.options.resync_period)
+            tg.start_soon(self._resync_loop)
             await self._reflect()
 
-    async def _resync_loop(self, period: float) -> None:
+    async def _resync_loop(self) -> None:
         await self._synced.wait()
         while True:
-            await anyio.sleep(period * (1.0 + 0.1 * random.random()))
+            self._resync_changed = anyio.Event()
+            period = self.options.resync_period
+            if not period:
+                await self._resync_changed.wait()
+                continue
+            with anyio.move_on_after(period * (1.0 + 0.1 * random.random())):
+                await self._resync_changed.wait()
+                continue  # a new period: start counting again
             self.resync()
 
     def resync(self) -> None:
@@ -245,6 +315,10 @@ class Informer:
                 pass
             except KubeError as exc:
                 self._log.warning("list/watch failed; retrying", error=str(exc))
+            except Exception:
+                # Whatever else (a transform or handler bug, a library surprise): as client-go's
+                # reflector, log it and list again after the backoff; never end run() with it.
+                self._log.exception("list/watch failed unexpectedly; retrying")
             resume = False
             await anyio.sleep(backoff.next())
 
@@ -261,9 +335,15 @@ class Informer:
                 if isinstance(exc, Gone) or exc.too_large_resource_version:
                     self._list_rv_unavailable = True
                 raise _Relist() from exc
-            except KubeError as exc:
-                self._log.info("WatchList unavailable; falling back to LIST", error=str(exc))
+            except (BadRequest, Invalid) as exc:
+                # The server refused the parameters (WatchList gate off: 422): LIST from now on.
+                self._log.info("WatchList unsupported; using LIST", error=str(exc))
                 self._watch_list_supported = False
+            except KubeError as exc:
+                # Anything else (a refused connection, a 429, a dropped stream) says nothing
+                # about the server's features: LIST this time, WatchList again on the next
+                # relist, as client-go falls back per attempt.
+                self._log.info("WatchList failed; falling back to LIST this time", error=str(exc))
         if stream is None and not resume:
             await self._list()
         await self._watch(stream, backoff)
@@ -273,8 +353,9 @@ class Informer:
         return int(random.uniform(m, 2 * m))
 
     def _transform(self, obj: RawObject) -> RawObject:
+        """The transform, then :func:`freeze`: what the store holds and every handler sees."""
         fn = self.options.transform
-        return fn(obj) if fn is not None else obj
+        return freeze(fn(obj) if fn is not None else obj)
 
     async def _list(self) -> None:
         if self._list_rv_unavailable:
@@ -284,29 +365,34 @@ class Informer:
         else:
             rv = self.last_sync_resource_version
         opts = self.options
+        try:
+            result = await self.client.list(
+                self.resource,
+                opts.namespace,
+                label_selector=opts.label_selector,
+                field_selector=opts.field_selector,
+                # client-go's pager: pages for "" and "0" (the watch cache ignores the limit);
+                # none for an RV (so the watch cache can serve it) unless the server paginated
+                # an RV "0" list, i.e. there is no watch cache for this resource.
+                limit=opts.page_size if rv in ("", "0") or self._paginated_result else None,
+                resource_version=rv,
+            )
+            if rv == "0" and result.paginated:
+                self._paginated_result = True
+        except (Gone, ServerTimeout) as exc:
+            if isinstance(exc, ServerTimeout) and not exc.too_large_resource_version:
+                raise
+            self._list_rv_unavailable = True
+            result = await self.client.list(
+                self.resource,
+                opts.namespace,
+                label_selector=opts.label_selector,
+                field_selector=opts.field_selector,
+                limit=opts.page_size,
+                resource_version="",
+            )
+        self._list_rv_unavailable = False
         with _gc_paused(opts.gc_freeze):
-            try:
-                result = await self.client.list(
-                    self.resource,
-                    opts.namespace,
-                    label_selector=opts.label_selector,
-                    field_selector=opts.field_selector,
-                    limit=opts.page_size if rv == "" else None,
-                    resource_version=rv,
-                )
-            except (Gone, ServerTimeout) as exc:
-                if isinstance(exc, ServerTimeout) and not exc.too_large_resource_version:
-                    raise
-                self._list_rv_unavailable = True
-                result = await self.client.list(
-                    self.resource,
-                    opts.namespace,
-                    label_selector=opts.label_selector,
-                    field_selector=opts.field_selector,
-                    limit=opts.page_size,
-                    resource_version="",
-                )
-            self._list_rv_unavailable = False
             self._replace([self._transform(o) for o in result.items], result.resource_version)
 
     async def _watch_list(self) -> WatchStream:
@@ -327,22 +413,22 @@ class Informer:
         ok = False
         try:
             scratch: dict[ObjectKey, RawObject] = {}
-            with _gc_paused(opts.gc_freeze):
-                async for ev in stream:
-                    obj = ev.object
-                    if ev.type == "BOOKMARK":
-                        annotations = (obj.get("metadata") or {}).get("annotations") or {}
-                        if annotations.get("k8s.io/initial-events-end") == "true":
-                            self._list_rv_unavailable = False
-                            rv_end = obj["metadata"]["resourceVersion"]
+            async for ev in stream:
+                obj = ev.object
+                if ev.type == "BOOKMARK":
+                    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+                    if annotations.get("k8s.io/initial-events-end") == "true":
+                        self._list_rv_unavailable = False
+                        rv_end = obj["metadata"]["resourceVersion"]
+                        with _gc_paused(opts.gc_freeze):
                             self._replace(list(scratch.values()), rv_end)
-                            ok = True
-                            return stream
-                    elif ev.type == "DELETED":
-                        scratch.pop(object_key(obj), None)
-                    else:
-                        obj = self._transform(obj)
-                        scratch[object_key(obj)] = obj
+                        ok = True
+                        return stream
+                elif ev.type == "DELETED":
+                    scratch.pop(object_key(obj), None)
+                else:
+                    obj = self._transform(obj)
+                    scratch[object_key(obj)] = obj
             raise TransportError("watch-list stream ended before the initial-events-end bookmark")
         finally:
             if not ok:
@@ -364,9 +450,10 @@ class Informer:
                 else:
                     for h in self._handlers:
                         h.on_update(prev, obj)
-            for gone in old.values():
+            for key, gone in old.items():
+                tombstone = DeletedFinalStateUnknown(key, gone)
                 for h in self._handlers:
-                    h.on_delete(gone)
+                    h.on_delete(tombstone)
         self._synced.set()
         self._log.debug("store replaced", objects=len(objs), resource_version=rv)
 
@@ -408,9 +495,12 @@ class Informer:
             except TooManyRequests:
                 await anyio.sleep(backoff.next())
             except TransportError as exc:
-                # A dead or idle connection: re-watch from the last RV (a 410 then relists).
+                # A dead or idle connection ends the watch as a server timeout does: re-watch
+                # from the last RV at once (client-go); a 410 then relists. Only a connection
+                # that keeps failing within a second, eventless, waits the backoff first.
                 self._log.info("watch connection lost; re-watching", error=str(exc))
-                await anyio.sleep(backoff.next())
+                if events == 0 and time.monotonic() - started < 1.0:
+                    await anyio.sleep(backoff.next())
             else:
                 if events == 0 and time.monotonic() - started < 1.0:
                     raise TransportError("very short watch: closed within 1 s without events")

@@ -1,7 +1,8 @@
 """Prometheus metrics with controller-runtime's names, labels and buckets (controllers.md §1.14).
 
-They live on :data:`REGISTRY`, this library's own registry (with the process collector), so an
-application embedding ``tsgw.kube`` does not collide with its own default-registry metrics. Gauges
+They live on ``prometheus_client.REGISTRY``, the process's default registry, which already carries
+the process collector and every other library's series (``tsgw_xds_*``): one ``/metrics`` serves
+them all, as controller-runtime registers on its one ``metrics.Registry``. Gauges
 that describe work in flight (``workqueue_unfinished_work_seconds``, the longest running
 processor) are computed when scraped from the live queues, instead of by a 500 ms ticker.
 """
@@ -12,14 +13,11 @@ import weakref
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-__all__ = ["REGISTRY", "ControllerMetrics", "QueueMetricsAdapter", "register_client", "register_queue"]
-
-REGISTRY = CollectorRegistry(auto_describe=True)
-ProcessCollector(registry=REGISTRY)
+__all__ = ["ControllerMetrics", "QueueMetricsAdapter", "register_client", "register_queue"]
 
 _RECONCILE_BUCKETS = (
     *(0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5),
@@ -32,86 +30,71 @@ RECONCILE_TOTAL = Counter(
     "controller_runtime_reconcile_total",
     "Total number of reconciliations per controller",
     ["controller", "result"],
-    registry=REGISTRY,
 )
 RECONCILE_ERRORS = Counter(
     "controller_runtime_reconcile_errors_total",
     "Total number of reconciliation errors per controller",
     ["controller"],
-    registry=REGISTRY,
 )
 TERMINAL_ERRORS = Counter(
     "controller_runtime_terminal_reconcile_errors_total",
     "Total number of terminal reconciliation errors per controller",
     ["controller"],
-    registry=REGISTRY,
 )
 RECONCILE_PANICS = Counter(
     "controller_runtime_reconcile_panics_total",
     "Total number of reconciliation panics per controller",
     ["controller"],
-    registry=REGISTRY,
 )
 RECONCILE_TIME = Histogram(
     "controller_runtime_reconcile_time_seconds",
     "Length of time per reconciliation per controller",
     ["controller"],
     buckets=_RECONCILE_BUCKETS,
-    registry=REGISTRY,
 )
 MAX_CONCURRENT = Gauge(
     "controller_runtime_max_concurrent_reconciles",
     "Maximum number of concurrent reconciles per controller",
     ["controller"],
-    registry=REGISTRY,
 )
 ACTIVE_WORKERS = Gauge(
     "controller_runtime_active_workers",
     "Number of currently used workers per controller",
     ["controller"],
-    registry=REGISTRY,
 )
-QUEUE_DEPTH = Gauge(
-    "workqueue_depth", "Current depth of workqueue", ["name", "controller", "priority"], registry=REGISTRY
-)
+QUEUE_DEPTH = Gauge("workqueue_depth", "Current depth of workqueue", ["name", "controller", "priority"])
 QUEUE_ADDS = Counter(
     "workqueue_adds_total",
     "Total number of adds handled by workqueue",
     ["name", "controller"],
-    registry=REGISTRY,
 )
 QUEUE_LATENCY = Histogram(
     "workqueue_queue_duration_seconds",
     "How long in seconds an item stays in workqueue before being requested",
     ["name", "controller"],
     buckets=_QUEUE_BUCKETS,
-    registry=REGISTRY,
 )
 WORK_DURATION = Histogram(
     "workqueue_work_duration_seconds",
     "How long in seconds processing an item from workqueue takes",
     ["name", "controller"],
     buckets=_QUEUE_BUCKETS,
-    registry=REGISTRY,
 )
 QUEUE_RETRIES = Counter(
     "workqueue_retries_total",
     "Total number of retries handled by workqueue",
     ["name", "controller"],
-    registry=REGISTRY,
 )
 LEADER_STATUS = Gauge(
     "leader_election_master_status",
     "Gauge of if the reporting system is master of the relevant lease, "
     "0 indicates backup, 1 indicates master.",
     ["name"],
-    registry=REGISTRY,
 )
 LEADER_SLOWPATH = Counter(
     "leader_election_slowpath_total",
     "Total number of slow path exercised in renewing leader leases.",
     ["name"],
-    registry=REGISTRY,
 )
 
 _queues: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()

@@ -20,7 +20,9 @@ from tsgw.kube import (
     InformerOptions,
     Invalid,
     NotFound,
+    ObjectList,
     Resource,
+    ServerTimeout,
 )
 
 CLUSTERROLES = Resource("rbac.authorization.k8s.io/v1", "ClusterRole", "clusterroles", namespaced=False)
@@ -168,7 +170,7 @@ async def test_a_429_is_retried_after_its_retry_after(tmp_path: Path) -> None:
         reader_config = tmp_path / "reader.kubeconfig"
         reader_config.write_text(json.dumps(config))
         async with await Client.from_kubeconfig(
-            str(reader_config), options=ClientOptions(max_429_retries=30)
+            str(reader_config), options=ClientOptions(max_retries=30)
         ) as reader:
             with anyio.fail_after(60):
                 while True:  # until RBAC caught up with the new binding
@@ -192,3 +194,63 @@ async def test_a_429_is_retried_after_its_retry_after(tmp_path: Path) -> None:
         assert reader.requests[("GET", 429)] > 0  # and the server did push back
     finally:
         await anyio.to_thread.run_sync(cp.stop)
+
+
+async def test_a_5xx_with_retry_after_is_retried(
+    client: Client, namespace: str, control_plane: ControlPlane
+) -> None:
+    # A LIST at a resourceVersion the server has not reached: after waiting for it, the watch
+    # cache answers 504 with cause ResourceVersionTooLarge and Retry-After: 1.
+    listed = await client.list(CONFIGMAPS, namespace)
+    future = str(int(listed.resource_version) + 1_000_000)
+    async with await Client.from_kubeconfig(
+        str(control_plane.kubeconfig), options=ClientOptions(max_retries=2)
+    ) as c:
+        with anyio.fail_after(60), pytest.raises(ServerTimeout) as err:
+            await c.list(CONFIGMAPS, namespace, resource_version=future, limit=None)
+        assert err.value.too_large_resource_version
+        assert err.value.retry_after == 1
+        assert c.requests[("GET", 504)] == 3  # the first answer and two retries
+
+
+async def test_a_410_on_a_continue_page_falls_back_to_a_full_list(
+    client: Client, namespace: str, control_plane: ControlPlane
+) -> None:
+    from tsgw.kube import PODTEMPLATES
+
+    for i in range(6):
+        await client.create(
+            PODTEMPLATES,
+            {
+                "apiVersion": "v1",
+                "kind": "PodTemplate",
+                "metadata": {"name": f"p{i}", "namespace": namespace},
+                "template": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}},
+            },
+        )
+    # Paced at one request per 2 s, so the test can expire the first page's continue token
+    # (podtemplates are read from etcd here; compaction expires the snapshot the token pins).
+    async with await Client.from_kubeconfig(
+        str(control_plane.kubeconfig), options=ClientOptions(qps=0.5, burst=1)
+    ) as slow:
+        async with anyio.create_task_group() as tg:
+            result: list[ObjectList] = []
+
+            async def listing() -> None:
+                result.append(await slow.list(PODTEMPLATES, namespace, limit=2, resource_version=""))
+
+            tg.start_soon(listing)
+            with anyio.fail_after(30):
+                while slow.requests[("GET", 200)] == 0:  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
+            await client.apply(
+                PODTEMPLATES,
+                {
+                    "apiVersion": "v1",
+                    "kind": "PodTemplate",
+                    "metadata": {"name": "p0", "namespace": namespace, "labels": {"x": "y"}},
+                },
+            )
+            await anyio.to_thread.run_sync(control_plane.compact)
+        assert slow.requests[("GET", 410)] == 1
+        assert sorted(o["metadata"]["name"] for o in result[0].items) == [f"p{i}" for i in range(6)]

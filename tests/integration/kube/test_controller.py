@@ -280,3 +280,145 @@ async def test_the_manager_gives_its_informers_a_10_hour_resync_unless_they_set_
     assert own.options.resync_period == 5
     off = Manager(client, ManagerOptions(sync_period=None))
     assert off.informer(CONFIGMAPS, InformerOptions(namespace=namespace)).options.resync_period is None
+
+
+async def test_the_managers_metrics_endpoint_serves_the_registry_it_was_given(client: Client) -> None:
+    import prometheus_client
+
+    own = prometheus_client.CollectorRegistry()
+    prometheus_client.Counter("one_registry_probe", "a series only `own` has", registry=own).inc()
+    mgr = Manager(client, ManagerOptions(metrics_bind_address="127.0.0.1:0", registry=own))
+    default = Manager(client, ManagerOptions(metrics_bind_address="127.0.0.1:0"))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(mgr.run)
+        tg.start_soon(default.run)
+        with anyio.fail_after(30):
+            while mgr.metrics is None or mgr.metrics.bound_port is None:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+            while default.metrics is None or default.metrics.bound_port is None:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+        async with httpx.AsyncClient() as http:
+            mine = (await http.get(f"http://127.0.0.1:{mgr.metrics.bound_port}/metrics")).text
+            process = (await http.get(f"http://127.0.0.1:{default.metrics.bound_port}/metrics")).text
+        mgr.stop()
+        default.stop()
+    assert "one_registry_probe_total 1.0" in mine
+    assert "rest_client_requests_total" not in mine
+    # The default: the process registry, with kube's series and the process collector's.
+    assert "rest_client_requests_total" in process
+    assert "process_cpu_seconds_total" in process
+
+
+async def test_owns_enqueues_a_cluster_scoped_owner_by_name_alone(client: Client, namespace: str) -> None:
+    from tsgw.kube import NAMESPACES
+
+    seen: list[Request] = []
+
+    async def record(req: Request) -> Result | None:
+        seen.append(req)
+        return None
+
+    from tsgw.kube import ReconcilerFunc
+
+    ns_obj = await client.get(NAMESPACES, namespace)
+    mgr = Manager(client)
+    (
+        controller_managed_by(mgr)
+        .for_(NAMESPACES, informer=InformerOptions(field_selector=f"metadata.name={namespace}"))
+        .owns(CONFIGMAPS, informer=InformerOptions(namespace=namespace))
+        .complete(ReconcilerFunc(record))
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(mgr.run)
+        await wait_for(lambda: Request("", namespace) in seen)
+        seen.clear()
+        await client.create(
+            CONFIGMAPS,
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {
+                    "name": "owned",
+                    "namespace": namespace,
+                    "ownerReferences": [owner_reference(ns_obj)],
+                },
+            },
+        )
+        await wait_for(lambda: bool(seen))
+        mgr.stop()
+    # controller-runtime leaves the namespace empty for a cluster-scoped owner.
+    assert set(seen) == {Request("", namespace)}
+
+
+async def test_a_second_request_for_an_informer_merges_indexers_and_refuses_other_differences(
+    client: Client, namespace: str
+) -> None:
+    from tsgw.kube import strip_managed_fields
+
+    mgr = Manager(client, ManagerOptions(sync_period=None))
+    first = mgr.informer(
+        CONFIGMAPS, InformerOptions(namespace=namespace, indexers={"a": lambda o: ["a"]}, resync_period=60)
+    )
+    second = mgr.informer(
+        CONFIGMAPS, InformerOptions(namespace=namespace, indexers={"b": lambda o: ["b"]}, resync_period=5)
+    )
+    assert second is first
+    assert {"a", "b"} <= set(first.options.indexers)
+    await client.create(
+        CONFIGMAPS,
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": namespace}},
+    )
+    assert first.options.resync_period == 5  # the most frequent asked for, as client-go's per-handler resync
+    # The same index name with another function, another transform: refused, loudly.
+    with pytest.raises(ValueError, match="indexer"):
+        mgr.informer(CONFIGMAPS, InformerOptions(namespace=namespace, indexers={"a": lambda o: ["z"]}))
+    with pytest.raises(ValueError, match="transform"):
+        mgr.informer(CONFIGMAPS, InformerOptions(namespace=namespace, transform=None))
+    with pytest.raises(ValueError, match="watch_list"):
+        mgr.informer(CONFIGMAPS, InformerOptions(namespace=namespace, watch_list=False))
+    # Options equal to the first's (the default transform included) are fine.
+    assert (
+        mgr.informer(CONFIGMAPS, InformerOptions(namespace=namespace, transform=strip_managed_fields))
+        is first
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(mgr.run)
+        with anyio.fail_after(30):
+            await first.wait_for_sync()
+        assert [o["metadata"]["name"] for o in first.store.by_index("b", "b")] == ["x"]
+        mgr.stop()
+
+
+async def test_informers_controllers_and_runnables_added_after_run_are_started(
+    client: Client, namespace: str, widgets: Resource
+) -> None:
+    from tsgw.kube import ReconcilerFunc
+
+    mgr = Manager(client)
+    scope = InformerOptions(namespace=namespace)
+    early = mgr.informer(CONFIGMAPS, scope)
+    seen: list[Request] = []
+    late_ran = anyio.Event()
+
+    async def record(req: Request) -> Result | None:
+        seen.append(req)
+        return None
+
+    async def late_runnable() -> None:
+        late_ran.set()
+
+    await client.create(widgets, widget(namespace, "late"))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(mgr.run)
+        with anyio.fail_after(30):
+            await early.wait_for_sync()
+            await mgr.elected.wait()
+        # After run(): a new informer, a controller on it and an always-on runnable.
+        late = mgr.informer(widgets, scope)
+        controller_managed_by(mgr).for_(widgets, informer=scope).complete(ReconcilerFunc(record))
+        mgr.add(late_runnable, need_leader_election=False)
+        with anyio.fail_after(30):
+            await late.wait_for_sync()
+            await late_ran.wait()
+        await wait_for(lambda: Request(namespace, "late") in seen)
+        mgr.stop()

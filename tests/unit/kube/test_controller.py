@@ -93,3 +93,27 @@ async def test_each_reconcile_has_its_own_id_and_the_object_bound_in_the_log_con
     assert {c["name"] for c in rec.calls} == {"a", "b"}
     assert all(c["controller"] == "widget" and c["namespace"] == "ns" for c in rec.calls)
     assert rec.calls[0]["reconcileID"] != rec.calls[1]["reconcileID"]
+
+
+async def test_a_terminal_error_inside_an_exception_group_is_not_retried() -> None:
+    async def fails_in_a_task_group(request: Request) -> Result | None:
+        async def child() -> None:
+            raise TerminalError("bad spec, found by a subtask")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(child)
+        return None
+
+    clock = FakeClock()
+    calls = Scripted()
+    original = calls.reconcile
+
+    async def reconcile(request: Request) -> Result | None:
+        await original(request)
+        return await fails_in_a_task_group(request)
+
+    calls.reconcile = reconcile  # type: ignore[method-assign]
+    ctrl = Controller("t", calls, clock=clock)
+    ctrl.queue.add(Request("ns", "a"))
+    await drive(ctrl, clock, [1.0, 100.0, 1000.0])
+    assert len(calls.calls) == 1

@@ -95,6 +95,16 @@ def test_owns_maps_a_child_to_its_controller_owner_of_the_for_kind_only() -> Non
     ]
 
 
+def test_a_cluster_scoped_owner_is_enqueued_without_the_childs_namespace() -> None:
+    child = obj(
+        "c",
+        ownerReferences=[
+            {"apiVersion": "v1", "kind": "Namespace", "name": "a", "uid": "1", "controller": True}
+        ],
+    )
+    assert list(enqueue_owner("v1", "Namespace", namespaced=False)(child)) == [Request("", "a")]
+
+
 def test_set_controller_reference_refuses_a_second_controller_and_cross_namespace_owners() -> None:
     child = obj("c")
     assert set_controller_reference(obj("p"), child)
@@ -133,3 +143,38 @@ def test_condition_transition_time_moves_only_when_the_status_changes() -> None:
     assert len(conds) == 1
     with pytest.raises(ValueError, match="True, False or Unknown"):
         set_condition(conds, "Ready", "yes", "x")
+
+
+def test_cached_objects_cannot_be_mutated_and_a_deep_copy_can() -> None:
+    import copy
+
+    import orjson
+
+    from tsgw.kube import deep_copy
+
+    store = Store()
+    store.upsert(obj("w", finalizers=["keep"], labels={"a": "1"}))
+    cached = store.get(("a", "w"))
+    assert cached is not None
+    # The helpers' in-place changes (and any other) are refused instead of corrupting the cache.
+    with pytest.raises(TypeError):
+        add_finalizer(cached, "new")
+    with pytest.raises(TypeError):
+        cached["metadata"]["labels"]["a"] = "2"
+    with pytest.raises(TypeError):
+        cached["metadata"]["finalizers"].append("x")
+    with pytest.raises(TypeError):
+        set_condition(cached.setdefault("status", {}).setdefault("conditions", []), "Ready", "True", "R")
+    assert store.get(("a", "w")) == obj("w", finalizers=["keep"], labels={"a": "1"})
+    # Reads still behave as dicts and lists: isinstance, equality, JSON, spreading.
+    assert isinstance(cached["metadata"]["finalizers"], list)
+    assert orjson.loads(orjson.dumps({**cached, "x": 1}))["metadata"]["finalizers"] == ["keep"]
+    # A deep copy is an ordinary, mutable object; writing it leaves the cache alone.
+    for mine in (deep_copy(cached), copy.deepcopy(cached)):
+        assert add_finalizer(mine, "new")
+        mine["metadata"]["labels"]["a"] = "2"
+        assert has_finalizer(mine, "new")
+    assert not has_finalizer(store.get(("a", "w")) or {}, "new")
+    store.replace([obj("v")])
+    with pytest.raises(TypeError):
+        (store.get(("a", "v")) or {})["metadata"]["name"] = "z"

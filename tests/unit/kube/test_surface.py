@@ -7,9 +7,10 @@ from tsgw.kube import _errors
 
 EXPECTED = [
     "CONFIGMAPS", "CUSTOMRESOURCEDEFINITIONS", "ENDPOINTSLICES", "EVENTS", "LEASES", "LOW_PRIORITY",
-    "NAMESPACES", "PODTEMPLATES", "REGISTRY", "SECRETS", "SERVICES", "APIError", "AlreadyExists",
+    "NAMESPACES", "PODTEMPLATES", "SECRETS", "SERVICES", "APIError", "AlreadyExists",
     "AlreadyOwnedError", "AnnotationChanged", "BadRequest", "BucketRateLimiter", "Builder",
     "CacheSyncError", "Client", "ClientOptions", "Clock", "Conflict", "Controller", "ControllerOptions",
+    "DeletedFinalStateUnknown",
     "EventHandler", "EventRecorder", "EventRecorderOptions", "FakeClock", "Forbidden", "GenerationChanged",
     "Gone", "HandlerFuncs", "HealthServer", "Informer", "InformerOptions", "Invalid",
     "ItemExponentialRateLimiter", "KubeError", "LabelChanged", "LabelSelectorPredicate",
@@ -18,8 +19,9 @@ EXPECTED = [
     "RealClock", "Reconciler", "ReconcilerFunc", "Request", "Resource", "ResourceVersionChanged", "Result",
     "Runnable", "ServerError", "ServerTimeout", "ShutDown", "Store", "TerminalError", "TokenBucket",
     "TooManyRequests", "TransportError", "Unauthorized", "WatchEvent", "WatchStream", "WorkQueue",
-    "WorkQueueOptions", "add_finalizer", "all_of", "any_of", "controller_managed_by", "enqueue_object",
-    "enqueue_owner", "find_condition", "has_finalizer", "is_condition_true", "negate", "object_key",
+    "WorkQueueOptions", "add_finalizer", "all_of", "any_of", "controller_managed_by", "deep_copy",
+    "enqueue_object", "enqueue_owner", "find_condition", "has_finalizer", "is_condition_true", "negate",
+    "object_key",
     "owner_reference", "predicate_funcs", "remove_finalizer", "retry_on_conflict", "set_condition",
     "set_controller_reference", "set_owner_reference", "strip_managed_fields",
 ]  # fmt: skip
