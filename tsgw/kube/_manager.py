@@ -33,6 +33,7 @@ import structlog
 from anyio.abc import TaskGroup
 from prometheus_client import CollectorRegistry
 
+from tsgw._address import parse_address
 from tsgw.kube._client import Client
 from tsgw.kube._clock import Clock, RealClock
 from tsgw.kube._controller import Controller
@@ -66,11 +67,12 @@ class ManagerOptions:
     """Lease settings; ``None`` (the default) runs leader-only runnables without an election."""
     health_probe_bind_address: str | None = None
     """``host:port`` serving ``/healthz``, ``/readyz`` and, unless ``metrics_bind_address`` is
-    set, ``/metrics``; port 0 picks one. Defaults to ``None`` (no server)."""
+    set, ``/metrics``; ``:port`` binds every interface (the kubelet probes the pod's address), as
+    controller-runtime reads it; port 0 picks one. Defaults to ``None`` (no server)."""
     metrics_bind_address: str | None = None
-    """``host:port`` serving only ``/metrics``, apart from the probes, as controller-runtime's
-    metrics server (which scaffolds put on :8080, probes on :8081); port 0 picks one. Defaults to
-    ``None`` (metrics on the probe listener, if any)."""
+    """``host:port`` (or ``:port``, every interface) serving only ``/metrics``, apart from the
+    probes, as controller-runtime's metrics server (which scaffolds put on :8080, probes on
+    :8081); port 0 picks one. Defaults to ``None`` (metrics on the probe listener, if any)."""
     registry: CollectorRegistry = prometheus_client.REGISTRY
     """What the metrics endpoint serves. Defaults to ``prometheus_client.REGISTRY``, the process's
     default registry, where ``tsgw.kube`` registers its series beside every other library's (the
@@ -184,16 +186,16 @@ class Manager:
         self.metrics: HealthServer | None = None
         separate = self.options.metrics_bind_address is not None
         if self.options.health_probe_bind_address is not None:
-            host, _, port = self.options.health_probe_bind_address.rpartition(":")
-            self.health = HealthServer(
-                host or "127.0.0.1", int(port), metrics=not separate, registry=self.options.registry
+            host, port = parse_address(
+                self.options.health_probe_bind_address, what="health probe address", empty_host="0.0.0.0"
             )
+            self.health = HealthServer(host, port, metrics=not separate, registry=self.options.registry)
             self.health.readyz["informers"] = self._informers_synced
         if self.options.metrics_bind_address is not None:
-            host, _, port = self.options.metrics_bind_address.rpartition(":")
-            self.metrics = HealthServer(
-                host or "127.0.0.1", int(port), probes=False, registry=self.options.registry
+            host, port = parse_address(
+                self.options.metrics_bind_address, what="metrics address", empty_host="0.0.0.0"
             )
+            self.metrics = HealthServer(host, port, probes=False, registry=self.options.registry)
         register_client(client)
 
     # -- wiring ------------------------------------------------------------------------------
