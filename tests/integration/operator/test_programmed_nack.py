@@ -1,13 +1,17 @@
 """A configuration Envoy rejects reaches the user: in-process Standalone serving a folder to a real
-Envoy of the group's node cluster. A route policy removing the `Host` header passes tsgw's
-schema (and the CRD's: it is a valid header name) but Envoy NACKs the route configuration
-(":-prefixed or host headers may not be removed"). The group owner's Programmed condition turns
-False (Rejected, with Envoy's message), `problems()` and the admin API's ListSources name the
-file and line of the object, traffic stays on the last good configuration, and fixing the file
-clears both once the Envoy ACKs the new configuration."""
+Envoy of the group's node cluster. A second port on the TailscaleServices is valid for every
+schema, but the listener it needs is already taken on the proxy's host, so Envoy NACKs the
+listener configuration ("cannot bind ... Address already in use"), which no validation can
+foresee. The group owner's Programmed condition turns False (Rejected, with Envoy's message),
+`problems()` and the admin API's ListSources name the file and line of the object, traffic stays
+on the last good configuration, and fixing the file clears both once the Envoy ACKs.
+
+(Values Envoy refuses that a schema can see, such as removing the host header, are refused by
+tsgw.api and the CRDs before they reach Envoy: tests/unit/api, examples/invalid.)"""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,18 +33,13 @@ from tsgw.xds import bootstrap
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
-POLICY = """\
-apiVersion: gateway.tailscale.com/v1alpha1
-kind: TailscaleRoutePolicy
-metadata:
-  name: web-headers
-  namespace: demo
-spec:
-  targetRefs:
-    - kind: TailscaleServices
-      name: web
-  requestHeaders:
-    remove: [{header}]
+SECOND_PORT = """\
+    - port: 80
+      protocol: HTTP              # HTTP: routed by the rules below
+      targetPort: http            # the backend Services' port, by name (backends.yaml)
+    - port: 8443
+      protocol: TCP
+      targetPort: http
 """
 
 
@@ -61,7 +60,19 @@ async def test_a_nack_becomes_programmed_false_and_a_problem_and_a_fixed_file_cl
 ) -> None:
     with HttpBackend("primary") as primary, HttpBackend("standby") as standby:
         folder = copy_example(tmp_path / "standalone", primary.port, standby.port)
-        listener = free_port()
+        # The port the second listener will need (first_listener_port + 1), held by another
+        # program: bound and listening, without SO_REUSEPORT.
+        squatter = socket.socket()
+        for _ in range(20):
+            listener = free_port()
+            try:
+                squatter.bind(("127.0.0.1", listener + 1))
+                break
+            except OSError:
+                continue
+        else:
+            pytest.fail("found no free pair of ports")
+        squatter.listen()
         sa = Standalone(
             StandaloneOptions(
                 directory=folder,
@@ -83,13 +94,16 @@ async def test_a_nack_becomes_programmed_false_and_a_problem_and_a_fixed_file_cl
             assert await anyio.to_thread.run_sync(get, listener) == (200, "primary")
             assert sa.problems() == ()
 
-            # A policy Envoy refuses: the route configuration is NACKed.
-            write(folder / "policy.yaml", POLICY.format(header="host"))
+            # A listener Envoy cannot bind: the listener configuration is NACKed.
+            good = (folder / "web.yaml").read_text()
+            first_port = SECOND_PORT.split("    - port: 8443")[0]
+            assert first_port in good
+            write(folder / "web.yaml", good.replace(first_port, SECOND_PORT))
             with anyio.fail_after(20):
                 rejected = web_programmed(await sa.pipeline.latest.wait_for(reason_is("Rejected")))
             assert rejected.status is False
-            assert "Envoy 'web-0' rejected rds" in rejected.message
-            assert "host headers may not be removed" in rejected.message
+            assert "Envoy 'web-0' rejected lds" in rejected.message
+            assert "Address already in use" in rejected.message
 
             # The problem is the object's, at its file and line, with Envoy's message.
             web_yaml = (folder / "web.yaml").read_text().splitlines()
@@ -98,7 +112,7 @@ async def test_a_nack_becomes_programmed_false_and_a_problem_and_a_fixed_file_cl
             assert problem.file.endswith("web.yaml")
             assert problem.line == line
             assert "TailscaleServices demo/web: Programmed=Rejected: " in problem.reason
-            assert "host headers may not be removed" in problem.reason
+            assert "Address already in use" in problem.reason
             async with AdminClient(f"127.0.0.1:{sa.admin_port}") as admin:
                 (source,) = await admin.list_sources()
             (listed,) = source.problems
@@ -107,7 +121,7 @@ async def test_a_nack_becomes_programmed_false_and_a_problem_and_a_fixed_file_cl
             assert await anyio.to_thread.run_sync(get, listener) == (200, "primary")
 
             # Fixing the file clears both once the Envoy ACKs.
-            write(folder / "policy.yaml", POLICY.format(header="x-debug"))
+            write(folder / "web.yaml", good)
             with anyio.fail_after(20):
                 fixed = web_programmed(await sa.pipeline.latest.wait_for(reason_is("Programmed")))
             assert fixed.status is True
@@ -117,3 +131,4 @@ async def test_a_nack_becomes_programmed_false_and_a_problem_and_a_fixed_file_cl
             assert list(source.problems) == []
             assert await anyio.to_thread.run_sync(get, listener) == (200, "primary")
             tg.cancel_scope.cancel()
+        squatter.close()
