@@ -23,9 +23,17 @@ test *ARGS: testbin
 sync:
     uv sync --locked --quiet
 
-# Build or install every pinned real component into ~/.cache/tsgw (a no-op when warm).
+# Build or install every pinned real component into ~/.cache/tsgw (a no-op when warm), and the
+# operator image's file tree the test bed runs for ghcr.io/tsgw/tsgw.
 testbin: sync
     python tools/testbin.py
+    python -m tools.image_tree >/dev/null
+
+# The operator image's exact file tree (tsgw's wheel + uv.lock's runtime deps in lib/, bin/tsgw),
+# cached in ~/.cache/tsgw/image/ by a hash of uv.lock and the sources; prints its path. Build the
+# image from it: `docker build -f deploy/image/Containerfile -t IMAGE "$(just image-tree)"`.
+image-tree: sync
+    python -m tools.image_tree
 
 # ruff (format check and lint), mypy --strict, import-linter layer contracts.
 lint: sync

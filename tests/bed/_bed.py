@@ -37,6 +37,7 @@ from tests.bed._tailnet import BedTailnet
 from tests.bed._topology import Plan
 from tests.support.controlplane import ControlPlane
 from tests.support.process import NotReady, Process
+from tools import image_tree
 from tools.netns import Namespace
 from tools.testbin import bin_path
 
@@ -96,6 +97,9 @@ class Bed:
 
     def start(self) -> Bed:
         t0 = time.monotonic()
+        # The tsgw image's file tree (`*/tsgw` runs it): built here, not by a kubelet starting a
+        # pod, so a cold build never stalls a kubelet; a hash of the sources when cached.
+        image_tree.ensure()
         try:
             self.ns = _topology.build(self.plan)
             self._start_control_plane()

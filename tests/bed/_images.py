@@ -71,7 +71,13 @@ def _envoy() -> Image:
 
 
 def _tsgw() -> Image:
-    return Image((str(VENV_BIN / "tsgw"),), env={"PYTHONPATH": str(ROOT)})
+    # The operator image's own file tree (tools/image_tree.py; the Containerfile copies it), run
+    # as the image runs it: its bin/tsgw with the shebang's flags, by the Python it was built for
+    # (the image's is /usr/bin/python3 of the same minor version). Built on first use, then cached.
+    from tools import image_tree
+
+    entry = image_tree.ensure() / "bin" / "tsgw"
+    return Image((str(image_tree.interpreter()), *image_tree.interpreter_flags(), str(entry)))
 
 
 # Matched against the image reference without its tag or digest; first match wins.
