@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from tsgw._address import parse_address, parse_port
 
-__all__ = ["address", "parse_address", "parse_port", "port"]
+__all__ = ["address", "bind_address", "parse_address", "parse_port", "port"]
 
 
 def address(text: str) -> str:
@@ -20,6 +20,16 @@ def address(text: str) -> str:
     accepts it."""
     try:
         parse_address(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def bind_address(text: str) -> str:
+    """argparse ``type=`` of an address to listen on: HOST:PORT, or controller-runtime's
+    ``:PORT`` (every interface), as the server that binds it reads it."""
+    try:
+        parse_address(text, empty_host="0.0.0.0")
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
     return text

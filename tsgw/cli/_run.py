@@ -14,7 +14,7 @@ import anyio
 
 from tsgw import translate
 from tsgw.admin import DEFAULT_ADDRESS
-from tsgw.cli._args import address, port
+from tsgw.cli._args import address, bind_address, port
 from tsgw.operator import Standalone, StandaloneOptions
 from tsgw.providers import FileOptions
 
@@ -59,9 +59,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--health-probe-bind-address",
         metavar="HOST:PORT",
-        type=address,
+        type=bind_address,
         default=None,
-        help="serve /healthz, /readyz and /metrics (Prometheus) here (default: not served)",
+        help="serve /healthz, /readyz (and standalone, /metrics) here; :PORT is every interface "
+        "(default: :8081 in a cluster, not served standalone)",
     )
     p.add_argument(
         "--no-probe", action="store_true", help="do not probe EndpointSlice endpoints (serve them as written)"

@@ -71,7 +71,9 @@ class Standalone:
         self.admin_port = 0
         self.health: HealthServer | None = None
         if options.health_probe_address is not None:
-            phost, pport = parse_address(options.health_probe_address, what="health probe address")
+            phost, pport = parse_address(
+                options.health_probe_address, what="health probe address", empty_host="0.0.0.0"
+            )
             # One registry for the process: the xDS metrics, the framework's and the process's.
             self.health = HealthServer(phost, pport, registry=prometheus_client.REGISTRY)
             self.health.readyz["folder"] = lambda: self.applied > 0

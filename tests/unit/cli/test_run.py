@@ -17,6 +17,16 @@ def test_run_against_a_cluster_with_a_missing_kubeconfig_says_so_in_one_line(
     assert len(err.strip().splitlines()) == 1
 
 
+def test_run_takes_the_deployments_every_interface_probe_address(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--health-probe-bind-address=:8081` (controller-runtime's form, the Deployment's flag) is
+    no usage error: the run gets as far as the missing kubeconfig."""
+    argv = ["--kubeconfig", str(tmp_path / "nope"), "--health-probe-bind-address=:8081"]
+    assert main(["run", *argv, "--metrics-bind-address=:8080"]) == 1
+    assert "kubeconfig" in capsys.readouterr().err
+
+
 def test_run_standalone_on_a_missing_folder_is_a_usage_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
