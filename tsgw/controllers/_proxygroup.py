@@ -169,7 +169,7 @@ class ProxyGroupReconciler:
             self.writes += 1
         for obj in self.current(req):
             md = obj["metadata"]
-            if (obj.get("kind") or "", md["name"]) in wanted:
+            if (obj.get("kind") or "", md["name"]) in wanted or md.get("deletionTimestamp"):
                 continue
             kind = obj.get("kind") or ""
             gone = _BY_KIND.get(kind)
