@@ -134,6 +134,10 @@ class AuthKeyReconciler:
             md = s.get("metadata") or {}
             if not md.get("deletionTimestamp"):
                 continue
+            state = _decode(s)
+            if not any(state.get(k) for k in (StateKeys.DEVICE_ID, StateKeys.AUTHKEY_ID, AUTHKEY_FIELD)):
+                await self._drop_finalizer(s)  # no device, no key: nothing on the tailnet to clean
+                continue
             tailnet = (md.get("labels") or {}).get(TAILNET_LABEL, "")
             lc = self._lifecycle(tailnet, req.namespace) if tailnet else None
             if lc is None:
