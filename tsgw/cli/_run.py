@@ -98,6 +98,21 @@ def add_cluster_arguments(p: argparse.ArgumentParser) -> None:
         help="run the controllers only on the Lease holder (default: on)",
     )
     g.add_argument(
+        "--tailnet-poll-interval",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how often each tailnet's devices and Tailscale Services are read (default %(default)s)",
+    )
+    g.add_argument(
+        "--proxy-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment of the proxies' tailscale container (repeatable), e.g. "
+        "TS_DEBUG_USE_DERP_HTTP=1 where the DERP relay speaks plain HTTP",
+    )
+    g.add_argument(
         "--xds-service",
         metavar="HOST:PORT",
         default=None,
@@ -168,6 +183,14 @@ def run_cluster(args: argparse.Namespace) -> int:
     from tsgw.operator import Operator, OperatorOptions
 
     try:
+        proxy_env = []
+        for item in args.proxy_env:
+            name, eq, value = item.partition("=")
+            if not eq or not name:
+                raise ValueError(f"--proxy-env must be NAME=VALUE, got {item!r}")
+            proxy_env.append((name, value))
+        if not args.tailnet_poll_interval > 0:
+            raise ValueError("--tailnet-poll-interval must be more than 0")
         xds_service = args.xds_service or f"tsgw.{args.namespace}.svc:18000"
         xds_host, xds_port = parse_address(xds_service, what="--xds-service")
         options = OperatorOptions(
@@ -177,6 +200,7 @@ def run_cluster(args: argparse.Namespace) -> int:
             health_probe_address=args.health_probe_bind_address or ":8081",
             metrics_address=None if args.metrics_bind_address == "0" else args.metrics_bind_address,
             leader_election=args.leader_elect,
+            tailnet_poll_interval=args.tailnet_poll_interval,
             translate=dataclasses.replace(
                 translate.Options(),
                 operator_namespace=args.namespace,
@@ -184,6 +208,7 @@ def run_cluster(args: argparse.Namespace) -> int:
                 xds_port=xds_port,
                 first_listener_port=args.listener_port,
                 connect_proxy_port=args.connect_proxy_port,
+                proxy_env=tuple(proxy_env),
             ),
         )
     except ValueError as e:

@@ -6,8 +6,19 @@ published and write what it asks for.
   status subresource when they change.
 - :mod:`._proxygroup`: each proxy group's owned objects applied (only when the cache does not
   already hold them) and pruned.
+- :mod:`._tailnets`: each tailnet's credentials checked (its Ready condition), its API client
+  kept, its facts polled into a ConfigMap every replica reads.
+- :mod:`._authkeys`: one auth key per replica, kept in its state Secret until the device
+  registered; devices deleted before their state Secrets go (a finalizer).
 """
 
+from tsgw.controllers._authkeys import (
+    AUTHKEY_FIELD,
+    AuthKeyReconciler,
+    SecretStateStore,
+    auth_keys_from_secrets,
+    owner_of_secret,
+)
 from tsgw.controllers._proxygroup import (
     MANAGED_SELECTOR,
     OWNED_RESOURCES,
@@ -17,15 +28,34 @@ from tsgw.controllers._proxygroup import (
     enqueue_changed_groups,
 )
 from tsgw.controllers._status import StatusReconciler, add_status_controllers, enqueue_changed
+from tsgw.controllers._tailnets import (
+    FACTS_KEY,
+    TAILNET_LABEL,
+    TailnetClients,
+    TailnetReconciler,
+    facts_configmap_name,
+    facts_from_configmaps,
+)
 
 __all__ = [
+    "AUTHKEY_FIELD",
+    "FACTS_KEY",
     "MANAGED_SELECTOR",
     "OWNED_RESOURCES",
+    "TAILNET_LABEL",
+    "AuthKeyReconciler",
     "ProxyGroupReconciler",
+    "SecretStateStore",
     "StatusReconciler",
+    "TailnetClients",
+    "TailnetReconciler",
     "add_proxygroup_controllers",
     "add_status_controllers",
+    "auth_keys_from_secrets",
     "contains",
     "enqueue_changed",
     "enqueue_changed_groups",
+    "facts_configmap_name",
+    "facts_from_configmaps",
+    "owner_of_secret",
 ]

@@ -23,11 +23,14 @@ auth keys (which live on the tailnet, not in Kubernetes) are the auth-key contro
 from __future__ import annotations
 
 import base64
+import collections
+import hashlib
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import anyio
-import anyio.lowlevel
+import orjson
 import structlog
 
 from tsgw.kube import (
@@ -123,7 +126,12 @@ class ProxyGroupReconciler:
             r.kind: manager.informer(r, InformerOptions(label_selector=MANAGED_SELECTOR))
             for r in OWNED_RESOURCES
         }
+        self.settle = 5.0
+        """Seconds to wait for the cache to show an object this reconciler just applied before
+        applying it again (a drift after that is put back)."""
+        self._applied: dict[tuple[str, str, str], tuple[bytes, float]] = {}
         self.writes = 0
+        self.writes_by_namespace: collections.Counter[str] = collections.Counter()
         """Applies and deletes made (tests and benchmarks count them)."""
 
     def desired(self, latest: Published, req: Request) -> list[RawObject]:
@@ -153,23 +161,31 @@ class ProxyGroupReconciler:
             return None  # the pipeline has not translated this generation yet; it enqueues again
         want = self.desired(latest, req)
         wanted = {(o["kind"], o["metadata"]["name"]) for o in want}
+        waiting = False
+        now = time.monotonic()
         for obj in want:
             res = _BY_KIND[obj["kind"]]
-            live = self.owned[obj["kind"]].store.get((req.namespace, obj["metadata"]["name"]))
-            if live is not None and contains(live, _as_stored(obj)):
+            key = (obj["kind"], req.namespace, obj["metadata"]["name"])
+            live = self.owned[obj["kind"]].store.get(key[1:])
+            stored = _as_stored(obj)
+            if live is not None and contains(live, stored):
+                self._applied.pop(key, None)
                 continue
-            log.debug(
-                "applying",
-                kind=obj["kind"],
-                name=obj["metadata"]["name"],
-                namespace=req.namespace,
-                drift=live is not None,
-            )
+            # Applied moments ago and the cache has not caught up (each kind has its own
+            # informer): wait for it instead of writing the same thing again.
+            digest = _digest(stored)
+            seen = self._applied.get(key)
+            if seen is not None and seen[0] == digest and now - seen[1] < self.settle:
+                waiting = True
+                continue
+            log.debug("applying", kind=key[0], name=key[2], namespace=req.namespace, drift=live is not None)
             await self.client.apply(res, obj, field_manager=FIELD_MANAGER)
+            self._applied[key] = (digest, time.monotonic())
             self.writes += 1
+            self.writes_by_namespace[req.namespace] += 1
         for obj in self.current(req):
             md = obj["metadata"]
-            if (obj.get("kind") or "", md["name"]) in wanted:
+            if (obj.get("kind") or "", md["name"]) in wanted or md.get("deletionTimestamp"):
                 continue
             kind = obj.get("kind") or ""
             gone = _BY_KIND.get(kind)
@@ -178,10 +194,15 @@ class ProxyGroupReconciler:
             try:
                 await self.client.delete(gone, md["name"], md.get("namespace"), uid=md.get("uid"))
                 self.writes += 1
+                self.writes_by_namespace[req.namespace] += 1
                 log.info("pruned", kind=kind, name=md["name"], namespace=md.get("namespace"))
             except NotFound:
                 pass
-        return None
+        return Result(requeue_after=self.settle) if waiting else None
+
+
+def _digest(obj: Mapping[str, Any]) -> bytes:
+    return hashlib.sha256(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)).digest()
 
 
 def _owner_of(kind: str) -> Any:

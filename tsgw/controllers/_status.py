@@ -17,6 +17,7 @@ ResolvedRefs, and Programmed from the Envoys' ACKs and NACKs. This controller wr
 
 from __future__ import annotations
 
+import collections
 import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -50,6 +51,7 @@ class StatusReconciler:
         self.store = store
         self.pipeline = pipeline
         self.writes = 0
+        self.writes_by_namespace: collections.Counter[str] = collections.Counter()
         """Status writes made (tests and benchmarks count them)."""
 
     async def reconcile(self, req: Request) -> Result | None:
@@ -72,6 +74,7 @@ class StatusReconciler:
             self.resource, {"metadata": meta, "status": body}, field_manager=FIELD_MANAGER
         )
         self.writes += 1
+        self.writes_by_namespace[req.namespace] += 1
         return None
 
 

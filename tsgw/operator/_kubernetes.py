@@ -31,14 +31,33 @@ from tsgw import api, translate
 from tsgw._address import parse_address
 from tsgw.admin import DEFAULT_ADDRESS, AdminService
 from tsgw.controllers import (
+    MANAGED_SELECTOR,
+    AuthKeyReconciler,
+    TailnetClients,
+    TailnetReconciler,
     add_proxygroup_controllers,
     add_status_controllers,
+    auth_keys_from_secrets,
     enqueue_changed,
     enqueue_changed_groups,
+    facts_from_configmaps,
+    owner_of_secret,
 )
-from tsgw.kube import Client, LeaderElectionOptions, Manager, ManagerOptions, NotFound
+from tsgw.kube import (
+    CONFIGMAPS,
+    SECRETS,
+    Client,
+    HandlerFuncs,
+    InformerOptions,
+    LeaderElectionOptions,
+    Manager,
+    ManagerOptions,
+    NotFound,
+    controller_managed_by,
+)
 from tsgw.pipeline import Pipeline, PipelineOptions
 from tsgw.providers import GATEWAYS, KubeProvider, KubeProviderOptions, tsgw_resources
+from tsgw.translate import TailnetFacts
 from tsgw.xds import AdsServer, SnapshotCache
 
 __all__ = ["Operator", "OperatorOptions"]
@@ -81,6 +100,9 @@ class OperatorOptions:
     """Shapes of the proxies' objects and Envoy configuration. Default: translate.Options()."""
     provider: KubeProviderOptions = field(default_factory=KubeProviderOptions)
     """How informer events are batched into updates. Default: KubeProviderOptions()."""
+    tailnet_poll_interval: float = 60.0
+    """How often each tailnet's facts (devices, Tailscale Services) are polled, in seconds; a
+    429 waits its Retry-After. Default: 60."""
 
 
 class Operator:
@@ -127,10 +149,48 @@ class Operator:
 
     async def setup(self) -> None:
         """Create the informers and controllers (they start with :meth:`run`)."""
+        managed = InformerOptions(label_selector=MANAGED_SELECTOR)
+        configmaps = self.manager.informer(CONFIGMAPS, managed)
+        secrets = self.manager.informer(SECRETS, managed)
+        known: dict[str, tuple[str, TailnetFacts]] = {}
+        namespace = self.options.namespace
+
+        def facts() -> tuple[dict[str, TailnetFacts], dict[str, str]]:
+            nonlocal known
+            known = facts_from_configmaps(configmaps.store.list(namespace), known)
+            return {k: v[1] for k, v in known.items()}, auth_keys_from_secrets(secrets.store)
+
         self.provider = KubeProvider(
-            self.manager, self.options.provider, gateways_served=await self._gateways_served()
+            self.manager, self.options.provider, facts=facts, gateways_served=await self._gateways_served()
         )
+        mark = self.provider.mark
+        changed = HandlerFuncs(add=lambda o, i: mark(), update=lambda a, b: mark(), delete=lambda o: mark())
+        configmaps.add_handler(changed)
+        secrets.add_handler(changed)
         kinds = {r.kind: r for r in tsgw_resources()}
+        self.tailnet_clients = TailnetClients()
+        self.tailnets = (
+            controller_managed_by(self.manager)
+            .for_(kinds["TailscaleTailnet"])
+            .named("tailscaletailnet")
+            .complete(
+                TailnetReconciler(
+                    self.manager,
+                    kinds["TailscaleTailnet"],
+                    self.tailnet_clients,
+                    namespace=namespace,
+                    poll_interval=self.options.tailnet_poll_interval,
+                )
+            )
+        )
+        self.authkeys = {
+            k: controller_managed_by(self.manager)
+            .for_(kinds[k])
+            .named(f"{k.lower()}-authkeys")
+            .watches(SECRETS, owner_of_secret(k), informer=managed)
+            .complete(AuthKeyReconciler(self.manager, k, self.pipeline, self.tailnet_clients))
+            for k in _OWNING_KINDS
+        }
         status_kinds = [r for k, r in kinds.items() if k != "TailscaleTailnet"]
         self.status = add_status_controllers(self.manager, self.pipeline, status_kinds)
         self.proxygroups = add_proxygroup_controllers(

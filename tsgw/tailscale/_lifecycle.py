@@ -179,6 +179,8 @@ class AuthKeyLifecycle:
                 if reissue and state.get(StateKeys.DEVICE_ID):
                     await self._client.delete_device(state[StateKeys.DEVICE_ID], missing_ok=True)
                 key = await self._mint(replica, request)
+                # Its id, so that a replica removed before it used the key gets it revoked.
+                await self._store.save(replica, {StateKeys.AUTHKEY_ID: key.id})
                 log.info("tailscale.authkey_minted", replica=replica, key_id=key.id, reissue=reissue)
                 return key.key
             if not state.get(StateKeys.DEVICE_ID) or broken is not None:
@@ -209,7 +211,9 @@ class AuthKeyLifecycle:
                     "tailscale.device_deleted", replica=replica, device_id=device_id, existed=device_deleted
                 )
             key_id = state.get(StateKeys.AUTHKEY_ID, "")
-            if key_id and state.get(StateKeys.AUTHKEY):
+            # An unused key: still waiting in the state, or (config-file mode) minted for a
+            # replica whose device never registered.
+            if key_id and (state.get(StateKeys.AUTHKEY) or not device_id):
                 key_revoked = await self._client.delete_auth_key(key_id, missing_ok=True)
                 log.info("tailscale.authkey_revoked", replica=replica, key_id=key_id, existed=key_revoked)
             cleared = {k: None for k in (StateKeys.AUTHKEY, StateKeys.AUTHKEY_ID) if k in state}

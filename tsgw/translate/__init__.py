@@ -8,12 +8,13 @@ never blocks the others. The same input gives byte-identical output.
 
 from tsgw.translate._identity import group_name, node_cluster, split_node_cluster
 from tsgw.translate._inputs import Device, Inputs, Options, TailnetFacts
-from tsgw.translate._objects import owned_objects
+from tsgw.translate._objects import DEVICE_FINALIZER, owned_objects
 from tsgw.translate._status import status_body
 from tsgw.translate._translate import Result, Translator, translate
 from tsgw.translate._xds import XdsResources, xds_resources
 
 __all__ = [
+    "DEVICE_FINALIZER",
     "Device",
     "Inputs",
     "Options",

@@ -30,6 +30,30 @@ class TailnetFacts:
     services: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     """Tailscale Service name (svc:x) → its VIP addresses."""
 
+    def to_json(self) -> dict[str, Any]:
+        """A compact JSON document (short keys: the operator stores thousands of devices in a
+        ConfigMap, whose limit is 1 MiB)."""
+        return {
+            "v": 1,
+            "suffix": self.magic_dns_suffix,
+            "devices": [
+                [d.name, list(d.addresses), list(d.tags), d.user, 1 if d.online else 0] for d in self.devices
+            ],
+            "services": {k: list(v) for k, v in sorted(self.services.items())},
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> TailnetFacts:
+        """The inverse of :meth:`to_json`; ValueError on a document it cannot read."""
+        if doc.get("v") != 1:
+            raise ValueError(f"tailnet facts of an unknown version {doc.get('v')!r}")
+        devices = tuple(
+            Device(str(n), tuple(map(str, a)), tuple(map(str, t)), str(u), bool(o))
+            for n, a, t, u, o in doc.get("devices") or ()
+        )
+        services = {str(k): tuple(map(str, v)) for k, v in (doc.get("services") or {}).items()}
+        return cls(str(doc.get("suffix") or ""), devices, services)
+
 
 @dataclass(frozen=True, slots=True)
 class Inputs:
@@ -72,3 +96,6 @@ class Options:
     """containerboot's /healthz. Default: 9002."""
     envoy_admin_port: int = 19000
     """Envoy's admin interface, on loopback. Default: 19000."""
+    proxy_env: tuple[tuple[str, str], ...] = ()
+    """Extra environment of the proxies' tailscale container, e.g. ``TS_DEBUG_USE_DERP_HTTP=1``
+    where the DERP relay speaks plain HTTP (a hermetic test bed). Default: none."""

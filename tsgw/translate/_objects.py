@@ -28,13 +28,17 @@ from tsgw.translate._identity import node_cluster
 from tsgw.translate._inputs import Options
 from tsgw.xds import bootstrap
 
-__all__ = ["envoy_bootstrap", "owned_objects", "proxy_config"]
+__all__ = ["DEVICE_FINALIZER", "envoy_bootstrap", "owned_objects", "proxy_config"]
+
+DEVICE_FINALIZER = "gateway.tailscale.com/device-cleanup"
+"""On each replica's state Secret: its device is deleted from the tailnet before it goes."""
 
 _LABEL_NAME = "app.kubernetes.io/name"
 _LABEL_INSTANCE = "app.kubernetes.io/instance"
 _LABEL_MANAGED = "app.kubernetes.io/managed-by"
 _LABEL_OWNER_KIND = "gateway.tailscale.com/owner-kind"
 _LABEL_OWNER_NAME = "gateway.tailscale.com/owner-name"
+_LABEL_TAILNET = "gateway.tailscale.com/tailnet"
 
 _STATE_MOUNT = "/etc/tsconfig"
 _SERVE_MOUNT = "/etc/tsgw/serve"
@@ -48,6 +52,9 @@ def _labels(g: ProxyGroup) -> dict[str, str]:
         _LABEL_MANAGED: "tsgw",
         _LABEL_OWNER_KIND: g.owner.kind,
         _LABEL_OWNER_NAME: g.owner.name,
+        # The devices' tailnet: the auth-key controller cleans a replica up from its state
+        # Secret alone, after the owner is gone.
+        _LABEL_TAILNET: g.tailnet,
     }
 
 
@@ -99,6 +106,7 @@ def proxy_config(g: ProxyGroup, options: Options, pod: str = "$(POD_NAME)") -> P
         # The kubelet probes the pod IP, so the health endpoint cannot stay on loopback.
         local_addr_port=f"0.0.0.0:{options.health_port}",
         config_dir=f"{_STATE_MOUNT}/{pod}",
+        extra_env=dict(options.proxy_env),
     )
 
 
@@ -164,7 +172,8 @@ def _statefulset(g: ProxyGroup, options: Options, config_hash: str, cfg: ProxyCo
         "securityContext": _restricted(),
         "volumeMounts": ts_mounts,
     }
-    envoy = {
+    exposed = [li.port for li in g.listeners if li.bind != "127.0.0.1"]
+    envoy: dict[str, Any] = {
         "name": "envoy",
         "image": g.pod.envoy_image,
         "args": [
@@ -179,17 +188,23 @@ def _statefulset(g: ProxyGroup, options: Options, config_hash: str, cfg: ProxyCo
             "--disable-hot-restart",
         ],
         "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
-        "ports": [
-            {"name": f"l-{li.port}", "containerPort": li.port} for li in g.listeners if li.bind != "127.0.0.1"
-        ],
+        "ports": [{"name": f"l-{port}", "containerPort": port} for port in exposed],
         "securityContext": _restricted(),
         "volumeMounts": [
             {"name": "envoy-bootstrap", "mountPath": _ENVOY_MOUNT, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     }
-    if not envoy["ports"]:
+    if not exposed:
         del envoy["ports"]
+    else:
+        # Ready once Envoy listens (it has its configuration): a replica restarted while tsgw is
+        # away must not get Service traffic. Ingress listeners are on loopback, where the
+        # kubelet cannot probe; tailscaled's own health covers those.
+        envoy["readinessProbe"] = {
+            "tcpSocket": {"port": exposed[0]},
+            "periodSeconds": 2,
+        }
     res = _resources(g)
     if res:
         tailscale["resources"] = res
@@ -264,7 +279,11 @@ def owned_objects(
     ]
     for pod in replicas:
         # The state Secret exists before the pod so the Role can name it; containerboot fills it.
-        objs.append({"apiVersion": "v1", "kind": "Secret", "metadata": _meta(g, pod), "type": "Opaque"})
+        # Its finalizer lets the auth-key controller delete the replica's device (by the
+        # device_id in it) before the Secret goes: on scale-down, owner deletion or uninstall.
+        state_md = _meta(g, pod)
+        state_md["finalizers"] = [DEVICE_FINALIZER]
+        objs.append({"apiVersion": "v1", "kind": "Secret", "metadata": state_md, "type": "Opaque"})
         replica = dataclasses.replace(
             shared, hostname=pod, state_secret=pod, config_dir=f"{_STATE_MOUNT}/{pod}"
         )

@@ -42,6 +42,7 @@ def test_model_exports_exactly_its_curated_names() -> None:
 def test_translate_exports_exactly_its_curated_names() -> None:
     assert sorted(tsgw.translate.__all__) == sorted(
         [
+            "DEVICE_FINALIZER",
             "Device",
             "Inputs",
             "Options",

@@ -1,0 +1,283 @@
+"""Tailnets: each TailscaleTailnet's credentials checked, its API client kept, and its facts
+(devices, Tailscale Services, the MagicDNS suffix) polled and published. Leader only.
+
+- **Credentials.** The Secret the tailnet names (``credentials.secretRef``) is read with the
+  operator's own identity; an OAuth client (Tailscale) or an API key (Tailscale or Headscale)
+  becomes a :mod:`tsgw.tailscale` client, checked by listing devices. The tailnet's ``Ready``
+  condition says whether that worked, and why not (``CredentialsNotFound``, ``AuthFailed``,
+  ``RateLimited``, ``Unreachable``, ``APIError``), with the backend's capabilities in the message.
+  A tailnet whose credentials fail affects only its own objects.
+- **Facts**, every ``poll_interval`` (default 60 s; on a 429 the Retry-After, at least the
+  interval), are written to a ConfigMap ``tsgw-tailnet-<name>`` in the operator's namespace
+  (label ``gateway.tailscale.com/tailnet``), as compact JSON (:meth:`TailnetFacts.to_json`,
+  about 100 bytes a device: some 10,000 devices fit the 1 MiB limit). Every replica reads it
+  through its informer, so data still flows one way and every replica translates the same.
+  The ConfigMap is written only when the facts change.
+- **Clients** are kept in a :class:`TailnetClients` registry that the auth-key controller uses.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import structlog
+
+from tsgw import api
+from tsgw.controllers._proxygroup import contains
+from tsgw.kube import CONFIGMAPS, SECRETS, Client, Manager, NotFound, RawObject, Request, Resource, Result
+from tsgw.model import Condition, ObjectRef, ObjectStatus
+from tsgw.tailscale import (
+    APIKey,
+    AuthError,
+    ClientOptions,
+    HeadscaleClient,
+    OAuthClientCredentials,
+    RateLimitedError,
+    TailscaleClient,
+    TailscaleError,
+    TransportError,
+)
+from tsgw.tailscale import Client as TailscaleAPI
+from tsgw.translate import Device, TailnetFacts, status_body
+
+__all__ = ["FACTS_KEY", "TAILNET_LABEL", "TailnetClients", "TailnetReconciler", "facts_configmap_name"]
+
+log = structlog.get_logger("tsgw.controllers.tailnets")
+
+FIELD_MANAGER = "tsgw"
+TAILNET_LABEL = "gateway.tailscale.com/tailnet"
+FACTS_KEY = "facts.json"
+
+
+def facts_configmap_name(tailnet: str) -> str:
+    return f"tsgw-tailnet-{tailnet}"
+
+
+@dataclass
+class _Entry:
+    fingerprint: tuple[Any, ...]
+    client: TailscaleAPI
+
+
+@dataclass
+class TailnetClients:
+    """One API client per tailnet, rebuilt when its spec or credentials change."""
+
+    _entries: dict[str, _Entry] = field(default_factory=dict)
+
+    def get(self, tailnet: str) -> TailscaleAPI | None:
+        e = self._entries.get(tailnet)
+        return e.client if e is not None else None
+
+    async def put(self, tailnet: str, fingerprint: tuple[Any, ...], make: Any) -> TailscaleAPI:
+        e = self._entries.get(tailnet)
+        if e is not None and e.fingerprint == fingerprint:
+            return e.client
+        if e is not None:
+            await e.client.aclose()
+        client: TailscaleAPI = make()
+        self._entries[tailnet] = _Entry(fingerprint, client)
+        return client
+
+    async def drop(self, tailnet: str) -> None:
+        e = self._entries.pop(tailnet, None)
+        if e is not None:
+            await e.client.aclose()
+
+    async def aclose(self) -> None:
+        for name in list(self._entries):
+            await self.drop(name)
+
+
+class _NoCredentials(Exception):
+    pass
+
+
+def _secret_value(secret: Mapping[str, Any], key: str) -> str:
+    data = secret.get("data") or {}
+    if key not in data:
+        raise _NoCredentials(f"key {key!r} missing")
+    return base64.b64decode(data[key]).decode().strip()
+
+
+class TailnetReconciler:
+    """Checks one TailscaleTailnet's credentials and publishes its facts."""
+
+    def __init__(
+        self,
+        manager: Manager,
+        resource: Resource,
+        clients: TailnetClients,
+        *,
+        namespace: str,
+        poll_interval: float = 60.0,
+    ) -> None:
+        self.client: Client = manager.client
+        self.resource = resource
+        self.clients = clients
+        self.namespace = namespace
+        self.poll_interval = poll_interval
+        self.store = manager.informer(resource).store
+        self.facts_writes = 0
+        """ConfigMap writes made (tests count them)."""
+
+    async def reconcile(self, req: Request) -> Result | None:
+        obj = self.store.get(req)
+        if obj is None:
+            await self.clients.drop(req.name)
+            return None
+        tailnet = api.load(obj)
+        spec: api.TailscaleTailnetSpec = tailnet.spec
+        try:
+            ts = await self._client(req.name, spec)
+            devices = await ts.list_devices()
+            services = await ts.list_services() if ts.capabilities.services else []
+        except _NoCredentials as e:
+            await self._status(obj, False, "CredentialsNotFound", str(e))
+            return Result(requeue_after=self.poll_interval)
+        except AuthError as e:
+            await self._status(obj, False, "AuthFailed", str(e))
+            return Result(requeue_after=self.poll_interval)
+        except RateLimitedError as e:
+            wait = max(self.poll_interval, getattr(e, "retry_after", None) or 0.0)
+            await self._status(obj, False, "RateLimited", f"{e}; next try in {wait:.0f} s")
+            return Result(requeue_after=wait)
+        except TransportError as e:
+            await self._status(obj, False, "Unreachable", str(e))
+            return Result(requeue_after=min(self.poll_interval, 10.0))
+        except TailscaleError as e:
+            await self._status(obj, False, "APIError", str(e))
+            return Result(requeue_after=self.poll_interval)
+        facts = _facts(devices, services)
+        await self._publish(req.name, facts)
+        caps = ts.capabilities
+        await self._status(
+            obj,
+            True,
+            "Ready",
+            f"{caps.backend}: {len(devices)} devices, {len(services)} Tailscale Services"
+            + ("" if caps.services else " (no Tailscale Services on this control plane)"),
+            suffix=facts.magic_dns_suffix,
+        )
+        return Result(requeue_after=self.poll_interval)
+
+    async def _client(self, name: str, spec: api.TailscaleTailnetSpec) -> TailscaleAPI:
+        ref = spec.credentials.secret_ref
+        try:
+            secret = await self.client.get(SECRETS, ref.name, ref.namespace)
+        except NotFound:
+            raise _NoCredentials(f"Secret {ref.namespace}/{ref.name} not found") from None
+        cp = spec.control_plane
+        options = ClientOptions(base_url=cp.api_url or "", tailnet=spec.tailnet)
+        if spec.credentials.oauth is not None:
+            o = spec.credentials.oauth
+            creds: OAuthClientCredentials | APIKey = OAuthClientCredentials(
+                _secret_value(secret, o.client_id_key), _secret_value(secret, o.client_secret_key)
+            )
+        else:
+            creds = APIKey(
+                _secret_value(secret, spec.credentials.api_key.key if spec.credentials.api_key else "api_key")
+            )
+        fingerprint = (
+            cp.type,
+            cp.api_url,
+            spec.tailnet,
+            (secret.get("metadata") or {}).get("resourceVersion"),
+        )
+        if cp.type is api.ControlPlaneType.HEADSCALE:
+            assert isinstance(creds, APIKey)
+            return await self.clients.put(name, fingerprint, lambda: HeadscaleClient(creds, options))
+        return await self.clients.put(name, fingerprint, lambda: TailscaleClient(creds, options))
+
+    async def _publish(self, name: str, facts: TailnetFacts) -> None:
+        text = orjson.dumps(facts.to_json(), option=orjson.OPT_SORT_KEYS).decode()
+        cm_name = facts_configmap_name(name)
+        live = None
+        with contextlib.suppress(NotFound):
+            live = await self.client.get(CONFIGMAPS, cm_name, self.namespace)
+        if live is not None and (live.get("data") or {}).get(FACTS_KEY) == text:
+            return
+        await self.client.apply(
+            CONFIGMAPS,
+            {
+                "metadata": {
+                    "name": cm_name,
+                    "namespace": self.namespace,
+                    "labels": {"app.kubernetes.io/managed-by": "tsgw", TAILNET_LABEL: name},
+                },
+                "data": {FACTS_KEY: text},
+            },
+            field_manager=FIELD_MANAGER,
+        )
+        self.facts_writes += 1
+
+    async def _status(self, obj: RawObject, ok: bool, reason: str, message: str, *, suffix: str = "") -> None:
+        md = obj.get("metadata") or {}
+        ref = ObjectRef("TailscaleTailnet", "", md["name"], md.get("uid", ""), md.get("generation") or 0)
+        st = ObjectStatus(ref, (Condition("Ready", ok, reason, message[:1000]),))
+        current = obj.get("status") or {}
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = status_body(st, current, now)
+        if suffix:
+            body["magicDNSSuffix"] = suffix
+        if contains(current, body):
+            return
+        if not ok:
+            log.warning("tailnet not usable", tailnet=md["name"], reason=reason, message=message)
+        await self.client.apply_status(
+            self.resource, {"metadata": {"name": md["name"]}, "status": body}, field_manager=FIELD_MANAGER
+        )
+
+
+def _facts(devices: list[Any], services: list[Any]) -> TailnetFacts:
+    names = [d.name for d in devices if "." in d.name.rstrip(".")]
+    suffix = ""
+    if names:
+        suffix = names[0].rstrip(".").split(".", 1)[1]
+    out = tuple(
+        sorted(
+            (
+                Device(
+                    d.name.rstrip(".") or d.hostname,
+                    tuple(d.addresses),
+                    tuple(d.tags),
+                    d.user,
+                    d.online is not False,
+                )
+                for d in devices
+            ),
+            key=lambda d: d.name,
+        )
+    )
+    svcs = {s.name: tuple(s.addrs) for s in services}
+    return TailnetFacts(suffix, out, svcs)
+
+
+def facts_from_configmaps(
+    configmaps: list[RawObject], previous: Mapping[str, tuple[str, TailnetFacts]]
+) -> dict[str, tuple[str, TailnetFacts]]:
+    """Tailnet name → (resourceVersion, facts) from the facts ConfigMaps; an unchanged ConfigMap
+    keeps its previous facts object (translation caches by identity)."""
+    out: dict[str, tuple[str, TailnetFacts]] = {}
+    for cm in configmaps:
+        md = cm.get("metadata") or {}
+        name = (md.get("labels") or {}).get(TAILNET_LABEL)
+        text = (cm.get("data") or {}).get(FACTS_KEY)
+        if not name or text is None:
+            continue
+        rv = str(md.get("resourceVersion") or "")
+        old = previous.get(name)
+        if old is not None and old[0] == rv:
+            out[name] = old
+            continue
+        try:
+            out[name] = (rv, TailnetFacts.from_json(orjson.loads(text)))
+        except (ValueError, TypeError) as e:
+            log.warning("unreadable tailnet facts", tailnet=name, error=str(e))
+    return out
