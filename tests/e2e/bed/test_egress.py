@@ -1,0 +1,185 @@
+"""Egress through tsgw, installed as a user installs it: `kubectl apply -k` of the Headscale
+overlay (with the bed's Headscale URL, a real API key, and the bed's hermetic proxy settings),
+the operator running as pods from its image tree; a TailscaleEndpoints names a tailnet device by
+address and by name; the operator mints one key per proxy replica, the proxy StatefulSet's
+containerboot joins Headscale and its Envoy takes its configuration from the operator's xDS
+Service; a client pod's request to the ClusterIP Service reaches the device over the tailnet.
+Then every tsgw object is deleted and the proxies' devices are gone from Headscale.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.bed import Bed
+from tests.e2e.bed.helpers import pods, ready, wait
+from tests.e2e.bed.test_bed import run_pod
+from tests.support.install import copy_install
+
+pytestmark = pytest.mark.e2e
+
+NS = "tsgw-system"
+APPS = "default"
+OPERATOR = "app.kubernetes.io/name=tsgw,app.kubernetes.io/component=operator"
+PROXIES = "app.kubernetes.io/name=tsgw-proxy,app.kubernetes.io/instance=echo-tsep"
+
+# The bed's tailnet relays through Headscale's embedded DERP over plain HTTP, and has no way to
+# Tailscale's log and DERP hosts (verified.md §21): the proxies need to be told.
+BED_OVERLAY = """\
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - ../headscale
+patches:
+  - path: headscale-url.yaml
+  - target: {kind: Deployment, name: tsgw}
+    patch: |
+      - op: add
+        path: /spec/template/spec/containers/0/args/-
+        value: --proxy-env=TS_DEBUG_USE_DERP_HTTP=1
+      - op: add
+        path: /spec/template/spec/containers/0/args/-
+        value: --proxy-env=TS_NO_LOGS_NO_SUPPORT=1
+      - op: add
+        path: /spec/template/spec/containers/0/args/-
+        value: --proxy-env=TS_DISABLE_PORTMAPPER=1
+      - op: add
+        path: /spec/template/spec/containers/0/args/-
+        value: --tailnet-poll-interval=2
+"""
+
+
+@pytest.fixture(scope="module")
+def installed(bed: Bed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    assert bed.tailnet is not None
+    tree = copy_install(tmp_path_factory.mktemp("egress-install"))
+    (tree / "overlays" / "headscale" / "api_key").write_text(bed.tailnet.api_key())
+    overlay = tree / "overlays" / "bed-egress"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(BED_OVERLAY)
+    (overlay / "headscale-url.yaml").write_text(
+        "apiVersion: gateway.tailscale.com/v1alpha1\n"
+        "kind: TailscaleTailnet\n"
+        "metadata: {name: headscale}\n"
+        f"spec: {{controlPlane: {{type: Headscale, apiURL: '{bed.tailnet.url}'}}}}\n"
+    )
+    bed.kubectl("apply", "--server-side", "-k", str(tree / "base" / "crds"))
+    crds = bed.kubectl("kustomize", str(tree / "base" / "crds"))
+    bed.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", "-", input=crds, timeout=90)
+    bed.kubectl("apply", "--server-side", "-k", str(overlay))
+    wait(
+        lambda: len([p for p in pods(bed, OPERATOR, NS) if ready(p)]) == 2,
+        timeout=180,
+        what="both operator pods Ready",
+        interval=0.5,
+    )
+    yield overlay
+    bed.kubectl("delete", "--ignore-not-found", "--wait=false", "-k", str(overlay), check=False)
+
+
+def _endpoints(address: str, name: str) -> str:
+    return textwrap.dedent(
+        f"""
+        apiVersion: gateway.tailscale.com/v1alpha1
+        kind: TailscaleEndpoints
+        metadata: {{name: echo, namespace: {APPS}}}
+        spec:
+          tailnetRef: {{name: headscale}}
+          proxy: {{replicas: 2}}
+          targets:
+            - name: by-address
+              address: "{address}"
+              ports: [{{port: 8080, protocol: HTTP}}]
+            - name: by-name
+              address: "{name}"
+              ports: [{{port: 9000, protocol: TCP}}]
+        """
+    )
+
+
+def _node_names(bed: Bed) -> set[str]:
+    """Every name Headscale knows its nodes by (host name and given name)."""
+    assert bed.tailnet is not None
+    return {
+        str(n.get(k))
+        for n in bed.tailnet.headscale_cli("nodes", "list") or []
+        for k in ("name", "given_name", "givenName")
+        if n.get(k)
+    }
+
+
+def test_a_pod_reaches_a_tailnet_device_through_the_proxies_the_operator_runs(
+    bed: Bed, installed: Path
+) -> None:
+    assert bed.tailnet is not None
+    device = bed.tailnet.device("echo-device", bed.tailnet.preauth_key_for())
+    t0 = time.monotonic()
+    bed.apply(_endpoints(device.ip4(), "echo-device"))
+
+    # The operator mints a key per replica; containerboot joins and writes its device.
+    def joined() -> list[str]:
+        out = []
+        for i in (0, 1):
+            data = bed.get("secret", "-n", APPS, f"echo-tsep-{i}").get("data") or {}
+            if "device_id" in data:
+                out.append(f"echo-tsep-{i}")
+        return out if len(out) == 2 else []
+
+    wait(joined, timeout=180, what="both proxy replicas joined the tailnet", interval=1)
+    wait(
+        lambda: len([p for p in pods(bed, PROXIES, APPS) if ready(p)]) == 2,
+        timeout=180,
+        what="both proxy pods Ready (Envoy listening)",
+        interval=1,
+    )
+    print(f"\negress: TailscaleEndpoints applied to both proxies Ready in {time.monotonic() - t0:.1f} s")
+
+    # HTTP by address, and raw TCP to the device found by name in the tailnet's facts.
+    log = run_pod(
+        bed,
+        "egress-client",
+        "for i in $(seq 1 30); do "
+        f"  curl -sf --max-time 3 http://echo.{APPS}.svc:8080/ && break; sleep 1; "
+        "done; echo; "
+        f"python3 -c \"import socket; s=socket.create_connection(('echo.{APPS}.svc', 9000), 5); "
+        'print(s.recv(100).decode().strip())"',
+    )
+    lines = [ln for ln in log.splitlines() if ln.strip()]
+    assert lines[0] == "echo-device", log
+    assert lines[-1] == "echo-device", log
+
+    # The object's status: accepted, resolved, programmed on both Envoys.
+    obj = bed.get("tailscaleendpoints", "-n", APPS, "echo")
+    conds = {c["type"]: c for c in obj["status"]["conditions"]}
+    assert conds["Accepted"]["status"] == "True"
+    assert conds["ResolvedRefs"]["status"] == "True", conds["ResolvedRefs"]
+    wait(
+        lambda: (
+            {c["type"]: c for c in bed.get("tailscaleendpoints", "-n", APPS, "echo")["status"]["conditions"]}[
+                "Programmed"
+            ]["status"]
+            == "True"
+        ),
+        timeout=60,
+        what="Programmed=True",
+    )
+
+    # Deleting the object removes the proxies and their devices from Headscale.
+    names = {f"echo-tsep-{i}" for i in (0, 1)}
+    assert names <= _node_names(bed)
+    bed.kubectl("delete", "tailscaleendpoints", "-n", APPS, "echo")
+    wait(
+        lambda: not bed.get("secrets", "-n", APPS, "-l", "app.kubernetes.io/managed-by=tsgw")["items"],
+        timeout=120,
+        what="every owned Secret gone",
+    )
+    left = _node_names(bed)
+    assert not (names & left), f"devices left on Headscale: {json.dumps(sorted(names & left))}"
+    shutil.rmtree(installed, ignore_errors=True)
