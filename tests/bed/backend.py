@@ -59,6 +59,9 @@ async def _http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         request = await reader.readuntil(b"\r\n\r\n")
         path = request.split(b" ", 2)[1].decode() if request.count(b" ") >= 2 else "/"
         status, body = "200 OK", f"{NAME}\n"
+        if path.startswith("/headers"):
+            # The request's headers, one per line, after the name: what a proxy in front added.
+            body += request.split(b"\r\n", 1)[1].decode(errors="replace").strip() + "\n"
         if path.startswith("/healthz") and os.path.exists("/tmp/unhealthy"):  # noqa: ASYNC240
             status, body = "500 Internal Server Error", "unhealthy\n"
         data = body.encode()

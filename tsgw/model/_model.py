@@ -308,6 +308,9 @@ class ProxyPod:
     node_selector: tuple[tuple[str, str], ...] = ()
     tolerations: tuple[Any, ...] = ()
     affinity: Any = None
+    serve_on_device: bool = False
+    """The control plane has no Tailscale Services (Headscale): ingress ports are served on each
+    proxy's own tailnet addresses and MagicDNS name instead of a ``svc:`` VIP."""
 
 
 @dataclass(frozen=True, slots=True)

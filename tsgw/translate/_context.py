@@ -165,6 +165,7 @@ def _pod(ctx: _Ctx, proxy: api.Proxy, tailnet: api.TailscaleTailnetSpec) -> Prox
         node_selector=tuple(sorted(proxy.node_selector.items())),
         tolerations=proxy.tolerations,
         affinity=proxy.affinity,
+        serve_on_device=cp.type is ControlPlaneType.HEADSCALE,
     )
 
 

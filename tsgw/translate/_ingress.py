@@ -179,11 +179,23 @@ def _services(
         [clusters[k] for k in sorted(clusters)],
         tailscale_service=TailscaleService(svc_name, tuple(ts_ports), spec.tags),
     )
-    conditions = (
-        _cond(ACCEPTED, True, "Accepted"),
-        _cond(RESOLVED, not problems, "BackendNotFound" if problems else "ResolvedRefs", "; ".join(problems)),
-    )
+    accepted = _cond(ACCEPTED, True, "Accepted")
     details = ServicesDetails(
         svc_name, _magicdns(facts, label), tuple(_ipv4_first(facts.services.get(svc_name, ())))
+    )
+    if group.pod.serve_on_device:
+        # Headscale has no Tailscale Services: each proxy serves the ports on its own name.
+        pods = ", ".join(_magicdns(facts, p) or p for p in group.replica_names())
+        accepted = _cond(
+            ACCEPTED,
+            True,
+            "Accepted",
+            f"this control plane has no Tailscale Services: {svc_name} is not created, each proxy "
+            f"serves the ports on its own name ({pods})",
+        )
+        details = ServicesDetails("", "", ())
+    conditions = (
+        accepted,
+        _cond(RESOLVED, not problems, "BackendNotFound" if problems else "ResolvedRefs", "; ".join(problems)),
     )
     return group, ObjectStatus(ref, conditions, details)

@@ -86,19 +86,20 @@ def proxy_config(g: ProxyGroup, options: Options, pod: str = "$(POD_NAME)") -> P
     """containerboot's settings for a replica of `g` (`pod` = its name; the default is the
     downward-API reference the shared pod template uses)."""
     hosted: tuple[HostedService, ...] = ()
+    on_device: tuple[ServePort, ...] = ()
     if g.tailscale_service is not None:
-        hosted = (
-            HostedService(
-                g.tailscale_service.name,
-                tuple(ServePort(port, local) for port, local in g.tailscale_service.ports),
-            ),
-        )
+        ports = tuple(ServePort(port, local) for port, local in g.tailscale_service.ports)
+        if g.pod.serve_on_device:
+            on_device = ports  # no Tailscale Services here (Headscale): the proxy's own name
+        else:
+            hosted = (HostedService(g.tailscale_service.name, ports),)
     return ProxyConfig(
         hostname=pod,
         state_secret=pod,
         tags=g.pod.tags,
         login_server=g.pod.login_url,
         services=hosted,
+        device_ports=on_device,
         serve_config_path=f"{_SERVE_MOUNT}/serve-config.json",
         outbound_http_proxy=f"127.0.0.1:{options.connect_proxy_port}"
         if g.direction is Direction.EGRESS

@@ -69,7 +69,10 @@ def _typed(status: ObjectStatus, current: Mapping[str, Any], stamp: _Stamp) -> A
             )
         case ServicesDetails(service_name, dns_name, addresses):
             return api.ServicesStatus(
-                conditions=conditions, service_name=service_name, dns_name=dns_name, addresses=addresses
+                conditions=conditions,
+                service_name=service_name or None,  # none on a control plane without them
+                dns_name=dns_name,
+                addresses=addresses,
             )
         case GatewayDetails(dns_name, addresses, listeners):
             return api.GatewayStatus(

@@ -1,16 +1,21 @@
-"""Egress through tsgw, installed as a user installs it: `kubectl apply -k` of the Headscale
+"""Egress and ingress through tsgw, installed as a user installs it: `kubectl apply -k` of the Headscale
 overlay (with the bed's Headscale URL, a real API key, and the bed's hermetic proxy settings),
 the operator running as pods from its image tree; a TailscaleEndpoints names a tailnet device by
 address and by name; the operator mints one key per proxy replica, the proxy StatefulSet's
 containerboot joins Headscale and its Envoy takes its configuration from the operator's xDS
 Service; a client pod's request to the ClusterIP Service reaches the device over the tailnet.
 Then every tsgw object is deleted and the proxies' devices are gone from Headscale.
+
+Ingress on Headscale (no Tailscale Services there): a TailscaleServices is served on each
+proxy's own tailnet address; a tailnet device's request reaches a Kubernetes backend through
+either proxy, and the backend sees the device's tailnet address (PROXY protocol from tailscaled
+to Envoy, X-Forwarded-For from Envoy).
 """
 
 from __future__ import annotations
 
+import base64
 import json
-import shutil
 import textwrap
 import time
 from collections.abc import Iterator
@@ -182,4 +187,75 @@ def test_a_pod_reaches_a_tailnet_device_through_the_proxies_the_operator_runs(
     )
     left = _node_names(bed)
     assert not (names & left), f"devices left on Headscale: {json.dumps(sorted(names & left))}"
-    shutil.rmtree(installed, ignore_errors=True)
+
+
+def test_a_tailnet_device_reaches_a_kubernetes_backend_through_each_proxy_with_its_own_address(
+    bed: Bed, installed: Path
+) -> None:
+    assert bed.tailnet is not None
+    laptop = bed.tailnet.device("laptop", bed.tailnet.preauth_key_for())
+    bed.apply(
+        textwrap.dedent(
+            f"""
+            apiVersion: apps/v1
+            kind: Deployment
+            metadata: {{name: web, namespace: {APPS}}}
+            spec:
+              replicas: 1
+              selector: {{matchLabels: {{app: web}}}}
+              template:
+                metadata: {{labels: {{app: web}}}}
+                spec:
+                  containers: [{{name: web, image: bed.test/backend}}]
+            ---
+            apiVersion: v1
+            kind: Service
+            metadata: {{name: web, namespace: {APPS}}}
+            spec:
+              selector: {{app: web}}
+              ports: [{{name: http, port: 80, targetPort: 8080}}]
+            ---
+            apiVersion: gateway.tailscale.com/v1alpha1
+            kind: TailscaleServices
+            metadata: {{name: web, namespace: {APPS}}}
+            spec:
+              tailnetRef: {{name: headscale}}
+              proxy: {{replicas: 2}}
+              ports: [{{port: 80, protocol: HTTP, targetPort: http}}]
+              backends: [{{service: web}}]
+            """
+        )
+    )
+
+    def addresses() -> list[str]:
+        out = []
+        for i in (0, 1):
+            data = bed.get("secret", "-n", APPS, f"web-tssvc-{i}").get("data") or {}
+            if "device_ips" not in data:
+                return []
+            ips = json.loads(base64.b64decode(data["device_ips"]))
+            out.append(next(ip for ip in ips if "." in ip))
+        return out
+
+    proxies = wait(addresses, timeout=180, what="both ingress proxies joined", interval=1)
+    obj = bed.get("tailscaleservices", "-n", APPS, "web")
+    accepted = {c["type"]: c for c in obj["status"]["conditions"]}["Accepted"]
+    assert "no Tailscale Services" in accepted["message"], accepted
+    for ip in proxies:
+        reply = wait(
+            lambda ip=ip: laptop.dial(
+                ip, 80, b"GET /headers HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n"
+            ),
+            timeout=90,
+            what=f"the laptop reaches the backend through the proxy at {ip}",
+        )
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert b" 200 " in head.split(b"\r\n", 1)[0], reply
+        lines = body.decode().splitlines()
+        assert lines[0].startswith("web-"), lines  # the backend pod's name
+        forwarded = [ln for ln in lines if ln.lower().startswith("x-forwarded-for:")]
+        assert forwarded, lines
+        assert laptop.ip4() in forwarded[0], (forwarded, laptop.ip4())
+    bed.kubectl("delete", "tailscaleservices", "-n", APPS, "web")
+    names = {"web-tssvc-0", "web-tssvc-1"}
+    wait(lambda: not (names & _node_names(bed)), timeout=120, what="the ingress proxies' devices deleted")
