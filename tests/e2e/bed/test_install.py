@@ -231,14 +231,20 @@ def test_the_operators_rbac_applies_a_proxy_group_and_writes_status(bed: Bed, in
         assert sum(_samples(_metrics(bed, leader), "controller_runtime_reconcile_total")) > 0
         for name in set(names) - {leader}:
             assert not any(_samples(_metrics(bed, name), "controller_runtime_reconcile_total"))
+        # The owner goes: the garbage collector takes its group (owner references), and the
+        # operator drops the group's snapshot.
+        t0 = time.monotonic()
+        bed.kubectl("delete", "tailscaleendpoints", "-n", ns, "db", "--wait=false")
+        wait(
+            lambda: not bed.kubectl("get", "statefulset,role", "-n", ns, "--ignore-not-found", "-o", "name"),
+            timeout=60,
+            what="the proxy group's objects collected",
+        )
+        for name in names:
+            wait(lambda n=name: not _samples(_metrics(bed, n), group), timeout=30, what=f"{name} dropped it")
+        print(f"\ninstall: proxy group gone in {time.monotonic() - t0:.1f} s")
     finally:
         bed.kubectl("delete", "namespace", ns, "--wait=false")
-    wait(
-        lambda: not bed.kubectl("get", "namespace", ns, "--ignore-not-found", "-o", "name"),
-        timeout=120,
-        what=f"namespace {ns} gone",
-        interval=0.5,
-    )
 
 
 def test_kubectl_delete_k_removes_the_install(bed: Bed, installed: Path) -> None:
