@@ -22,8 +22,10 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
+import orjson
 import structlog
 from anyio.abc import TaskStatus
 
@@ -32,6 +34,7 @@ from tsgw._address import parse_address
 from tsgw.admin import DEFAULT_ADDRESS, AdminService
 from tsgw.controllers import (
     MANAGED_SELECTOR,
+    TAILNET_LABEL,
     AuthKeyReconciler,
     TailnetClients,
     TailnetReconciler,
@@ -49,13 +52,15 @@ from tsgw.kube import (
     Client,
     HandlerFuncs,
     InformerOptions,
+    KubeError,
     LeaderElectionOptions,
     Manager,
     ManagerOptions,
     NotFound,
+    RawObject,
     controller_managed_by,
 )
-from tsgw.pipeline import Pipeline, PipelineOptions
+from tsgw.pipeline import Pipeline, PipelineOptions, read_report
 from tsgw.providers import GATEWAYS, KubeProvider, KubeProviderOptions, tsgw_resources
 from tsgw.translate import TailnetFacts
 from tsgw.xds import AdsServer, SnapshotCache
@@ -63,6 +68,10 @@ from tsgw.xds import AdsServer, SnapshotCache
 __all__ = ["Operator", "OperatorOptions"]
 
 log = structlog.get_logger("tsgw.operator")
+
+XDS_REPORT_LABEL = "gateway.tailscale.com/xds-report"
+"""On each replica's report ConfigMap: the replica's identity."""
+XDS_REPORT_KEY = "report.json"
 
 _OWNING_KINDS = ("TailscaleEndpoints", "TailscaleServices", "TailscaleGateway")
 
@@ -95,7 +104,11 @@ class OperatorOptions:
     """How long followers wait before taking over a silent leader's Lease, in seconds.
     Default: 15 (controller-runtime's)."""
     identity: str = field(default_factory=_identity)
-    """This replica's name in the Lease. Default: $POD_NAME, else hostname and a random suffix."""
+    """This replica's name in the Lease and in its xDS report. Default: $POD_NAME, else hostname
+    and a random suffix."""
+    pod_uid: str = field(default_factory=lambda: os.environ.get("POD_UID", ""))
+    """This replica's Pod UID: its xDS report ConfigMap is owned by the Pod, so the garbage
+    collector removes a dead replica's report. Default: $POD_UID ("" : no owner)."""
     translate: translate.Options = field(default_factory=translate.Options)
     """Shapes of the proxies' objects and Envoy configuration. Default: translate.Options()."""
     provider: KubeProviderOptions = field(default_factory=KubeProviderOptions)
@@ -165,8 +178,26 @@ class Operator:
         )
         mark = self.provider.mark
         changed = HandlerFuncs(add=lambda o, i: mark(), update=lambda a, b: mark(), delete=lambda o: mark())
-        configmaps.add_handler(changed)
         secrets.add_handler(changed)
+
+        def facts_changed(obj: RawObject) -> None:
+            if TAILNET_LABEL in ((obj.get("metadata") or {}).get("labels") or {}):
+                mark()
+
+        configmaps.add_handler(
+            HandlerFuncs(
+                add=lambda o, i: facts_changed(o),
+                update=lambda a, b: facts_changed(b),
+                delete=lambda o: facts_changed(o),
+            )
+        )
+        configmaps.add_handler(
+            HandlerFuncs(
+                add=lambda o, i: self._remote_report(o, gone=False),
+                update=lambda old, new: self._remote_report(new, gone=False),
+                delete=lambda o: self._remote_report(o, gone=True),
+            )
+        )
         kinds = {r.kind: r for r in tsgw_resources()}
         self.tailnet_clients = TailnetClients()
         self.tailnets = (
@@ -216,11 +247,64 @@ class Operator:
         async def groups() -> None:
             await enqueue_changed_groups(self.pipeline, self.proxygroups)
 
-        for fn in (pipeline, serve_xds, serve_admin):
+        async def reports() -> None:
+            await self._report_xds()
+
+        for fn in (pipeline, serve_xds, serve_admin, reports):
             self.manager.add(fn, need_leader_election=False)
         for fn in (statuses, groups):
             self.manager.add(fn, need_leader_election=True)
         self.manager.add_readyz_check("pipeline", lambda: self.pipeline.latest.version > 0)
+
+    # every replica's Envoys ------------------------------------------------------------------
+
+    def _remote_report(self, cm: RawObject, *, gone: bool) -> None:
+        """Another replica's report of its Envoys, into this replica's judgement."""
+        md = cm.get("metadata") or {}
+        replica = (md.get("labels") or {}).get(XDS_REPORT_LABEL)
+        if not replica or replica == self.options.identity or md.get("namespace") != self.options.namespace:
+            return
+        if gone:
+            self.pipeline.set_remote(replica, None)
+            return
+        try:
+            nodes = read_report(orjson.loads((cm.get("data") or {}).get(XDS_REPORT_KEY) or "{}"))
+        except (ValueError, TypeError) as e:
+            log.warning("unreadable xDS report", replica=replica, error=str(e))
+            return
+        self.pipeline.set_remote(replica, nodes)
+
+    async def _report_xds(self) -> None:
+        """Publish this replica's Envoys (per node cluster, against the snapshot content) in a
+        ConfigMap the other replicas read, at most once a second and only when it changes:
+        every replica serves xDS, so each sees only the Envoys connected to it."""
+        name = f"tsgw-xds-{self.options.identity}"[:253]
+        meta: dict[str, Any] = {
+            "name": name,
+            "namespace": self.options.namespace,
+            "labels": {"app.kubernetes.io/managed-by": "tsgw", XDS_REPORT_LABEL: self.options.identity},
+        }
+        if self.options.pod_uid:
+            meta["ownerReferences"] = [
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": self.options.identity,
+                    "uid": self.options.pod_uid,
+                }
+            ]
+        last = ""
+        async for _ in self.pipeline.latest.watch():
+            text = orjson.dumps(self.pipeline.local_report(), option=orjson.OPT_SORT_KEYS).decode()
+            if text != last:
+                try:
+                    await self.client.apply(
+                        CONFIGMAPS, {"metadata": meta, "data": {XDS_REPORT_KEY: text}}, field_manager="tsgw"
+                    )
+                    last = text
+                except KubeError as e:
+                    log.warning("xDS report not written; will retry", error=str(e))
+            await anyio.sleep(1.0)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Set up and run until cancelled (or the Lease is lost: LeaderElectionLost)."""

@@ -8,7 +8,17 @@ folder; the operator feeds it informers on every replica. See ``_pipeline.py`` f
 """
 
 from tsgw.pipeline._pipeline import GroupKey, Pipeline, PipelineOptions, Published, Update
-from tsgw.pipeline._programmed import ACTIONABLE, PROGRAMMED, GroupState, programmed, with_programmed
+from tsgw.pipeline._programmed import (
+    ACTIONABLE,
+    PROGRAMMED,
+    GroupState,
+    RemoteNodes,
+    merge_remote,
+    programmed,
+    read_report,
+    report,
+    with_programmed,
+)
 from tsgw.pipeline._watchable import Watchable
 
 __all__ = [
@@ -19,8 +29,12 @@ __all__ = [
     "Pipeline",
     "PipelineOptions",
     "Published",
+    "RemoteNodes",
     "Update",
     "Watchable",
+    "merge_remote",
     "programmed",
+    "read_report",
+    "report",
     "with_programmed",
 ]

@@ -22,9 +22,12 @@ operator (every replica) its informers. It knows nothing of where inputs come fr
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 import structlog
@@ -32,7 +35,7 @@ from anyio.abc import TaskStatus
 
 from tsgw import translate
 from tsgw.model import ObjectStatus
-from tsgw.pipeline._programmed import GroupState, with_programmed
+from tsgw.pipeline._programmed import GroupState, RemoteNodes, merge_remote, report, with_programmed
 from tsgw.pipeline._watchable import Watchable
 from tsgw.xds import AdsServer, Snapshot, SnapshotCache, StreamEvent, XdsError
 
@@ -83,6 +86,11 @@ class Published:
         return None
 
 
+def _fingerprint(snap: Snapshot) -> str:
+    text = "".join(f"{t}={v};" for t, v in sorted(snap.versions().items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 class Pipeline:
     """Translate updates, publish snapshots, and keep the latest outcome watchable."""
 
@@ -96,6 +104,7 @@ class Pipeline:
         self.latest: Watchable[Published] = Watchable()
         """The latest :class:`Published`; await :meth:`Watchable.newer` for the next."""
         self._states: dict[GroupKey, GroupState] = {}
+        self._remote: dict[str, RemoteNodes] = {}
         self._by_cluster: dict[str, GroupKey] = {}
         self._dirty: set[str] = set()
         self._wake = anyio.Event()
@@ -123,13 +132,17 @@ class Pipeline:
             except XdsError as e:
                 old = states.get(key)
                 states[key] = GroupState(
-                    key, cluster, old.version if old else "", f"snapshot {version} refused: {e}"
+                    key,
+                    cluster,
+                    old.version if old else "",
+                    f"snapshot {version} refused: {e}",
+                    fingerprint=old.fingerprint if old else "",
                 )
                 log.error("snapshot refused; serving the previous one", node_cluster=cluster, error=str(e))
                 continue
             self.cache.set_snapshot(cluster, snap)
             self._by_cluster[cluster] = key
-            states[key] = GroupState(key, cluster, version)
+            states[key] = GroupState(key, cluster, version, fingerprint=_fingerprint(snap))
             log.info("snapshot set", node_cluster=cluster, version=version)
         self._states = {k: self._judge(st) for k, st in states.items() if k in result.xds}
         published = self._publish(update.generation, update.inputs, result, time.time())
@@ -153,8 +166,26 @@ class Pipeline:
     # what the Envoys hold --------------------------------------------------------------------
 
     def _judge(self, state: GroupState) -> GroupState:
-        nodes = tuple(self.ads.group_sync(state.node_cluster)) if self.ads is not None else ()
-        return GroupState(state.key, state.node_cluster, state.version, state.refused, nodes)
+        local = tuple(self.ads.group_sync(state.node_cluster)) if self.ads is not None else ()
+        state = dataclasses.replace(state, local=local)
+        return dataclasses.replace(state, nodes=merge_remote(state, self._remote.values()))
+
+    def set_remote(self, replica: str, nodes: RemoteNodes | None) -> None:
+        """What another replica reports of the Envoys connected to it (None: it is gone); the
+        groups it names are judged again."""
+        if nodes is None:
+            old = self._remote.pop(replica, None)
+            touched = set(old or ())
+        else:
+            touched = set(nodes) | set(self._remote.get(replica) or ())
+            self._remote[replica] = nodes
+        if touched:
+            self._dirty |= touched
+            self._wake.set()
+
+    def local_report(self) -> dict[str, Any]:
+        """This replica's own Envoys per node cluster, for the others (:func:`report`)."""
+        return report(self._states.values())
 
     def _on_event(self, event: StreamEvent) -> None:
         if event.group in self._by_cluster:

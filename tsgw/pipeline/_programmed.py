@@ -27,11 +27,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 from tsgw.model import Condition, ObjectStatus, ProxyGroup
-from tsgw.xds import NodeSync, Sync, short_name
+from tsgw.xds import Nack, NodeSync, Sync, short_name
 
-__all__ = ["ACTIONABLE", "PROGRAMMED", "GroupState", "programmed", "with_programmed"]
+__all__ = [
+    "ACTIONABLE",
+    "PROGRAMMED",
+    "GroupState",
+    "merge_remote",
+    "programmed",
+    "read_report",
+    "report",
+    "with_programmed",
+]
 
 PROGRAMMED = "Programmed"
 ACTIONABLE = frozenset({"Rejected", "Invalid"})
@@ -56,7 +66,12 @@ class GroupState:
     refused: str = ""
     """Why the xDS server refused the group's latest snapshot ("" when it took it)."""
     nodes: tuple[NodeSync, ...] = ()
-    """Per connected Envoy: does it hold the current snapshot?"""
+    """Per connected Envoy (of every replica that reported): does it hold the current snapshot?"""
+    fingerprint: str = ""
+    """The snapshot's content (a hash of its per-type versions): the same on every replica that
+    translated the same inputs, whatever its version label."""
+    local: tuple[NodeSync, ...] = ()
+    """The Envoys connected to this replica's own xDS server (what it reports to the others)."""
 
 
 def programmed(state: GroupState) -> Condition:
@@ -116,6 +131,84 @@ def with_programmed(
         kept = tuple(c for c in st.conditions if c.type != PROGRAMMED)
         out.append(replace(st, conditions=(*kept, cond)))
     return tuple(out)
+
+
+# --- what one replica tells the others ------------------------------------------------------
+#
+# Every replica serves xDS, and an Envoy is connected to whichever one the xDS Service gave it,
+# so no replica sees every Envoy. Each replica reports the Envoys connected to it, per node
+# cluster, against the content of its snapshot (:func:`report`); the others fold those reports
+# into their own judgement (:func:`merge_remote`). An Envoy reported against other content than
+# this replica's current snapshot (one of the two has not translated the latest inputs yet) is
+# PENDING.
+
+RemoteNodes = Mapping[str, tuple[str, tuple[NodeSync, ...]]]
+"""Node cluster → (snapshot fingerprint, the Envoys connected to one replica)."""
+
+
+def report(states: Iterable[GroupState]) -> dict[str, Any]:
+    """A JSON document of this replica's own Envoys, per node cluster."""
+    groups: dict[str, Any] = {}
+    for st in sorted(states, key=lambda s: s.node_cluster):
+        if not st.local:
+            continue
+        groups[st.node_cluster] = [
+            st.fingerprint,
+            [
+                [
+                    n.node_id,
+                    n.sync.value,
+                    n.type_url,
+                    n.rejection.version if n.rejection else "",
+                    n.rejection.detail if n.rejection else "",
+                ]
+                for n in st.local
+            ],
+        ]
+    return {"v": 1, "groups": groups}
+
+
+def read_report(doc: Mapping[str, Any]) -> dict[str, tuple[str, tuple[NodeSync, ...]]]:
+    """The inverse of :func:`report`; ValueError on a document it cannot read."""
+    if doc.get("v") != 1:
+        raise ValueError(f"xDS report of an unknown version {doc.get('v')!r}")
+    out: dict[str, tuple[str, tuple[NodeSync, ...]]] = {}
+    for cluster, (fingerprint, nodes) in (doc.get("groups") or {}).items():
+        out[str(cluster)] = (
+            str(fingerprint),
+            tuple(
+                NodeSync(
+                    0,
+                    str(node),
+                    Sync(sync),
+                    Nack(str(version), str(detail)) if version or detail else None,
+                    str(type_url),
+                )
+                for node, sync, type_url, version, detail in nodes
+            ),
+        )
+    return out
+
+
+def merge_remote(state: GroupState, remotes: Iterable[RemoteNodes]) -> tuple[NodeSync, ...]:
+    """This replica's Envoys of ``state``'s group and every other replica's; a remote Envoy
+    judged against other content is PENDING; an Envoy seen twice (while it moves between
+    replicas) counts once, this replica's view first."""
+    nodes = list(state.local)
+    seen = {n.node_id for n in nodes}
+    for remote in remotes:
+        got = remote.get(state.node_cluster)
+        if got is None:
+            continue
+        fingerprint, remote_nodes = got
+        for n in remote_nodes:
+            if n.node_id in seen:
+                continue
+            seen.add(n.node_id)
+            if fingerprint != state.fingerprint:
+                n = NodeSync(n.stream_id, n.node_id, Sync.PENDING)
+            nodes.append(n)
+    return tuple(nodes)
 
 
 def _bounded(text: str) -> str:

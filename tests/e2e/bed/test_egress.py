@@ -165,16 +165,15 @@ def test_a_pod_reaches_a_tailnet_device_through_the_proxies_the_operator_runs(
     conds = {c["type"]: c for c in obj["status"]["conditions"]}
     assert conds["Accepted"]["status"] == "True"
     assert conds["ResolvedRefs"]["status"] == "True", conds["ResolvedRefs"]
-    wait(
-        lambda: (
-            {c["type"]: c for c in bed.get("tailscaleendpoints", "-n", APPS, "echo")["status"]["conditions"]}[
-                "Programmed"
-            ]["status"]
-            == "True"
-        ),
-        timeout=60,
-        what="Programmed=True",
-    )
+
+    # Programmed counts both proxies' Envoys, whichever operator replica each one reached
+    # through the xDS Service (every replica reports its own Envoys to the others).
+    def programmed() -> str:
+        status = bed.get("tailscaleendpoints", "-n", APPS, "echo")["status"]
+        c = {c["type"]: c for c in status["conditions"]}["Programmed"]
+        return str(c["message"]) if c["status"] == "True" and c["message"].startswith("2 Envoy") else ""
+
+    wait(programmed, timeout=60, what="Programmed=True with both Envoys")
 
     # Deleting the object removes the proxies and their devices from Headscale.
     names = {f"echo-tsep-{i}" for i in (0, 1)}
@@ -259,3 +258,99 @@ def test_a_tailnet_device_reaches_a_kubernetes_backend_through_each_proxy_with_i
     bed.kubectl("delete", "tailscaleservices", "-n", APPS, "web")
     names = {"web-tssvc-0", "web-tssvc-1"}
     wait(lambda: not (names & _node_names(bed)), timeout=120, what="the ingress proxies' devices deleted")
+
+
+def _lease_holder(bed: Bed) -> str:
+    return str(bed.get("lease", "-n", NS, "tsgw-operator")["spec"].get("holderIdentity") or "")
+
+
+def test_traffic_survives_a_proxy_replica_killed_and_the_leader_operator_killed(
+    bed: Bed, installed: Path
+) -> None:
+    """HA: a request loop through the egress Service while one proxy replica is deleted, then
+    while the leader operator pod is killed: requests keep being answered (failures counted and
+    bounded), the other operator replica takes the Lease, and its controllers act (a change is
+    programmed)."""
+    assert bed.tailnet is not None
+    device = bed.tailnet.device("ha-device", bed.tailnet.preauth_key_for())
+    bed.apply(_endpoints(device.ip4(), "ha-device").replace("name: echo,", "name: ha,"))
+    proxies = "app.kubernetes.io/name=tsgw-proxy,app.kubernetes.io/instance=ha-tsep"
+    wait(
+        lambda: len([p for p in pods(bed, proxies, APPS) if ready(p)]) == 2,
+        timeout=180,
+        what="both HA proxies Ready",
+        interval=1,
+    )
+    # The client: 40 s of requests, one every 0.25 s, each on a new connection; prints a tally.
+    loop = (
+        "ok=0; failed=0; end=$(( $(date +%s) + 40 )); "
+        "while [ $(date +%s) -lt $end ]; do "
+        f"  if curl -sf --max-time 2 http://ha.{APPS}.svc:8080/ >/dev/null; then ok=$((ok+1)); "
+        "  else failed=$((failed+1)); fi; sleep 0.25; "
+        "done; echo ok=$ok failed=$failed"
+    )
+    bed.apply(
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "ha-client", "namespace": APPS},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [
+                        {"name": "main", "image": "bed.test/shell", "command": ["sh", "-c", loop]}
+                    ],
+                },
+            }
+        ]
+    )
+    wait(lambda: bed.get("pod", "-n", APPS, "ha-client")["status"].get("phase") == "Running", timeout=60)
+    time.sleep(5)  # (let the loop run on both replicas first; not a wait for an event)
+    bed.kubectl("delete", "pod", "-n", APPS, "ha-tsep-0", "--wait=false")
+    time.sleep(5)
+    leader = _lease_holder(bed)
+    assert leader, "no operator holds the Lease"
+    operators = [p["metadata"]["name"] for p in pods(bed, OPERATOR, NS)]
+    assert leader in operators, (leader, operators)
+    t0 = time.monotonic()
+    bed.kubectl("delete", "pod", "-n", NS, leader, "--grace-period=0", "--force", "--wait=false")
+    new = wait(
+        lambda: (h := _lease_holder(bed)) and h != leader and h,
+        timeout=60,
+        what="another operator replica took the Lease",
+        interval=0.5,
+    )
+    print(f"\nHA: leader {leader} killed; {new} took the Lease after {time.monotonic() - t0:.1f} s")
+    phase = wait(
+        lambda: (
+            (p := bed.get("pod", "-n", APPS, "ha-client")["status"].get("phase")) in ("Succeeded", "Failed")
+            and p
+        ),
+        timeout=90,
+        what="the request loop finished",
+    )
+    tally = bed.pod_log(APPS, "ha-client").strip().splitlines()[-1]
+    print(f"HA: request loop across a proxy replica deleted and the leader killed: {tally}")
+    ok, failed = (int(part.split("=")[1]) for part in tally.split())
+    assert phase == "Succeeded"
+    assert ok > 100, tally
+    assert failed <= 10, tally  # a replica's connections drop while kube-proxy moves away from it
+
+    # The new leader's controllers act: scaling to one replica is applied and programmed.
+    bed.kubectl(
+        "patch",
+        "tailscaleendpoints",
+        "-n",
+        APPS,
+        "ha",
+        "--type=merge",
+        "-p",
+        '{"spec":{"proxy":{"replicas":1}}}',
+    )
+    wait(
+        lambda: bed.get("statefulset", "-n", APPS, "ha-tsep")["spec"]["replicas"] == 1,
+        timeout=60,
+        what="the new leader applied the change",
+    )
+    bed.kubectl("delete", "tailscaleendpoints", "-n", APPS, "ha")
+    bed.kubectl("delete", "pod", "-n", APPS, "ha-client", "--wait=false")

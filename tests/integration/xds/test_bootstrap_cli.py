@@ -57,7 +57,10 @@ def test_bootstrap_with_a_hostname_uses_dns_and_json_output(
 
 
 def test_bootstrap_refuses_an_address_without_port(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["bootstrap", "--node-id", "p", "--cluster", "g", "--xds-address", "nowhere"]) == 2
+    # A usage error, from argparse (tests/unit/cli/test_args.py has the other bad values).
+    with pytest.raises(SystemExit) as exit_:
+        main(["bootstrap", "--node-id", "p", "--cluster", "g", "--xds-address", "nowhere"])
+    assert exit_.value.code == 2
     assert "HOST:PORT" in capsys.readouterr().err
 
 
