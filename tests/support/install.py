@@ -90,3 +90,27 @@ def can_i(kubeconfig: Path, verb: str, resource: str, *, namespace: str | None =
 
 def as_json(objs: list[dict[str, Any]]) -> str:
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": objs})
+
+
+OPERATOR_SELECTOR = "app.kubernetes.io/name=tsgw,app.kubernetes.io/component=operator"
+
+
+def install_on_bed(bed: Any, tree: Path, overlay: Path, *, namespace: str = "tsgw-system") -> float:
+    """docs/install.md on a test bed: the CRDs first (a custom resource in the same apply would
+    not map yet), then the overlay; returns once both operator pods are Ready (seconds taken)."""
+    import time
+
+    from tests.e2e.bed.helpers import pods, ready, wait
+
+    t0 = time.monotonic()
+    bed.kubectl("apply", "--server-side", "-k", str(tree / "base" / "crds"))
+    crds = bed.kubectl("kustomize", str(tree / "base" / "crds"))
+    bed.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", "-", input=crds, timeout=90)
+    bed.kubectl("apply", "--server-side", "-k", str(overlay))
+    wait(
+        lambda: len([p for p in pods(bed, OPERATOR_SELECTOR, namespace) if ready(p)]) == 2,
+        timeout=180,
+        what="both operator pods Ready",
+        interval=0.5,
+    )
+    return time.monotonic() - t0

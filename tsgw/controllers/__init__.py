@@ -17,7 +17,6 @@ from tsgw.controllers._authkeys import (
     AuthKeyReconciler,
     SecretStateStore,
     auth_keys_from_secrets,
-    owner_of_secret,
 )
 from tsgw.controllers._proxygroup import (
     MANAGED_SELECTOR,
@@ -26,6 +25,7 @@ from tsgw.controllers._proxygroup import (
     add_proxygroup_controllers,
     contains,
     enqueue_changed_groups,
+    owner_of,
 )
 from tsgw.controllers._status import StatusReconciler, add_status_controllers, enqueue_changed
 from tsgw.controllers._tailnets import (
@@ -57,5 +57,5 @@ __all__ = [
     "enqueue_changed_groups",
     "facts_configmap_name",
     "facts_from_configmaps",
-    "owner_of_secret",
+    "owner_of",
 ]

@@ -203,15 +203,3 @@ class AuthKeyReconciler:
                 patch_type="json",
                 field_manager=FIELD_MANAGER,
             )
-
-
-def owner_of_secret(kind: str) -> Any:
-    """Map a state Secret's events to its owner (labels)."""
-
-    def owners(obj: RawObject) -> Iterable[Request]:
-        md = obj.get("metadata") or {}
-        labels = md.get("labels") or {}
-        if labels.get(OWNER_KIND) == kind and labels.get(OWNER_NAME):
-            yield Request(md.get("namespace") or "", labels[OWNER_NAME])
-
-    return owners

@@ -41,6 +41,7 @@ from tsgw.kube import (
     Controller,
     InformerOptions,
     Manager,
+    MapFunc,
     NotFound,
     RawObject,
     Request,
@@ -57,6 +58,7 @@ __all__ = [
     "add_proxygroup_controllers",
     "contains",
     "enqueue_changed_groups",
+    "owner_of",
 ]
 
 log = structlog.get_logger("tsgw.controllers.proxygroup")
@@ -205,7 +207,10 @@ def _digest(obj: Mapping[str, Any]) -> bytes:
     return hashlib.sha256(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)).digest()
 
 
-def _owner_of(kind: str) -> Any:
+def owner_of(kind: str) -> MapFunc:
+    """Map an owned object's events to its owner of ``kind``, by the owner labels every object
+    tsgw owns carries (owner references would name only the owner's uid)."""
+
     def owners(obj: RawObject) -> Iterable[Request]:
         md = obj.get("metadata") or {}
         labels = md.get("labels") or {}
@@ -223,7 +228,7 @@ def add_proxygroup_controllers(
     for r in owners:
         b = controller_managed_by(manager).for_(r).named(f"{r.kind.lower()}-proxygroup")
         for owned in OWNED_RESOURCES:
-            b = b.watches(owned, _owner_of(r.kind), informer=InformerOptions(label_selector=MANAGED_SELECTOR))
+            b = b.watches(owned, owner_of(r.kind), informer=InformerOptions(label_selector=MANAGED_SELECTOR))
         out[r.kind] = b.complete(ProxyGroupReconciler(manager, r, pipeline))
     return out
 

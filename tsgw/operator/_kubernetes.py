@@ -44,7 +44,7 @@ from tsgw.controllers import (
     enqueue_changed,
     enqueue_changed_groups,
     facts_from_configmaps,
-    owner_of_secret,
+    owner_of,
 )
 from tsgw.kube import (
     CONFIGMAPS,
@@ -218,7 +218,7 @@ class Operator:
             k: controller_managed_by(self.manager)
             .for_(kinds[k])
             .named(f"{k.lower()}-authkeys")
-            .watches(SECRETS, owner_of_secret(k), informer=managed)
+            .watches(SECRETS, owner_of(k), informer=managed)
             .complete(AuthKeyReconciler(self.manager, k, self.pipeline, self.tailnet_clients))
             for k in _OWNING_KINDS
         }

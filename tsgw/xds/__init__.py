@@ -16,9 +16,9 @@ translation (:func:`bootstrap`, :class:`Snapshot`) never pull grpclib in.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from tsgw._lazy import lazy
 from tsgw.xds._bootstrap import bootstrap
 from tsgw.xds._cache import NodeGroup, SnapshotCache, SnapshotInfo, group_by_cluster, group_by_id
 from tsgw.xds._errors import (
@@ -93,14 +93,4 @@ if TYPE_CHECKING:
     from tsgw.xds._server import AdsServer, NodeSync, RawCodec, ServerOptions, StreamStatus, TypeStatus
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy(__name__, _LAZY, __all__)

@@ -26,13 +26,13 @@ import pytest
 from tests.bed import Bed
 from tests.e2e.bed.helpers import pods, ready, wait
 from tests.e2e.bed.test_bed import run_pod
-from tests.support.install import copy_install
+from tests.support.install import OPERATOR_SELECTOR as OPERATOR
+from tests.support.install import copy_install, install_on_bed
 
 pytestmark = pytest.mark.e2e
 
 NS = "tsgw-system"
 APPS = "default"
-OPERATOR = "app.kubernetes.io/name=tsgw,app.kubernetes.io/component=operator"
 PROXIES = "app.kubernetes.io/name=tsgw-proxy,app.kubernetes.io/instance=echo-tsep"
 
 # The bed's tailnet relays through Headscale's embedded DERP over plain HTTP, and has no way to
@@ -75,18 +75,18 @@ def installed(bed: Bed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pa
         "metadata: {name: headscale}\n"
         f"spec: {{controlPlane: {{type: Headscale, apiURL: '{bed.tailnet.url}'}}}}\n"
     )
-    bed.kubectl("apply", "--server-side", "-k", str(tree / "base" / "crds"))
-    crds = bed.kubectl("kustomize", str(tree / "base" / "crds"))
-    bed.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", "-", input=crds, timeout=90)
-    bed.kubectl("apply", "--server-side", "-k", str(overlay))
-    wait(
-        lambda: len([p for p in pods(bed, OPERATOR, NS) if ready(p)]) == 2,
-        timeout=180,
-        what="both operator pods Ready",
-        interval=0.5,
-    )
+    install_on_bed(bed, tree, overlay)
     yield overlay
-    bed.kubectl("delete", "--ignore-not-found", "--wait=false", "-k", str(overlay), check=False)
+    # Uninstall as docs/install.md says, and wait until the namespace is gone: the next module
+    # installs again into tsgw-system.
+    for kind in ("tailscaleendpoints", "tailscaleservices"):
+        bed.kubectl("delete", kind, "--all", "-A", "--ignore-not-found", check=False, timeout=120)
+    bed.kubectl("delete", "--ignore-not-found", "-k", str(overlay), check=False, timeout=180)
+    wait(
+        lambda: NS not in {n["metadata"]["name"] for n in bed.get("namespaces")["items"]},
+        timeout=120,
+        what=f"namespace {NS} gone",
+    )
 
 
 def _endpoints(address: str, name: str) -> str:

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from tests.bed import Bed
-from tests.e2e.bed.helpers import pods, ready, wait
-from tests.support.install import copy_install, render
+from tests.e2e.bed.helpers import pods, wait
+from tests.support.install import copy_install, install_on_bed, render
 from tools import image_tree
 
 pytestmark = pytest.mark.e2e
@@ -45,19 +45,8 @@ def installed(bed: Bed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pa
         "metadata: {name: headscale}\n"
         f"spec: {{controlPlane: {{type: Headscale, apiURL: '{bed.tailnet.url}'}}}}\n"
     )
-    # docs/install.md: the CRDs first (a custom resource in the same apply would not map yet).
-    t0 = time.monotonic()
-    bed.kubectl("apply", "--server-side", "-k", str(tree / "base" / "crds"))
-    crds = bed.kubectl("kustomize", str(tree / "base" / "crds"))
-    bed.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", "-", input=crds, timeout=90)
-    bed.kubectl("apply", "--server-side", "-k", str(overlay))
-    wait(
-        lambda: len([p for p in pods(bed, SELECTOR, NS) if ready(p)]) == 2,
-        timeout=180,
-        what="both operator pods Ready",
-        interval=0.5,
-    )
-    print(f"\ninstall: apply to both operator pods Ready in {time.monotonic() - t0:.1f} s")
+    took = install_on_bed(bed, tree, overlay, namespace=NS)
+    print(f"\ninstall: apply to both operator pods Ready in {took:.1f} s")
     yield overlay
     bed.kubectl("delete", "--ignore-not-found", "--wait=false", "-k", str(overlay), check=False)
 
