@@ -192,7 +192,7 @@ def test_a_tailnet_device_reaches_a_kubernetes_backend_through_each_proxy_with_i
     bed: Bed, installed: Path
 ) -> None:
     assert bed.tailnet is not None
-    laptop = bed.tailnet.device("laptop", bed.tailnet.preauth_key_for())
+    laptop = bed.tailnet.device("ingress-client", bed.tailnet.preauth_key_for())
     bed.apply(
         textwrap.dedent(
             f"""
@@ -241,9 +241,12 @@ def test_a_tailnet_device_reaches_a_kubernetes_backend_through_each_proxy_with_i
     accepted = {c["type"]: c for c in obj["status"]["conditions"]}["Accepted"]
     assert "no Tailscale Services" in accepted["message"], accepted
     for ip in proxies:
+        # (Until the backend pod and its EndpointSlice are there, Envoy answers 503: wait for 200.)
         reply = wait(
-            lambda ip=ip: laptop.dial(
-                ip, 80, b"GET /headers HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n"
+            lambda ip=ip: (
+                (r := laptop.dial(ip, 80, b"GET /headers HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n"))
+                and b" 200 " in r.split(b"\r\n", 1)[0]
+                and r
             ),
             timeout=90,
             what=f"the laptop reaches the backend through the proxy at {ip}",

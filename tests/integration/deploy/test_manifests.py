@@ -67,7 +67,7 @@ def test_each_overlay_renders_the_operator_its_tailnet_and_credentials(tmp_path:
         "metrics": 8080,
         "health": 8081,
     }
-    assert {e["name"] for e in c["env"]} == {"POD_NAME", "POD_NAMESPACE"}
+    assert {e["name"] for e in c["env"]} == {"POD_NAME", "POD_NAMESPACE", "POD_UID"}
     assert c["resources"]["requests"]
     assert find(base, "Service", "tsgw")["spec"]["ports"][0]["port"] == 18000
     assert find(base, "Service", "tsgw-metrics")["spec"]["ports"][0]["port"] == 8080
