@@ -14,7 +14,6 @@ tsgw.tailscale.ProxyConfig in config-file mode, which is tested against real con
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 from typing import Any
@@ -62,10 +61,24 @@ def _selector(g: ProxyGroup) -> dict[str, str]:
     return {_LABEL_NAME: "tsgw-proxy", _LABEL_INSTANCE: g.name}
 
 
-def _meta(g: ProxyGroup, name: str) -> dict[str, Any]:
-    md: dict[str, Any] = {"name": name, "namespace": g.namespace, "labels": _labels(g)}
+_Shared = tuple[dict[str, str], list[dict[str, Any]]]
+
+
+def _meta(g: ProxyGroup, name: str, shared: _Shared | None = None) -> dict[str, Any]:
+    labels, owners = shared or _shared_meta(g)
+    md: dict[str, Any] = {"name": name, "namespace": g.namespace, "labels": labels}
+    if owners:
+        md["ownerReferences"] = owners
+    return md
+
+
+def _shared_meta(g: ProxyGroup) -> _Shared:
+    """The labels and owner references every object of ``g`` carries, built once per group:
+    the objects share these values (owned objects are read-only by convention: they are
+    serialized for server-side apply and compared, never changed)."""
+    owners = []
     if g.owner.uid:
-        md["ownerReferences"] = [
+        owners.append(
             {
                 "apiVersion": API_VERSION,
                 "kind": g.owner.kind,
@@ -74,8 +87,8 @@ def _meta(g: ProxyGroup, name: str) -> dict[str, Any]:
                 "controller": True,
                 "blockOwnerDeletion": True,
             }
-        ]
-    return md
+        )
+    return _labels(g), owners
 
 
 def _json(value: Any) -> str:
@@ -255,12 +268,13 @@ def owned_objects(
     keys = auth_keys or {}
     replicas = g.replica_names()
     shared = proxy_config(g, options)
+    md = _shared_meta(g)
     objs: list[dict[str, Any]] = [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(g, g.name)},
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(g, g.name, md)},
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",
-            "metadata": _meta(g, g.name),
+            "metadata": _meta(g, g.name, md),
             "rules": [
                 {
                     "apiGroups": [""],
@@ -273,7 +287,7 @@ def owned_objects(
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "RoleBinding",
-            "metadata": _meta(g, g.name),
+            "metadata": _meta(g, g.name, md),
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": g.name},
             "subjects": [{"kind": "ServiceAccount", "name": g.name, "namespace": g.namespace}],
         },
@@ -282,18 +296,16 @@ def owned_objects(
         # The state Secret exists before the pod so the Role can name it; containerboot fills it.
         # Its finalizer lets the auth-key controller delete the replica's device (by the
         # device_id in it) before the Secret goes: on scale-down, owner deletion or uninstall.
-        state_md = _meta(g, pod)
+        state_md = _meta(g, pod, md)
         state_md["finalizers"] = [DEVICE_FINALIZER]
         objs.append({"apiVersion": "v1", "kind": "Secret", "metadata": state_md, "type": "Opaque"})
-        replica = dataclasses.replace(
-            shared, hostname=pod, state_secret=pod, config_dir=f"{_STATE_MOUNT}/{pod}"
-        )
+        replica = proxy_config(g, options, pod)
         files = replica.config_files(keys.get(pod) or "")
         objs.append(
             {
                 "apiVersion": "v1",
                 "kind": "Secret",
-                "metadata": _meta(g, f"{pod}-config"),
+                "metadata": _meta(g, f"{pod}-config", md),
                 "type": "Opaque",
                 "stringData": files,
             }
@@ -303,7 +315,7 @@ def owned_objects(
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
-            "metadata": _meta(g, f"{g.name}-envoy"),
+            "metadata": _meta(g, f"{g.name}-envoy", md),
             "data": {"envoy.json": bootstrap},
         }
     )
@@ -312,7 +324,7 @@ def owned_objects(
             {
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
-                "metadata": _meta(g, f"{g.name}-serve"),
+                "metadata": _meta(g, f"{g.name}-serve", md),
                 "data": {"serve-config.json": shared.serve_config_json()},
             }
         )
@@ -321,7 +333,7 @@ def owned_objects(
             {
                 "apiVersion": "v1",
                 "kind": "Service",
-                "metadata": _meta(g, g.owner.name),
+                "metadata": _meta(g, g.owner.name, md),
                 "spec": {
                     "type": "ClusterIP",
                     "selector": _selector(g),

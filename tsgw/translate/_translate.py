@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import ItemsView, Iterator, Mapping, ValuesView
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,11 +56,30 @@ class OwnedObjects(Mapping[GroupKey, list[dict[str, Any]]]):
     def __getitem__(self, key: GroupKey) -> list[dict[str, Any]]:
         out = self._outputs[key]
         if out.objects is None:
-            out.objects = owned_objects(out.group, self._options, dict(out.keys))
+            # Built acyclic, like translation's own output: no cyclic collection meanwhile.
+            with _collector_paused(freeze=False):
+                out.objects = owned_objects(out.group, self._options, dict(out.keys))
         return out.objects
 
     def __iter__(self) -> Iterator[GroupKey]:
         return iter(self._outputs)
+
+    def values(self) -> ValuesView[list[dict[str, Any]]]:
+        self._fill()
+        return super().values()
+
+    def items(self) -> ItemsView[GroupKey, list[dict[str, Any]]]:
+        self._fill()
+        return super().items()
+
+    def _fill(self) -> None:
+        """Every group's objects at once, in one pause of the collector (a pause per group
+        lets the collections it postponed run between groups, over the whole heap)."""
+        missing = [out for out in self._outputs.values() if out.objects is None]
+        if missing:
+            with _collector_paused(freeze=False):
+                for out in missing:
+                    out.objects = owned_objects(out.group, self._options, dict(out.keys))
 
     def __len__(self) -> int:
         return len(self._outputs)
