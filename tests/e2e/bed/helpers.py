@@ -90,3 +90,30 @@ def assert_bed_gone(bed: Bed) -> None:
     leaked = [line for line in mounts.splitlines() if str(bed.dir) in line or f"/{bed.plan.prefix}-" in line]
     assert not leaked, f"mounts left: {leaked}"
     assert not (Path("/run/tsgw-bed") / str(bed.index)).exists(), "bed index still claimed"
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    """``/proc/PID/status`` as fields (Uid, Gid, CapEff, ...)."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    return fields
+
+
+def pod_processes(pod: dict[str, Any]) -> list[int]:
+    """Every process of the pod: those in its network namespace. The bed's kubelet names each
+    container's process in its containerID (``bed://<uid>-<name>-<pid>``)."""
+    cs = pod["status"]["containerStatuses"][0]
+    pid = int(cs["containerID"].rsplit("-", 1)[1])
+    netns = os.readlink(f"/proc/{pid}/ns/net")
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if os.readlink(proc / "ns" / "net") == netns:
+                    found.append(int(proc.name))
+            except OSError:
+                continue
+    assert pid in found
+    return found

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.bed import Bed
-from tests.e2e.bed.helpers import pods, ready, wait
+from tests.e2e.bed.helpers import pod_processes, pods, proc_status, ready, wait
 from tests.e2e.bed.test_bed import run_pod
 from tests.support.install import OPERATOR_SELECTOR as OPERATOR
 from tests.support.install import copy_install, install_on_bed
@@ -145,6 +145,16 @@ def test_a_pod_reaches_a_tailnet_device_through_the_proxies_the_operator_runs(
         interval=1,
     )
     print(f"\negress: TailscaleEndpoints applied to both proxies Ready in {time.monotonic() - t0:.1f} s")
+
+    # Every process of the proxies (containerboot, tailscaled, Envoy) runs as the StatefulSet's
+    # non-root user with no capabilities, asserted from the running processes.
+    for pod in pods(bed, PROXIES, APPS):
+        procs = pod_processes(pod)
+        assert len(procs) >= 3, procs
+        for pid in procs:
+            st = proc_status(pid)
+            assert st["Uid"].split() == ["65532"] * 4, (pod["metadata"]["name"], pid, st["Uid"])
+            assert int(st["CapEff"], 16) == 0, (pod["metadata"]["name"], pid, st["CapEff"])
 
     # HTTP by address, and raw TCP to the device found by name in the tailnet's facts.
     log = run_pod(

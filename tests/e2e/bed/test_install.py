@@ -11,7 +11,6 @@ included) and write status; `kubectl delete -k` removes everything.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.bed import Bed
-from tests.e2e.bed.helpers import pods, wait
+from tests.e2e.bed.helpers import pod_processes, pods, proc_status, wait
 from tests.support.install import copy_install, install_on_bed, render
 from tools import image_tree
 
@@ -130,38 +129,12 @@ def test_metrics_serve_the_xds_and_controller_series(bed: Bed, installed: Path) 
         assert _samples(text, "workqueue_depth")
 
 
-def _status(pid: int) -> dict[str, str]:
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        fields[key] = value.strip()
-    return fields
-
-
-def _pod_processes(pod: dict[str, Any]) -> list[int]:
-    """Every process of the pod: those in its container's network namespace. The bed's kubelet
-    names the container process in its containerID (``bed://<uid>-<name>-<pid>``)."""
-    (cs,) = pod["status"]["containerStatuses"]
-    pid = int(cs["containerID"].rsplit("-", 1)[1])
-    netns = os.readlink(f"/proc/{pid}/ns/net")
-    found = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if os.readlink(proc / "ns" / "net") == netns:
-                    found.append(int(proc.name))
-            except OSError:
-                continue
-    assert pid in found
-    return found
-
-
 def test_every_operator_process_runs_as_non_root_without_capabilities(bed: Bed, installed: Path) -> None:
     entry = str(image_tree.tree_path() / "bin" / "tsgw")
     for pod in _operator_pods(bed):
-        procs = _pod_processes(pod)
+        procs = pod_processes(pod)
         for pid in procs:
-            st = _status(pid)
+            st = proc_status(pid)
             assert st["Uid"].split() == ["65532"] * 4, (pid, st["Uid"])
             assert st["Gid"].split() == ["65532"] * 4, (pid, st["Gid"])
             assert int(st["CapEff"], 16) == 0, (pid, st["CapEff"])
@@ -237,7 +210,7 @@ def test_the_operators_rbac_applies_a_proxy_group_and_writes_status(bed: Bed, in
 
 
 def test_kubectl_delete_k_removes_the_install(bed: Bed, installed: Path) -> None:
-    procs = [pid for p in _operator_pods(bed) for pid in _pod_processes(p)]
+    procs = [pid for p in _operator_pods(bed) for pid in pod_processes(p)]
     rendered = render(installed)
     t0 = time.monotonic()
     # docs/install.md: the tsgw objects first (the operator cleans up after them while it runs),
