@@ -38,7 +38,8 @@ log = structlog.get_logger("tsgw.controllers.status")
 FIELD_MANAGER = "tsgw"
 
 
-def _now() -> str:
+def now_rfc3339() -> str:
+    """The time to stamp on a condition that transitions (whole seconds, as metav1.Time)."""
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -64,7 +65,7 @@ class StatusReconciler:
         if st is None or st.ref.generation != (md.get("generation") or 0) or st.ref.uid != md.get("uid"):
             return None  # not translated yet in this generation: the pipeline enqueues it later
         current = obj.get("status") or {}
-        body = status_body(st, current, _now())
+        body = status_body(st, current, now_rfc3339())
         if contains(current, body):
             return None  # (the server may hold more: defaults it filled in, fields others own)
         meta: dict[str, Any] = {"name": req.name}

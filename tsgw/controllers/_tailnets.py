@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import datetime
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +29,20 @@ import structlog
 
 from tsgw import api
 from tsgw.controllers._proxygroup import contains
-from tsgw.kube import CONFIGMAPS, SECRETS, Client, Manager, NotFound, RawObject, Request, Resource, Result
+from tsgw.controllers._status import now_rfc3339
+from tsgw.kube import (
+    CONFIGMAPS,
+    SECRETS,
+    APIError,
+    Client,
+    Invalid,
+    Manager,
+    NotFound,
+    RawObject,
+    Request,
+    Resource,
+    Result,
+)
 from tsgw.model import Condition, ObjectRef, ObjectStatus
 from tsgw.tailscale import (
     APIKey,
@@ -99,6 +111,10 @@ class _NoCredentials(Exception):
     pass
 
 
+class _FactsRefused(Exception):
+    pass
+
+
 def _secret_value(secret: Mapping[str, Any], key: str) -> str:
     data = secret.get("data") or {}
     if key not in data:
@@ -155,7 +171,12 @@ class TailnetReconciler:
             await self._status(obj, False, "APIError", str(e))
             return Result(requeue_after=self.poll_interval)
         facts = _facts(devices, services)
-        await self._publish(req.name, facts)
+        try:
+            await self._publish(req.name, facts)
+        except _FactsRefused as e:
+            # The last published facts stay in use; the tailnet says why they are not updated.
+            await self._status(obj, False, "FactsNotPublished", str(e))
+            return Result(requeue_after=self.poll_interval)
         caps = ts.capabilities
         await self._status(
             obj,
@@ -203,18 +224,24 @@ class TailnetReconciler:
             live = await self.client.get(CONFIGMAPS, cm_name, self.namespace)
         if live is not None and (live.get("data") or {}).get(FACTS_KEY) == text:
             return
-        await self.client.apply(
-            CONFIGMAPS,
-            {
-                "metadata": {
-                    "name": cm_name,
-                    "namespace": self.namespace,
-                    "labels": {"app.kubernetes.io/managed-by": "tsgw", TAILNET_LABEL: name},
+        try:
+            await self.client.apply(
+                CONFIGMAPS,
+                {
+                    "metadata": {
+                        "name": cm_name,
+                        "namespace": self.namespace,
+                        "labels": {"app.kubernetes.io/managed-by": "tsgw", TAILNET_LABEL: name},
+                    },
+                    "data": {FACTS_KEY: text},
                 },
-                "data": {FACTS_KEY: text},
-            },
-            field_manager=FIELD_MANAGER,
-        )
+                field_manager=FIELD_MANAGER,
+            )
+        except APIError as e:
+            if not isinstance(e, Invalid) and e.status != 413:
+                raise
+            # More devices than a ConfigMap holds (1 MiB), or than a request may carry (3 MiB).
+            raise _FactsRefused(f"the facts ({len(text)} bytes) were refused: {e}") from e
         self.facts_writes += 1
 
     async def _status(self, obj: RawObject, ok: bool, reason: str, message: str, *, suffix: str = "") -> None:
@@ -222,8 +249,7 @@ class TailnetReconciler:
         ref = ObjectRef("TailscaleTailnet", "", md["name"], md.get("uid", ""), md.get("generation") or 0)
         st = ObjectStatus(ref, (Condition("Ready", ok, reason, message[:1000]),))
         current = obj.get("status") or {}
-        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        body = status_body(st, current, now)
+        body = status_body(st, current, now_rfc3339())
         if suffix:
             body["magicDNSSuffix"] = suffix
         if contains(current, body):

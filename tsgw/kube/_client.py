@@ -23,6 +23,7 @@ fairness protects the server.
 from __future__ import annotations
 
 import datetime
+import io
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -52,6 +53,9 @@ from tsgw.kube._ratelimit import TokenBucket
 from tsgw.kube._resources import RawObject, Resource
 
 __all__ = ["Client", "ClientOptions", "ObjectList", "WatchEvent", "WatchStream"]
+
+_LARGE_BODY = 1024 * 1024
+"""Bodies above this (bytes) are streamed: aiohttp's own threshold for its warning."""
 
 log = structlog.get_logger("tsgw.kube.client")
 
@@ -224,7 +228,9 @@ class Client:
                     method,
                     self._host + path,
                     params=params,
-                    data=data,
+                    # aiohttp writes a large bytes body in one go on the event loop (and warns):
+                    # a file-like one is streamed in chunks. A fresh one per attempt.
+                    data=io.BytesIO(data) if data is not None and len(data) > _LARGE_BODY else data,
                     headers=headers,
                     timeout=http_timeout or aiohttp.ClientTimeout(total=self.options.request_timeout),
                     **extra,

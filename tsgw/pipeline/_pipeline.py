@@ -144,7 +144,11 @@ class Pipeline:
             self._by_cluster[cluster] = key
             states[key] = GroupState(key, cluster, version, fingerprint=_fingerprint(snap))
             log.info("snapshot set", node_cluster=cluster, version=version)
-        self._states = {k: self._judge(st) for k, st in states.items() if k in result.xds}
+        # Only groups with a new snapshot need judging again: the others' Envoys hold what they
+        # held, and any change of theirs comes as an event that marks the group.
+        self._states = {
+            k: self._judge(st) if k in result.changed else st for k, st in states.items() if k in result.xds
+        }
         published = self._publish(update.generation, update.inputs, result, time.time())
         log.info(
             "translated",

@@ -220,3 +220,27 @@ async def test_tailnet_facts_keys_and_device_cleanup(client: Client, tailnet: Ta
 
 async def _gone(client: Client, ns: str, name: str) -> bool:
     return await _get(client, SECRETS, name, ns) is None
+
+
+async def test_facts_the_api_server_refuses_become_a_reason_not_a_retry_loop(client: Client) -> None:
+    """More devices than a ConfigMap holds (1 MiB): the real API server refuses the facts, and the
+    tailnet controller turns that into FactsNotPublished on the tailnet (the last published
+    facts stay in use) instead of failing the reconcile over and over."""
+    from tsgw.controllers import TailnetReconciler
+    from tsgw.controllers._tailnets import _FactsRefused
+    from tsgw.kube import Manager, ManagerOptions
+    from tsgw.translate import Device, TailnetFacts
+
+    ops = await _namespace(client, "tsgw-system")
+    rec = TailnetReconciler(Manager(client, ManagerOptions()), KINDS["TailscaleTailnet"], None, namespace=ops)  # type: ignore[arg-type]
+    devices = tuple(
+        Device(
+            f"device-{i:05d}.tail1234.ts.net", (f"100.64.{i // 250}.{i % 250}",), ("tag:a", "tag:b"), "u@x"
+        )
+        for i in range(20_000)
+    )
+    with pytest.raises(_FactsRefused, match="refused"):
+        await rec._publish("big", TailnetFacts("tail1234.ts.net", devices))
+    assert await _get(client, CONFIGMAPS, facts_configmap_name("big"), ops) is None
+    await rec._publish("small", TailnetFacts("tail1234.ts.net", devices[:10]))  # a normal one is written
+    assert await _get(client, CONFIGMAPS, facts_configmap_name("small"), ops) is not None
