@@ -113,6 +113,13 @@ def add_cluster_arguments(p: argparse.ArgumentParser) -> None:
         "TS_DEBUG_USE_DERP_HTTP=1 where the DERP relay speaks plain HTTP",
     )
     g.add_argument(
+        "--cluster-id",
+        default="",
+        metavar="ID",
+        help="this cluster's name in the owner claims on Tailscale Services; give each cluster "
+        "sharing a tailnet its own (default: the kube-system namespace's UID)",
+    )
+    g.add_argument(
         "--xds-service",
         metavar="HOST:PORT",
         default=None,
@@ -201,6 +208,7 @@ def run_cluster(args: argparse.Namespace) -> int:
             metrics_address=None if args.metrics_bind_address == "0" else args.metrics_bind_address,
             leader_election=args.leader_elect,
             tailnet_poll_interval=args.tailnet_poll_interval,
+            cluster_id=args.cluster_id,
             translate=dataclasses.replace(
                 translate.Options(),
                 operator_namespace=args.namespace,

@@ -10,6 +10,8 @@ published and write what it asks for.
   kept, its facts polled into a ConfigMap every replica reads.
 - :mod:`._authkeys`: one auth key per replica, kept in its state Secret until the device
   registered; devices deleted before their state Secrets go (a finalizer).
+- :mod:`._services`: the Tailscale Service (``svc:<name>``) of each ingress group claimed on
+  the tailnet, and released (deleted with its last claim) when the group goes (a finalizer).
 """
 
 from tsgw.controllers._authkeys import (
@@ -27,6 +29,7 @@ from tsgw.controllers._proxygroup import (
     enqueue_changed_groups,
     owner_of,
 )
+from tsgw.controllers._services import SERVICE_FINALIZER, ServiceReconciler, enqueue_changed_services
 from tsgw.controllers._status import StatusReconciler, add_status_controllers, enqueue_changed
 from tsgw.controllers._tailnets import (
     FACTS_KEY,
@@ -42,10 +45,12 @@ __all__ = [
     "FACTS_KEY",
     "MANAGED_SELECTOR",
     "OWNED_RESOURCES",
+    "SERVICE_FINALIZER",
     "TAILNET_LABEL",
     "AuthKeyReconciler",
     "ProxyGroupReconciler",
     "SecretStateStore",
+    "ServiceReconciler",
     "StatusReconciler",
     "TailnetClients",
     "TailnetReconciler",
@@ -55,6 +60,7 @@ __all__ = [
     "contains",
     "enqueue_changed",
     "enqueue_changed_groups",
+    "enqueue_changed_services",
     "facts_configmap_name",
     "facts_from_configmaps",
     "owner_of",

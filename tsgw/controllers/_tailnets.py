@@ -54,6 +54,7 @@ from tsgw.tailscale import (
     TailscaleClient,
     TailscaleError,
     TransportError,
+    owners_of,
 )
 from tsgw.tailscale import Client as TailscaleAPI
 from tsgw.translate import Device, TailnetFacts, status_body
@@ -282,7 +283,12 @@ def _facts(devices: list[Any], services: list[Any]) -> TailnetFacts:
         )
     )
     svcs = {s.name: tuple(s.addrs) for s in services}
-    return TailnetFacts(suffix, out, svcs)
+    claims = {
+        s.name: tuple(sorted({f"{o.kind}/{o.namespace}/{o.name}" for o in owners}))
+        for s in services
+        if (owners := owners_of(s)) is not None
+    }
+    return TailnetFacts(suffix, out, svcs, claims)
 
 
 def facts_from_configmaps(

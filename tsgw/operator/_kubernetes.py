@@ -10,8 +10,10 @@ Every replica runs, under one :class:`tsgw.kube.Manager`:
   the framework's, the xDS server's and the process's metrics).
 
 The leader (Lease ``tsgw-operator`` in the operator's namespace) also runs the controllers:
-status (the pipeline's conditions, written when they change) and proxy groups (owned objects
-applied and pruned), and the loops that enqueue them from the pipeline's results. Losing the
+status (the pipeline's conditions, written when they change), proxy groups (owned objects
+applied and pruned), tailnets (credentials, facts), auth keys and devices, and Tailscale
+Services (claimed per ingress group), and the loops that enqueue them from the pipeline's
+results. Losing the
 Lease stops the process (controller-runtime's behaviour: the pod restarts and rejoins as a
 follower), while followers keep serving xDS throughout.
 """
@@ -19,6 +21,7 @@ follower), while followers keep serving xDS throughout.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import uuid
 from dataclasses import dataclass, field
@@ -36,6 +39,7 @@ from tsgw.controllers import (
     MANAGED_SELECTOR,
     TAILNET_LABEL,
     AuthKeyReconciler,
+    ServiceReconciler,
     TailnetClients,
     TailnetReconciler,
     add_proxygroup_controllers,
@@ -43,6 +47,7 @@ from tsgw.controllers import (
     auth_keys_from_secrets,
     enqueue_changed,
     enqueue_changed_groups,
+    enqueue_changed_services,
     facts_from_configmaps,
     owner_of,
 )
@@ -58,6 +63,8 @@ from tsgw.kube import (
     ManagerOptions,
     NotFound,
     RawObject,
+    Request,
+    Resource,
     controller_managed_by,
 )
 from tsgw.pipeline import Pipeline, PipelineOptions, read_report
@@ -74,10 +81,20 @@ XDS_REPORT_LABEL = "gateway.tailscale.com/xds-report"
 XDS_REPORT_KEY = "report.json"
 
 _OWNING_KINDS = ("TailscaleEndpoints", "TailscaleServices", "TailscaleGateway")
+_HOSTING_KINDS = ("TailscaleServices", "TailscaleGateway")
+"""The kinds whose groups host a Tailscale Service."""
+_NAMESPACES = Resource("v1", "Namespace", "namespaces", namespaced=False)
 
 
 def _identity() -> str:
     return os.environ.get("POD_NAME") or f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+
+
+def report_name(identity: str) -> str:
+    """The name of a replica's xDS report ConfigMap: ``tsgw-xds-<identity>`` made a DNS
+    subdomain (an identity outside a pod is ``host_suffix``, and hosts may hold capitals)."""
+    cleaned = re.sub(r"[^a-z0-9.-]+", "-", identity.lower()).strip("-.") or "replica"
+    return f"tsgw-xds-{cleaned}"[:253].rstrip("-.")
 
 
 @dataclass(frozen=True)
@@ -116,6 +133,10 @@ class OperatorOptions:
     tailnet_poll_interval: float = 60.0
     """How often each tailnet's facts (devices, Tailscale Services) are polled, in seconds; a
     429 waits its Retry-After. Default: 60."""
+    cluster_id: str = ""
+    """This cluster's name in the owner claims on Tailscale Services (several clusters may
+    host one ``svc:``). Default: "" (the UID of the ``kube-system`` namespace, read at start,
+    which is unique per cluster)."""
 
 
 class Operator:
@@ -222,6 +243,27 @@ class Operator:
             .complete(AuthKeyReconciler(self.manager, k, self.pipeline, self.tailnet_clients))
             for k in _OWNING_KINDS
         }
+        cluster_id = await self._cluster_id()
+        recorder = self.manager.event_recorder()
+        tailnets_queue = self.tailnets.queue
+        self.services = {
+            k: controller_managed_by(self.manager)
+            .for_(kinds[k])
+            .named(f"{k.lower()}-services")
+            .complete(
+                ServiceReconciler(
+                    self.manager,
+                    kinds[k],
+                    self.pipeline,
+                    self.tailnet_clients,
+                    tailnets=kinds["TailscaleTailnet"],
+                    operator_id=cluster_id,
+                    recorder=recorder,
+                    poke=lambda tailnet: tailnets_queue.add(Request("", tailnet)),
+                )
+            )
+            for k in _HOSTING_KINDS
+        }
         status_kinds = [r for k, r in kinds.items() if k != "TailscaleTailnet"]
         self.status = add_status_controllers(self.manager, self.pipeline, status_kinds)
         self.proxygroups = add_proxygroup_controllers(
@@ -247,14 +289,30 @@ class Operator:
         async def groups() -> None:
             await enqueue_changed_groups(self.pipeline, self.proxygroups)
 
+        async def services() -> None:
+            await enqueue_changed_services(self.pipeline, self.services)
+
         async def reports() -> None:
             await self._report_xds()
 
         for fn in (pipeline, serve_xds, serve_admin, reports):
             self.manager.add(fn, need_leader_election=False)
-        for fn in (statuses, groups):
+        for fn in (statuses, groups, services):
             self.manager.add(fn, need_leader_election=True)
         self.manager.add_readyz_check("pipeline", lambda: self.pipeline.latest.version > 0)
+
+    async def _cluster_id(self) -> str:
+        """:attr:`OperatorOptions.cluster_id`, else the ``kube-system`` namespace's UID."""
+        if self.options.cluster_id:
+            return self.options.cluster_id
+        try:
+            ns = await self.client.get(_NAMESPACES, "kube-system")
+        except KubeError as e:
+            log.error("cannot read namespace kube-system for the cluster id: give --cluster-id", error=str(e))
+            raise
+        uid = str((ns.get("metadata") or {}).get("uid") or "")
+        log.info("cluster id from the kube-system namespace", cluster_id=uid)
+        return uid
 
     # every replica's Envoys ------------------------------------------------------------------
 
@@ -278,7 +336,7 @@ class Operator:
         """Publish this replica's Envoys (per node cluster, against the snapshot content) in a
         ConfigMap the other replicas read, at most once a second and only when it changes:
         every replica serves xDS, so each sees only the Envoys connected to it."""
-        name = f"tsgw-xds-{self.options.identity}"[:253]
+        name = report_name(self.options.identity)
         meta: dict[str, Any] = {
             "name": name,
             "namespace": self.options.namespace,

@@ -36,6 +36,15 @@ from ._errors import (
     TransportError,
     UnsupportedError,
 )
+from ._ownership import (
+    OWNER_ANNOTATION,
+    OwnerRef,
+    ServicePlan,
+    owners_of,
+    plan_claim,
+    plan_release,
+    with_owners,
+)
 from ._proxy import HostedService, ProxyConfig, ServePort
 from ._types import (
     APIKey,
@@ -50,6 +59,7 @@ from ._types import (
 )
 
 __all__ = [
+    "OWNER_ANNOTATION",
     "APIError",
     "APIKey",
     "AuthError",
@@ -71,18 +81,24 @@ __all__ = [
     "NotFoundError",
     "OAuthClientCredentials",
     "OutcomeUnknownError",
+    "OwnerRef",
     "ProxyConfig",
     "RateLimitedError",
     "ReplicaStateStore",
     "RetryOptions",
     "ServePort",
     "ServerError",
+    "ServicePlan",
     "StateKeys",
     "TailscaleClient",
     "TailscaleError",
     "TailscaleService",
     "TransportError",
     "UnsupportedError",
+    "owners_of",
+    "plan_claim",
+    "plan_release",
+    "with_owners",
 ]
 
 _LAZY = {

@@ -36,6 +36,7 @@ from tsgw.translate._inputs import Device, Inputs, Options, TailnetFacts
 __all__ = [
     "ACCEPTED",
     "RESOLVED",
+    "SERVICE_READY",
     "_Ctx",
     "_DeviceIndex",
     "_cond",
@@ -46,6 +47,7 @@ __all__ = [
     "_magicdns",
     "_proxy_group",
     "_ref",
+    "_service_ready",
     "_tailnet",
     "_tailnet_not_found",
     "_unresolved",
@@ -55,6 +57,30 @@ __all__ = [
 
 ACCEPTED = "Accepted"
 RESOLVED = "ResolvedRefs"
+SERVICE_READY = "TailscaleServiceReady"
+"""Whether the group's Tailscale Service exists on the tailnet (its VIPs are in the facts)."""
+
+
+def _service_ready(facts: TailnetFacts, name: str, claimant: str) -> Condition:
+    """The :data:`SERVICE_READY` condition of an object (``Kind/namespace/name``) whose group
+    hosts ``name``: the service must exist and carry this object's claim."""
+    vips = facts.services.get(name, ())
+    if vips and claimant in facts.claims.get(name, ()):
+        return _cond(SERVICE_READY, True, "Created", f"{name} has addresses {', '.join(vips)}")
+    if vips:
+        return _cond(
+            SERVICE_READY,
+            False,
+            "NotClaimed",
+            f"{name} exists on the tailnet but not for this object (made outside tsgw, or defined "
+            "differently by another owner): see the object's Events",
+        )
+    return _cond(
+        SERVICE_READY,
+        False,
+        "NotCreated",
+        f"{name} is not on the tailnet yet: the operator creates it (its Events say why when it cannot)",
+    )
 
 
 @dataclass

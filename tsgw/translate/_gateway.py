@@ -14,6 +14,7 @@ from __future__ import annotations
 from tsgw import api
 from tsgw.model import (
     Cluster,
+    Condition,
     Direction,
     Endpoint,
     GatewayDetails,
@@ -33,6 +34,7 @@ from tsgw.translate._context import (
     _magicdns,
     _proxy_group,
     _ref,
+    _service_ready,
     _tailnet,
     _tailnet_not_found,
     _unresolved,
@@ -124,10 +126,12 @@ def _gateway(ctx: _Ctx, obj: api.Object[api.TailscaleGatewaySpec]) -> tuple[Prox
         else:
             missing = f"no listener {n!r} on Gateway {spec.gateway_ref.name!r}"
             verdicts.append(ListenerVerdict(n, 0, (_cond(ACCEPTED, False, "ListenerNotFound", missing),)))
-    conditions = (
+    conditions: tuple[Condition, ...] = (
         _cond(ACCEPTED, True, "Accepted"),
         _cond(RESOLVED, not problems, "RefNotResolved" if problems else "ResolvedRefs", "; ".join(problems)),
     )
+    if not group.pod.serve_on_device:
+        conditions += (_service_ready(facts, f"svc:{label}", f"{ref.kind}/{ref.namespace}/{ref.name}"),)
     addresses = tuple(_ipv4_first(facts.services.get(f"svc:{label}", ())))
     return group, ObjectStatus(
         ref, conditions, GatewayDetails(_magicdns(facts, label), addresses, tuple(verdicts))

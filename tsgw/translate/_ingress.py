@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from tsgw import api
 from tsgw.model import (
     Cluster,
+    Condition,
     Direction,
     Endpoint,
     Listener,
@@ -38,6 +39,7 @@ from tsgw.translate._context import (
     _magicdns,
     _proxy_group,
     _ref,
+    _service_ready,
     _tailnet,
     _tailnet_not_found,
 )
@@ -194,8 +196,10 @@ def _services(
             f"serves the ports on its own name ({pods})",
         )
         details = ServicesDetails("", "", ())
-    conditions = (
+    conditions: tuple[Condition, ...] = (
         accepted,
         _cond(RESOLVED, not problems, "BackendNotFound" if problems else "ResolvedRefs", "; ".join(problems)),
     )
+    if not group.pod.serve_on_device:
+        conditions += (_service_ready(facts, svc_name, f"{ref.kind}/{ref.namespace}/{ref.name}"),)
     return group, ObjectStatus(ref, conditions, details)

@@ -29,6 +29,9 @@ class TailnetFacts:
     devices: tuple[Device, ...] = ()
     services: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     """Tailscale Service name (svc:x) → its VIP addresses."""
+    claims: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Tailscale Service name → the tsgw objects claiming it (``Kind/namespace/name``, from its
+    owner annotation, any cluster); services tsgw did not make have no entry."""
 
     def to_json(self) -> dict[str, Any]:
         """A compact JSON document (short keys: the operator stores thousands of devices in a
@@ -40,6 +43,7 @@ class TailnetFacts:
                 [d.name, list(d.addresses), list(d.tags), d.user, 1 if d.online else 0] for d in self.devices
             ],
             "services": {k: list(v) for k, v in sorted(self.services.items())},
+            **({"claims": {k: list(v) for k, v in sorted(self.claims.items())}} if self.claims else {}),
         }
 
     @classmethod
@@ -52,7 +56,8 @@ class TailnetFacts:
             for n, a, t, u, o in doc.get("devices") or ()
         )
         services = {str(k): tuple(map(str, v)) for k, v in (doc.get("services") or {}).items()}
-        return cls(str(doc.get("suffix") or ""), devices, services)
+        claims = {str(k): tuple(map(str, v)) for k, v in (doc.get("claims") or {}).items()}
+        return cls(str(doc.get("suffix") or ""), devices, services, claims)
 
 
 @dataclass(frozen=True, slots=True)

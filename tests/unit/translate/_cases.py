@@ -44,6 +44,7 @@ def _facts(doc: dict[str, Any]) -> TailnetFacts:
             for d in doc.get("devices", ())
         ),
         services={k: tuple(v) for k, v in (doc.get("services") or {}).items()},
+        claims={k: tuple(v) for k, v in (doc.get("claims") or {}).items()},
     )
 
 

@@ -1,0 +1,270 @@
+"""Tailscale Services: the ``svc:<name>`` each ingress proxy group hosts, made to exist on the
+tailnet with the group's ports and tags, and given up when the group goes. Leader only.
+
+For each object that owns an ingress group (TailscaleServices, TailscaleGateway) on a control
+plane that has Tailscale Services (Tailscale's API; Headscale has none: there each proxy serves
+on its own name, see :mod:`tsgw.translate._ingress`), the reconciler:
+
+- adds the finalizer ``gateway.tailscale.com/tailscale-service`` to the object **before** it
+  creates anything on the tailnet, so deleting the object always passes through here;
+- claims the service (:func:`tsgw.tailscale.plan_claim`): creates it, or adds this object's
+  claim to the owner annotation of one tsgw already made, keeping the VIPs control allocated.
+  A service tsgw did not make is never taken over, and a definition (ports, tags) other owners
+  set differently is left alone: both become a Warning Event on the object
+  (``TailscaleServiceForeign``, ``TailscaleServiceConflict``) and the object's status keeps
+  saying the service is not ready;
+- releases this object's claims on every other service (a renamed ``serviceName``) and, when
+  the object is being deleted, on its own, deleting a service only when no claim is left;
+  then removes the finalizer;
+- asks the tailnet controller to poll the facts at once after a write, so the VIPs reach the
+  status (translation's ``TailscaleServiceReady`` condition reads them from the facts) without
+  waiting for the poll interval.
+
+Hosts are approved by the tailnet's policy (``autoApprovers.services``), as with Tailscale's
+own operator: tsgw never edits the policy. Which operator made a claim is the operator's
+``--cluster-id``. The Tailscale API offers no conditional write for services, so a claim is a
+read-modify-write; :mod:`tsgw.tailscale._ownership` keeps each step idempotent, and the next
+reconcile re-reads and repairs a claim another operator's write lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping
+
+import anyio
+import anyio.lowlevel
+import structlog
+
+from tsgw.controllers._tailnets import TailnetClients
+from tsgw.kube import (
+    Client,
+    Controller,
+    EventRecorder,
+    Manager,
+    NotFound,
+    RawObject,
+    Request,
+    Resource,
+    Result,
+)
+from tsgw.model import ProxyGroup
+from tsgw.pipeline import Pipeline, Published
+from tsgw.tailscale import Client as TailscaleAPI
+from tsgw.tailscale import (
+    NotFoundError,
+    OwnerRef,
+    TailscaleError,
+    TailscaleService,
+    owners_of,
+    plan_claim,
+    plan_release,
+)
+
+__all__ = ["SERVICE_FINALIZER", "ServiceReconciler", "enqueue_changed_services"]
+
+log = structlog.get_logger("tsgw.controllers.services")
+
+SERVICE_FINALIZER = "gateway.tailscale.com/tailscale-service"
+FIELD_MANAGER = "tsgw-services"
+RETRY_S = 10.0
+"""Seconds before a reconcile that could not finish (no client yet, an API error) runs again."""
+RESYNC_S = 300.0
+"""Seconds between re-reads of a service that is in place, to put back one deleted or changed
+outside tsgw."""
+
+
+def _group_of(latest: Published, kind: str, namespace: str, name: str) -> ProxyGroup | None:
+    for g in latest.result.model.groups:
+        if (g.owner.kind, g.owner.namespace, g.owner.name) == (kind, namespace, name):
+            return g
+    return None
+
+
+def desired_service(group: ProxyGroup) -> TailscaleService | None:
+    """The Tailscale Service a group should host on the tailnet (None when it hosts none or its
+    control plane has none)."""
+    ts = group.tailscale_service
+    if ts is None or group.pod.serve_on_device:
+        return None
+    return TailscaleService(
+        name=ts.name,
+        ports=tuple(f"tcp:{port}" for port, _ in ts.ports),
+        tags=ts.tags,
+        comment=f"tsgw {group.owner.kind} {group.owner.namespace}/{group.owner.name}",
+    )
+
+
+class ServiceReconciler:
+    """For one owning kind: each object's Tailscale Service claimed, and released when it goes.
+    ``tailnets`` is the TailscaleTailnet resource (an object whose tailnet was deleted lets go
+    of its finalizer: nothing is left that could release the claim)."""
+
+    def __init__(
+        self,
+        manager: Manager,
+        resource: Resource,
+        pipeline: Pipeline,
+        clients: TailnetClients,
+        *,
+        tailnets: Resource,
+        operator_id: str,
+        recorder: EventRecorder | None = None,
+        poke: Callable[[str], None] = lambda tailnet: None,
+    ) -> None:
+        self.client: Client = manager.client
+        self.resource = resource
+        self.pipeline = pipeline
+        self.clients = clients
+        self.operator_id = operator_id
+        self.recorder = recorder
+        self.poke = poke
+        """Called with a tailnet's name after a write, to have its facts polled now."""
+        self.store = manager.informer(resource).store
+        self.tailnets = manager.informer(tailnets).store
+        self.writes = 0
+        """Tailscale API writes made (tests and benchmarks count them)."""
+
+    def _me(self, obj: RawObject) -> OwnerRef:
+        md = obj.get("metadata") or {}
+        return OwnerRef(
+            self.operator_id, self.resource.kind, md.get("namespace") or "", md["name"], md.get("uid") or ""
+        )
+
+    def _event(self, obj: RawObject, reason: str, note: str) -> None:
+        log.warning("tailscale service not claimed", reason=reason, note=note)
+        if self.recorder is not None:
+            self.recorder.event(obj, "Warning", reason, note)
+
+    async def reconcile(self, req: Request) -> Result | None:
+        obj = self.store.get(req)
+        latest = self.pipeline.latest.value
+        if obj is None or latest is None:
+            return None
+        md = obj.get("metadata") or {}
+        finalizers = list(md.get("finalizers") or ())
+        deleting = bool(md.get("deletionTimestamp"))
+        tailnet = ((obj.get("spec") or {}).get("tailnetRef") or {}).get("name", "")
+        ts = self.clients.get(tailnet) if tailnet else None
+        if ts is not None and not ts.capabilities.services:
+            ts = None  # Headscale: nothing to make; a finalizer left from another control plane goes
+            if SERVICE_FINALIZER in finalizers:
+                await self._set_finalizers(obj, [f for f in finalizers if f != SERVICE_FINALIZER])
+            return None
+        want: TailscaleService | None = None
+        if not deleting:
+            group = _group_of(latest, self.resource.kind, req.namespace, req.name)
+            st = latest.status_of(self.resource.kind, req.namespace, req.name)
+            if st is None or st.ref.generation != (md.get("generation") or 0):
+                return None  # not translated in this generation yet: the pipeline enqueues again
+            want = desired_service(group) if group is not None else None
+        if want is None and SERVICE_FINALIZER not in finalizers:
+            return None  # nothing hosted and nothing ever claimed
+        if ts is None:
+            if deleting and self.tailnets.get(Request("", tailnet)) is None:
+                # The tailnet object is gone with its credentials: nothing can release the claim.
+                self._event(
+                    obj,
+                    "TailnetNotFound",
+                    f"tailnet {tailnet!r} is gone: its Tailscale Service is left as it is",
+                )
+                await self._set_finalizers(obj, [f for f in finalizers if f != SERVICE_FINALIZER])
+                return None
+            log.info(
+                "tailnet has no working client yet", tailnet=tailnet, object=f"{req.namespace}/{req.name}"
+            )
+            return Result(requeue_after=RETRY_S)
+        if want is not None and SERVICE_FINALIZER not in finalizers:
+            await self._set_finalizers(obj, [*finalizers, SERVICE_FINALIZER])
+            return None  # the update event brings the object back with its finalizer
+        me = self._me(obj)
+        wrote = False
+        try:
+            for current in await ts.list_services():
+                if (want is not None and current.name == want.name) or not any(
+                    o.same_object(me) for o in owners_of(current) or ()
+                ):
+                    continue
+                wrote |= await self._release(ts, current, me)
+            if want is not None:
+                wrote |= await self._claim(ts, obj, want, me)
+        except TailscaleError as e:
+            log.warning(
+                "Tailscale API call failed; will retry", object=f"{req.namespace}/{req.name}", error=str(e)
+            )
+            self._event(obj, "TailscaleAPIError", str(e))
+            return Result(requeue_after=RETRY_S)
+        finally:
+            if wrote:
+                self.poke(tailnet)
+        if deleting:
+            await self._set_finalizers(obj, [f for f in finalizers if f != SERVICE_FINALIZER])
+            return None
+        return Result(requeue_after=RESYNC_S)
+
+    async def _claim(self, ts: TailscaleAPI, obj: RawObject, want: TailscaleService, me: OwnerRef) -> bool:
+        try:
+            current: TailscaleService | None = await ts.get_service(want.name)
+        except NotFoundError:
+            current = None
+        plan = plan_claim(current, want, me)
+        if plan.action == "foreign":
+            self._event(obj, "TailscaleServiceForeign", plan.reason)
+        elif plan.action == "conflict":
+            self._event(obj, "TailscaleServiceConflict", plan.reason)
+        elif plan.action == "put" and plan.service is not None:
+            await ts.put_service(plan.service)
+            self.writes += 1
+            log.info("tailscale service claimed", service=want.name, created=current is None)
+            return True
+        return False
+
+    async def _release(self, ts: TailscaleAPI, current: TailscaleService, me: OwnerRef) -> bool:
+        plan = plan_release(current, me)
+        if plan.action == "delete":
+            await ts.delete_service(current.name, missing_ok=True)
+            log.info("tailscale service deleted", service=current.name, reason="last owner gone")
+        elif plan.action == "put" and plan.service is not None:
+            await ts.put_service(plan.service)
+            log.info("tailscale service claim released", service=current.name)
+        else:
+            return False
+        self.writes += 1
+        return True
+
+    async def _set_finalizers(self, obj: RawObject, finalizers: list[str]) -> None:
+        md = obj.get("metadata") or {}
+        with contextlib.suppress(NotFound):
+            await self.client.patch(
+                self.resource,
+                md["name"],
+                [
+                    {"op": "test", "path": "/metadata/resourceVersion", "value": md.get("resourceVersion")},
+                    {
+                        "op": "add" if "finalizers" not in md else "replace",
+                        "path": "/metadata/finalizers",
+                        "value": finalizers,
+                    },
+                ],
+                namespace=md.get("namespace"),
+                patch_type="json",
+                field_manager=FIELD_MANAGER,
+            )
+
+
+async def enqueue_changed_services(pipeline: Pipeline, controllers: Mapping[str, Controller]) -> None:
+    """Follow the pipeline; enqueue the owner of every group whose wanted Tailscale Service
+    changed, appeared or disappeared. Runs until cancelled."""
+    seen: dict[tuple[str, str, str], TailscaleService | None] = {}
+    async for published in pipeline.latest.watch():
+        now = {
+            (g.owner.kind, g.owner.namespace, g.owner.name): desired_service(g)
+            for g in published.result.model.groups
+            if g.owner.kind in controllers
+        }
+        for key in now.keys() | seen.keys():
+            if key in now and key in seen and now[key] == seen[key]:
+                continue
+            controllers[key[0]].queue.add(Request(key[1], key[2]))
+        seen = now
+        await anyio.lowlevel.checkpoint()
