@@ -47,6 +47,7 @@ settings, users, device authorization and rename, the ``fields=`` query, real ra
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -57,15 +58,20 @@ __all__ = ["Call", "FakeTailscale", "serve"]
 
 
 @contextmanager
-def serve(app: FakeTailscale) -> Iterator[str]:
-    """Serve ``app`` over HTTP on 127.0.0.1 (an ephemeral port) in a thread; yields its base URL."""
+def serve(app: FakeTailscale, sock: socket.socket | None = None) -> Iterator[str]:
+    """Serve ``app`` over HTTP in a thread; yields its base URL. On 127.0.0.1 (an ephemeral
+    port), or on ``sock``, a bound TCP socket (e.g. one made inside a network namespace, so
+    pods of the test bed reach the fake at that namespace's address)."""
     import uvicorn
 
     config = uvicorn.Config(
         app, host="127.0.0.1", port=0, lifespan="off", log_level="warning", ws="none", http="h11"
     )
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="fake-tailscale", daemon=True)
+    sockets = [sock] if sock is not None else None
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": sockets}, name="fake-tailscale", daemon=True
+    )
     thread.start()
     try:
         for _ in range(500):
@@ -74,8 +80,8 @@ def serve(app: FakeTailscale) -> Iterator[str]:
             threading.Event().wait(0.01)
         if not server.started:
             raise RuntimeError("fake Tailscale API did not start")
-        port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"http://127.0.0.1:{port}"
+        host, port = (sock or server.servers[0].sockets[0]).getsockname()[:2]
+        yield f"http://{host}:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import socket
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,6 +197,9 @@ class BoxedTailnet:
     (``tn.call(tn.ts.create_auth_key, ...)``); async tests make their own with :meth:`client`."""
     user_ts: TailscaleClient
     """The same with :attr:`api_key` (e.g. untagged auth keys, which OAuth clients cannot mint)."""
+    api_url_inside: str = ""
+    """The fake's base URL as the box's namespace (and a test bed's pods) reach it; the same as
+    :attr:`api_url` unless :func:`boxed_tailnet` served it there (``api_in_namespace``)."""
 
     def credentials(self) -> OAuthClientCredentials:
         return OAuthClientCredentials(self.oauth_client_id, self.oauth_client_secret)
@@ -243,25 +247,44 @@ class BoxedTailnet:
 
 @contextlib.contextmanager
 def boxed_tailnet(
-    workdir: Path, ns: Namespace | None = None, address: str | None = None
+    workdir: Path,
+    ns: Namespace | None = None,
+    address: str | None = None,
+    *,
+    api_in_namespace: bool = False,
+    tags: tuple[str, ...] = DEFAULT_TAGS,
 ) -> Iterator[BoxedTailnet]:
-    """Start the box (in ``ns`` on ``address``, or a namespace of its own) and the hosted-API
-    fake bound to it, with :func:`default_policy` set through the fake; stop both on exit."""
-    box = TailnetBox(workdir, ns, address)
+    """Start the box (in ``ns`` on ``address``, or a namespace of its own; nodes may request
+    ``tags``) and the hosted-API fake bound to it, with :func:`default_policy` set through the
+    fake; stop both on exit. The fake listens on the host's loopback; with ``api_in_namespace``
+    it listens inside the box's namespace on the box's address instead (where the test bed's
+    pods reach it: :attr:`BoxedTailnet.api_url_inside`), forwarded to a loopback port for the
+    test process (:attr:`BoxedTailnet.api_url`)."""
+    box = TailnetBox(workdir, ns, address, tags=tags)
     try:
         fake = BoxedFake(box=box.admin)
-        fake.set_policy(default_policy())
+        fake.set_policy(default_policy(tags))
         cid, secret = fake.add_oauth_client(tags=(OPERATOR_TAG,))
         api_key = fake.add_api_key()
+        sock = None
+        if api_in_namespace:
+            with box.ns.entered():
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((box.address, 0))
+                sock.listen(128)
         with (
-            serve(fake) as url,
+            serve(fake, sock) as inside,
             anyio.from_thread.start_blocking_portal() as portal,
         ):
+            url = inside
+            if sock is not None:
+                url = f"http://127.0.0.1:{box.ns.forward(sock.getsockname()[1], host=box.address)}"
             opts = ClientOptions(base_url=url)
             ts = TailscaleClient(OAuthClientCredentials(cid, secret), opts)
             user_ts = TailscaleClient(APIKey(api_key), opts)
             try:
-                yield BoxedTailnet(box, fake, url, cid, secret, api_key, portal, ts, user_ts)
+                yield BoxedTailnet(box, fake, url, cid, secret, api_key, portal, ts, user_ts, inside)
             finally:
                 portal.call(ts.aclose)
                 portal.call(user_ts.aclose)

@@ -1,0 +1,320 @@
+"""Tailscale Services on the bed, with the tailnet in a box as the control plane: tsgw installed
+as a user installs it for Tailscale's hosted API (`kubectl apply -k` of the tailscale overlay,
+an OAuth client's id and secret in its files), the API being the hosted-API fake bound to
+``tsgw-testcontrol`` (real control protocol, real VIPs, host approval by policy) and served
+where the bed's pods reach it, beside Headscale in the bed's tailnet namespace on an address of
+its own.
+
+- Ingress: a TailscaleServices with 2 replicas; the operator creates ``svc:web`` through the API
+  (its owner claim on it), both proxies advertise it and the policy's ``autoApprovers`` approves
+  them; a tailnet client's request to the service's VIP reaches the Kubernetes backend, which
+  sees the client's tailnet address.
+- Identity: a TailscaleRoutePolicy allows ``tag:a`` and denies ``tag:b``, with the clients' real
+  device tags from the tailnet's facts.
+- Egress to a Tailscale Service: a pod → the ClusterIP Service of a TailscaleEndpoints whose
+  target is ``svc:web`` → an egress proxy → the VIP → an ingress proxy → the backend.
+- Clean-up: deleting the objects deletes ``svc:web``, every proxy device and every unused key,
+  asserted through the API.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.bed import Bed
+from tests.e2e.bed.helpers import pods, ready, wait
+from tests.e2e.bed.test_bed import run_pod
+from tests.support.boxed_fake import BoxedTailnet, boxed_tailnet
+from tests.support.install import copy_install, install_on_bed
+from tests.support.tailnet import Node
+from tests.support.tailnet_services import auth_key
+from tsgw.tailscale import NotFoundError, TailscaleService, owners_of
+
+pytestmark = pytest.mark.e2e
+
+NS = "tsgw-system"
+APPS = "default"
+SVC = "svc:web"
+BOX_TAGS = ("tag:proxy", "tag:k8s", "tag:client", "tag:a", "tag:b")
+INGRESS = "app.kubernetes.io/name=tsgw-proxy,app.kubernetes.io/instance=web-tssvc"
+
+OVERLAY = """\
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - ../tailscale
+patches:
+  - path: api-url.yaml
+  - target: {kind: Deployment, name: tsgw}
+    patch: |
+      - op: add
+        path: /spec/template/spec/containers/0/args/-
+        value: --proxy-env=TS_DEBUG_USE_DERP_HTTP=1
+      - op: add
+        path: /spec/template/spec/containers/0/args/-
+        value: --proxy-env=TS_NO_LOGS_NO_SUPPORT=1
+      - op: add
+        path: /spec/template/spec/containers/0/args/-
+        value: --proxy-env=TS_DISABLE_PORTMAPPER=1
+      - op: add
+        path: /spec/template/spec/containers/0/args/-
+        value: --tailnet-poll-interval=2
+      - op: add
+        path: /spec/template/spec/containers/0/args/-
+        value: --cluster-id=bed
+"""
+
+
+@pytest.fixture(scope="module")
+def box(bed: Bed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BoxedTailnet]:
+    """The box and its API in the bed's tailnet namespace, on a second address there (Headscale
+    holds the first's ports)."""
+    ns = bed.ns["tailnet"]
+    address = bed.plan.tailnet_ip.rsplit(".", 1)[0] + ".3"
+    ns.run(["ip", "addr", "add", f"{address}/24", "dev", "eth0"])
+    try:
+        with boxed_tailnet(
+            tmp_path_factory.mktemp("box"), ns, address, api_in_namespace=True, tags=BOX_TAGS
+        ) as tn:
+            yield tn
+    finally:
+        ns.run(["ip", "addr", "del", f"{address}/24", "dev", "eth0"])
+
+
+@pytest.fixture(scope="module")
+def installed(bed: Bed, box: BoxedTailnet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    tree = copy_install(tmp_path_factory.mktemp("box-install"))
+    (tree / "overlays" / "tailscale" / "client_id").write_text(box.oauth_client_id)
+    (tree / "overlays" / "tailscale" / "client_secret").write_text(box.oauth_client_secret)
+    overlay = tree / "overlays" / "bed-box"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(OVERLAY)
+    (overlay / "api-url.yaml").write_text(
+        "apiVersion: gateway.tailscale.com/v1alpha1\n"
+        "kind: TailscaleTailnet\n"
+        "metadata: {name: tailscale}\n"
+        "spec:\n"
+        f"  controlPlane: {{type: Tailscale, apiURL: '{box.api_url_inside}', loginURL: '{box.box.url}'}}\n"
+    )
+    # Hosts of svc:web are approved by the tailnet's policy, as the admin would set it.
+    box.set_policy(services={SVC: ["tag:k8s"]})
+    install_on_bed(bed, tree, overlay)
+    yield overlay
+    for kind in ("tailscaleroutepolicies", "tailscaleendpoints", "tailscaleservices"):
+        bed.kubectl("delete", kind, "--all", "-A", "--ignore-not-found", check=False, timeout=120)
+    bed.kubectl("delete", "--ignore-not-found", "-k", str(overlay), check=False, timeout=180)
+    wait(
+        lambda: NS not in {n["metadata"]["name"] for n in bed.get("namespaces")["items"]},
+        timeout=120,
+        what=f"namespace {NS} gone",
+    )
+
+
+@pytest.fixture(scope="module")
+def web(bed: Bed, box: BoxedTailnet, installed: Path) -> TailscaleService:
+    """A backend, and svc:web hosted by two ingress proxies; yields the service once both
+    hosts serve it."""
+    bed.apply(
+        textwrap.dedent(
+            f"""
+            apiVersion: apps/v1
+            kind: Deployment
+            metadata: {{name: web, namespace: {APPS}}}
+            spec:
+              replicas: 1
+              selector: {{matchLabels: {{app: web}}}}
+              template:
+                metadata: {{labels: {{app: web}}}}
+                spec:
+                  containers: [{{name: web, image: bed.test/backend}}]
+            ---
+            apiVersion: v1
+            kind: Service
+            metadata: {{name: web, namespace: {APPS}}}
+            spec:
+              selector: {{app: web}}
+              ports: [{{name: http, port: 80, targetPort: 8080}}]
+            ---
+            apiVersion: gateway.tailscale.com/v1alpha1
+            kind: TailscaleServices
+            metadata: {{name: web, namespace: {APPS}}}
+            spec:
+              tailnetRef: {{name: tailscale}}
+              proxy: {{replicas: 2}}
+              ports: [{{port: 80, protocol: HTTP, targetPort: http}}]
+              backends: [{{service: web}}]
+              tags: [tag:k8s]
+            """
+        )
+    )
+    svc: TailscaleService = wait(
+        lambda: _service(box, SVC), timeout=60, what=f"{SVC} created through the API"
+    )
+    wait(
+        lambda: len([p for p in pods(bed, INGRESS, APPS) if ready(p)]) == 2,
+        timeout=240,
+        what="both ingress proxies Ready",
+        interval=1,
+    )
+
+    def serving() -> list[str]:
+        hosts = box.box.admin.service_hosts(SVC)
+        ok = [str(h["name"]) for h in hosts if h.get("approved") and h.get("serviceHost")]
+        return ok if len(ok) == 2 else []
+
+    wait(serving, timeout=120, what=f"both proxies approved hosts of {SVC}", interval=1)
+    return svc
+
+
+def _service(box: BoxedTailnet, name: str) -> TailscaleService | None:
+    try:
+        return box.call(box.ts.get_service, name)
+    except NotFoundError:
+        return None
+
+
+def _get_headers(client: Node, host: str) -> tuple[str, list[str]]:
+    """GET /headers through ``client``: (status line, body lines); ("", []) on a failed dial."""
+    try:
+        reply = client.dial(
+            host, 80, b"GET /headers HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n", timeout=5
+        )
+    except OSError:
+        return "", []
+    head, _, body = reply.partition(b"\r\n\r\n")
+    return head.split(b"\r\n", 1)[0].decode(errors="replace"), body.decode(errors="replace").splitlines()
+
+
+def test_svc_web_is_made_by_the_operator_and_carries_a_tailnet_clients_request(
+    bed: Bed, box: BoxedTailnet, web: TailscaleService
+) -> None:
+    (claim,) = owners_of(web) or ()
+    assert (claim.operator_id, claim.kind, claim.namespace, claim.name) == (
+        "bed",
+        "TailscaleServices",
+        APPS,
+        "web",
+    )
+    assert web.ports == ("tcp:80",)
+    vip = next(a for a in web.addrs if "." in a)
+
+    def ready_condition() -> dict[str, str] | None:
+        status = bed.get("tailscaleservices", "-n", APPS, "web").get("status") or {}
+        c = {c["type"]: c for c in status.get("conditions") or []}.get("TailscaleServiceReady")
+        return c if c is not None and c["status"] == "True" else None
+
+    cond = wait(ready_condition, timeout=60, what="TailscaleServiceReady=True")
+    assert vip in cond["message"]
+    assert vip in bed.get("tailscaleservices", "-n", APPS, "web")["status"]["addresses"]
+
+    client = box.box.join("svc-client", auth_key(box, ("tag:client",)), socks5=True)
+    _, lines = wait(
+        lambda: r if " 200 " in (r := _get_headers(client, vip))[0] else None,
+        timeout=90,
+        what=f"the client reaches the backend through {SVC} ({vip})",
+    )
+    assert lines[0].startswith("web-"), lines  # the backend pod's name
+    forwarded = [ln for ln in lines if ln.lower().startswith("x-forwarded-for:")]
+    assert forwarded, lines
+    assert client.ip4() in forwarded[0], (forwarded, client.ip4())
+
+
+def test_a_route_policy_allows_tag_a_and_denies_tag_b_by_their_device_tags(
+    bed: Bed, box: BoxedTailnet, web: TailscaleService
+) -> None:
+    vip = next(a for a in web.addrs if "." in a)
+    a = box.box.join("client-a", auth_key(box, ("tag:a",)), socks5=True)
+    b = box.box.join("client-b", auth_key(box, ("tag:b",)), socks5=True)
+    bed.apply(
+        textwrap.dedent(
+            f"""
+            apiVersion: gateway.tailscale.com/v1alpha1
+            kind: TailscaleRoutePolicy
+            metadata: {{name: tags-only, namespace: {APPS}}}
+            spec:
+              targetRefs: [{{kind: TailscaleServices, name: web}}]
+              access:
+                defaultAction: Deny
+                rules:
+                  - {{action: Deny, tags: [tag:b]}}
+                  - {{action: Allow, tags: [tag:a]}}
+            """
+        )
+    )
+    # The facts (polled every 2 s) bring both clients' tags; then a is let through and b is not.
+    wait(
+        lambda: (
+            _get_headers(a, vip)[0].endswith("200 OK") and _get_headers(b, vip)[0].split(" ")[1:2] == ["403"]
+        ),
+        timeout=90,
+        what="tag:a answered 200 and tag:b refused with 403",
+        interval=1,
+    )
+    status_a, lines_a = _get_headers(a, vip)
+    assert " 200 " in status_a, status_a
+    assert lines_a[0].startswith("web-"), lines_a
+    status_b, _ = _get_headers(b, vip)
+    assert " 403 " in status_b, status_b
+    bed.kubectl("delete", "tailscaleroutepolicy", "-n", APPS, "tags-only")
+
+
+def test_a_pod_reaches_svc_web_through_an_egress_proxy(
+    bed: Bed, box: BoxedTailnet, web: TailscaleService
+) -> None:
+    bed.apply(
+        textwrap.dedent(
+            f"""
+            apiVersion: gateway.tailscale.com/v1alpha1
+            kind: TailscaleEndpoints
+            metadata: {{name: via-svc, namespace: {APPS}}}
+            spec:
+              tailnetRef: {{name: tailscale}}
+              proxy: {{replicas: 1}}
+              targets:
+                - name: web
+                  service: {SVC}
+                  ports: [{{port: 80, protocol: HTTP}}]
+            """
+        )
+    )
+    wait(
+        lambda: len([p for p in pods(bed, "app.kubernetes.io/instance=via-svc-tsep", APPS) if ready(p)]) == 1,
+        timeout=240,
+        what="the egress proxy Ready",
+        interval=1,
+    )
+    log = run_pod(
+        bed,
+        "svc-egress-client",
+        "for i in $(seq 1 40); do "
+        f"  curl -sf --max-time 3 http://via-svc.{APPS}.svc/headers && break; sleep 1; "
+        "done",
+    )
+    assert log.splitlines()[0].startswith("web-"), log  # the backend, through svc:web's hosts
+    bed.kubectl("delete", "tailscaleendpoints", "-n", APPS, "via-svc")
+
+
+def test_deleting_the_objects_deletes_the_service_devices_and_keys(
+    bed: Bed, box: BoxedTailnet, web: TailscaleService
+) -> None:
+    def proxies() -> set[str]:
+        return {
+            d.hostname
+            for d in box.call(box.ts.list_devices)
+            if d.hostname.startswith(("web-tssvc", "via-svc"))
+        }
+
+    assert proxies(), "the ingress proxies are devices of the tailnet"
+    bed.kubectl("delete", "tailscaleservices", "-n", APPS, "web")
+    wait(lambda: _service(box, SVC) is None, timeout=120, what=f"{SVC} deleted through the API")
+    wait(lambda: not proxies(), timeout=120, what="every proxy device deleted")
+    # Every key minted for a proxy (tag:k8s) was used by it, or revoked (the box forgets it).
+    keys = box.box.admin.list_keys()
+    unused = [k for k in keys if "tag:k8s" in (k.get("tags") or ()) and not k.get("uses")]
+    assert not unused, keys
+    with pytest.raises(Exception, match=r"NotFound|not found|404"):
+        bed.get("tailscaleservices", "-n", APPS, "web")
