@@ -169,6 +169,16 @@ class Proxy:
     )
     resources: Resources | None = field("Resources of the tailscaled and Envoy containers.", default=None)
     images: Images = field("Image overrides.", default=Images)
+    tags: tuple[str, ...] = field(
+        "Tags of this object's proxy devices, instead of the tailnet's (the tailnet's credential "
+        "must own them). Give ingress and egress proxies different tags when the policy "
+        "auto-approves hosts of Tailscale Services by tag: a device approved as a host of a "
+        "service takes that service's traffic itself, so an egress proxy carrying the hosts' tag "
+        "cannot reach the service. Default: the tailnet's tags.",
+        default=(),
+        max_items=8,
+        item_pattern=TAG,
+    )
     node_selector: dict[str, str] = field("Node labels the proxy pods must run on.", default={})
     tolerations: tuple[Any, ...] = field("Tolerations of the proxy pods (core/v1 Toleration).", default=())
     affinity: Any | None = field(
@@ -694,7 +704,9 @@ def _is_cidr(text: str) -> bool:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Access:
-    """Who on the tailnet may connect, by identity; the first matching rule decides."""
+    """Who on the tailnet may connect, by identity; the first matching rule decides. A denied
+    client's connection is closed before any byte is read (a network filter on the tailnet
+    source address), so an HTTP client sees a reset, not a 403."""
 
     rules: tuple[AccessRule, ...] = field("Rules in order.", default=(), max_items=32)
     default_action: AccessAction = field("When no rule matches.", default=AccessAction.ALLOW)

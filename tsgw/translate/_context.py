@@ -182,7 +182,7 @@ def _pod(ctx: _Ctx, proxy: api.Proxy, tailnet: api.TailscaleTailnetSpec) -> Prox
     res = proxy.resources
     return ProxyPod(
         replicas=proxy.replicas,
-        tags=tailnet.tags,
+        tags=proxy.tags or tailnet.tags,
         login_url=login,
         tailscale_image=proxy.images.tailscale or ctx.options.tailscale_image,
         envoy_image=proxy.images.envoy or ctx.options.envoy_image,

@@ -34,5 +34,5 @@ def test_a_value_other_than_the_default_is_written_in_declaration_order() -> Non
         "observedGeneration",
         "lastTransitionTime",
     ]
-    assert api.to_json(api.Proxy()) == {"nodeSelector": {}, "tolerations": []}
+    assert api.to_json(api.Proxy()) == {"tags": [], "nodeSelector": {}, "tolerations": []}
     assert api.to_json(api.Proxy(replicas=3))["replicas"] == 3
