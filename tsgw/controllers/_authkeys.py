@@ -32,7 +32,17 @@ import structlog
 
 from tsgw.controllers._proxygroup import MANAGED_SELECTOR
 from tsgw.controllers._tailnets import TAILNET_LABEL, TailnetClients
-from tsgw.kube import SECRETS, Client, InformerOptions, Manager, NotFound, RawObject, Request, Result
+from tsgw.kube import (
+    SECRETS,
+    Client,
+    InformerOptions,
+    Manager,
+    NotFound,
+    RawObject,
+    Request,
+    Resource,
+    Result,
+)
 from tsgw.pipeline import Pipeline
 from tsgw.tailscale import AuthKeyLifecycle, AuthKeyRequest, StateKeys, TailscaleError
 from tsgw.translate import DEVICE_FINALIZER
@@ -85,16 +95,28 @@ def auth_keys_from_secrets(secrets: Iterable[RawObject]) -> dict[str, str]:
     return out
 
 
+def _settled(state: Mapping[str, str]) -> bool:
+    """Registered and nothing waiting: no key in the config, no re-issue asked for."""
+    return bool(
+        state.get(StateKeys.DEVICE_ID)
+        and not state.get(StateKeys.REISSUE_AUTHKEY)
+        and state.get(AUTHKEY_FIELD) is None
+    )
+
+
 class AuthKeyReconciler:
     """For one proxy group owner: a key per replica that needs one, devices of replicas going
     away deleted. Requests are (namespace, owner name) of one owning kind."""
 
-    def __init__(self, manager: Manager, kind: str, pipeline: Pipeline, clients: TailnetClients) -> None:
+    def __init__(
+        self, manager: Manager, owner: Resource, pipeline: Pipeline, clients: TailnetClients
+    ) -> None:
         self.client: Client = manager.client
-        self.kind = kind
+        self.kind = owner.kind
         self.pipeline = pipeline
         self.clients = clients
         self.secrets = manager.informer(SECRETS, InformerOptions(label_selector=MANAGED_SELECTOR)).store
+        self.owners = manager.informer(owner).store
         self._lifecycles: dict[tuple[str, int], AuthKeyLifecycle] = {}
 
     def _lifecycle(self, tailnet: str, namespace: str) -> AuthKeyLifecycle | None:
@@ -154,25 +176,36 @@ class AuthKeyReconciler:
                 continue
             log.info("proxy device cleaned up", replica=md["name"], device_deleted=result.device_deleted)
             await self._drop_finalizer(s)
-        if group is None:
+        owner = self.owners.get(req)
+        if group is None or owner is None or (owner.get("metadata") or {}).get("deletionTimestamp"):
+            # No group, or its owner gone or going (a result may lag behind the deletion):
+            # no key for a proxy that will not run.
             return Result(requeue_after=5.0) if retry else None
         lc = self._lifecycle(group.tailnet, req.namespace)
         if lc is None:
             return Result(requeue_after=5.0)  # the tailnet controller has not built its client yet
         request = AuthKeyRequest(tags=group.pod.tags, preauthorized=True, description=f"tsgw {req.namespace}")
+        store = SecretStateStore(self.client, req.namespace)
         for replica in group.replica_names():
             live = self.secrets.get((req.namespace, replica))
             if live is None or (live.get("metadata") or {}).get("deletionTimestamp"):
                 retry = True  # the proxy-group controller creates it first
                 continue
             state = _decode(live)
-            current = state.get(AUTHKEY_FIELD)
-            if (
-                state.get(StateKeys.DEVICE_ID)
-                and not state.get(StateKeys.REISSUE_AUTHKEY)
-                and current is None
-            ):
+            if _settled(state):
                 continue  # registered, nothing waiting: the common steady state
+            # Not settled in the cache: read the Secret itself. The cache may not show this
+            # reconciler's own last write yet (the key id and the key are two patches, and the
+            # first one's event enqueues this replica again); deciding on it would mint a
+            # second key and leak the first.
+            fresh = await store.load(replica)
+            if fresh is None:
+                retry = True
+                continue
+            state = dict(fresh)
+            if _settled(state):
+                continue
+            current = state.get(AUTHKEY_FIELD)
             try:
                 want = await lc.config_key(replica, request, current_key=current)
             except TailscaleError as e:
@@ -180,12 +213,11 @@ class AuthKeyReconciler:
                 retry = True
                 continue
             if want != current:
-                await SecretStateStore(self.client, req.namespace).save(replica, {AUTHKEY_FIELD: want})
+                changes: dict[str, str | None] = {AUTHKEY_FIELD: want}
                 if want is not None and state.get(StateKeys.REISSUE_AUTHKEY):
                     # Answered: containerboot picks the new key from its config file.
-                    await SecretStateStore(self.client, req.namespace).save(
-                        replica, {StateKeys.REISSUE_AUTHKEY: None}
-                    )
+                    changes[StateKeys.REISSUE_AUTHKEY] = None
+                await store.save(replica, changes)
         return Result(requeue_after=5.0) if retry else None
 
     async def _drop_finalizer(self, secret: RawObject) -> None:

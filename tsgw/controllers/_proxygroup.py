@@ -157,9 +157,14 @@ class ProxyGroupReconciler:
         if latest is None:
             return None
         owner = self.owners.get(req)
+        if owner is None or (owner.get("metadata") or {}).get("deletionTimestamp"):
+            # Gone or going: the garbage collector deletes what it owned (owner references).
+            # Applying from a result that still lists the group would re-create a state
+            # Secret, and the auth-key controller would mint a key for a proxy that never runs.
+            return None
         st = latest.status_of(self.owner.kind, req.namespace, req.name)
-        generation = (owner.get("metadata") or {}).get("generation") or 0 if owner is not None else None
-        if st is not None and generation is not None and st.ref.generation != generation:
+        generation = (owner.get("metadata") or {}).get("generation") or 0
+        if st is not None and st.ref.generation != generation:
             return None  # the pipeline has not translated this generation yet; it enqueues again
         want = self.desired(latest, req)
         wanted = {(o["kind"], o["metadata"]["name"]) for o in want}

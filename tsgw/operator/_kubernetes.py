@@ -240,7 +240,7 @@ class Operator:
             .for_(kinds[k])
             .named(f"{k.lower()}-authkeys")
             .watches(SECRETS, owner_of(k), informer=managed)
-            .complete(AuthKeyReconciler(self.manager, k, self.pipeline, self.tailnet_clients))
+            .complete(AuthKeyReconciler(self.manager, kinds[k], self.pipeline, self.tailnet_clients))
             for k in _OWNING_KINDS
         }
         cluster_id = await self._cluster_id()

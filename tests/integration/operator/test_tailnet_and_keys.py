@@ -104,6 +104,7 @@ async def test_tailnet_facts_keys_and_device_cleanup(client: Client, tailnet: Ta
 
         key = await hs.create_auth_key(AuthKeyRequest(tags=(TAG,), expiry_seconds=3600))
         await anyio.to_thread.run_sync(tailnet.join, f"facts-{good}", key.key)
+        keys_before_operator = len(await hs.list_auth_keys())
 
     endpoints = {
         "apiVersion": API_VERSION,
@@ -153,6 +154,10 @@ async def test_tailnet_facts_keys_and_device_cleanup(client: Client, tailnet: Ta
 
         minted = await eventually(keys, "a key per replica")
         assert len(set(minted.values())) == 2
+        # Exactly one key per replica was minted: a reconcile that ran before the cache showed
+        # the previous key must not mint another (the second key would leak).
+        async with HeadscaleClient(APIKey(tailnet.api_key()), ClientOptions(base_url=tailnet.api_url)) as hs:
+            assert len(await hs.list_auth_keys()) == keys_before_operator + 2
 
         async def in_config(pod: str, key: str | None) -> bool:
             cfg = await _get(client, SECRETS, f"{pod}-config", apps)
