@@ -284,7 +284,12 @@ def test_ingress_routes_by_rule_and_enforces_tailnet_identity_behind_proxy_proto
         }
         for n, b in (("web-v1", one), ("web-v2", two))
     ]
-    facts = TailnetFacts(devices=(Device("contractor.tail.ts.net", ("100.64.2.9",), ("tag:contractor",)),))
+    # What the operator publishes once it made svc:web for this object: every condition is True.
+    facts = TailnetFacts(
+        devices=(Device("contractor.tail.ts.net", ("100.64.2.9",), ("tag:contractor",)),),
+        services={"svc:web": ("100.100.0.5",)},
+        claims={"svc:web": ("TailscaleServices/apps/web",)},
+    )
     result = translate(
         Inputs(
             objects=[TAILNET, services, policy],
