@@ -63,6 +63,8 @@ class BedOptions:
     tailnet: bool = False
     """Run Headscale in the bed's tailnet namespace (default False); devices join it with
     ``bed.tailnet.device(name, key)``, see :attr:`Bed.tailnet`."""
+    apiserver_args: tuple[str, ...] = ()
+    """Extra kube-apiserver flags (a benchmark's audit log, for one)."""
 
 
 class Bed:
@@ -192,6 +194,7 @@ class Bed:
                 "--enable-admission-plugins=NodeRestriction",
                 "--endpoint-reconciler-type=lease",
                 "--kubelet-preferred-address-types=InternalIP",
+                *self.options.apiserver_args,
             ],
         )
         self.cp.start()

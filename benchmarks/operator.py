@@ -1,0 +1,567 @@
+"""The operator on the Kubernetes bed: CR applied → first byte through the new path, API writes per
+object, and the operator's memory at 100 TailscaleEndpoints.
+
+``just bench operator [--samples N] [--objects M]``. Starts a 2-node bed with Headscale, installs
+tsgw as a user does (``kubectl apply -k`` of the Headscale overlay with the bed's settings, the
+same overlay as tests/e2e/bed/test_egress.py; the operator runs as pods from its image tree),
+joins an echo device and a client device to the tailnet, then, one object at a time:
+
+- **egress** (N samples): a TailscaleEndpoints (1 proxy replica) targeting the echo device by
+  address; the clock starts when ``kubectl apply`` returns and stops at the first byte of the
+  device's own answer (``GET /`` answers with its name) through the ClusterIP Service tsgw owns.
+  The client is a socket opened in node 0's network namespace (a host-network client: the same
+  kube-proxy rules a pod's connection takes), retried every 100 ms once the Service has its
+  ClusterIP (polled every 250 ms).
+- **ingress** (N samples): a TailscaleServices (1 proxy replica; Headscale has no Tailscale
+  Services, so it is served on the proxy's own tailnet address) in front of a backend
+  Deployment; the clock stops at the first successful answer (HTTP 200 from the backend) to a
+  tailnet client's request to the proxy's address, retried every 100 ms once the address is in
+  the replica's state Secret (polled every 250 ms).
+
+Each object is deleted and its proxy pod gone before the next one (the machine has 2 cores).
+
+**writes_per_object**: the kube-apiserver's audit log (level Metadata, only the operator's
+ServiceAccount, only create/update/patch/delete): every write whose object is the sample's CR or
+one of its owned objects or Events (by name), from the apply until the object's deletion was
+requested (so: creation, key minting, registration, status — not the clean-up). Median over
+the samples, with min/max and a breakdown by resource and verb of the last sample.
+
+**operator_rss_mib_at_100**: both nodes cordoned (a 2-core bed runs no 100 proxies; the pods stay
+Pending while the operator does everything else: owned objects, keys, status), M=100
+TailscaleEndpoints applied at once; once every replica has its key (and its StatefulSet) and 10 s
+passed, the resident memory of every process of the Lease holder's pod (VmRSS summed).
+
+The last line is one JSON object. With 20 samples "p99" is the nearest-rank 99th percentile,
+which is the maximum of the 20; ``_p95_ms`` and ``_max_ms`` are given too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import math
+import os
+import statistics
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from tests.bed import Bed, BedOptions
+
+NS_OPS = "tsgw-system"
+EGRESS_NS = "bench-egress"
+INGRESS_NS = "bench-ingress"
+RSS_NS = "bench-rss"
+OPERATOR_USER = "system:serviceaccount:tsgw-system:tsgw"
+
+AUDIT_POLICY = f"""\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+    users: ["{OPERATOR_USER}"]
+    verbs: [create, update, patch, delete, deletecollection]
+  - level: None
+"""
+
+
+def say(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def pct(values: list[float], q: float) -> float:
+    """Nearest-rank percentile."""
+    s = sorted(values)
+    return s[max(0, math.ceil(q / 100 * len(s)) - 1)]
+
+
+def _poll(check: Any, timeout: float, interval: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except Exception as e:  # a probe that fails is retried
+            last = e
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise TimeoutError(f"{what} not reached in {timeout} s; last: {last!r}")
+
+
+def _json(bed: Bed, *args: str) -> Any:
+    out = bed.kubectl("get", *args, "-o", "json", check=False)
+    return json.loads(out) if out.strip() else None
+
+
+def _endpoints(name: str, address: str, replicas: int = 1) -> dict[str, Any]:
+    return {
+        "apiVersion": "gateway.tailscale.com/v1alpha1",
+        "kind": "TailscaleEndpoints",
+        "metadata": {"name": name},
+        "spec": {
+            "tailnetRef": {"name": "headscale"},
+            "proxy": {"replicas": replicas},
+            "targets": [{"name": "echo", "address": address, "ports": [{"port": 8080, "protocol": "HTTP"}]}],
+        },
+    }
+
+
+def _services(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "gateway.tailscale.com/v1alpha1",
+        "kind": "TailscaleServices",
+        "metadata": {"name": name, "namespace": INGRESS_NS},
+        "spec": {
+            "tailnetRef": {"name": "headscale"},
+            "proxy": {"replicas": 1},
+            "ports": [{"port": 80, "protocol": "HTTP", "targetPort": "http"}],
+            "backends": [{"service": "web"}],
+        },
+    }
+
+
+def _apply(bed: Bed, objs: list[dict[str, Any]], namespace: str) -> None:
+    bed.kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objs}),
+    )
+
+
+PROBER = """
+import json, os, socket, ssl, sys, time, urllib.request
+sa = "/var/run/secrets/kubernetes.io/serviceaccount"
+token = open(sa + "/token").read().strip()
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+api = "https://%s:%s" % (os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"])
+GET = b"GET / HTTP/1.1\\r\\nHost: echo\\r\\nConnection: close\\r\\n\\r\\n"
+for name in sys.argv[1:]:
+    ip = None
+    while ip is None:
+        try:
+            req = urllib.request.Request(
+                api + "/api/v1/namespaces/%s/services/%s" % (os.environ["NS"], name),
+                headers={"Authorization": "Bearer " + token},
+            )
+            ip = json.load(urllib.request.urlopen(req, context=ctx, timeout=2))["spec"]["clusterIP"]
+        except Exception:
+            time.sleep(0.25)
+    while True:
+        try:
+            with socket.create_connection((ip, 8080), 1) as s:
+                s.settimeout(2)
+                s.sendall(GET)
+                reply = s.recv(65536)
+                t = time.time()
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    reply += chunk
+            if b" 200 " in reply.split(b"\\r\\n", 1)[0] and b"bench-echo" in reply:
+                print("%s %.3f" % (name, t), flush=True)
+                break
+        except OSError:
+            pass
+        time.sleep(0.1)
+"""
+
+
+def _prober(names: list[str]) -> list[dict[str, Any]]:
+    """A client pod: for each name in turn, finds the Service (the API, every 250 ms: DNS would
+    cache the name's absence), then retries GET / through its ClusterIP every 100 ms until the
+    echo device answers; prints the name and the wall-clock time of that answer's first byte."""
+    return [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "prober", "namespace": EGRESS_NS},
+            "rules": [{"apiGroups": [""], "resources": ["services"], "verbs": ["get"]}],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "prober", "namespace": EGRESS_NS},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "prober"},
+            "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": EGRESS_NS}],
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "prober", "namespace": EGRESS_NS},
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [
+                    {
+                        "name": "main",
+                        "image": "bed.test/shell",
+                        "command": ["python3", "-c", PROBER, *names],
+                        "env": [{"name": "NS", "value": EGRESS_NS}],
+                    }
+                ],
+            },
+        },
+    ]
+
+
+def _egress_byte(bed: Bed, name: str, timeout: float = 180) -> float:
+    """The prober's time for ``name``."""
+
+    def seen() -> float | None:
+        for line in bed.pod_log(EGRESS_NS, "prober").splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0] == name:
+                return float(parts[1])
+        return None
+
+    return float(_poll(seen, timeout, 0.25, f"the prober's answer through {name}"))
+
+
+def _ingress_byte(client: Any, ip: str, timeout: float = 120) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            reply = client.dial(
+                ip, 80, b"GET /headers HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n", timeout=2
+            )
+            t = time.time()
+            if b" 200 " in reply.split(b"\r\n", 1)[0]:
+                return t
+        except (OSError, RuntimeError):
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"no 200 from the backend through {ip}:80 in {timeout} s")
+
+
+def _pods_gone(bed: Bed, namespace: str, instance: str) -> None:
+    sel = f"app.kubernetes.io/instance={instance}"
+    try:
+        _poll(
+            lambda: not (_json(bed, "pods", "-n", namespace, "-l", sel) or {"items": [1]})["items"],
+            60,
+            0.5,
+            "pods gone",
+        )
+    except TimeoutError as e:
+        say(f"  (not waiting longer: {e})")
+
+
+# --- the audit log ------------------------------------------------------------------------------
+
+
+def _audit(path: Path) -> list[dict[str, Any]]:
+    out = []
+    if not path.exists():
+        return out
+    for line in path.read_text().splitlines():
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        if ev.get("stage") == "ResponseComplete" and (ev.get("user") or {}).get("username") == OPERATOR_USER:
+            out.append(ev)
+    return out
+
+
+def _ts(ev: dict[str, Any]) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(ev["requestReceivedTimestamp"].replace("Z", "+00:00")).timestamp()
+
+
+def _of(ev: dict[str, Any], namespace: str, name: str) -> bool:
+    ref = ev.get("objectRef") or {}
+    if ref.get("namespace") != namespace:
+        return False
+    n = str(ref.get("name") or "")
+    return n == name or n.startswith((f"{name}-", f"{name}."))
+
+
+def _writes(
+    events: list[dict[str, Any]], namespace: str, name: str, until: float
+) -> tuple[int, Counter[str]]:
+    mine = [e for e in events if _of(e, namespace, name) and _ts(e) < until]
+    kinds: Counter[str] = Counter()
+    for e in mine:
+        ref = e.get("objectRef") or {}
+        sub = f"/{ref['subresource']}" if ref.get("subresource") else ""
+        kinds[f"{e['verb']} {ref.get('resource')}{sub}"] += 1
+    return len(mine), kinds
+
+
+# --- the operator's memory --------------------------------------------------------------------
+
+
+def _rss_mib(pod: dict[str, Any]) -> float:
+    from tests.e2e.bed.helpers import pod_processes
+
+    total = 0
+    for pid in pod_processes(pod):
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return round(total / 1024, 1)
+
+
+def _operator_rss(bed: Bed) -> dict[str, float]:
+    from tests.support.install import OPERATOR_SELECTOR
+
+    leader = (_json(bed, "lease", "-n", NS_OPS, "tsgw-operator") or {}).get("spec", {}).get("holderIdentity")
+    out = {}
+    for pod in (_json(bed, "pods", "-n", NS_OPS, "-l", OPERATOR_SELECTOR) or {"items": []})["items"]:
+        name = pod["metadata"]["name"]
+        out["leader" if name == leader else "standby"] = _rss_mib(pod)
+    return out
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+
+def _install(bed: Bed, tmp: Path) -> None:
+    from tests.e2e.bed.test_egress import BED_OVERLAY
+    from tests.support.install import copy_install, install_on_bed
+
+    assert bed.tailnet is not None
+    tree = copy_install(tmp / "install")
+    (tree / "overlays" / "headscale" / "api_key").write_text(bed.tailnet.api_key())
+    overlay = tree / "overlays" / "bed-bench"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(BED_OVERLAY)
+    (overlay / "headscale-url.yaml").write_text(
+        "apiVersion: gateway.tailscale.com/v1alpha1\n"
+        "kind: TailscaleTailnet\n"
+        "metadata: {name: headscale}\n"
+        f"spec: {{controlPlane: {{type: Headscale, apiURL: '{bed.tailnet.url}'}}}}\n"
+    )
+    took = install_on_bed(bed, tree, overlay)
+    say(f"operator installed (kubectl apply -k), both pods Ready in {took:.1f} s")
+
+
+def _namespace(bed: Bed, name: str) -> None:
+    bed.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}])
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    return {
+        "p50": round(statistics.median(values)),
+        "p95": round(pct(values, 95)),
+        "p99": round(pct(values, 99)),
+        "max": round(max(values)),
+        "min": round(min(values)),
+    }
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="just bench operator")
+    p.add_argument("--samples", type=int, default=20, help="applies of each kind (default 20)")
+    p.add_argument("--objects", type=int, default=100, help="TailscaleEndpoints for the RSS figure")
+    p.add_argument("--skip-rss", action="store_true")
+    args = p.parse_args(argv)
+    load_before = os.getloadavg()
+    result: dict[str, Any] = {"bench": "operator"}
+    with tempfile.TemporaryDirectory(prefix="tsgw-bench-operator-") as tmpdir:
+        tmp = Path(tmpdir)
+        policy = tmp / "audit-policy.yaml"
+        policy.write_text(AUDIT_POLICY)
+        audit_log = tmp / "audit.log"
+        bed = Bed(
+            tmp / "bed",
+            BedOptions(
+                nodes=2,
+                backoff_base=2.0,
+                tailnet=True,
+                apiserver_args=(
+                    f"--audit-policy-file={policy}",
+                    f"--audit-log-path={audit_log}",
+                    "--audit-log-format=json",
+                    "--audit-log-maxsize=0",
+                ),
+            ),
+        )
+        try:
+            t0 = time.monotonic()
+            bed.start()
+            say(f"bed up in {time.monotonic() - t0:.1f} s")
+            assert bed.tailnet is not None
+            key = bed.tailnet.preauth_key_for()
+            echo = bed.tailnet.device("bench-echo", key)
+            client = bed.tailnet.device("bench-client", key)
+            say(f"tailnet devices: bench-echo {echo.ip4()}, bench-client {client.ip4()}")
+            _install(bed, tmp)
+            for ns in (EGRESS_NS, INGRESS_NS, RSS_NS):
+                _namespace(bed, ns)
+            bed.apply(_backend())
+            result.update(_run_samples(bed, echo, client, audit_log, args.samples))
+            if not args.skip_rss:
+                result.update(_run_rss(bed, echo.ip4(), audit_log, args.objects))
+        finally:
+            bed.stop()
+    load_after = os.getloadavg()
+    result["loadavg_before"] = [round(x, 2) for x in load_before]
+    result["loadavg_after"] = [round(x, 2) for x in load_after]
+    result["cpus"] = os.cpu_count()
+    result["note"] = (
+        "p99 is nearest-rank: with 20 samples it is the max of 20 (p95 is the 19th); times are CR "
+        "applied (kubectl apply returned) to the first byte of a successful answer through the new "
+        "proxy; writes_per_object from the API server's audit log (operator ServiceAccount, "
+        "create/update/patch/delete of the CR, its owned objects and Events, until deletion)"
+    )
+    print(json.dumps(result))
+    return 0
+
+
+def _backend() -> list[dict[str, Any]]:
+    labels = {"app": "web"}
+    return [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": INGRESS_NS},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"containers": [{"name": "web", "image": "bed.test/backend"}]},
+                },
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "web", "namespace": INGRESS_NS},
+            "spec": {"selector": labels, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+        },
+    ]
+
+
+def _run_samples(bed: Bed, echo: Any, client: Any, audit_log: Path, n: int) -> dict[str, Any]:
+    egress: list[float] = []
+    ingress: list[float] = []
+    writes: list[int] = []
+    last_kinds: dict[str, Counter[str]] = {}
+    deleted: list[tuple[str, str, float]] = []
+    echo_ip = echo.ip4()
+    bed.apply(_prober([f"e{i:02d}" for i in range(n)]))
+    _poll(
+        lambda: (
+            (_json(bed, "pod", "-n", EGRESS_NS, "prober") or {}).get("status", {}).get("phase") == "Running"
+        ),
+        120,
+        0.5,
+        "the prober running",
+    )
+    for i in range(n):
+        name = f"e{i:02d}"
+        _apply(bed, [_endpoints(name, echo_ip)], EGRESS_NS)
+        t0 = time.time()
+        t1 = _egress_byte(bed, name)
+        egress.append((t1 - t0) * 1000)
+        time.sleep(3)  # (registration's own writes: the used key leaves the config)
+        deleted.append((EGRESS_NS, name, time.time()))
+        bed.kubectl("delete", "tailscaleendpoints", "-n", EGRESS_NS, name, "--wait=false")
+        say(f"egress {i + 1}/{n}: {egress[-1] / 1000:.2f} s  (load {os.getloadavg()[0]:.2f})")
+        _pods_gone(bed, EGRESS_NS, f"{name}-tsep")
+    for i in range(n):
+        name = f"i{i:02d}"
+        _apply(bed, [_services(name)], INGRESS_NS)
+        t0 = time.time()
+
+        def address(name: str = name) -> str | None:
+            data = (_json(bed, "secret", "-n", INGRESS_NS, f"{name}-tssvc-0") or {}).get("data") or {}
+            if "device_ips" not in data:
+                return None
+            return next(a for a in json.loads(base64.b64decode(data["device_ips"])) if "." in a)
+
+        ip = _poll(address, 120, 0.25, f"{name}'s tailnet address")
+        t1 = _ingress_byte(client, ip)
+        ingress.append((t1 - t0) * 1000)
+        time.sleep(3)
+        deleted.append((INGRESS_NS, name, time.time()))
+        bed.kubectl("delete", "tailscaleservices", "-n", INGRESS_NS, name, "--wait=false")
+        say(f"ingress {i + 1}/{n}: {ingress[-1] / 1000:.2f} s  (load {os.getloadavg()[0]:.2f})")
+        _pods_gone(bed, INGRESS_NS, f"{name}-tssvc")
+    events = _audit(audit_log)
+    for ns, name, until in deleted:
+        count, kinds = _writes(events, ns, name, until)
+        writes.append(count)
+        last_kinds["egress" if ns == EGRESS_NS else "ingress"] = kinds
+    e, g = _stats(egress), _stats(ingress)
+    return {
+        "apply_to_egress_byte_p50_ms": e["p50"],
+        "apply_to_egress_byte_p99_ms": e["p99"],
+        "apply_to_egress_byte_p95_ms": e["p95"],
+        "apply_to_egress_byte_max_ms": e["max"],
+        "apply_to_egress_byte_min_ms": e["min"],
+        "apply_to_ingress_byte_p50_ms": g["p50"],
+        "apply_to_ingress_byte_p99_ms": g["p99"],
+        "apply_to_ingress_byte_p95_ms": g["p95"],
+        "apply_to_ingress_byte_max_ms": g["max"],
+        "apply_to_ingress_byte_min_ms": g["min"],
+        "egress_samples": len(egress),
+        "ingress_samples": len(ingress),
+        "writes_per_object": statistics.median(writes) if writes else None,
+        "writes_per_object_min": min(writes) if writes else None,
+        "writes_per_object_max": max(writes) if writes else None,
+        "writes_samples": len(writes),
+        "writes_last_egress": dict(last_kinds.get("egress") or {}),
+        "writes_last_ingress": dict(last_kinds.get("ingress") or {}),
+    }
+
+
+def _run_rss(bed: Bed, echo_ip: str, audit_log: Path, m: int) -> dict[str, Any]:
+    base = _operator_rss(bed)
+    say(f"operator RSS before the {m} objects: {base}")
+    nodes = [n["metadata"]["name"] for n in bed.get("nodes")["items"]]
+    for node in nodes:
+        bed.kubectl("cordon", node)
+    try:
+        t0 = time.monotonic()
+        _apply(bed, [_endpoints(f"r{i:03d}", echo_ip) for i in range(m)], RSS_NS)
+
+        def keyed() -> int:
+            secrets = (_json(bed, "secrets", "-n", RSS_NS) or {"items": []})["items"]
+            have = sum(1 for s in secrets if "tsgw-authkey" in (s.get("data") or {}))
+            sts = len((_json(bed, "statefulsets", "-n", RSS_NS) or {"items": []})["items"])
+            return m if have >= m and sts >= m else 0
+
+        _poll(keyed, 600, 2.0, f"{m} replicas keyed with their StatefulSets")
+        ready_s = time.monotonic() - t0
+        say(f"{m} TailscaleEndpoints keyed with their StatefulSets in {ready_s:.1f} s; settling 10 s")
+        time.sleep(10)
+        rss = _operator_rss(bed)
+        say(f"operator RSS at {m}: {rss}")
+        until = time.time()
+        events = _audit(audit_log)
+        per = [_writes(events, RSS_NS, f"r{i:03d}", until)[0] for i in range(m)]
+    finally:
+        for node in nodes:
+            bed.kubectl("uncordon", node, check=False)
+    return {
+        "operator_rss_mib_at_100" if m == 100 else f"operator_rss_mib_at_{m}": rss.get("leader"),
+        "operator_rss_mib_standby": rss.get("standby"),
+        "operator_rss_mib_before": base.get("leader"),
+        "rss_objects": m,
+        "rss_objects_keyed_s": round(ready_s, 1),
+        "writes_per_object_at_rss_pods_pending": statistics.median(per) if per else None,
+    }
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(main(sys.argv[1:]))
