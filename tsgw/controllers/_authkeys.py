@@ -86,12 +86,14 @@ class SecretStateStore:
 
 
 def auth_keys_from_secrets(secrets: Iterable[RawObject]) -> dict[str, str]:
-    """Proxy pod name → the key its config file should carry, from the state Secrets."""
+    """``namespace/pod`` of a proxy replica → the key its config file should carry, from the
+    state Secrets (by namespace too: same-named groups in two namespaces have same-named pods)."""
     out: dict[str, str] = {}
     for s in secrets:
         value = (s.get("data") or {}).get(AUTHKEY_FIELD)
         if value:
-            out[str((s.get("metadata") or {}).get("name"))] = base64.b64decode(value).decode()
+            md = s.get("metadata") or {}
+            out[f"{md.get('namespace')}/{md.get('name')}"] = base64.b64decode(value).decode()
     return out
 
 

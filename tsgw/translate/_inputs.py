@@ -76,7 +76,8 @@ class Inputs:
     tailnets: Mapping[str, TailnetFacts] = field(default_factory=dict)
     """TailscaleTailnet name → its facts."""
     auth_keys: Mapping[str, str] = field(default_factory=dict)
-    """Proxy pod name → the auth key minted for it (the controller mints once per replica)."""
+    """``namespace/pod`` of a proxy replica → the auth key minted for it (the controller mints
+    once per replica)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -265,8 +265,14 @@ class Translator:
             gk = (g.namespace, g.name)
             keys: tuple[tuple[str, str], ...] = ()
             if inputs.auth_keys:
+                # Keyed by namespace too: groups of the same name in two namespaces have
+                # replicas of the same name, and one's key must never reach the other's config.
                 keys = tuple(
-                    sorted((p, inputs.auth_keys[p]) for p in g.replica_names() if p in inputs.auth_keys)
+                    sorted(
+                        (p, inputs.auth_keys[f"{g.namespace}/{p}"])
+                        for p in g.replica_names()
+                        if f"{g.namespace}/{p}" in inputs.auth_keys
+                    )
                 )
             out = self._outputs.get(gk)
             if out is not None and out.keys == keys and (out.group is g or out.group == g):
