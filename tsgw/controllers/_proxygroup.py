@@ -14,6 +14,10 @@ reconciler:
 - prunes objects it owns for this owner (labels ``gateway.tailscale.com/owner-kind`` and
   ``owner-name``) that the desired set no longer contains (a port removed, a replica scaled
   away);
+- holds the StatefulSet (and a scale-up's new replicas) until each replica's config Secret
+  carries its auth key or its device is registered, so a proxy pod's first mount of its config
+  already has the key (a key written later reaches a running pod only with the kubelet's next
+  Secret sync: ~15 s on the bed, up to a minute and more on a cluster);
 - runs again when the pipeline publishes a change of the group, or when an owned object changes.
 
 Owner references make the garbage collector delete everything when the owner goes. Devices and
@@ -50,6 +54,7 @@ from tsgw.kube import (
     controller_managed_by,
 )
 from tsgw.pipeline import Pipeline, Published
+from tsgw.tailscale import StateKeys
 
 __all__ = [
     "MANAGED_SELECTOR",
@@ -171,6 +176,11 @@ class ProxyGroupReconciler:
         waiting = False
         now = time.monotonic()
         for obj in want:
+            if obj["kind"] == "StatefulSet":
+                held = self._held(obj, want, req.namespace)
+                if held is None:
+                    continue  # no pod may start yet: a replica's config has no key
+                obj = held
             res = _BY_KIND[obj["kind"]]
             key = (obj["kind"], req.namespace, obj["metadata"]["name"])
             live = self.owned[obj["kind"]].store.get(key[1:])
@@ -206,6 +216,58 @@ class ProxyGroupReconciler:
             except NotFound:
                 pass
         return Result(requeue_after=self.settle) if waiting else None
+
+    def _keyed(self, replica: str, want: Sequence[RawObject], namespace: str) -> bool:
+        """Whether ``replica``'s pod may start: the config Secret applied before the
+        StatefulSet (same reconcile, earlier in ``want``) carries its auth key, or its device is
+        registered already (``device_id`` in its state Secret: containerboot logs in from its
+        state, no key needed)."""
+        state = self.owned["Secret"].store.get((namespace, replica))
+        if state is not None and (state.get("data") or {}).get(StateKeys.DEVICE_ID):
+            return True
+        config = next(
+            (o for o in want if o["kind"] == "Secret" and o["metadata"]["name"] == f"{replica}-config"), None
+        )
+        return config is not None and _has_auth_key(config)
+
+    def _held(self, sts: RawObject, want: Sequence[RawObject], namespace: str) -> RawObject | None:
+        """The StatefulSet to apply, such that no pod starts before its key is in its config.
+
+        A pod mounts its config Secret when it starts; a key written after that reaches the
+        mounted file only with the kubelet's next sync of Secret volumes (a minute at worst, ~15 s
+        on the bed), so the pod would wait that long to join. So: no StatefulSet until every
+        replica's config holds its key (or the device is registered: restarts, re-issues); once
+        it exists, a scale-up adds only the replicas that are keyed, in order (ordinal names),
+        and never scales below what runs. None: do not apply it now (the key's arrival changes
+        the group's output and the state Secret, both of which enqueue this owner again)."""
+        spec = sts["spec"]
+        names = [f"{sts['metadata']['name']}-{i}" for i in range(int(spec["replicas"]))]
+        keyed = 0
+        for name in names:
+            if not self._keyed(name, want, namespace):
+                break
+            keyed += 1
+        if keyed == len(names):
+            return sts
+        live = self.owned["StatefulSet"].store.get((namespace, sts["metadata"]["name"]))
+        if live is None:
+            log.debug("statefulset held until every replica's config has its key", name=names[0])
+            return None
+        running = int((live.get("spec") or {}).get("replicas") or 0)
+        replicas = min(len(names), max(running, keyed))
+        return {**sts, "spec": {**spec, "replicas": replicas}}
+
+
+def _has_auth_key(config: RawObject) -> bool:
+    """Whether a replica's desired config Secret (``stringData``: tailscaled config files, JSON)
+    sets ``AuthKey``."""
+    for text in (config.get("stringData") or {}).values():
+        try:
+            if (orjson.loads(text) or {}).get("AuthKey"):
+                return True
+        except (orjson.JSONDecodeError, AttributeError):
+            continue
+    return False
 
 
 def _digest(obj: Mapping[str, Any]) -> bytes:

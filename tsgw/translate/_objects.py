@@ -182,7 +182,9 @@ def _statefulset(g: ProxyGroup, options: Options, config_hash: str, cfg: ProxyCo
         "image": g.pod.tailscale_image,
         "env": env,
         "ports": [{"name": "health", "containerPort": options.health_port}],
-        "readinessProbe": {"httpGet": {"path": "/healthz", "port": options.health_port}},
+        # Every 2 s, not the default 10: an egress replica takes Service traffic only once both
+        # containers are Ready, and the first probe after the join decides how soon that is.
+        "readinessProbe": {"httpGet": {"path": "/healthz", "port": options.health_port}, "periodSeconds": 2},
         "securityContext": _restricted(),
         "volumeMounts": ts_mounts,
     }

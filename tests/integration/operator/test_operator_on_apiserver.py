@@ -6,6 +6,7 @@ with the same object names get separate configurations."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -122,7 +123,9 @@ async def test_the_operator_serves_each_namespace_its_own_group_writes_status_an
             leader_election=False,
         ),
     )
+    first_key: dict[str, int] = {}
     async with anyio.create_task_group() as tg:
+        await tg.start(lambda task_status: watch_keys(client, a, first_key, task_status=task_status))
         await tg.start(operator.run)
         cache = operator.cache
         # One snapshot per namespace: the node cluster carries it.
@@ -134,8 +137,18 @@ async def test_the_operator_serves_each_namespace_its_own_group_writes_status_an
         assert "100.64.0.2" in str(dump_b["types"])
         assert "100.64.0.1" not in str(dump_b["types"])
 
-        # The proxy-group controller applied each group's objects, StatefulSet last.
+        # The proxy-group controller applied each group's objects but the StatefulSet: no
+        # replica's config has a key (this tailnet has no working client), and a pod started
+        # without one would wait for the kubelet's next Secret sync to join.
+        await eventually(lambda: _get(client, SECRETS, "db-tsep-1-config", a), "the config Secrets applied")
+        await anyio.sleep(1.0)  # (a window for a premature StatefulSet, not a wait for an event)
+        assert await _get(client, STATEFULSETS, "db-tsep", a) is None
+        # The keys arrive in the state Secrets (as the auth-key controller writes them): the
+        # StatefulSet is applied after both config Secrets hold them, StatefulSet last.
+        for ns in (a, b):
+            await _give_keys(client, ns)
         sts = await eventually(lambda: _get(client, STATEFULSETS, "db-tsep", a), "the StatefulSet is applied")
+        await _assert_keyed_before(sts, first_key)
         args = sts["spec"]["template"]["spec"]["containers"][1]["args"]
         assert args[args.index("--service-cluster") + 1] == f"db-tsep.{a}"
         assert await _get(client, SECRETS, "db-tsep-1", a) is not None
@@ -191,6 +204,9 @@ async def test_the_operator_serves_each_namespace_its_own_group_writes_status_an
                 await _get(client, SECRETS, "db-tsep-1-config", b) is None
             )
 
+        # (The test's keys leave team-b's state Secrets first, as after registration: a key
+        # still there would be revoked before the Secret goes, and this tailnet has no client.)
+        await _give_keys(client, b, value=None)
         await eventually(pruned, "replica 1's Secrets pruned")
         assert await _get(client, SECRETS, "db-tsep-1", a) is not None  # team-a keeps both
 
@@ -201,6 +217,45 @@ async def test_the_operator_serves_each_namespace_its_own_group_writes_status_an
         assert await programmed()
         operator.manager.stop()
         tg.cancel_scope.cancel()
+
+
+async def _give_keys(client: Client, namespace: str, replicas: int = 2, value: str | None = "key") -> None:
+    """Each replica's key into its state Secret, as the auth-key controller writes it (None:
+    removed)."""
+    from tsgw.controllers import AUTHKEY_FIELD
+
+    for i in range(replicas):
+        key = base64.b64encode(f"hskey-auth-test-{i}".encode()).decode() if value is not None else None
+        await client.patch(
+            SECRETS, f"db-tsep-{i}", {"data": {AUTHKEY_FIELD: key}}, namespace=namespace, field_manager="test"
+        )
+
+
+async def watch_keys(client: Client, namespace: str, first: dict[str, int], *, task_status: Any) -> None:
+    """Follow the namespace's Secrets from now on; ``first[name]`` is the revision at which
+    config Secret ``name`` first held an ``AuthKey`` (every version is seen, in order)."""
+    async with client.watch(SECRETS, namespace) as events:
+        task_status.started()
+        async for ev in events:
+            md = ev.object.get("metadata") or {}
+            name = str(md.get("name") or "")
+            if ev.type not in ("ADDED", "MODIFIED") or not name.endswith("-config"):
+                continue
+            text = "".join(base64.b64decode(v).decode() for v in (ev.object.get("data") or {}).values())
+            if '"AuthKey"' in text:
+                first.setdefault(name, int(md["resourceVersion"]))
+
+
+async def _assert_keyed_before(sts: RawObject, first: dict[str, int], replicas: int = 2) -> None:
+    """Every replica's config Secret held its key before the StatefulSet was created, in the
+    API server's (one etcd's) revision order (generation 1 and no controller running here: the
+    StatefulSet's resourceVersion is its creation's)."""
+    assert sts["metadata"]["generation"] == 1
+    created = int(sts["metadata"]["resourceVersion"])
+    for i in range(replicas):
+        keyed = first.get(f"db-tsep-{i}-config")
+        assert keyed is not None, (i, first)
+        assert keyed < created, (i, first, sts["metadata"])
 
 
 async def _status_written(client: Client, namespace: str) -> bool:

@@ -20,11 +20,14 @@ import pytest
 
 from tests.integration.operator.test_operator_on_apiserver import (
     KINDS,
+    STATEFULSETS,
+    _assert_keyed_before,
     _condition,
     _get,
     _install_crds,
     _namespace,
     eventually,
+    watch_keys,
 )
 from tests.support.controlplane import ControlPlane
 from tests.support.tailnet import Tailnet
@@ -118,7 +121,9 @@ async def test_tailnet_facts_keys_and_device_cleanup(client: Client, tailnet: Ta
     }
     await client.create(KINDS["TailscaleEndpoints"], endpoints)
     operator = _operator(client, ops)
+    first_key: dict[str, int] = {}
     async with anyio.create_task_group() as tg:
+        await tg.start(lambda task_status: watch_keys(client, apps, first_key, task_status=task_status))
         await tg.start(operator.run)
 
         async def ready(name: str, want: str) -> bool:
@@ -166,6 +171,10 @@ async def test_tailnet_facts_keys_and_device_cleanup(client: Client, tailnet: Ta
 
         for pod, key in minted.items():
             await eventually(lambda p=pod, k=key: in_config(p, k), f"{pod}'s key in its config file")
+        # The proxies' StatefulSet came only after both keys were in the config Secrets, so each
+        # pod's first mount of its config already holds its key.
+        sts = await eventually(lambda: _get(client, STATEFULSETS, "db-tsep", apps), "the StatefulSet")
+        await _assert_keyed_before(sts, first_key)
         async with HeadscaleClient(APIKey(tailnet.api_key()), ClientOptions(base_url=tailnet.api_url)) as hs:
             before = len(await hs.list_auth_keys())
         operator.manager.stop()
