@@ -175,6 +175,7 @@ class ProxyGroupReconciler:
         wanted = {(o["kind"], o["metadata"]["name"]) for o in want}
         waiting = False
         now = time.monotonic()
+        configs = _config_secrets(want)
         for obj in want:
             if obj["kind"] == "StatefulSet":
                 held = self._held(obj, want, req.namespace)
@@ -184,6 +185,16 @@ class ProxyGroupReconciler:
             res = _BY_KIND[obj["kind"]]
             key = (obj["kind"], req.namespace, obj["metadata"]["name"])
             live = self.owned[obj["kind"]].store.get(key[1:])
+            replica = configs.get(key[2]) if key[0] == "Secret" else None
+            if (
+                replica is not None
+                and live is None
+                and not _has_auth_key(obj)
+                and not self._registered(replica, req.namespace)
+            ):
+                # A new replica's config before its key: nothing reads it (its pod waits for
+                # the key), and it would be written again with the key moments later.
+                continue
             stored = _as_stored(obj)
             if live is not None and contains(live, stored):
                 self._applied.pop(key, None)
@@ -222,13 +233,16 @@ class ProxyGroupReconciler:
         StatefulSet (same reconcile, earlier in ``want``) carries its auth key, or its device is
         registered already (``device_id`` in its state Secret: containerboot logs in from its
         state, no key needed)."""
-        state = self.owned["Secret"].store.get((namespace, replica))
-        if state is not None and (state.get("data") or {}).get(StateKeys.DEVICE_ID):
+        if self._registered(replica, namespace):
             return True
         config = next(
             (o for o in want if o["kind"] == "Secret" and o["metadata"]["name"] == f"{replica}-config"), None
         )
         return config is not None and _has_auth_key(config)
+
+    def _registered(self, replica: str, namespace: str) -> bool:
+        state = self.owned["Secret"].store.get((namespace, replica))
+        return state is not None and bool((state.get("data") or {}).get(StateKeys.DEVICE_ID))
 
     def _held(self, sts: RawObject, want: Sequence[RawObject], namespace: str) -> RawObject | None:
         """The StatefulSet to apply, such that no pod starts before its key is in its config.
@@ -256,6 +270,17 @@ class ProxyGroupReconciler:
         running = int((live.get("spec") or {}).get("replicas") or 0)
         replicas = min(len(names), max(running, keyed))
         return {**sts, "spec": {**spec, "replicas": replicas}}
+
+
+def _config_secrets(want: Sequence[RawObject]) -> dict[str, str]:
+    """Config Secret name → its replica, for the group's StatefulSet in ``want``."""
+    out: dict[str, str] = {}
+    for o in want:
+        if o["kind"] == "StatefulSet":
+            for i in range(int(o["spec"]["replicas"])):
+                pod = f"{o['metadata']['name']}-{i}"
+                out[f"{pod}-config"] = pod
+    return out
 
 
 def _has_auth_key(config: RawObject) -> bool:

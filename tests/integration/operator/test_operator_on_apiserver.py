@@ -140,9 +140,11 @@ async def test_the_operator_serves_each_namespace_its_own_group_writes_status_an
         # The proxy-group controller applied each group's objects but the StatefulSet: no
         # replica's config has a key (this tailnet has no working client), and a pod started
         # without one would wait for the kubelet's next Secret sync to join.
-        await eventually(lambda: _get(client, SECRETS, "db-tsep-1-config", a), "the config Secrets applied")
+        await eventually(lambda: _get(client, SECRETS, "db-tsep-1", a), "the state Secrets applied")
         await anyio.sleep(1.0)  # (a window for a premature StatefulSet, not a wait for an event)
         assert await _get(client, STATEFULSETS, "db-tsep", a) is None
+        # Nor a config Secret without its key: it would be written again once the key is in.
+        assert await _get(client, SECRETS, "db-tsep-0-config", a) is None
         # The keys arrive in the state Secrets (as the auth-key controller writes them): the
         # StatefulSet is applied after both config Secrets hold them, StatefulSet last.
         for ns in (a, b):
@@ -233,7 +235,8 @@ async def _give_keys(client: Client, namespace: str, replicas: int = 2, value: s
 
 async def watch_keys(client: Client, namespace: str, first: dict[str, int], *, task_status: Any) -> None:
     """Follow the namespace's Secrets from now on; ``first[name]`` is the revision at which
-    config Secret ``name`` first held an ``AuthKey`` (every version is seen, in order)."""
+    config Secret ``name`` first held an ``AuthKey`` (every version is seen, in order), and
+    ``first["versions:" + name]`` how many versions it had."""
     async with client.watch(SECRETS, namespace) as events:
         task_status.started()
         async for ev in events:
@@ -241,6 +244,7 @@ async def watch_keys(client: Client, namespace: str, first: dict[str, int], *, t
             name = str(md.get("name") or "")
             if ev.type not in ("ADDED", "MODIFIED") or not name.endswith("-config"):
                 continue
+            first[f"versions:{name}"] = first.get(f"versions:{name}", 0) + 1
             text = "".join(base64.b64decode(v).decode() for v in (ev.object.get("data") or {}).values())
             if '"AuthKey"' in text:
                 first.setdefault(name, int(md["resourceVersion"]))
@@ -256,6 +260,8 @@ async def _assert_keyed_before(sts: RawObject, first: dict[str, int], replicas: 
         keyed = first.get(f"db-tsep-{i}-config")
         assert keyed is not None, (i, first)
         assert keyed < created, (i, first, sts["metadata"])
+        # Written once: created with its key (not first without it, then again with it).
+        assert first[f"versions:db-tsep-{i}-config"] == 1, first
 
 
 async def _status_written(client: Client, namespace: str) -> bool:
