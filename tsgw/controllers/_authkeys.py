@@ -209,17 +209,15 @@ class AuthKeyReconciler:
                 continue
             current = state.get(AUTHKEY_FIELD)
             try:
-                want = await lc.config_key(replica, request, current_key=current)
+                # A new key is stored by the lifecycle with its id in one write (and a re-issue
+                # request cleared: containerboot picks the new key from its config file).
+                want = await lc.config_key(replica, request, current_key=current, key_field=AUTHKEY_FIELD)
             except TailscaleError as e:
                 log.warning("auth key not minted; will retry", replica=replica, error=str(e))
                 retry = True
                 continue
-            if want != current:
-                changes: dict[str, str | None] = {AUTHKEY_FIELD: want}
-                if want is not None and state.get(StateKeys.REISSUE_AUTHKEY):
-                    # Answered: containerboot picks the new key from its config file.
-                    changes[StateKeys.REISSUE_AUTHKEY] = None
-                await store.save(replica, changes)
+            if want is None and current is not None:
+                await store.save(replica, {AUTHKEY_FIELD: None})  # registered: the key leaves
         return Result(requeue_after=5.0) if retry else None
 
     async def _drop_finalizer(self, secret: RawObject) -> None:

@@ -158,7 +158,12 @@ class AuthKeyLifecycle:
             return EnsureResult(minted=True, key_id=key.id)
 
     async def config_key(
-        self, replica: str, request: AuthKeyRequest, *, current_key: str | None
+        self,
+        replica: str,
+        request: AuthKeyRequest,
+        *,
+        current_key: str | None,
+        key_field: str | None = None,
     ) -> str | None:
         """The auth key to write into the replica's tailscaled config file (config-file mode).
 
@@ -168,6 +173,9 @@ class AuthKeyLifecycle:
         its state names the refused key; the old device is deleted first, as it can never log
         in again); the current one while the device has not registered;
         None once it has (the used key leaves the file).
+
+        ``key_field``: a state field to store a newly minted key in, with its id, in the same
+        write (and the re-issue request cleared), so the caller has nothing more to store for it.
         """
         async with self._lock(replica):
             state = await self._store.load(replica) or {}
@@ -180,7 +188,12 @@ class AuthKeyLifecycle:
                     await self._client.delete_device(state[StateKeys.DEVICE_ID], missing_ok=True)
                 key = await self._mint(replica, request)
                 # Its id, so that a replica removed before it used the key gets it revoked.
-                await self._store.save(replica, {StateKeys.AUTHKEY_ID: key.id})
+                changes: dict[str, str | None] = {StateKeys.AUTHKEY_ID: key.id}
+                if key_field is not None:
+                    changes[key_field] = key.key
+                    if broken is not None:
+                        changes[StateKeys.REISSUE_AUTHKEY] = None  # answered
+                await self._store.save(replica, changes)
                 log.info("tailscale.authkey_minted", replica=replica, key_id=key.id, reissue=reissue)
                 return key.key
             if not state.get(StateKeys.DEVICE_ID) or broken is not None:

@@ -173,3 +173,36 @@ async def test_config_mode_answers_a_reissue_request_once_deleting_the_stale_dev
     # Until containerboot picks the new key up and clears the request, nothing more is minted.
     assert await life.config_key("web-0", REQ, current_key=new) == new
     assert fake.count("POST", KEYS) == 2
+
+
+async def test_config_mode_stores_a_new_key_with_its_id_in_one_write(
+    fake: FakeTailscale, ts: TailscaleClient
+) -> None:
+    """With ``key_field`` the key, its id and the answered re-issue request are one write to the
+    state (the operator's state Secret: one API write per key, not two)."""
+    store = MemoryStateStore()
+    saves: list[dict[str, str | None]] = []
+    real_save = store.save
+
+    async def save(replica: str, changes: Mapping[str, str | None]) -> None:
+        saves.append(dict(changes))
+        await real_save(replica, changes)
+
+    store.save = save  # type: ignore[method-assign]
+    life = AuthKeyLifecycle(ts, store)
+    key = await life.config_key("web-0", REQ, current_key=None, key_field="tsgw-authkey")
+    assert key is not None
+    assert len(saves) == 1
+    assert saves[0]["tsgw-authkey"] == key
+    assert saves[0][StateKeys.AUTHKEY_ID]
+    dev = fake.register_device(key, "web-0")
+    await real_save("web-0", {StateKeys.DEVICE_ID: dev["nodeId"], StateKeys.REISSUE_AUTHKEY: key})
+    new = await life.config_key("web-0", REQ, current_key=key, key_field="tsgw-authkey")
+    assert new is not None
+    assert new != key
+    assert saves[-1] == {
+        StateKeys.AUTHKEY_ID: saves[-1][StateKeys.AUTHKEY_ID],
+        "tsgw-authkey": new,
+        StateKeys.REISSUE_AUTHKEY: None,
+    }
+    assert len(saves) == 2
