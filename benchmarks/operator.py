@@ -415,7 +415,8 @@ def main(argv: list[str]) -> int:
     result["loadavg_after"] = [round(x, 2) for x in load_after]
     result["cpus"] = os.cpu_count()
     result["note"] = (
-        "p99 is nearest-rank: with 20 samples it is the max of 20 (p95 is the 19th); times are CR "
+        f"p99 is nearest-rank: with {args.samples} samples per kind it is the max of "
+        f"{args.samples}; times are CR "
         "applied (kubectl apply returned) to the first byte of a successful answer through the new "
         "proxy; writes_per_object from the API server's audit log (operator ServiceAccount, "
         "create/update/patch/delete of the CR, its owned objects and Events, until deletion)"
