@@ -105,9 +105,11 @@ class EnvoyGateway:
         envoy_dir = home / "data" / "envoy-versions" / ENVOY_VERSION / "bin"
         envoy_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy2(bin_path("envoy"), envoy_dir / "envoy")
+        self._extension: tuple[int, int] | None = None
         if extension is not None:
             fqdn = extension["service"]["fqdn"]
             inside = self.ns.expose_host_port(int(fqdn["port"]))
+            self._extension = (int(fqdn["port"]), inside)
             extension = {**extension, "service": {"fqdn": {"hostname": "127.0.0.1", "port": inside}}}
         self.config = home / "envoy-gateway.yaml"
         self.config.write_text(yaml.safe_dump(envoy_gateway_config(home, extension)))
@@ -134,6 +136,18 @@ class EnvoyGateway:
         if port not in self._forwards:
             self._forwards[port] = self.ns.forward(port)
         return self._forwards[port]
+
+    def cut_extension(self) -> None:
+        """Make the extension server unreachable from Envoy Gateway, as a crashed or partitioned
+        server is: its open connections are reset and new ones refused."""
+        assert self._extension is not None, "Envoy Gateway was started without an extension"
+        self.ns.close_forward(self._extension[1])
+
+    def restore_extension(self) -> None:
+        """Reach the extension server again, on the same address inside the namespace."""
+        assert self._extension is not None, "Envoy Gateway was started without an extension"
+        host_port, inside = self._extension
+        self.ns.expose_host_port(host_port, ns_port=inside)
 
     def run_in_ns(self, name: str, argv: list[str], log: Path) -> Process:
         """Start a helper program (a backend, say) inside Envoy Gateway's namespace."""

@@ -15,11 +15,11 @@ Everything that is not ours is returned unchanged.
 
 Failing open or closed (Envoy Gateway's ``extensionManager.failOpen``, default false): tsgw's
 hooks never answer an error for a bad object of ours (the cluster is left without endpoints and
-only that route fails), so an error reaches Envoy Gateway only when the server cannot be
-reached. Closed, Envoy Gateway then keeps serving its last published configuration and
-publishes nothing new; open, it logs and publishes with its own cluster (no endpoints: the
-routes to Tailscale backends answer 503). Envoy Gateway's client calls with no deadline and
-``waitForReady``, so while the server is down its translation may wait either way: run the
+only that route fails), so ``failOpen`` would only matter for an error the server answers. An
+unreachable server is another matter: Envoy Gateway's client calls with ``waitForReady`` and no
+deadline, so its translation waits for the server, with ``failOpen`` true or false (checked
+against the real Envoy Gateway v1.9.0 in ``tests/integration/extension``). Meanwhile its Envoys
+keep the last published configuration, and it converges once the server is back. Run the
 server in every replica, beside the xDS server.
 """
 
