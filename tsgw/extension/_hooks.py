@@ -24,6 +24,10 @@ and ports are pure functions of the object (:func:`tsgw.translate.egress_service
 :func:`tsgw.translate.egress_service_ports`), and the DNS cluster resolves the Service once tsgw
 created it, without another translation by Envoy Gateway.
 
+Envoy Gateway v1.9.0 calls the hook for HTTPRoutes only: ``processGRPCRouteRules`` discards
+the custom backend object ``processBackendRef`` returns, so a GRPCRoute's cluster stays without
+endpoints (``tests/integration/extension`` trips when a release changes that).
+
 **Which port.** Envoy Gateway v1.9.0 does not pass a custom backendRef's ``port`` to the
 extension (its destination setting keeps only name and weight). The port is the Service's port
 whose protocol suits the route: HTTP for an HTTPRoute, GRPC for a GRPCRoute, then the other of

@@ -21,7 +21,8 @@ from anyio.from_thread import start_blocking_portal
 from tests.support.envoy_gateway import EnvoyGateway
 from tests.support.tailnet import wait_for
 from tsgw import api
-from tsgw.extension import ExtensionService
+from tsgw.extension import ExtensionService, post_cluster_modify
+from tsgw.extension import _service as extension_service
 
 pytestmark = pytest.mark.integration
 
@@ -73,7 +74,11 @@ def resources(route_name: str = "web", tailscale_endpoints: str = "tailnet-db") 
                     {
                         "name": "db",
                         "address": "100.64.0.7",
-                        "ports": [{"port": 5432}, {"port": 80, "protocol": "HTTP"}],
+                        "ports": [
+                            {"port": 5432},
+                            {"port": 80, "protocol": "HTTP"},
+                            {"port": 9000, "protocol": "GRPC"},
+                        ],
                     }
                 ],
             },
@@ -138,11 +143,38 @@ def active_cluster(eg: EnvoyGateway, admin: int, name: str) -> dict[str, Any] | 
     return None
 
 
-def test_envoy_gateway_builds_the_tailnet_cluster_through_tsgws_hook(tmp_path: Path) -> None:
+def grpc_route(tailscale_endpoints: str = "tailnet-db") -> dict[str, Any]:
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "GRPCRoute",
+        "metadata": {"name": "rpc", "namespace": "default"},
+        "spec": {
+            "parentRefs": [{"name": "ext"}],
+            "rules": [
+                {
+                    "backendRefs": [
+                        {"group": api.GROUP, "kind": "TailscaleEndpoints", "name": tailscale_endpoints}
+                    ]
+                }
+            ],
+        },
+    }
+
+
+def test_envoy_gateway_builds_the_tailnet_cluster_through_tsgws_hook(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[str] = []  # the clusters Envoy Gateway asked about
+
+    def recording(cluster: Any, resources: Any, options: Any) -> Any:
+        asked.append(cluster.name)
+        return post_cluster_modify(cluster, resources, options)
+
+    monkeypatch.setattr(extension_service, "post_cluster_modify", recording)
     with extension_server() as (service, port):
         eg = EnvoyGateway(tmp_path / "eg", extension=extension_manager(port, fail_open=False))
         try:
-            eg.write("ext.yaml", resources())
+            eg.write("ext.yaml", [*resources(), grpc_route()])
             wait_for(lambda: service.calls.get("PostClusterModify"), timeout=90)
             admin = wait_for(lambda: envoy_admin_port(eg), timeout=90)
             cluster = wait_for(lambda: active_cluster(eg, admin, "httproute/default/web/rule/0"), timeout=60)
@@ -152,6 +184,13 @@ def test_envoy_gateway_builds_the_tailnet_cluster_through_tsgws_hook(tmp_path: P
             addresses = [lb["endpoint"]["address"]["socket_address"] for lb in locality["lb_endpoints"]]
             # The HTTP port of the TailscaleEndpoints' egress Service, not its TCP port 5432.
             assert addresses == [{"address": "tailnet-db.default.svc.cluster.local", "port_value": 80}]
+            # Envoy Gateway v1.9.0 drops a GRPCRoute's custom backends (processGRPCRouteRules
+            # discards processBackendRef's unstructuredRef), so it never asks the hook: the
+            # GRPCRoute's cluster stays EDS with no endpoints. A tripwire: when an Envoy Gateway
+            # release asks, this fails, and the GRPCRoute case (port 9000) is to be asserted here.
+            rpc = wait_for(lambda: active_cluster(eg, admin, "grpcroute/default/rpc/rule/0"), timeout=60)
+            assert rpc["type"] == "EDS"
+            assert set(asked) == {"httproute/default/web/rule/0"}
         finally:
             eg.close()
 
