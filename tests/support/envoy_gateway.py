@@ -86,13 +86,26 @@ def base_resources(namespace: str = "default") -> list[dict[str, Any]]:
 class EnvoyGateway:
     """One standalone Envoy Gateway in its own namespace; call :meth:`close` when done."""
 
-    def __init__(self, home: Path, extension: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        home: Path,
+        extension: Mapping[str, Any] | None = None,
+        hosts: Mapping[str, str] | None = None,
+    ) -> None:
         """``extension``: an ``extensionManager`` block; its ``service.fqdn`` names a host
         loopback port (the test's extension server), reached from inside through
-        :meth:`NetNS.expose_host_port`.
+        :meth:`NetNS.expose_host_port`. ``hosts``: name → address lines of the ``/etc/hosts``
+        Envoy Gateway and its Envoy see (``ip netns exec`` mounts ``/etc/netns/<ns>/hosts``
+        over it), so a cluster's DNS name (a Service's, say) resolves inside the namespace.
         """
         self.home = home
         self.ns = NetNS(prefix="tsgw-eg")
+        self._etc: Path | None = None
+        if hosts:
+            self._etc = Path("/etc/netns") / self.ns.name
+            self._etc.mkdir(parents=True, exist_ok=True)
+            lines = ["127.0.0.1 localhost", *(f"{addr} {name}" for name, addr in hosts.items())]
+            (self._etc / "hosts").write_text("\n".join(lines) + "\n")
         for d in ("config", "data", "state", "run", "resources"):
             (home / d).mkdir(parents=True, exist_ok=True)
         self.resources = home / "resources"
@@ -158,3 +171,5 @@ class EnvoyGateway:
         # kill in Process.stop catches an Envoy that outlives it.
         self.process.stop(timeout=15)
         self.ns.delete()
+        if self._etc is not None:
+            shutil.rmtree(self._etc, ignore_errors=True)

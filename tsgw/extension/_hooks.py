@@ -177,6 +177,9 @@ def post_cluster_modify(
     out.load_assignment.Clear()
     out.load_assignment.cluster_name = out.name
     locality = out.load_assignment.endpoints.add()
+    # As Envoy Gateway's own assignments do (internal/xds/translator/cluster.go): its clusters
+    # balance localities by weight. (Envoy 1.40 routes to one unweighted locality all the same.)
+    locality.load_balancing_weight.value = 1
     for b in chosen:
         lb = locality.lb_endpoints.add()
         address = lb.endpoint.address.socket_address

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from anyio.from_thread import start_blocking_portal
 
+from tests.support.backend import HttpBackend
 from tests.support.envoy_gateway import EnvoyGateway
 from tests.support.tailnet import wait_for
 from tsgw import api
@@ -232,4 +233,40 @@ def test_while_tsgw_is_unreachable_envoy_gateway_keeps_its_last_configuration_th
             )
             assert service.calls["PostClusterModify"] > calls
         finally:
+            eg.close()
+
+
+def test_a_request_to_envoy_gateways_envoy_reaches_the_egress_service_by_its_name(tmp_path: Path) -> None:
+    # Inside Envoy Gateway's namespace the Service name tsgw's hook wrote resolves to loopback,
+    # where a backend stands in for the ClusterIP Service of tsgw's egress proxies: the request
+    # goes through the cluster the hook built (DNS name, port, locality weight), nothing else.
+    service_name = "tailnet-web.default.svc.cluster.local"
+    with extension_server() as (_, port):
+        eg = EnvoyGateway(
+            tmp_path / "eg",
+            extension=extension_manager(port, fail_open=False),
+            hosts={service_name: "127.0.0.1"},
+        )
+        with eg.ns.entered():
+            backend = HttpBackend("egress-service").start()
+        try:
+            objects = resources("web", "tailnet-web")
+            objects[1]["spec"]["targets"][0]["ports"] = [{"port": backend.port, "protocol": "HTTP"}]
+            eg.write("ext.yaml", objects)
+            gateway = eg.gateway_port(LISTENER)
+
+            def routed() -> bytes | None:
+                conn = http.client.HTTPConnection("127.0.0.1", gateway, timeout=2)
+                try:
+                    conn.request("GET", "/", headers={"Host": "any.example"})
+                    resp = conn.getresponse()
+                    body = resp.read()
+                    return body if resp.status == 200 else None
+                finally:
+                    conn.close()
+
+            assert wait_for(routed, timeout=90) == b"egress-service"
+            assert backend.requests >= 1
+        finally:
+            backend.stop()
             eg.close()

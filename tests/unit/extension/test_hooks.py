@@ -73,6 +73,7 @@ def test_a_tailscale_endpoints_becomes_a_dns_cluster_to_its_egress_service() -> 
     assert c.load_assignment.cluster_name == c.name
     assert endpoints_of(c) == [("db.apps.svc.cluster.local", 8080)]
     assert c.dns_refresh_rate.ToNanoseconds() == 5_000_000_000
+    assert [loc.load_balancing_weight.value for loc in c.load_assignment.endpoints] == [1]
     # What Envoy Gateway set is kept; its own message is not touched.
     assert c.connect_timeout.seconds == 10
     assert c.per_connection_buffer_limit_bytes.value == 32768
