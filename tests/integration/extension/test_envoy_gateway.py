@@ -24,6 +24,8 @@ from tests.support.tailnet import wait_for
 from tsgw import api
 from tsgw.extension import ExtensionService, post_cluster_modify
 from tsgw.extension import _service as extension_service
+from tsgw.operator import Standalone, StandaloneOptions
+from tsgw.providers import FileOptions
 
 pytestmark = pytest.mark.integration
 
@@ -31,16 +33,25 @@ LISTENER = 8890
 
 
 @contextmanager
-def extension_server() -> Iterator[tuple[ExtensionService, int]]:
-    """tsgw's extension server on host loopback, on an event loop in a thread of its own (the
-    test polls synchronously); yields the service and its port. (Stopping a grpclib server
-    leaves its open connections served: to cut Envoy Gateway off, use
-    :meth:`EnvoyGateway.cut_extension`.)"""
-    service = ExtensionService()
+def extension_server(folder: Path) -> Iterator[tuple[ExtensionService, int]]:
+    """tsgw as ``tsgw run --standalone FOLDER --extension 127.0.0.1:0`` runs it, on an event
+    loop in a thread of its own (the test polls synchronously); yields its extension service
+    and port. (Stopping a grpclib server leaves its open connections served: to cut Envoy
+    Gateway off, use :meth:`EnvoyGateway.cut_extension`.)"""
+    folder.mkdir(parents=True, exist_ok=True)
+    tsgw = Standalone(
+        StandaloneOptions(
+            directory=folder,
+            xds_address="127.0.0.1:0",
+            admin_address="127.0.0.1:0",
+            extension_address="127.0.0.1:0",
+            file=FileOptions(probe_endpoints=False),
+        )
+    )
     with start_blocking_portal() as portal:
-        future, port = portal.start_task(service.serve, "127.0.0.1", 0)
+        future, _ = portal.start_task(tsgw.run)
         try:
-            yield service, port
+            yield tsgw.extension, tsgw.extension_port
         finally:
             future.cancel()
 
@@ -172,7 +183,7 @@ def test_envoy_gateway_builds_the_tailnet_cluster_through_tsgws_hook(
         return post_cluster_modify(cluster, resources, options)
 
     monkeypatch.setattr(extension_service, "post_cluster_modify", recording)
-    with extension_server() as (service, port):
+    with extension_server(tmp_path / "tsgw") as (service, port):
         eg = EnvoyGateway(tmp_path / "eg", extension=extension_manager(port, fail_open=False))
         try:
             eg.write("ext.yaml", [*resources(), grpc_route()])
@@ -203,7 +214,7 @@ def test_while_tsgw_is_unreachable_envoy_gateway_keeps_its_last_configuration_th
     # Envoy Gateway's client calls with waitForReady and no deadline, so an unreachable server
     # stalls its translation whatever failOpen says (failOpen covers errors the server answers):
     # nothing is published without tsgw's answer, and the last configuration keeps serving.
-    with extension_server() as (service, port):
+    with extension_server(tmp_path / "tsgw") as (service, port):
         eg = EnvoyGateway(tmp_path / "eg", extension=extension_manager(port, fail_open=fail_open))
         try:
             eg.write("ext.yaml", resources())
@@ -241,7 +252,7 @@ def test_a_request_to_envoy_gateways_envoy_reaches_the_egress_service_by_its_nam
     # where a backend stands in for the ClusterIP Service of tsgw's egress proxies: the request
     # goes through the cluster the hook built (DNS name, port, locality weight), nothing else.
     service_name = "tailnet-web.default.svc.cluster.local"
-    with extension_server() as (_, port):
+    with extension_server(tmp_path / "tsgw") as (_, port):
         eg = EnvoyGateway(
             tmp_path / "eg",
             extension=extension_manager(port, fail_open=False),
