@@ -20,6 +20,7 @@ follower), while followers keep serving xDS throughout.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import socket
@@ -294,12 +295,10 @@ class Operator:
             async with anyio.create_task_group() as tg:
                 self.admin_port = await tg.start(self.admin.serve, *self._admin)
 
-        async def serve_extension() -> None:
-            if self._extension is None:
-                return
+        async def serve_extension(address: tuple[str, int]) -> None:
             async with anyio.create_task_group() as tg:
-                self.extension_port = await tg.start(self.extension.serve, *self._extension)
-                log.info("serving the extension", address=f"{self._extension[0]}:{self.extension_port}")
+                self.extension_port = await tg.start(self.extension.serve, *address)
+                log.info("serving the extension", address=f"{address[0]}:{self.extension_port}")
 
         async def statuses() -> None:
             await enqueue_changed(self.pipeline, self.status)
@@ -313,8 +312,10 @@ class Operator:
         async def reports() -> None:
             await self._report_xds()
 
-        for fn in (pipeline, serve_xds, serve_admin, serve_extension, reports):
+        for fn in (pipeline, serve_xds, serve_admin, reports):
             self.manager.add(fn, need_leader_election=False)
+        if self._extension is not None:
+            self.manager.add(functools.partial(serve_extension, self._extension), need_leader_election=False)
         for fn in (statuses, groups, services):
             self.manager.add(fn, need_leader_election=True)
         self.manager.add_readyz_check("pipeline", lambda: self.pipeline.latest.version > 0)
