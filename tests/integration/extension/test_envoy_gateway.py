@@ -186,7 +186,11 @@ def test_envoy_gateway_builds_the_tailnet_cluster_through_tsgws_hook(
     with extension_server(tmp_path / "tsgw") as (service, port):
         eg = EnvoyGateway(tmp_path / "eg", extension=extension_manager(port, fail_open=False))
         try:
-            eg.write("ext.yaml", [*resources(), grpc_route()])
+            pair = resources("pair", "tailnet-two")[1:]
+            pair[1]["spec"]["rules"][0]["backendRefs"].append(
+                {"group": api.GROUP, "kind": "TailscaleEndpoints", "name": "tailnet-db"}
+            )
+            eg.write("ext.yaml", [*resources(), grpc_route(), *pair])
             wait_for(lambda: service.calls.get("PostClusterModify"), timeout=90)
             admin = wait_for(lambda: envoy_admin_port(eg), timeout=90)
             cluster = wait_for(lambda: active_cluster(eg, admin, "httproute/default/web/rule/0"), timeout=60)
@@ -202,7 +206,16 @@ def test_envoy_gateway_builds_the_tailnet_cluster_through_tsgws_hook(
             # release asks, this fails, and the GRPCRoute case (port 9000) is to be asserted here.
             rpc = wait_for(lambda: active_cluster(eg, admin, "grpcroute/default/rpc/rule/0"), timeout=60)
             assert rpc["type"] == "EDS"
-            assert set(asked) == {"httproute/default/web/rule/0"}
+            # A rule naming two TailscaleEndpoints is one cluster with both Services.
+            both = wait_for(lambda: active_cluster(eg, admin, "httproute/default/pair/rule/0"), timeout=60)
+            [locality] = both["load_assignment"]["endpoints"]
+            assert [
+                lb["endpoint"]["address"]["socket_address"]["address"] for lb in locality["lb_endpoints"]
+            ] == [
+                "tailnet-db.default.svc.cluster.local",
+                "tailnet-two.default.svc.cluster.local",
+            ]
+            assert set(asked) == {"httproute/default/web/rule/0", "httproute/default/pair/rule/0"}
         finally:
             eg.close()
 
