@@ -31,6 +31,7 @@ from tsgw.extension._hooks import (
     ExtensionOptions,
     TailnetBackend,
     post_cluster_modify,
+    post_translate_modify,
     tailnet_backend,
 )
 from tsgw.extension._service import SERVICE, ExtensionService
@@ -45,5 +46,6 @@ __all__ = [
     "contexts",
     "messages",
     "post_cluster_modify",
+    "post_translate_modify",
     "tailnet_backend",
 ]

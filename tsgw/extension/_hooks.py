@@ -38,7 +38,8 @@ built it (no endpoints: that route answers 503), and other routes are unaffected
 **Not ours.** A request whose resources include no TailscaleEndpoints gets ``None`` (Envoy
 Gateway keeps its cluster untouched). ``PostTranslateModify`` echoes every list it received,
 unchanged (Envoy Gateway replaces its lists with the answer's, so an empty answer would delete
-them).
+them), and byte for byte: :func:`post_translate_modify` works on the wire format and never
+decodes a resource (the request can hold every cluster, listener and route of a translation).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ __all__ = [
     "ExtensionOptions",
     "TailnetBackend",
     "post_cluster_modify",
+    "post_translate_modify",
     "tailnet_backend",
 ]
 
@@ -186,3 +188,64 @@ def post_cluster_modify(
         address.address = b.host
         address.port_value = b.port
     return ClusterAnswer(out, chosen, tuple(problems))
+
+
+# PostTranslateModify: request fields 2..5 (clusters, secrets, listeners, routes) are the
+# response's fields 1..4, with the same message types (service.proto).
+_TRANSLATE_FIELDS = {2: 1, 3: 2, 4: 3, 5: 4}
+_LEN = 2  # wire type of a length-delimited field
+
+
+def _varint(data: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if i >= len(data) or shift > 63:
+            raise ValueError("truncated or overlong varint")
+        b = data[i]
+        value |= (b & 0x7F) << shift
+        i += 1
+        if not b & 0x80:
+            return value, i
+        shift += 7
+
+
+def _put_varint(value: int, out: bytearray) -> None:
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+
+
+def post_translate_modify(request: bytes) -> bytes:
+    """``PostTranslateModify``: a serialized ``PostTranslateModifyRequest`` → the serialized
+    response that gives Envoy Gateway back every cluster, secret, listener and route it sent, in
+    order and byte for byte (each resource's bytes are copied, never decoded). The context
+    (field 1) and fields this version does not know are dropped. Raises ``ValueError`` on bytes
+    that are not a protobuf message."""
+    out = bytearray()
+    i, n = 0, len(request)
+    while i < n:
+        tag, i = _varint(request, i)
+        field, wire = tag >> 3, tag & 7
+        if wire == _LEN:
+            size, i = _varint(request, i)
+            end = i + size
+            if end > n:
+                raise ValueError("truncated field")
+            target = _TRANSLATE_FIELDS.get(field)
+            if target is not None:
+                _put_varint(target << 3 | _LEN, out)
+                _put_varint(size, out)
+                out += request[i:end]
+            i = end
+        elif wire == 0:
+            _, i = _varint(request, i)
+        elif wire == 1:
+            i += 8
+        elif wire == 5:
+            i += 4
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+        if i > n:
+            raise ValueError("truncated field")
+    return bytes(out)

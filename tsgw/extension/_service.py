@@ -9,7 +9,7 @@ Every RPC of the service is served, so an Envoy Gateway configured with more hoo
 needs never sees ``UNIMPLEMENTED`` (an error that, with ``failOpen: false``, would stop its
 translation): ``PostRouteModify``, ``PostVirtualHostModify``, ``PostHTTPListenerModify`` and
 ``PostEndpointsModify`` answer with the field unset, which Envoy Gateway reads as "no change";
-``PostTranslateModify`` echoes each list it received.
+``PostTranslateModify`` echoes each list it received, byte for byte.
 """
 
 from __future__ import annotations
@@ -19,11 +19,13 @@ from typing import Any
 import anyio
 import structlog
 from anyio.abc import TaskStatus
-from grpclib.const import Cardinality, Handler
+from grpclib.const import Cardinality, Handler, Status
+from grpclib.encoding.base import CodecBase
+from grpclib.exceptions import GRPCError
 from grpclib.server import Server, Stream
 
 from tsgw._proto.envoygateway.extension import service_pb2 as pb
-from tsgw.extension._hooks import ExtensionOptions, post_cluster_modify
+from tsgw.extension._hooks import ExtensionOptions, post_cluster_modify, post_translate_modify
 
 __all__ = ["SERVICE", "ExtensionService"]
 
@@ -31,6 +33,23 @@ log = structlog.get_logger("tsgw.extension")
 
 SERVICE = "envoygateway.extension.EnvoyGatewayExtension"
 """The gRPC service name Envoy Gateway calls (``/<SERVICE>/<Rpc>``)."""
+
+
+class _Codec(CodecBase):
+    """protobuf messages as grpclib's own codec handles them; ``bytes`` passed through, for the
+    handlers that work on the wire format."""
+
+    __content_subtype__ = "proto"
+
+    def encode(self, message: Any, message_type: Any) -> bytes:
+        if message_type is bytes:
+            return bytes(message)
+        return message.SerializeToString()  # type: ignore[no-any-return]
+
+    def decode(self, data: bytes, message_type: Any) -> Any:
+        if message_type is bytes:
+            return bytes(data)
+        return message_type.FromString(data)
 
 
 class ExtensionService:
@@ -53,12 +72,7 @@ class ExtensionService:
                     pb.PostClusterModifyRequest,
                     pb.PostClusterModifyResponse,
                 ),
-                unary(
-                    "PostTranslateModify",
-                    self._post_translate_modify,
-                    pb.PostTranslateModifyRequest,
-                    pb.PostTranslateModifyResponse,
-                ),
+                unary("PostTranslateModify", self._post_translate_modify, bytes, bytes),
                 unary(
                     "PostRouteModify",
                     self._unchanged("PostRouteModify", pb.PostRouteModifyResponse),
@@ -102,14 +116,14 @@ class ExtensionService:
             await stream.send_message(pb.PostClusterModifyResponse(cluster=answer.cluster))
 
     async def _post_translate_modify(self, stream: Stream[Any, Any]) -> None:
-        req: Any = await stream.recv_message()
+        request: Any = await stream.recv_message()
         self._count("PostTranslateModify")
-        # Envoy Gateway replaces its lists with the answer's: echo every one, untouched.
-        await stream.send_message(
-            pb.PostTranslateModifyResponse(
-                clusters=req.clusters, secrets=req.secrets, listeners=req.listeners, routes=req.routes
-            )
-        )
+        # Envoy Gateway replaces its lists with the answer's: echo every one, byte for byte.
+        try:
+            answer = post_translate_modify(request)
+        except ValueError as e:
+            raise GRPCError(Status.INVALID_ARGUMENT, f"not a PostTranslateModifyRequest: {e}") from None
+        await stream.send_message(answer)
 
     def _unchanged(self, name: str, response: Any) -> Any:
         async def handler(stream: Stream[Any, Any]) -> None:
@@ -127,7 +141,7 @@ class ExtensionService:
         task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         """Serve until cancelled; reports the bound port through ``task_status``."""
-        server = Server([self])
+        server = Server([self], codec=_Codec())
         await server.start(host, port)
         try:
             inner: Any = server._server  # grpclib has no public accessor for the bound port

@@ -56,10 +56,18 @@ def extension_server(folder: Path) -> Iterator[tuple[ExtensionService, int]]:
             future.cancel()
 
 
-def extension_manager(port: int, *, fail_open: bool) -> dict[str, Any]:
+def extension_manager(port: int, *, fail_open: bool, translation: bool = False) -> dict[str, Any]:
+    """``translation``: subscribe PostTranslateModify too, with every list (Envoy Gateway then
+    uses tsgw's echo of all its clusters, secrets, listeners and routes as the final ones)."""
+    hooks: dict[str, Any] = {"post": ["Cluster"]}
+    if translation:
+        hooks = {
+            "post": ["Cluster", "Translation"],
+            "translation": {k: {"includeAll": True} for k in ("listener", "route", "cluster", "secret")},
+        }
     return {
         "backendResources": [{"group": api.GROUP, "version": api.VERSION, "kind": "TailscaleEndpoints"}],
-        "hooks": {"xdsTranslator": {"post": ["Cluster"]}},
+        "hooks": {"xdsTranslator": hooks},
         "service": {"fqdn": {"hostname": "127.0.0.1", "port": port}},
         "failOpen": fail_open,
     }
@@ -265,10 +273,10 @@ def test_a_request_to_envoy_gateways_envoy_reaches_the_egress_service_by_its_nam
     # where a backend stands in for the ClusterIP Service of tsgw's egress proxies: the request
     # goes through the cluster the hook built (DNS name, port, locality weight), nothing else.
     service_name = "tailnet-web.default.svc.cluster.local"
-    with extension_server(tmp_path / "tsgw") as (_, port):
+    with extension_server(tmp_path / "tsgw") as (service, port):
         eg = EnvoyGateway(
             tmp_path / "eg",
-            extension=extension_manager(port, fail_open=False),
+            extension=extension_manager(port, fail_open=False, translation=True),
             hosts={service_name: "127.0.0.1"},
         )
         with eg.ns.entered():
@@ -291,6 +299,9 @@ def test_a_request_to_envoy_gateways_envoy_reaches_the_egress_service_by_its_nam
 
             assert wait_for(routed, timeout=90) == b"egress-service"
             assert backend.requests >= 1
+            # Every translation went through PostTranslateModify, whose echo became Envoy
+            # Gateway's final listeners, routes and clusters: the route above works through it.
+            assert service.calls.get("PostTranslateModify", 0) >= 1
         finally:
             backend.stop()
             eg.close()

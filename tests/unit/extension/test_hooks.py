@@ -9,12 +9,22 @@ import orjson
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import protocol_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.unit.translate._strategies import _valid, api_object
 from tsgw import api, translate
-from tsgw.extension import ExtensionOptions, post_cluster_modify, tailnet_backend
+from tsgw.extension import (
+    ExtensionOptions,
+    contexts,
+    messages,
+    post_cluster_modify,
+    post_translate_modify,
+    tailnet_backend,
+)
 from tsgw.model import Protocol
 
 OPTS = ExtensionOptions()
@@ -279,3 +289,72 @@ def check_ours(name: str, ours: list[dict[str, Any]], foreign: list[dict[str, An
     again = post_cluster_modify(eg_cluster(name), [*map(blob, reversed(ours)), *map(blob, foreign)], OPTS)
     assert again.cluster is not None
     assert again.cluster.SerializeToString(deterministic=True) == c.SerializeToString(deterministic=True)
+
+
+# PostTranslateModify: every list back, byte for byte -----------------------------------------------
+
+_cluster = st.builds(
+    lambda name, kind, timeout, extra: (
+        cluster_pb2.Cluster(name=name, type=kind, connect_timeout={"seconds": timeout}).SerializeToString()
+        + extra
+    ),
+    st.text(max_size=30),
+    st.sampled_from([cluster_pb2.Cluster.EDS, cluster_pb2.Cluster.STRICT_DNS, cluster_pb2.Cluster.STATIC]),
+    st.integers(0, 3600),
+    # Fields this protobuf version does not know (a newer Envoy's): they must survive too.
+    st.sampled_from([b"", b"\xf8\xff\x03\x07", b"\x82\x80\x04\x03abc"]),
+)
+_named = st.text(max_size=20).map(lambda n: secret_pb2.Secret(name=n).SerializeToString())
+_listener = st.text(max_size=20).map(lambda n: listener_pb2.Listener(name=n).SerializeToString())
+_route = st.text(max_size=20).map(lambda n: route_pb2.RouteConfiguration(name=n).SerializeToString())
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    out = bytearray()
+    for value in (number << 3 | 2, len(payload)):
+        while value > 0x7F:
+            out.append(value & 0x7F | 0x80)
+            value >>= 7
+        out.append(value)
+    return bytes(out) + payload
+
+
+def context_bytes(raw: bytes) -> bytes:
+    """A PostTranslateExtensionContext with one resource, serialized."""
+    return contexts.PostTranslateExtensionContext(
+        extension_resources=[contexts.ExtensionResource(unstructured_bytes=raw)]
+    ).SerializeToString()
+
+
+@given(
+    entries=st.lists(
+        st.one_of(
+            st.tuples(st.just(1), st.binary(max_size=40).map(context_bytes)),
+            st.tuples(st.just(2), _cluster),
+            st.tuples(st.just(3), _named),
+            st.tuples(st.just(4), _listener),
+            st.tuples(st.just(5), _route),
+        ),
+        max_size=12,
+    )
+)
+def test_property_post_translate_modify_gives_every_list_back_byte_for_byte(
+    entries: list[tuple[int, bytes]],
+) -> None:
+    request = b"".join(_field(n, payload) for n, payload in entries)
+    answer = post_translate_modify(request)
+    # The answer is the request's resources, in order, each under its response field number.
+    assert answer == b"".join(_field(n - 1, payload) for n, payload in entries if n != 1)
+    # And Envoy Gateway reads back what it sent.
+    sent = messages.PostTranslateModifyRequest.FromString(request)
+    got = messages.PostTranslateModifyResponse.FromString(answer)
+    assert list(got.clusters) == list(sent.clusters)
+    assert list(got.secrets) == list(sent.secrets)
+    assert list(got.listeners) == list(sent.listeners)
+    assert list(got.routes) == list(sent.routes)
+
+
+def test_post_translate_modify_refuses_what_is_not_a_message() -> None:
+    with pytest.raises(ValueError, match="truncated"):
+        post_translate_modify(b"\x12\x05ab")
+    assert post_translate_modify(b"") == b""

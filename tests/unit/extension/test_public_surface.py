@@ -17,6 +17,7 @@ def test_extension_exports_exactly_the_curated_names() -> None:
             "contexts",
             "messages",
             "post_cluster_modify",
+            "post_translate_modify",
             "tailnet_backend",
         ]
     )
