@@ -100,6 +100,13 @@ class Namespace:
         self._forwarders.append(fw)
         return fw.port
 
+    def close_forward(self, port: int) -> None:
+        """Close the forward listening on ``port`` (as :meth:`forward` or
+        :meth:`expose_host_port` returned it) and its open connections."""
+        for fw in [f for f in self._forwarders if f.port == port]:
+            fw.close()
+            self._forwarders.remove(fw)
+
     def close_forwards(self) -> None:
         """Close every forward made through this namespace (and their open connections)."""
         for fw in self._forwarders:
@@ -195,6 +202,9 @@ class _Forwarder:
                 client, _ = self.listener.accept()
             except OSError:
                 return
+            if self._closed:  # accepted while closing: refuse it, as a closed port would
+                client.close()
+                return
             try:
                 if self.inward:
                     upstream = self.ns.connect(self.host, self.target)
@@ -230,6 +240,10 @@ class _Forwarder:
 
     def close(self) -> None:
         self._closed = True
+        # close() alone leaves the socket listening while another thread is blocked in
+        # accept() on it (Linux); shutdown() wakes that thread and stops the listening.
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
         with self._lock:
             conns = list(self._conns)

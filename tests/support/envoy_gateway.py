@@ -86,13 +86,26 @@ def base_resources(namespace: str = "default") -> list[dict[str, Any]]:
 class EnvoyGateway:
     """One standalone Envoy Gateway in its own namespace; call :meth:`close` when done."""
 
-    def __init__(self, home: Path, extension: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        home: Path,
+        extension: Mapping[str, Any] | None = None,
+        hosts: Mapping[str, str] | None = None,
+    ) -> None:
         """``extension``: an ``extensionManager`` block; its ``service.fqdn`` names a host
         loopback port (the test's extension server), reached from inside through
-        :meth:`NetNS.expose_host_port`.
+        :meth:`NetNS.expose_host_port`. ``hosts``: name → address lines of the ``/etc/hosts``
+        Envoy Gateway and its Envoy see (``ip netns exec`` mounts ``/etc/netns/<ns>/hosts``
+        over it), so a cluster's DNS name (a Service's, say) resolves inside the namespace.
         """
         self.home = home
         self.ns = NetNS(prefix="tsgw-eg")
+        self._etc: Path | None = None
+        if hosts:
+            self._etc = Path("/etc/netns") / self.ns.name
+            self._etc.mkdir(parents=True, exist_ok=True)
+            lines = ["127.0.0.1 localhost", *(f"{addr} {name}" for name, addr in hosts.items())]
+            (self._etc / "hosts").write_text("\n".join(lines) + "\n")
         for d in ("config", "data", "state", "run", "resources"):
             (home / d).mkdir(parents=True, exist_ok=True)
         self.resources = home / "resources"
@@ -105,9 +118,11 @@ class EnvoyGateway:
         envoy_dir = home / "data" / "envoy-versions" / ENVOY_VERSION / "bin"
         envoy_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy2(bin_path("envoy"), envoy_dir / "envoy")
+        self._extension: tuple[int, int] | None = None
         if extension is not None:
             fqdn = extension["service"]["fqdn"]
             inside = self.ns.expose_host_port(int(fqdn["port"]))
+            self._extension = (int(fqdn["port"]), inside)
             extension = {**extension, "service": {"fqdn": {"hostname": "127.0.0.1", "port": inside}}}
         self.config = home / "envoy-gateway.yaml"
         self.config.write_text(yaml.safe_dump(envoy_gateway_config(home, extension)))
@@ -135,6 +150,18 @@ class EnvoyGateway:
             self._forwards[port] = self.ns.forward(port)
         return self._forwards[port]
 
+    def cut_extension(self) -> None:
+        """Make the extension server unreachable from Envoy Gateway, as a crashed or partitioned
+        server is: its open connections are reset and new ones refused."""
+        assert self._extension is not None, "Envoy Gateway was started without an extension"
+        self.ns.close_forward(self._extension[1])
+
+    def restore_extension(self) -> None:
+        """Reach the extension server again, on the same address inside the namespace."""
+        assert self._extension is not None, "Envoy Gateway was started without an extension"
+        host_port, inside = self._extension
+        self.ns.expose_host_port(host_port, ns_port=inside)
+
     def run_in_ns(self, name: str, argv: list[str], log: Path) -> Process:
         """Start a helper program (a backend, say) inside Envoy Gateway's namespace."""
         return Process(name, argv, log, netns=self.ns.name)
@@ -144,3 +171,5 @@ class EnvoyGateway:
         # kill in Process.stop catches an Envoy that outlives it.
         self.process.stop(timeout=15)
         self.ns.delete()
+        if self._etc is not None:
+            shutil.rmtree(self._etc, ignore_errors=True)

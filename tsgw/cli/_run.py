@@ -44,6 +44,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help=f"admin API address (default $TSGW_ADMIN or {DEFAULT_ADDRESS})",
     )
     p.add_argument(
+        "--extension",
+        default=None,
+        type=address,
+        metavar="HOST:PORT",
+        help="serve Envoy Gateway's extension hooks here (its extensionManager.service; default: not served)",
+    )
+    p.add_argument(
         "--listener-port",
         type=port(1),
         default=translate.Options().first_listener_port,
@@ -139,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
         directory=args.standalone,
         xds_address=args.xds,
         admin_address=args.admin,
+        extension_address=args.extension,
         translate=dataclasses.replace(
             translate.Options(),
             first_listener_port=args.listener_port,
@@ -204,6 +212,7 @@ def run_cluster(args: argparse.Namespace) -> int:
             namespace=args.namespace,
             xds_address=args.xds or "0.0.0.0:18000",
             admin_address=args.admin,
+            extension_address=args.extension,
             health_probe_address=args.health_probe_bind_address or ":8081",
             metrics_address=None if args.metrics_bind_address == "0" else args.metrics_bind_address,
             leader_election=args.leader_elect,

@@ -20,6 +20,7 @@ follower), while followers keep serving xDS throughout.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import socket
@@ -51,6 +52,7 @@ from tsgw.controllers import (
     facts_from_configmaps,
     owner_of,
 )
+from tsgw.extension import ExtensionService
 from tsgw.kube import (
     CONFIGMAPS,
     SECRETS,
@@ -109,6 +111,9 @@ class OperatorOptions:
     admin_address: str = DEFAULT_ADDRESS
     """The admin API (`tsgw status`, `tsgw snapshot`; reach it with a port-forward). Default:
     127.0.0.1:9911."""
+    extension_address: str | None = None
+    """Where Envoy Gateway reaches tsgw's extension server (its ``extensionManager.service``,
+    through a Service: every replica answers). Default: None (not served)."""
     health_probe_address: str | None = ":8081"
     """``/healthz`` and ``/readyz`` (ready once the caches synced). Default: :8081 (every
     interface), as controller-runtime scaffolds it."""
@@ -169,8 +174,15 @@ class Operator:
         self.ads = AdsServer(self.cache)
         self.pipeline = Pipeline(self.cache, PipelineOptions(translate=opts.translate), ads=self.ads)
         self.admin = AdminService(self.cache, self.ads)
+        self._extension = (
+            parse_address(opts.extension_address, what="extension address")
+            if opts.extension_address is not None
+            else None
+        )
+        self.extension = ExtensionService()
         self.xds_port = 0
         self.admin_port = 0
+        self.extension_port = 0
         self.provider: KubeProvider | None = None
 
     async def _gateways_served(self) -> bool:
@@ -283,6 +295,11 @@ class Operator:
             async with anyio.create_task_group() as tg:
                 self.admin_port = await tg.start(self.admin.serve, *self._admin)
 
+        async def serve_extension(address: tuple[str, int]) -> None:
+            async with anyio.create_task_group() as tg:
+                self.extension_port = await tg.start(self.extension.serve, *address)
+                log.info("serving the extension", address=f"{address[0]}:{self.extension_port}")
+
         async def statuses() -> None:
             await enqueue_changed(self.pipeline, self.status)
 
@@ -297,6 +314,8 @@ class Operator:
 
         for fn in (pipeline, serve_xds, serve_admin, reports):
             self.manager.add(fn, need_leader_election=False)
+        if self._extension is not None:
+            self.manager.add(functools.partial(serve_extension, self._extension), need_leader_election=False)
         for fn in (statuses, groups, services):
             self.manager.add(fn, need_leader_election=True)
         self.manager.add_readyz_check("pipeline", lambda: self.pipeline.latest.version > 0)

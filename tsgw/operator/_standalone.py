@@ -24,6 +24,7 @@ from anyio.abc import TaskStatus
 from tsgw import translate
 from tsgw._address import parse_address
 from tsgw.admin import DEFAULT_ADDRESS, AdminService, messages
+from tsgw.extension import ExtensionService
 from tsgw.kube import HealthServer
 from tsgw.pipeline import ACTIONABLE, PROGRAMMED, Pipeline, PipelineOptions, Published, Update
 from tsgw.providers import FileOptions, FileProvider, FolderState, Problem
@@ -53,6 +54,9 @@ class StandaloneOptions:
     """``host:port`` serving ``/healthz``, ``/readyz`` (ready once the first folder state is
     published) and ``/metrics`` (the ``tsgw_xds_*`` metrics and the process's). Default: None
     (not served)."""
+    extension_address: str | None = None
+    """Where Envoy Gateway reaches tsgw's extension server (its ``extensionManager.service``).
+    Default: None (not served)."""
 
 
 class Standalone:
@@ -66,6 +70,13 @@ class Standalone:
         self.ads = AdsServer(self.cache)
         self.pipeline = Pipeline(self.cache, PipelineOptions(translate=options.translate), ads=self.ads)
         self.admin = AdminService(self.cache, self.ads, sources=self.sources)
+        self._extension = (
+            parse_address(options.extension_address, what="extension address")
+            if options.extension_address is not None
+            else None
+        )
+        self.extension = ExtensionService()
+        self.extension_port = 0
         self.provider = FileProvider(options.directory, options.file)
         self.xds_port = 0
         self.admin_port = 0
@@ -174,6 +185,8 @@ class Standalone:
                 await tg.start(self.pipeline.run, updates)
                 self.xds_port = await tg.start(self.ads.serve, *self._xds)
                 self.admin_port = await tg.start(self.admin.serve, *self._admin)
+                if self._extension is not None:
+                    self.extension_port = await tg.start(self.extension.serve, *self._extension)
                 if self.health is not None:
                     await tg.start(self.health.serve)
                 tg.start_soon(self._follow_problems)

@@ -6,7 +6,8 @@ No I/O. Errors are values: every input object gets conditions in the model, and 
 never blocks the others. The same input gives byte-identical output.
 """
 
-from tsgw.translate._identity import group_name, node_cluster, split_node_cluster
+from tsgw.translate._egress import egress_service_ports
+from tsgw.translate._identity import egress_service_name, group_name, node_cluster, split_node_cluster
 from tsgw.translate._inputs import Device, Inputs, Options, TailnetFacts
 from tsgw.translate._objects import DEVICE_FINALIZER, owned_objects
 from tsgw.translate._status import status_body
@@ -22,6 +23,8 @@ __all__ = [
     "TailnetFacts",
     "Translator",
     "XdsResources",
+    "egress_service_name",
+    "egress_service_ports",
     "group_name",
     "node_cluster",
     "owned_objects",

@@ -49,7 +49,7 @@ from tsgw.translate._context import (
 )
 from tsgw.translate._inputs import TailnetFacts
 
-__all__ = ["_endpoints"]
+__all__ = ["_endpoints", "egress_service_ports"]
 
 _EGRESS_PROTOCOL = {
     EgressProtocol.TCP: Protocol.TCP,
@@ -85,6 +85,34 @@ def _v4(addresses: Iterable[str]) -> tuple[str, ...]:
     return v4[:1] if v4 else ordered[:1]
 
 
+def _service_ports(
+    spec: api.TailscaleEndpointsSpec,
+) -> tuple[dict[int, tuple[Protocol, str]], list[str]]:
+    """The egress Service's ports: port → (protocol, port name), and the conflicts. Target ports
+    are grouped by Service port; the first target that names a port fixes its protocol."""
+    by_port: dict[int, tuple[Protocol, str]] = {}
+    problems: list[str] = []
+    for target in spec.targets:
+        for p in target.ports:
+            proto = _EGRESS_PROTOCOL[p.protocol]
+            have = by_port.get(p.port)
+            if have is None:
+                by_port[p.port] = (proto, p.name or f"{proto.value}-{p.port}")
+            elif have[0] is not proto:
+                problems.append(
+                    f"target {target.name!r} port {p.port} is {p.protocol.value} but an earlier target "
+                    f"makes it {have[0].value.upper()}; the port keeps {have[0].value.upper()}"
+                )
+    return by_port, problems
+
+
+def egress_service_ports(spec: api.TailscaleEndpointsSpec) -> tuple[tuple[int, Protocol], ...]:
+    """(port, protocol) of each port of the ClusterIP Service a TailscaleEndpoints gets, by port:
+    what a client of its egress proxies (a pod, Envoy Gateway's Envoy) may dial."""
+    by_port, _ = _service_ports(spec)
+    return tuple((port, by_port[port][0]) for port in sorted(by_port))
+
+
 def _failover(spec: api.Failover) -> Failover:
     return Failover(
         consecutive_failures=spec.consecutive_failures,
@@ -105,20 +133,7 @@ def _endpoints(
     tailnet, facts = _tailnet(ctx, spec.tailnet_ref)
     if tailnet is None:
         return None, _tailnet_not_found(ref, spec.tailnet_ref)
-    # Group target ports by Service port; the first target that names a port fixes its protocol.
-    by_port: dict[int, tuple[Protocol, str]] = {}
-    problems: list[str] = []
-    for target in spec.targets:
-        for p in target.ports:
-            proto = _EGRESS_PROTOCOL[p.protocol]
-            have = by_port.get(p.port)
-            if have is None:
-                by_port[p.port] = (proto, p.name or f"{proto.value}-{p.port}")
-            elif have[0] is not proto:
-                problems.append(
-                    f"target {target.name!r} port {p.port} is {p.protocol.value} but an earlier target "
-                    f"makes it {have[0].value.upper()}; the port keeps {have[0].value.upper()}"
-                )
+    by_port, problems = _service_ports(spec)
     unresolved: list[str] = []
     resolved: dict[str, tuple[str, ...]] = {}
     for target in spec.targets:

@@ -22,7 +22,14 @@ from __future__ import annotations
 import hashlib
 import re
 
-__all__ = ["KIND_SUFFIX", "group_name", "name_problem", "node_cluster", "split_node_cluster"]
+__all__ = [
+    "KIND_SUFFIX",
+    "egress_service_name",
+    "group_name",
+    "name_problem",
+    "node_cluster",
+    "split_node_cluster",
+]
 
 KIND_SUFFIX = {"TailscaleEndpoints": "tsep", "TailscaleServices": "tssvc", "TailscaleGateway": "tsgw"}
 """The suffix each proxy-owning kind adds to its object's name."""
@@ -41,6 +48,12 @@ def group_name(kind: str, name: str) -> str:
         return base
     digest = hashlib.sha256(base.encode()).hexdigest()[:8]
     return f"{base[:36].rstrip('-')}-{digest}"
+
+
+def egress_service_name(name: str) -> str:
+    """The ClusterIP Service of a TailscaleEndpoints `name` (same namespace): its own name, so a
+    pod (or Envoy Gateway's Envoy) dials `<name>.<namespace>.svc` to reach the tailnet."""
+    return name
 
 
 def node_cluster(namespace: str, group: str) -> str:

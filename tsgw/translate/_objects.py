@@ -23,7 +23,7 @@ import orjson
 from tsgw.api import API_VERSION
 from tsgw.model import Direction, ProxyGroup
 from tsgw.tailscale import HostedService, ProxyConfig, ServePort
-from tsgw.translate._identity import node_cluster
+from tsgw.translate._identity import egress_service_name, node_cluster
 from tsgw.translate._inputs import Options
 from tsgw.xds import bootstrap
 
@@ -335,7 +335,7 @@ def owned_objects(
             {
                 "apiVersion": "v1",
                 "kind": "Service",
-                "metadata": _meta(g, g.owner.name, md),
+                "metadata": _meta(g, egress_service_name(g.owner.name), md),
                 "spec": {
                     "type": "ClusterIP",
                     "selector": _selector(g),

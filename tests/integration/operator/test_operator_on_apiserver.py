@@ -13,11 +13,15 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
+import orjson
 import pytest
+from envoy.config.cluster.v3 import cluster_pb2
+from grpclib.client import Channel, UnaryUnaryMethod
 
 from tests.support.controlplane import ControlPlane
 from tests.support.envoy import EnvoyFactory
 from tsgw.api import API_VERSION, crds
+from tsgw.extension import SERVICE, contexts, messages
 from tsgw.kube import CUSTOMRESOURCEDEFINITIONS, NAMESPACES, Client, NotFound, RawObject, Resource
 from tsgw.operator import Operator, OperatorOptions
 from tsgw.providers import tsgw_resources
@@ -118,6 +122,7 @@ async def test_the_operator_serves_each_namespace_its_own_group_writes_status_an
             namespace=a,
             xds_address="127.0.0.1:0",
             admin_address="127.0.0.1:0",
+            extension_address="127.0.0.1:0",
             health_probe_address="127.0.0.1:0",
             metrics_address=None,
             leader_election=False,
@@ -128,6 +133,33 @@ async def test_the_operator_serves_each_namespace_its_own_group_writes_status_an
         await tg.start(lambda task_status: watch_keys(client, a, first_key, task_status=task_status))
         await tg.start(operator.run)
         cache = operator.cache
+        # Envoy Gateway's extension hook is served too: a TailscaleEndpoints backend becomes a
+        # cluster to its egress Service (TCP port 5432, the only one).
+        port = await eventually(lambda: operator.extension_port, "the extension server listens")
+        channel = Channel("127.0.0.1", port)
+        try:
+            hook: UnaryUnaryMethod[Any, Any] = UnaryUnaryMethod(
+                channel,
+                f"/{SERVICE}/PostClusterModify",
+                messages.PostClusterModifyRequest,
+                messages.PostClusterModifyResponse,
+            )
+            resource = contexts.ExtensionResource(
+                unstructured_bytes=orjson.dumps(endpoints(a, "db", tn, "100.64.0.1"))
+            )
+            with anyio.fail_after(10):
+                answer = await hook(
+                    messages.PostClusterModifyRequest(
+                        cluster=cluster_pb2.Cluster(name=f"httproute/{a}/web/rule/0"),
+                        post_cluster_context=contexts.PostClusterExtensionContext(
+                            backend_extension_resources=[resource]
+                        ),
+                    )
+                )
+        finally:
+            channel.close()
+        sa = answer.cluster.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address
+        assert (sa.address, sa.port_value) == (f"db.{a}.svc.cluster.local", 5432)
         # One snapshot per namespace: the node cluster carries it.
         await eventually(lambda: {f"db-tsep.{a}", f"db-tsep.{b}"} <= set(cache.groups()), "two snapshots")
         dump_a = cache.get_snapshot(f"db-tsep.{a}").to_dict()  # type: ignore[union-attr]

@@ -54,6 +54,7 @@ def test_parse_address_refuses_what_no_server_could_listen_on(text: str, why: st
         (["--xds", "127.0.0.1:99999"], "--xds"),
         (["--xds", "nohost"], "--xds"),
         (["--admin", "[::1"], "--admin"),
+        (["--extension", "nohost"], "--extension"),
         (["--health-probe-bind-address", "localhost:123456"], "--health-probe-bind-address"),
     ],
 )

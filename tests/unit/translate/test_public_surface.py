@@ -43,6 +43,8 @@ def test_translate_exports_exactly_its_curated_names() -> None:
     assert sorted(tsgw.translate.__all__) == sorted(
         [
             "DEVICE_FINALIZER",
+            "egress_service_name",
+            "egress_service_ports",
             "Device",
             "Inputs",
             "Options",

@@ -1,0 +1,130 @@
+"""The extension server answers Envoy Gateway's RPCs over a real gRPC channel (grpclib client,
+the server on loopback): the paths, messages and "no change" answers Envoy Gateway expects."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import orjson
+import pytest
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
+from grpclib.client import Channel, UnaryUnaryMethod
+
+from tsgw import api
+from tsgw.extension import SERVICE, ExtensionService
+from tsgw.extension import contexts as ctx
+from tsgw.extension import messages as pb
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+
+@asynccontextmanager
+async def served() -> AsyncIterator[tuple[ExtensionService, Channel]]:
+    service = ExtensionService()
+    async with anyio.create_task_group() as tg:
+        port = await tg.start(service.serve, "127.0.0.1", 0)
+        channel = Channel("127.0.0.1", port)
+        try:
+            yield service, channel
+        finally:
+            channel.close()
+            tg.cancel_scope.cancel()
+
+
+async def call(channel: Channel, rpc: str, request: Any, response: type) -> Any:
+    method: UnaryUnaryMethod[Any, Any] = UnaryUnaryMethod(
+        channel, f"/{SERVICE}/{rpc}", type(request), response
+    )
+    with anyio.fail_after(10):
+        return await method(request)
+
+
+def tailscale_endpoints() -> bytes:
+    return orjson.dumps(
+        {
+            "apiVersion": api.API_VERSION,
+            "kind": "TailscaleEndpoints",
+            "metadata": {"name": "db", "namespace": "apps"},
+            "spec": {
+                "tailnetRef": {"name": "corp"},
+                "targets": [
+                    {"name": "a", "address": "100.64.0.7", "ports": [{"port": 80, "protocol": "HTTP"}]}
+                ],
+            },
+        }
+    )
+
+
+async def test_post_cluster_modify_answers_the_tailnet_cluster_and_leaves_others_alone() -> None:
+    cluster = cluster_pb2.Cluster(name="httproute/apps/web/rule/0", type=cluster_pb2.Cluster.EDS)
+    async with served() as (service, channel):
+        ours = await call(
+            channel,
+            "PostClusterModify",
+            pb.PostClusterModifyRequest(
+                cluster=cluster,
+                post_cluster_context=ctx.PostClusterExtensionContext(
+                    backend_extension_resources=[
+                        ctx.ExtensionResource(unstructured_bytes=tailscale_endpoints())
+                    ]
+                ),
+            ),
+            pb.PostClusterModifyResponse,
+        )
+        foreign = await call(
+            channel,
+            "PostClusterModify",
+            pb.PostClusterModifyRequest(
+                cluster=cluster,
+                post_cluster_context=ctx.PostClusterExtensionContext(
+                    backend_extension_resources=[
+                        ctx.ExtensionResource(unstructured_bytes=b'{"apiVersion":"v1","kind":"Service"}')
+                    ]
+                ),
+            ),
+            pb.PostClusterModifyResponse,
+        )
+    assert ours.cluster.type == cluster_pb2.Cluster.STRICT_DNS
+    sa = ours.cluster.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address
+    assert (sa.address, sa.port_value) == ("db.apps.svc.cluster.local", 80)
+    # Unset: Envoy Gateway's client reads a nil cluster as "no change".
+    assert not foreign.HasField("cluster")
+    assert service.calls == {"PostClusterModify": 2}
+
+
+async def test_post_translate_modify_echoes_every_list() -> None:
+    request = pb.PostTranslateModifyRequest(
+        clusters=[cluster_pb2.Cluster(name=f"c{i}") for i in range(3)],
+        secrets=[secret_pb2.Secret(name="s")],
+        routes=[route_pb2.RouteConfiguration(name="r")],
+    )
+    async with served() as (_, channel):
+        answer = await call(channel, "PostTranslateModify", request, pb.PostTranslateModifyResponse)
+    assert [c.name for c in answer.clusters] == ["c0", "c1", "c2"]
+    assert [s.name for s in answer.secrets] == ["s"]
+    assert [r.name for r in answer.routes] == ["r"]
+    assert list(answer.listeners) == []
+    for got, sent in zip(answer.clusters, request.clusters, strict=True):
+        assert got.SerializeToString(deterministic=True) == sent.SerializeToString(deterministic=True)
+
+
+async def test_the_hooks_tsgw_does_not_use_answer_no_change() -> None:
+    route = route_components_pb2.Route(name="httproute/apps/web/rule/0/match/0")
+    async with served() as (service, channel):
+        answer = await call(
+            channel, "PostRouteModify", pb.PostRouteModifyRequest(route=route), pb.PostRouteModifyResponse
+        )
+        vhost = await call(
+            channel,
+            "PostVirtualHostModify",
+            pb.PostVirtualHostModifyRequest(virtual_host=route_components_pb2.VirtualHost(name="v")),
+            pb.PostVirtualHostModifyResponse,
+        )
+    assert not answer.HasField("route")
+    assert not vhost.HasField("virtual_host")
+    assert service.calls == {"PostRouteModify": 1, "PostVirtualHostModify": 1}

@@ -1,0 +1,42 @@
+"""tsgw.extension's public surface is curated."""
+
+import dataclasses
+
+import tsgw.extension
+
+
+def test_extension_exports_exactly_the_curated_names() -> None:
+    assert sorted(tsgw.extension.__all__) == sorted(
+        [
+            "BACKEND_KIND",
+            "SERVICE",
+            "ClusterAnswer",
+            "ExtensionOptions",
+            "ExtensionService",
+            "TailnetBackend",
+            "contexts",
+            "messages",
+            "post_cluster_modify",
+            "post_translate_modify",
+            "tailnet_backend",
+        ]
+    )
+
+
+def test_options_state_every_default() -> None:
+    opts = tsgw.extension.ExtensionOptions()
+    assert (opts.cluster_domain, opts.dns_refresh_s) == ("cluster.local", 5.0)
+    assert dataclasses.is_dataclass(opts)
+
+
+def test_the_service_name_is_envoy_gateways() -> None:
+    service = tsgw.extension.messages.DESCRIPTOR.services_by_name["EnvoyGatewayExtension"]
+    assert service.full_name == tsgw.extension.SERVICE
+    assert sorted(m.name for m in service.methods) == [
+        "PostClusterModify",
+        "PostEndpointsModify",
+        "PostHTTPListenerModify",
+        "PostRouteModify",
+        "PostTranslateModify",
+        "PostVirtualHostModify",
+    ]

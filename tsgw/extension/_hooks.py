@@ -1,0 +1,251 @@
+"""The hooks' logic, with no I/O: Envoy Gateway's request in, the answer out.
+
+Upstream: Envoy Gateway v1.9.0, ``proto/extension/service.proto`` (vendored in
+``proto/envoygateway``), the callers ``internal/xds/translator/extension.go`` and
+``internal/extension/registry/xds_hook.go``, and custom backends in
+``internal/gatewayapi/route.go`` (``processDestinationSetting``, ``processBackendExtensions``).
+
+**Custom backends** (``PostClusterModify``). Envoy Gateway is configured with
+``backendResources: [{group: gateway.tailscale.com, version: v1alpha1, kind:
+TailscaleEndpoints}]``. For an HTTPRoute or GRPCRoute rule whose ``backendRefs`` name one, it
+builds a cluster with no endpoints, named after the rule (``httproute/<ns>/<name>/rule/<i>``),
+and sends it with every extension resource of the rule (as Kubernetes JSON). The answer is that
+cluster turned into a ``STRICT_DNS`` cluster whose endpoints are the ClusterIP Services tsgw owns
+for those TailscaleEndpoints (``<name>.<namespace>.svc.<cluster domain>``): traffic reaches the
+tailnet through tsgw's egress proxies, which apply the targets' weights, priorities and
+failover. Everything else Envoy Gateway set on the cluster (timeouts, circuit breakers, HTTP/2
+for gRPC, TLS) is kept.
+
+Why the answer comes from the object Envoy Gateway sends, not from tsgw's model: Envoy Gateway
+watches the backend resources itself and calls the hook again whenever one changes, but never
+when tsgw's model changes. An answer that depended on the model could stay stale for good; one
+computed from the object is the same on every replica and always current. The Service's name
+and ports are pure functions of the object (:func:`tsgw.translate.egress_service_name`,
+:func:`tsgw.translate.egress_service_ports`), and the DNS cluster resolves the Service once tsgw
+created it, without another translation by Envoy Gateway.
+
+Envoy Gateway v1.9.0 calls the hook for HTTPRoutes only: ``processGRPCRouteRules`` discards
+the custom backend object ``processBackendRef`` returns, so a GRPCRoute's cluster stays without
+endpoints (``tests/integration/extension`` trips when a release changes that).
+
+**Which port.** Envoy Gateway v1.9.0 does not pass a custom backendRef's ``port`` to the
+extension (its destination setting keeps only name and weight). The port is the Service's port
+whose protocol suits the route: HTTP for an HTTPRoute, GRPC for a GRPCRoute, then the other of
+the two, then TCP; the lowest such port. TLS ports (passthrough) are never chosen. An object with
+no usable port, or invalid by tsgw's schema, is a problem: the cluster is left as Envoy Gateway
+built it (no endpoints: that route answers 503), and other routes are unaffected.
+
+**Not ours.** A request whose resources include no TailscaleEndpoints gets ``None`` (Envoy
+Gateway keeps its cluster untouched). ``PostTranslateModify`` echoes every list it received,
+unchanged (Envoy Gateway replaces its lists with the answer's, so an empty answer would delete
+them), and byte for byte: :func:`post_translate_modify` works on the wire format and never
+decodes a resource (the request can hold every cluster, listener and route of a translation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, TypeGuard
+
+import orjson
+from envoy.config.cluster.v3 import cluster_pb2
+
+from tsgw import api, translate
+from tsgw.api import GROUP
+from tsgw.model import Protocol
+
+__all__ = [
+    "BACKEND_KIND",
+    "ClusterAnswer",
+    "ExtensionOptions",
+    "TailnetBackend",
+    "post_cluster_modify",
+    "post_translate_modify",
+    "tailnet_backend",
+]
+
+BACKEND_KIND = "TailscaleEndpoints"
+"""The custom backend kind (group :data:`tsgw.api.GROUP`) this extension builds clusters for."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExtensionOptions:
+    """How the extension builds clusters."""
+
+    cluster_domain: str = "cluster.local"
+    """The cluster's DNS domain, in the Services' names Envoy Gateway's Envoy resolves.
+    Default: "cluster.local" (kubelet's ``--cluster-domain`` default)."""
+    dns_refresh_s: float = 5.0
+    """How often Envoy Gateway's Envoy resolves a Service's name again. Default: 5.0 s (Envoy's
+    own default for ``dns_refresh_rate``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TailnetBackend:
+    """A TailscaleEndpoints as Envoy Gateway's Envoy reaches it: its egress Service."""
+
+    namespace: str
+    name: str
+    host: str
+    """``<service>.<namespace>.svc.<cluster domain>``"""
+    port: int
+    protocol: Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterAnswer:
+    """What ``PostClusterModify`` answers."""
+
+    cluster: cluster_pb2.Cluster | None
+    """The modified cluster; None leaves Envoy Gateway's unchanged."""
+    backends: tuple[TailnetBackend, ...] = ()
+    problems: tuple[str, ...] = ()
+    """Why a resource of ours gave no endpoint (for the log: the hook never fails on them)."""
+
+
+_PREFERENCE = {
+    "httproute": (Protocol.HTTP, Protocol.GRPC, Protocol.TCP),
+    "grpcroute": (Protocol.GRPC, Protocol.HTTP, Protocol.TCP),
+}
+_DEFAULT_PREFERENCE = (Protocol.HTTP, Protocol.GRPC, Protocol.TCP)
+
+
+def _route_kind(cluster_name: str) -> str:
+    """``httproute`` or ``grpcroute`` from Envoy Gateway's cluster name
+    (``internal/gatewayapi/helpers.go``: ``<route type>/<ns>/<name>/rule/<i>``)."""
+    return cluster_name.partition("/")[0]
+
+
+def _is_ours(raw: object) -> TypeGuard[dict[str, Any]]:
+    if not isinstance(raw, dict) or raw.get("kind") != BACKEND_KIND:
+        return False
+    api_version = raw.get("apiVersion")
+    return isinstance(api_version, str) and api_version.partition("/")[0] == GROUP
+
+
+def tailnet_backend(raw: dict[str, Any], route_kind: str, options: ExtensionOptions) -> TailnetBackend | str:
+    """The egress Service of one TailscaleEndpoints object (Kubernetes JSON, decoded), or why
+    there is none."""
+    md = raw.get("metadata")
+    where = f"{md.get('namespace')}/{md.get('name')}" if isinstance(md, dict) else "TailscaleEndpoints"
+    try:
+        obj = api.load(raw)
+    except api.ValidationError as e:
+        return f"TailscaleEndpoints {where} is invalid: {e}"
+    ports = dict(translate.egress_service_ports(obj.spec))
+    for proto in _PREFERENCE.get(route_kind, _DEFAULT_PREFERENCE):
+        usable = [port for port, p in ports.items() if p is proto]
+        if usable:
+            ns, name = obj.metadata.namespace, obj.metadata.name
+            svc = translate.egress_service_name(name)
+            host = f"{svc}.{ns}.svc.{options.cluster_domain}"
+            return TailnetBackend(ns, name, host, min(usable), proto)
+    return f"TailscaleEndpoints {where} has no HTTP, GRPC or TCP port for a {route_kind or 'route'}"
+
+
+def _decode(resource: bytes) -> object:
+    try:
+        return orjson.loads(resource)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def post_cluster_modify(
+    cluster: cluster_pb2.Cluster, resources: Sequence[bytes], options: ExtensionOptions
+) -> ClusterAnswer:
+    """``PostClusterModify``: Envoy Gateway's cluster for a rule's custom backends, and the
+    rule's extension resources (``PostClusterExtensionContext.backend_extension_resources``)."""
+    ours = [raw for raw in map(_decode, resources) if _is_ours(raw)]
+    if not ours:
+        return ClusterAnswer(None)
+    kind = _route_kind(cluster.name)
+    backends: dict[tuple[str, int], TailnetBackend] = {}
+    problems: list[str] = []
+    for raw in ours:
+        found = tailnet_backend(raw, kind, options)
+        if isinstance(found, str):
+            problems.append(found)
+        else:
+            backends.setdefault((found.host, found.port), found)
+    if not backends:
+        return ClusterAnswer(None, (), tuple(problems))
+    chosen = tuple(backends[k] for k in sorted(backends))
+    out = cluster_pb2.Cluster()
+    out.CopyFrom(cluster)
+    out.ClearField("eds_cluster_config")
+    out.type = cluster_pb2.Cluster.STRICT_DNS
+    out.dns_refresh_rate.FromNanoseconds(round(options.dns_refresh_s * 1e9))
+    out.load_assignment.Clear()
+    out.load_assignment.cluster_name = out.name
+    locality = out.load_assignment.endpoints.add()
+    # As Envoy Gateway's own assignments do (internal/xds/translator/cluster.go): its clusters
+    # balance localities by weight. (Envoy 1.40 routes to one unweighted locality all the same.)
+    locality.load_balancing_weight.value = 1
+    for b in chosen:
+        lb = locality.lb_endpoints.add()
+        address = lb.endpoint.address.socket_address
+        address.address = b.host
+        address.port_value = b.port
+    return ClusterAnswer(out, chosen, tuple(problems))
+
+
+# PostTranslateModify: request fields 2..5 (clusters, secrets, listeners, routes) are the
+# response's fields 1..4, with the same message types (service.proto).
+_TRANSLATE_FIELDS = {2: 1, 3: 2, 4: 3, 5: 4}
+_LEN = 2  # wire type of a length-delimited field
+
+
+def _varint(data: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if i >= len(data) or shift > 63:
+            raise ValueError("truncated or overlong varint")
+        b = data[i]
+        value |= (b & 0x7F) << shift
+        i += 1
+        if not b & 0x80:
+            return value, i
+        shift += 7
+
+
+def _put_varint(value: int, out: bytearray) -> None:
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+
+
+def post_translate_modify(request: bytes) -> bytes:
+    """``PostTranslateModify``: a serialized ``PostTranslateModifyRequest`` → the serialized
+    response that gives Envoy Gateway back every cluster, secret, listener and route it sent, in
+    order and byte for byte (each resource's bytes are copied, never decoded). The context
+    (field 1) and fields this version does not know are dropped. Raises ``ValueError`` on bytes
+    that are not a protobuf message."""
+    out = bytearray()
+    i, n = 0, len(request)
+    while i < n:
+        tag, i = _varint(request, i)
+        field, wire = tag >> 3, tag & 7
+        if wire == _LEN:
+            size, i = _varint(request, i)
+            end = i + size
+            if end > n:
+                raise ValueError("truncated field")
+            target = _TRANSLATE_FIELDS.get(field)
+            if target is not None:
+                _put_varint(target << 3 | _LEN, out)
+                _put_varint(size, out)
+                out += request[i:end]
+            i = end
+        elif wire == 0:
+            _, i = _varint(request, i)
+        elif wire == 1:
+            i += 8
+        elif wire == 5:
+            i += 4
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+        if i > n:
+            raise ValueError("truncated field")
+    return bytes(out)
