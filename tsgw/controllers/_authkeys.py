@@ -209,8 +209,7 @@ class AuthKeyReconciler:
                 continue
             current = state.get(AUTHKEY_FIELD)
             try:
-                # A new key is stored by the lifecycle with its id in one write (and a re-issue
-                # request cleared: containerboot picks the new key from its config file).
+                # A new key is stored by the lifecycle with its id in one write.
                 want = await lc.config_key(replica, request, current_key=current, key_field=AUTHKEY_FIELD)
             except TailscaleError as e:
                 log.warning("auth key not minted; will retry", replica=replica, error=str(e))

@@ -175,7 +175,7 @@ class AuthKeyLifecycle:
         None once it has (the used key leaves the file).
 
         ``key_field``: a state field to store a newly minted key in, with its id, in the same
-        write (and the re-issue request cleared), so the caller has nothing more to store for it.
+        write, so the caller has nothing more to store for it.
         """
         async with self._lock(replica):
             state = await self._store.load(replica) or {}
@@ -190,9 +190,11 @@ class AuthKeyLifecycle:
                 # Its id, so that a replica removed before it used the key gets it revoked.
                 changes: dict[str, str | None] = {StateKeys.AUTHKEY_ID: key.id}
                 if key_field is not None:
+                    # A re-issue request stays: containerboot clears it, with the old device's
+                    # fields, once it read the new key from its config file. Cleared here, the
+                    # stale device_id beside the new key would read as "registered" and the key
+                    # would leave the file before the proxy ever read it.
                     changes[key_field] = key.key
-                    if broken is not None:
-                        changes[StateKeys.REISSUE_AUTHKEY] = None  # answered
                 await self._store.save(replica, changes)
                 log.info("tailscale.authkey_minted", replica=replica, key_id=key.id, reissue=reissue)
                 return key.key

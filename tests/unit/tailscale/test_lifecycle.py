@@ -173,13 +173,22 @@ async def test_config_mode_answers_a_reissue_request_once_deleting_the_stale_dev
     # Until containerboot picks the new key up and clears the request, nothing more is minted.
     assert await life.config_key("web-0", REQ, current_key=new) == new
     assert fake.count("POST", KEYS) == 2
+    # containerboot reads the new key and clears the request with the old device's fields; the
+    # key stays in the file until the new device registered, then leaves it.
+    await store.save("web-0", {StateKeys.REISSUE_AUTHKEY: None, StateKeys.DEVICE_ID: None})
+    assert await life.config_key("web-0", REQ, current_key=new) == new
+    dev2 = fake.register_device(new, "web-0")
+    await store.save("web-0", {StateKeys.DEVICE_ID: dev2["nodeId"]})
+    assert await life.config_key("web-0", REQ, current_key=new) is None
+    assert fake.count("POST", KEYS) == 2
 
 
 async def test_config_mode_stores_a_new_key_with_its_id_in_one_write(
     fake: FakeTailscale, ts: TailscaleClient
 ) -> None:
-    """With ``key_field`` the key, its id and the answered re-issue request are one write to the
-    state (the operator's state Secret: one API write per key, not two)."""
+    """With ``key_field`` the key and its id are one write to the state (the operator's state
+    Secret: one API write per key, not two). A re-issue request is left for containerboot to
+    clear: it clears it with the old device's fields once it read the new key."""
     store = MemoryStateStore()
     saves: list[dict[str, str | None]] = []
     real_save = store.save
@@ -200,9 +209,7 @@ async def test_config_mode_stores_a_new_key_with_its_id_in_one_write(
     new = await life.config_key("web-0", REQ, current_key=key, key_field="tsgw-authkey")
     assert new is not None
     assert new != key
-    assert saves[-1] == {
-        StateKeys.AUTHKEY_ID: saves[-1][StateKeys.AUTHKEY_ID],
-        "tsgw-authkey": new,
-        StateKeys.REISSUE_AUTHKEY: None,
-    }
+    assert saves[-1] == {StateKeys.AUTHKEY_ID: saves[-1][StateKeys.AUTHKEY_ID], "tsgw-authkey": new}
     assert len(saves) == 2
+    # The stale device_id beside the new key does not take the key out of the file.
+    assert await life.config_key("web-0", REQ, current_key=new, key_field="tsgw-authkey") == new
