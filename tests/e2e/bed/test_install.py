@@ -36,6 +36,8 @@ def installed(bed: Bed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pa
     """The install applied; yields the overlay's folder. Deleted at the end if a test did not."""
     assert bed.tailnet is not None
     tree = copy_install(tmp_path_factory.mktemp("install"))
+    # A real API key: the proxy group's pods start only once each replica's key is minted.
+    (tree / "overlays" / "headscale" / "api_key").write_text(bed.tailnet.api_key())
     overlay = tree / "overlays" / "bed"
     shutil.copytree(OVERLAY, overlay)
     (overlay / "headscale-url.yaml").write_text(
