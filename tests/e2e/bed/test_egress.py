@@ -89,15 +89,15 @@ def installed(bed: Bed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pa
     )
 
 
-def _endpoints(address: str, name: str) -> str:
+def _endpoints(address: str, name: str, *, obj: str = "echo", replicas: int = 2) -> str:
     return textwrap.dedent(
         f"""
         apiVersion: gateway.tailscale.com/v1alpha1
         kind: TailscaleEndpoints
-        metadata: {{name: echo, namespace: {APPS}}}
+        metadata: {{name: {obj}, namespace: {APPS}}}
         spec:
           tailnetRef: {{name: headscale}}
-          proxy: {{replicas: 2}}
+          proxy: {{replicas: {replicas}}}
           targets:
             - name: by-address
               address: "{address}"
@@ -286,7 +286,7 @@ def test_traffic_survives_a_proxy_replica_killed_and_the_leader_operator_killed(
     programmed)."""
     assert bed.tailnet is not None
     device = bed.tailnet.device("ha-device", bed.tailnet.preauth_key_for())
-    bed.apply(_endpoints(device.ip4(), "ha-device").replace("name: echo,", "name: ha,"))
+    bed.apply(_endpoints(device.ip4(), "ha-device", obj="ha"))
     proxies = "app.kubernetes.io/name=tsgw-proxy,app.kubernetes.io/instance=ha-tsep"
     wait(
         lambda: len([p for p in pods(bed, proxies, APPS) if ready(p)]) == 2,
@@ -367,3 +367,183 @@ def test_traffic_survives_a_proxy_replica_killed_and_the_leader_operator_killed(
     )
     bed.kubectl("delete", "tailscaleendpoints", "-n", APPS, "ha")
     bed.kubectl("delete", "pod", "-n", APPS, "ha-client", "--wait=false")
+
+
+def _nodes_named(bed: Bed, name: str) -> list[dict[str, object]]:
+    assert bed.tailnet is not None
+    return [
+        n
+        for n in bed.tailnet.headscale_cli("nodes", "list") or []
+        if name in (n.get("name"), n.get("given_name"), n.get("givenName"))
+    ]
+
+
+def _proxy_keys(bed: Bed) -> list[dict[str, object]]:
+    """Headscale's pre-auth keys carrying the proxies' tag (the test devices' keys carry none)."""
+    assert bed.tailnet is not None
+    return [
+        k
+        for k in bed.tailnet.headscale_cli("preauthkeys", "list") or []
+        if "tag:k8s" in (k.get("acl_tags") or k.get("aclTags") or k.get("tags") or ())
+    ]
+
+
+def _usable(key: dict[str, object]) -> bool:
+    """A key that could still join a device: not used (single-use) and not expired."""
+    expiry = (key.get("expiration") or {}) if isinstance(key.get("expiration"), dict) else {}
+    expired = bool(expiry) and float(expiry.get("seconds", 0)) < time.time()  # type: ignore[arg-type]
+    return not key.get("used") and not key.get("reusable") and not expired
+
+
+def _state(bed: Bed, secret: str) -> dict[str, str]:
+    data = bed.get("secret", "-n", APPS, secret).get("data") or {}
+    return {k: base64.b64decode(v).decode(errors="replace") for k, v in data.items()}
+
+
+def _curl_until(bed: Bed, pod: str, url: str, want: str) -> None:
+    log = run_pod(
+        bed,
+        pod,
+        f"for i in $(seq 1 40); do r=$(curl -sf --max-time 3 {url}) && "
+        f'echo "$r" | grep -qx {want} && echo "$r" && exit 0; sleep 1; done; exit 1',
+    )
+    assert want in log.splitlines(), log
+
+
+def test_keys_and_devices_across_a_leader_restart_a_scale_down_and_a_deletion(
+    bed: Bed, installed: Path
+) -> None:
+    """The leader operator is killed right after the object is applied (mid-reconcile): the
+    other replica takes over and no key is minted twice (exactly one per replica). Scaling 2→1
+    deletes one device; deleting the object leaves no device, no usable key and no Secret."""
+    assert bed.tailnet is not None
+    device = bed.tailnet.device("keys-device", bed.tailnet.preauth_key_for())
+    keys_before = len(_proxy_keys(bed))
+    leader = _lease_holder(bed)
+    bed.apply(_endpoints(device.ip4(), "keys-device", obj="keys", replicas=2))
+    bed.kubectl("delete", "pod", "-n", NS, leader, "--grace-period=0", "--force", "--wait=false")
+    wait(
+        lambda: all(_state(bed, f"keys-tsep-{i}").get("device_id") for i in (0, 1)),
+        timeout=240,
+        what="both proxies joined under the new leader",
+        interval=1,
+    )
+    assert _lease_holder(bed) != leader
+    assert len(_proxy_keys(bed)) == keys_before + 2, "one key per replica, none twice"
+    assert all(len(_nodes_named(bed, f"keys-tsep-{i}")) == 1 for i in (0, 1))
+
+    bed.kubectl(
+        "patch",
+        "tailscaleendpoints",
+        "-n",
+        APPS,
+        "keys",
+        "--type=merge",
+        "-p",
+        '{"spec":{"proxy":{"replicas":1}}}',
+    )
+    wait(lambda: not _nodes_named(bed, "keys-tsep-1"), timeout=120, what="replica 1's device deleted")
+    assert len(_nodes_named(bed, "keys-tsep-0")) == 1
+
+    bed.kubectl("delete", "tailscaleendpoints", "-n", APPS, "keys")
+    wait(lambda: not _nodes_named(bed, "keys-tsep-0"), timeout=120, what="replica 0's device deleted")
+    wait(
+        lambda: (
+            not [
+                s
+                for s in bed.get("secrets", "-n", APPS, "-l", "app.kubernetes.io/managed-by=tsgw")["items"]
+                if s["metadata"]["name"].startswith("keys-tsep")
+            ]
+        ),
+        timeout=120,
+        what="every Secret of the object gone",
+    )
+    usable = [k for k in _proxy_keys(bed) if _usable(k)]
+    assert not usable, f"keys that could still join a device: {usable}"
+
+
+def test_egress_fails_over_to_the_next_priority_when_the_primary_device_stops_answering(
+    bed: Bed, installed: Path
+) -> None:
+    assert bed.tailnet is not None
+    primary = bed.tailnet.device("fo-primary", bed.tailnet.preauth_key_for())
+    standby = bed.tailnet.device("fo-standby", bed.tailnet.preauth_key_for())
+    bed.apply(
+        textwrap.dedent(
+            f"""
+            apiVersion: gateway.tailscale.com/v1alpha1
+            kind: TailscaleEndpoints
+            metadata: {{name: fo, namespace: {APPS}}}
+            spec:
+              tailnetRef: {{name: headscale}}
+              proxy: {{replicas: 1}}
+              failover: {{consecutiveFailures: 1, ejectionTime: 60s, interval: 1s, retries: 1}}
+              targets:
+                - {{name: primary, address: "{primary.ip4()}", ports: [{{port: 8080, protocol: HTTP}}]}}
+                - {{name: standby, address: fo-standby, priority: 1, ports: [{{port: 8080, protocol: HTTP}}]}}
+            """
+        )
+    )
+    _curl_until(bed, "fo-before", f"http://fo.{APPS}.svc:8080/", "fo-primary")
+    assert primary.server is not None
+    primary.server.stop()
+    # Every request after the stop is answered: the first one's retry goes to the next tier,
+    # and the primary is ejected.
+    log = run_pod(
+        bed,
+        "fo-after",
+        f"ok=0; for i in $(seq 1 10); do   curl -sf --max-time 5 http://fo.{APPS}.svc:8080/ | head -1; done",
+    )
+    answers = [ln for ln in log.splitlines() if ln.strip()]
+    assert answers == ["fo-standby"] * 10, log
+    assert standby.ip4()
+    bed.kubectl("delete", "tailscaleendpoints", "-n", APPS, "fo")
+
+
+def test_a_tailnet_with_wrong_credentials_gets_a_condition_and_breaks_nothing_else(
+    bed: Bed, installed: Path
+) -> None:
+    bed.apply(
+        textwrap.dedent(
+            f"""
+            apiVersion: v1
+            kind: Secret
+            metadata: {{name: wrong-key, namespace: {NS}}}
+            stringData: {{api_key: not-a-key}}
+            ---
+            apiVersion: gateway.tailscale.com/v1alpha1
+            kind: TailscaleTailnet
+            metadata: {{name: wrong}}
+            spec:
+              controlPlane: {{type: Headscale, apiURL: "{bed.tailnet.url if bed.tailnet else ""}"}}
+              credentials: {{secretRef: {{namespace: {NS}, name: wrong-key}}, apiKey: {{key: api_key}}}}
+              tags: ["tag:k8s"]
+            """
+        )
+    )
+    restarts = {
+        p["metadata"]["name"]: sum(
+            c.get("restartCount", 0) for c in p["status"].get("containerStatuses") or ()
+        )
+        for p in pods(bed, OPERATOR, NS)
+    }
+
+    def condition(name: str) -> dict[str, str]:
+        status = bed.get("tailscaletailnet", name).get("status") or {}
+        return {c["type"]: c for c in status.get("conditions") or ()}.get("Ready") or {}
+
+    ready_ = wait(
+        lambda: condition("wrong").get("reason") == "AuthFailed" and condition("wrong"),
+        timeout=60,
+        what="AuthFailed",
+    )
+    assert ready_["status"] == "False"
+    assert condition("headscale").get("status") == "True"
+    # The operator keeps running: no restart, both replicas still Ready.
+    time.sleep(3)  # (a window for a crash loop to show, not a wait for an event)
+    for p in pods(bed, OPERATOR, NS):
+        n = sum(c.get("restartCount", 0) for c in p["status"].get("containerStatuses") or ())
+        assert n == restarts.get(p["metadata"]["name"], n), p["metadata"]["name"]
+        assert ready(p)
+    bed.kubectl("delete", "tailscaletailnet", "wrong")
+    bed.kubectl("delete", "secret", "-n", NS, "wrong-key")
