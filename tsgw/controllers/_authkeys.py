@@ -98,10 +98,14 @@ def auth_keys_from_secrets(secrets: Iterable[RawObject]) -> dict[str, str]:
 
 
 def _settled(state: Mapping[str, str]) -> bool:
-    """Registered and nothing waiting: no key in the config, no re-issue asked for."""
+    """Registered and nothing waiting: no key in the config, no re-issue asked for.
+
+    A re-issue request is the field's presence, not its value: containerboot writes the key its
+    config held, which is empty once the used key left the file (the usual case: an admin
+    deleted the device and the pod restarted)."""
     return bool(
         state.get(StateKeys.DEVICE_ID)
-        and not state.get(StateKeys.REISSUE_AUTHKEY)
+        and StateKeys.REISSUE_AUTHKEY not in state
         and state.get(AUTHKEY_FIELD) is None
     )
 

@@ -410,6 +410,52 @@ def _curl_until(bed: Bed, pod: str, url: str, want: str) -> None:
     assert want in log.splitlines(), log
 
 
+def test_a_proxy_whose_device_was_deleted_rejoins_with_exactly_one_new_key(bed: Bed, installed: Path) -> None:
+    """An admin deletes the proxy's device and the pod restarts: containerboot cannot log in with
+    its old node key and has no key in its config (the used one left it), so it asks for a new
+    one (``reissue_authkey``); the operator mints exactly one, and the proxy is back on the
+    tailnet and carrying traffic without a human."""
+    assert bed.tailnet is not None
+    device = bed.tailnet.device("rejoin-device", bed.tailnet.preauth_key_for())
+    bed.apply(_endpoints(device.ip4(), "rejoin-device", obj="rejoin", replicas=1))
+    old = wait(
+        lambda: _state(bed, "rejoin-tsep-0").get("device_id"),
+        timeout=180,
+        what="the proxy joined",
+        interval=1,
+    )
+    _curl_until(bed, "rejoin-before", f"http://rejoin.{APPS}.svc:8080/", "rejoin-device")
+    keys_before = len(_proxy_keys(bed))
+    (node,) = _nodes_named(bed, "rejoin-tsep-0")
+    bed.tailnet.headscale_cli("nodes", "delete", "-i", str(node["id"]), "--force")
+    bed.kubectl("delete", "pod", "-n", APPS, "rejoin-tsep-0", "--wait=false")
+    t0 = time.monotonic()
+    try:
+        new = wait(
+            lambda: (d := _state(bed, "rejoin-tsep-0").get("device_id")) and d != old and d,
+            timeout=300,
+            what="the proxy re-joined as a new device",
+            interval=1,
+        )
+    except AssertionError as e:
+        state = {k: (v if k != "authkey" else "<set>") for k, v in _state(bed, "rejoin-tsep-0").items()}
+        log = bed.kubectl("logs", "-n", APPS, "rejoin-tsep-0", "-c", "tailscale", "--tail=40", check=False)
+        raise AssertionError(f"{e}\nstate Secret: {sorted(state)}\ntailscale log:\n{log}") from None
+    print(
+        f"\nre-issue: device {old} deleted, pod restarted; "
+        f"re-joined as {new} after {time.monotonic() - t0:.1f} s"
+    )
+    _curl_until(bed, "rejoin-after", f"http://rejoin.{APPS}.svc:8080/", "rejoin-device")
+    assert len(_proxy_keys(bed)) == keys_before + 1, "exactly one new key"
+    assert len(_nodes_named(bed, "rejoin-tsep-0")) == 1
+    assert (
+        "reissue_authkey" not in _state(bed, "rejoin-tsep-0")
+        or not _state(bed, "rejoin-tsep-0")["reissue_authkey"]
+    )
+    bed.kubectl("delete", "tailscaleendpoints", "-n", APPS, "rejoin")
+    wait(lambda: not _nodes_named(bed, "rejoin-tsep-0"), timeout=120, what="the proxy's device deleted")
+
+
 def test_keys_and_devices_across_a_leader_restart_a_scale_down_and_a_deletion(
     bed: Bed, installed: Path
 ) -> None:

@@ -183,6 +183,35 @@ async def test_config_mode_answers_a_reissue_request_once_deleting_the_stale_dev
     assert fake.count("POST", KEYS) == 2
 
 
+async def test_config_mode_answers_an_empty_reissue_request_once(
+    fake: FakeTailscale, ts: TailscaleClient
+) -> None:
+    """The usual re-issue: the used key already left the config file, so containerboot names
+    an empty key (``reissue_authkey: ""``) beside the stale device id. One new key, kept until
+    the new device registered."""
+    store = MemoryStateStore()
+    life = AuthKeyLifecycle(ts, store)
+    old = await life.config_key("web-0", REQ, current_key=None, key_field="tsgw-authkey")
+    assert old is not None
+    dev = fake.register_device(old, "web-0")
+    await store.save("web-0", {StateKeys.DEVICE_ID: dev["nodeId"], "tsgw-authkey": None})
+    fake.devices.pop(dev["nodeId"])  # an admin deletes the device; the pod restarts
+    await store.save("web-0", {StateKeys.REISSUE_AUTHKEY: ""})
+    new = await life.config_key("web-0", REQ, current_key=None, key_field="tsgw-authkey")
+    assert new is not None
+    assert new != old
+    state = await store.load("web-0")
+    assert state is not None
+    assert state["tsgw-authkey"] == new
+    assert await life.config_key("web-0", REQ, current_key=new, key_field="tsgw-authkey") == new
+    assert fake.count("POST", KEYS) == 2
+    await store.save("web-0", {StateKeys.REISSUE_AUTHKEY: None, StateKeys.DEVICE_ID: None})
+    dev2 = fake.register_device(new, "web-0")
+    await store.save("web-0", {StateKeys.DEVICE_ID: dev2["nodeId"]})
+    assert await life.config_key("web-0", REQ, current_key=new, key_field="tsgw-authkey") is None
+    assert fake.count("POST", KEYS) == 2
+
+
 async def test_config_mode_stores_a_new_key_with_its_id_in_one_write(
     fake: FakeTailscale, ts: TailscaleClient
 ) -> None:
