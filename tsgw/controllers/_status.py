@@ -94,11 +94,15 @@ async def write_condition(
     if body is None:
         return False
     md = obj.get("metadata") or {}
-    meta: dict[str, Any] = {"name": md["name"]}
-    if md.get("namespace"):
-        meta["namespace"] = md["namespace"]
-    await client.apply_status(resource, {"metadata": meta, "status": body}, field_manager=FIELD_MANAGER)
+    await _apply_status(client, resource, md.get("namespace") or "", md["name"], body)
     return True
+
+
+async def _apply_status(client: Client, resource: Resource, namespace: str, name: str, body: Any) -> None:
+    meta: dict[str, Any] = {"name": name}
+    if namespace:
+        meta["namespace"] = namespace
+    await client.apply_status(resource, {"metadata": meta, "status": body}, field_manager=FIELD_MANAGER)
 
 
 class StatusReconciler:
@@ -126,12 +130,7 @@ class StatusReconciler:
         body = status_body(st, current, now_rfc3339())
         if contains(current, body):
             return None  # (the server may hold more: defaults it filled in, fields others own)
-        meta: dict[str, Any] = {"name": req.name}
-        if req.namespace:
-            meta["namespace"] = req.namespace
-        await self.client.apply_status(
-            self.resource, {"metadata": meta, "status": body}, field_manager=FIELD_MANAGER
-        )
+        await _apply_status(self.client, self.resource, req.namespace, req.name, body)
         self.writes += 1
         self.writes_by_namespace[req.namespace] += 1
         return None
