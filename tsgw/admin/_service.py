@@ -16,8 +16,9 @@ import structlog
 from anyio.abc import TaskStatus
 from grpclib.const import Cardinality, Handler, Status
 from grpclib.exceptions import GRPCError
-from grpclib.server import Server, Stream
+from grpclib.server import Stream
 
+from tsgw import _grpc
 from tsgw._proto.tsgw.admin.v1 import admin_pb2 as pb
 from tsgw.xds import (
     AdsServer,
@@ -90,16 +91,7 @@ class AdminService:
         task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         """Serve until cancelled; reports the bound port through ``task_status``."""
-        server = Server([self])
-        await server.start(host, port)
-        try:
-            inner: Any = server._server  # grpclib has no public accessor for the bound port
-            task_status.started(int(inner.sockets[0].getsockname()[1]) if inner is not None else port)
-            await anyio.sleep_forever()
-        finally:
-            server.close()
-            with anyio.CancelScope(shield=True):
-                await server.wait_closed()
+        await _grpc.serve([self], host, port, task_status=task_status)
 
     # handlers --------------------------------------------------------------------------------
 

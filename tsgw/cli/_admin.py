@@ -21,7 +21,9 @@ from tsgw.cli._args import address
 _TYPES = ("sds", "cds", "eds", "lds", "rds")
 
 
-def _address_arg(p: argparse.ArgumentParser) -> None:
+def admin_address_arg(p: argparse.ArgumentParser) -> None:
+    """``--admin HOST:PORT``: where the admin API listens (``tsgw run``) or is dialled (the
+    inspecting commands); one flag, one default."""
     p.add_argument(
         "--admin",
         default=os.environ.get("TSGW_ADMIN", DEFAULT_ADDRESS),
@@ -36,32 +38,32 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     ssub = snap.add_subparsers(dest="snapshot_command", required=True, metavar="SUBCOMMAND")
 
     p = ssub.add_parser("list", help="stored snapshots per node group (current and recent)")
-    _address_arg(p)
+    admin_address_arg(p)
     p.add_argument("--group", default="", help="only this node group")
     p.set_defaults(run=_run(_list))
 
     p = ssub.add_parser("dump", help="one snapshot's resources")
-    _address_arg(p)
+    admin_address_arg(p)
     p.add_argument("--group", required=True)
     p.add_argument("--version", default="", help="version label or generation (default: current)")
     p.add_argument("-o", "--output", choices=["yaml", "json"], default="yaml")
     p.set_defaults(run=_run(_dump))
 
     p = ssub.add_parser("diff", help="what changed between two snapshots of a group")
-    _address_arg(p)
+    admin_address_arg(p)
     p.add_argument("--group", required=True)
     p.add_argument("old", help="version label or generation")
     p.add_argument("new", nargs="?", default="", help="version label or generation (default: current)")
     p.set_defaults(run=_run(_diff))
 
     p = ssub.add_parser("watch", help="print each new snapshot version as it is set")
-    _address_arg(p)
+    admin_address_arg(p)
     p.add_argument("--group", default="")
     p.add_argument("--count", type=int, default=0, help="stop after this many events (default: never)")
     p.set_defaults(run=_run(_watch))
 
     p = sub.add_parser("status", help="connected Envoys and what each has ACKed or NACKed")
-    _address_arg(p)
+    admin_address_arg(p)
     p.add_argument("-o", "--output", choices=["table", "json"], default="table")
     p.set_defaults(run=_run(_status))
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import anyio
 
 from tsgw import translate
-from tsgw.admin import DEFAULT_ADDRESS
+from tsgw.cli._admin import admin_address_arg
 from tsgw.cli._args import address, bind_address, port
 from tsgw.operator import Standalone, StandaloneOptions
 from tsgw.providers import FileOptions
@@ -36,13 +36,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="HOST:PORT",
         help="ADS server address (default: 0.0.0.0:18000 in a cluster, 127.0.0.1:18000 standalone)",
     )
-    p.add_argument(
-        "--admin",
-        default=os.environ.get("TSGW_ADMIN", DEFAULT_ADDRESS),
-        type=address,
-        metavar="HOST:PORT",
-        help=f"admin API address (default $TSGW_ADMIN or {DEFAULT_ADDRESS})",
-    )
+    admin_address_arg(p)
     p.add_argument(
         "--extension",
         default=None,

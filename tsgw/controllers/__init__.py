@@ -9,15 +9,18 @@ published and write what it asks for.
 - :mod:`._tailnets`: each tailnet's credentials checked (its Ready condition), its API client
   kept, its facts polled into a ConfigMap every replica reads.
 - :mod:`._authkeys`: one auth key per replica, kept in its state Secret until the device
-  registered; devices deleted before their state Secrets go (a finalizer).
+  registered; devices deleted before their state Secrets go (a finalizer); the owner's
+  ``AuthKeysReady`` condition when no key can be minted.
 - :mod:`._services`: the Tailscale Service (``svc:<name>``) of each ingress group claimed on
   the tailnet, and released (deleted with its last claim) when the group goes (a finalizer).
 """
 
 from tsgw.controllers._authkeys import (
     AUTHKEY_FIELD,
+    AUTHKEYS_READY,
     AuthKeyReconciler,
     SecretStateStore,
+    auth_keys_condition,
     auth_keys_from_secrets,
 )
 from tsgw.controllers._proxygroup import (
@@ -41,6 +44,7 @@ from tsgw.controllers._tailnets import (
 )
 
 __all__ = [
+    "AUTHKEYS_READY",
     "AUTHKEY_FIELD",
     "FACTS_KEY",
     "MANAGED_SELECTOR",
@@ -56,6 +60,7 @@ __all__ = [
     "TailnetReconciler",
     "add_proxygroup_controllers",
     "add_status_controllers",
+    "auth_keys_condition",
     "auth_keys_from_secrets",
     "contains",
     "enqueue_changed",

@@ -19,6 +19,13 @@ containerboot stored). This module gives it a store and a trigger:
   deleted, an uninstall) this controller deletes the device and revokes an unused key first,
   then removes the finalizer. Without working credentials the finalizer stays and the reason is
   logged; the object waits rather than leaking a device.
+- **When no key can be minted** (the tailnet is missing or not Ready, or the API refuses the
+  key), a replica's pod cannot start: the proxy-group controller holds the StatefulSet until
+  every new replica has its key. The owner says so in its condition ``AuthKeysReady``: False with
+  ``TailnetNotFound``, ``TailnetNotReady`` (the tailnet's own reason and message) or
+  ``MintFailed`` (the API's answer), naming the tailnet, and a Warning Event of that reason;
+  True (``Minted``) once every replica has a key or a device again. Written only when it
+  changes, and never on an object that never lacked a key (no write in the common case).
 """
 
 from __future__ import annotations
@@ -31,10 +38,12 @@ from typing import Any
 import structlog
 
 from tsgw.controllers._proxygroup import MANAGED_SELECTOR
+from tsgw.controllers._status import write_condition
 from tsgw.controllers._tailnets import TAILNET_LABEL, TailnetClients
 from tsgw.kube import (
     SECRETS,
     Client,
+    EventRecorder,
     InformerOptions,
     Manager,
     NotFound,
@@ -43,11 +52,19 @@ from tsgw.kube import (
     Resource,
     Result,
 )
+from tsgw.model import Condition
 from tsgw.pipeline import Pipeline
 from tsgw.tailscale import AuthKeyLifecycle, AuthKeyRequest, StateKeys, TailscaleError
 from tsgw.translate import DEVICE_FINALIZER
 
-__all__ = ["AUTHKEY_FIELD", "AuthKeyReconciler", "SecretStateStore", "auth_keys_from_secrets"]
+__all__ = [
+    "AUTHKEYS_READY",
+    "AUTHKEY_FIELD",
+    "AuthKeyReconciler",
+    "SecretStateStore",
+    "auth_keys_condition",
+    "auth_keys_from_secrets",
+]
 
 log = structlog.get_logger("tsgw.controllers.authkeys")
 
@@ -56,6 +73,55 @@ AUTHKEY_FIELD = "tsgw-authkey"
 """The state Secret's field holding the key the replica's config file should carry."""
 OWNER_KIND = "gateway.tailscale.com/owner-kind"
 OWNER_NAME = "gateway.tailscale.com/owner-name"
+AUTHKEYS_READY = "AuthKeysReady"
+"""The owner's condition saying whether its proxies' auth keys can be minted."""
+_WAITS = "a proxy replica starts only once its key is in its config"
+
+
+def _condition(obj: RawObject, type_: str) -> Mapping[str, Any] | None:
+    return next(
+        (c for c in (obj.get("status") or {}).get("conditions") or () if c.get("type") == type_), None
+    )
+
+
+def auth_keys_condition(
+    tailnet: str, tailnet_obj: RawObject | None, failure: str | None, current: RawObject
+) -> Condition | None:
+    """The owner's ``AuthKeysReady`` condition after a reconcile, or None to leave it as it is.
+
+    ``failure``: None when every replica that needed a key got one; ``""`` when no key could be
+    asked for (the tailnet has no API client); else why the API refused one. ``current`` is the
+    owner (its status: True is written only to clear a False). The tailnet's own ``Ready=False``
+    explains a failure best, so it wins over the API's message."""
+    if failure is None:
+        had = _condition(current, AUTHKEYS_READY)
+        if had is None or had.get("status") == "True":
+            return None
+        return Condition(AUTHKEYS_READY, True, "Minted", "every proxy replica has an auth key or a device")
+    if tailnet_obj is None:
+        return Condition(
+            AUTHKEYS_READY,
+            False,
+            "TailnetNotFound",
+            f"no auth key can be minted: TailscaleTailnet {tailnet!r} does not exist; {_WAITS}",
+        )
+    ready = _condition(tailnet_obj, "Ready")
+    if ready is not None and ready.get("status") == "False":
+        why = f"{ready.get('reason')}: {ready.get('message')}"
+        return Condition(
+            AUTHKEYS_READY,
+            False,
+            "TailnetNotReady",
+            f"no auth key can be minted: tailnet {tailnet!r} is not Ready ({why}); {_WAITS}"[:1000],
+        )
+    if not failure:
+        return None  # no client yet and no verdict on the tailnet: it is being checked
+    return Condition(
+        AUTHKEYS_READY,
+        False,
+        "MintFailed",
+        f"tailnet {tailnet!r} refused an auth key: {failure}; {_WAITS}"[:1000],
+    )
 
 
 def _decode(secret: Mapping[str, Any]) -> dict[str, str]:
@@ -115,10 +181,23 @@ class AuthKeyReconciler:
     away deleted. Requests are (namespace, owner name) of one owning kind."""
 
     def __init__(
-        self, manager: Manager, owner: Resource, pipeline: Pipeline, clients: TailnetClients
+        self,
+        manager: Manager,
+        owner: Resource,
+        pipeline: Pipeline,
+        clients: TailnetClients,
+        *,
+        tailnets: Resource | None = None,
+        recorder: EventRecorder | None = None,
     ) -> None:
+        """``tailnets`` (the TailscaleTailnet resource) lets the owner's ``AuthKeysReady``
+        condition say why its tailnet cannot mint keys; without it that condition is not written.
+        ``recorder`` adds a Warning Event whenever the condition turns False."""
         self.client: Client = manager.client
+        self.owner = owner
         self.kind = owner.kind
+        self.recorder = recorder
+        self.tailnets = manager.informer(tailnets).store if tailnets is not None else None
         self.pipeline = pipeline
         self.clients = clients
         self.secrets = manager.informer(SECRETS, InformerOptions(label_selector=MANAGED_SELECTOR)).store
@@ -189,13 +268,22 @@ class AuthKeyReconciler:
             return Result(requeue_after=5.0) if retry else None
         lc = self._lifecycle(group.tailnet, req.namespace)
         if lc is None:
-            return Result(requeue_after=5.0)  # the tailnet controller has not built its client yet
+            # The tailnet controller has not built its client yet, or cannot: say so if a replica
+            # waits for a key.
+            if any(
+                not _settled(_decode(s)) and not (s.get("metadata") or {}).get("deletionTimestamp")
+                for s in self._state_secrets(req)
+            ):
+                await self._report(owner, group.tailnet, "")
+            return Result(requeue_after=5.0)
+        failure: str | None = None
+        unseen = False  # a replica's state Secret not there yet: no verdict on its key
         request = AuthKeyRequest(tags=group.pod.tags, preauthorized=True, description=f"tsgw {req.namespace}")
         store = SecretStateStore(self.client, req.namespace)
         for replica in group.replica_names():
             live = self.secrets.get((req.namespace, replica))
             if live is None or (live.get("metadata") or {}).get("deletionTimestamp"):
-                retry = True  # the proxy-group controller creates it first
+                retry = unseen = True  # the proxy-group controller creates it first
                 continue
             state = _decode(live)
             if _settled(state):
@@ -206,7 +294,7 @@ class AuthKeyReconciler:
             # second key and leak the first.
             fresh = await store.load(replica)
             if fresh is None:
-                retry = True
+                retry = unseen = True
                 continue
             state = dict(fresh)
             if _settled(state):
@@ -217,11 +305,33 @@ class AuthKeyReconciler:
                 want = await lc.config_key(replica, request, current_key=current, key_field=AUTHKEY_FIELD)
             except TailscaleError as e:
                 log.warning("auth key not minted; will retry", replica=replica, error=str(e))
+                failure = failure or str(e) or type(e).__name__
                 retry = True
                 continue
             if want is None and current is not None:
                 await store.save(replica, {AUTHKEY_FIELD: None})  # registered: the key leaves
+        if failure is not None or not unseen:
+            await self._report(owner, group.tailnet, failure)
         return Result(requeue_after=5.0) if retry else None
+
+    async def _report(self, owner: RawObject, tailnet: str, failure: str | None) -> None:
+        """The owner's ``AuthKeysReady`` condition (:func:`auth_keys_condition`), written only
+        when it changes; a Warning Event when it turns False."""
+        if self.tailnets is None:
+            return
+        condition = auth_keys_condition(tailnet, self.tailnets.get(Request("", tailnet)), failure, owner)
+        if condition is None or not await write_condition(self.client, self.owner, owner, condition):
+            return
+        if not condition.status:
+            md = owner.get("metadata") or {}
+            log.warning(
+                "proxies wait for auth keys",
+                object=f"{md.get('namespace')}/{md.get('name')}",
+                reason=condition.reason,
+                message=condition.message,
+            )
+            if self.recorder is not None:
+                self.recorder.event(owner, "Warning", condition.reason, condition.message)
 
     async def _drop_finalizer(self, secret: RawObject) -> None:
         md = secret.get("metadata") or {}

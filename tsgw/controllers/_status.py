@@ -13,6 +13,10 @@ ResolvedRefs, and Programmed from the Envoys' ACKs and NACKs. This controller wr
   steady state makes no API calls. Server-side apply on the status subresource, field manager ``tsgw``.
 - A status for an older generation than the cached object is not written: the pipeline has not
   seen the new spec yet and will publish again.
+
+Conditions a controller derives from what it sees rather than from the pipeline (a tailnet's
+``Ready``, an owner's ``AuthKeysReady``) are written by :func:`write_condition`, merged the same
+way and likewise only when the object does not hold them already.
 """
 
 from __future__ import annotations
@@ -27,11 +31,28 @@ import anyio.lowlevel
 import structlog
 
 from tsgw.controllers._proxygroup import contains
-from tsgw.kube import Client, Controller, Manager, Request, Resource, Result, Store, controller_managed_by
+from tsgw.kube import (
+    Client,
+    Controller,
+    Manager,
+    RawObject,
+    Request,
+    Resource,
+    Result,
+    Store,
+    controller_managed_by,
+)
+from tsgw.model import Condition, ObjectRef, ObjectStatus
 from tsgw.pipeline import Pipeline, Published
 from tsgw.translate import status_body
 
-__all__ = ["FIELD_MANAGER", "StatusReconciler", "add_status_controllers", "enqueue_changed"]
+__all__ = [
+    "FIELD_MANAGER",
+    "StatusReconciler",
+    "add_status_controllers",
+    "enqueue_changed",
+    "write_condition",
+]
 
 log = structlog.get_logger("tsgw.controllers.status")
 
@@ -41,6 +62,47 @@ FIELD_MANAGER = "tsgw"
 def now_rfc3339() -> str:
     """The time to stamp on a condition that transitions (whole seconds, as metav1.Time)."""
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def condition_body(
+    kind: str, obj: RawObject, condition: Condition, extra: Mapping[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """The status that sets ``condition`` (and the ``extra`` fields) on ``obj``, merged into its
+    current status as :func:`tsgw.translate.status_body` merges translation's (the other
+    conditions and fields stay); None when the object holds all of it already."""
+    md = obj.get("metadata") or {}
+    ref = ObjectRef(kind, md.get("namespace") or "", md["name"], md.get("uid", ""), md.get("generation") or 0)
+    current = obj.get("status") or {}
+    body = status_body(ObjectStatus(ref, (condition,)), current, now_rfc3339())
+    body.update(extra or {})
+    return None if contains(current, body) else body
+
+
+async def write_condition(
+    client: Client,
+    resource: Resource,
+    obj: RawObject,
+    condition: Condition,
+    *,
+    extra: Mapping[str, Any] | None = None,
+) -> bool:
+    """Write one condition of ``obj`` (:func:`condition_body`) unless it holds it already; True
+    when it wrote. Server-side apply on the status subresource, field manager ``tsgw`` (the whole
+    merged status, as :class:`StatusReconciler` applies it, so neither writer drops the other's
+    conditions)."""
+    body = condition_body(resource.kind, obj, condition, extra)
+    if body is None:
+        return False
+    md = obj.get("metadata") or {}
+    await _apply_status(client, resource, md.get("namespace") or "", md["name"], body)
+    return True
+
+
+async def _apply_status(client: Client, resource: Resource, namespace: str, name: str, body: Any) -> None:
+    meta: dict[str, Any] = {"name": name}
+    if namespace:
+        meta["namespace"] = namespace
+    await client.apply_status(resource, {"metadata": meta, "status": body}, field_manager=FIELD_MANAGER)
 
 
 class StatusReconciler:
@@ -68,12 +130,7 @@ class StatusReconciler:
         body = status_body(st, current, now_rfc3339())
         if contains(current, body):
             return None  # (the server may hold more: defaults it filled in, fields others own)
-        meta: dict[str, Any] = {"name": req.name}
-        if req.namespace:
-            meta["namespace"] = req.namespace
-        await self.client.apply_status(
-            self.resource, {"metadata": meta, "status": body}, field_manager=FIELD_MANAGER
-        )
+        await _apply_status(self.client, self.resource, req.namespace, req.name, body)
         self.writes += 1
         self.writes_by_namespace[req.namespace] += 1
         return None

@@ -28,8 +28,7 @@ import orjson
 import structlog
 
 from tsgw import api
-from tsgw.controllers._proxygroup import contains
-from tsgw.controllers._status import now_rfc3339
+from tsgw.controllers._status import write_condition
 from tsgw.kube import (
     CONFIGMAPS,
     SECRETS,
@@ -43,7 +42,7 @@ from tsgw.kube import (
     Resource,
     Result,
 )
-from tsgw.model import Condition, ObjectRef, ObjectStatus
+from tsgw.model import Condition
 from tsgw.tailscale import (
     APIKey,
     AuthError,
@@ -57,7 +56,7 @@ from tsgw.tailscale import (
     owners_of,
 )
 from tsgw.tailscale import Client as TailscaleAPI
-from tsgw.translate import Device, TailnetFacts, status_body
+from tsgw.translate import Device, TailnetFacts
 
 __all__ = ["FACTS_KEY", "TAILNET_LABEL", "TailnetClients", "TailnetReconciler", "facts_configmap_name"]
 
@@ -246,20 +245,10 @@ class TailnetReconciler:
         self.facts_writes += 1
 
     async def _status(self, obj: RawObject, ok: bool, reason: str, message: str, *, suffix: str = "") -> None:
-        md = obj.get("metadata") or {}
-        ref = ObjectRef("TailscaleTailnet", "", md["name"], md.get("uid", ""), md.get("generation") or 0)
-        st = ObjectStatus(ref, (Condition("Ready", ok, reason, message[:1000]),))
-        current = obj.get("status") or {}
-        body = status_body(st, current, now_rfc3339())
-        if suffix:
-            body["magicDNSSuffix"] = suffix
-        if contains(current, body):
-            return
-        if not ok:
-            log.warning("tailnet not usable", tailnet=md["name"], reason=reason, message=message)
-        await self.client.apply_status(
-            self.resource, {"metadata": {"name": md["name"]}, "status": body}, field_manager=FIELD_MANAGER
-        )
+        ready = Condition("Ready", ok, reason, message[:1000])
+        extra = {"magicDNSSuffix": suffix} if suffix else None
+        if await write_condition(self.client, self.resource, obj, ready, extra=extra) and not ok:
+            log.warning("tailnet not usable", tailnet=obj["metadata"]["name"], reason=reason, message=message)
 
 
 def _facts(devices: list[Any], services: list[Any]) -> TailnetFacts:

@@ -22,8 +22,9 @@ from anyio.abc import TaskStatus
 from grpclib.const import Cardinality, Handler, Status
 from grpclib.encoding.base import CodecBase
 from grpclib.exceptions import GRPCError
-from grpclib.server import Server, Stream
+from grpclib.server import Stream
 
+from tsgw import _grpc
 from tsgw._proto.envoygateway.extension import service_pb2 as pb
 from tsgw.extension._hooks import ExtensionOptions, post_cluster_modify, post_translate_modify
 
@@ -141,13 +142,4 @@ class ExtensionService:
         task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         """Serve until cancelled; reports the bound port through ``task_status``."""
-        server = Server([self], codec=_Codec())
-        await server.start(host, port)
-        try:
-            inner: Any = server._server  # grpclib has no public accessor for the bound port
-            task_status.started(int(inner.sockets[0].getsockname()[1]) if inner is not None else port)
-            await anyio.sleep_forever()
-        finally:
-            server.close()
-            with anyio.CancelScope(shield=True):
-                await server.wait_closed()
+        await _grpc.serve([self], host, port, codec=_Codec(), task_status=task_status)

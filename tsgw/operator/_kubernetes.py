@@ -247,16 +247,25 @@ class Operator:
                 )
             )
         )
+        recorder = self.manager.event_recorder()
         self.authkeys = {
             k: controller_managed_by(self.manager)
             .for_(kinds[k])
             .named(f"{k.lower()}-authkeys")
             .watches(SECRETS, owner_of(k), informer=managed)
-            .complete(AuthKeyReconciler(self.manager, kinds[k], self.pipeline, self.tailnet_clients))
+            .complete(
+                AuthKeyReconciler(
+                    self.manager,
+                    kinds[k],
+                    self.pipeline,
+                    self.tailnet_clients,
+                    tailnets=kinds["TailscaleTailnet"],
+                    recorder=recorder,
+                )
+            )
             for k in _OWNING_KINDS
         }
         cluster_id = await self._cluster_id()
-        recorder = self.manager.event_recorder()
         tailnets_queue = self.tailnets.queue
         self.services = {
             k: controller_managed_by(self.manager)

@@ -28,8 +28,9 @@ from google.protobuf import json_format
 from grpclib.const import Cardinality, Handler, Status
 from grpclib.encoding.base import CodecBase
 from grpclib.exceptions import GRPCError, StreamTerminatedError
-from grpclib.server import Server, Stream
+from grpclib.server import Stream
 
+from tsgw import _grpc
 from tsgw.xds import _fastsend, _metrics, _wire
 from tsgw.xds._cache import SnapshotCache
 from tsgw.xds._errors import ProtocolError
@@ -242,22 +243,16 @@ class AdsServer:
         task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         """Serve until cancelled; reports the bound port through ``task_status``."""
-        server = Server([self], codec=RawCodec())
-        await server.start(host, port)
-        try:
-            inner: Any = server._server  # grpclib has no public accessor for the bound port
-            sockets = inner.sockets if inner is not None else ()
-            task_status.started(int(sockets[0].getsockname()[1]) if sockets else port)
-            await anyio.sleep_forever()
-        finally:
-            server.close()
-            # grpclib stops accepting and cancels handlers but leaves connections open: close them
-            # so Envoy sees the server go away (and nothing leaks a socket).
-            for connection in list(self._transports):
-                connection.close()
-            self._transports.clear()
-            with anyio.CancelScope(shield=True):
-                await server.wait_closed()
+        await _grpc.serve(
+            [self], host, port, codec=RawCodec(), closing=self._close_connections, task_status=task_status
+        )
+
+    def _close_connections(self) -> None:
+        # grpclib stops accepting and cancels handlers but leaves connections open: close them so
+        # Envoy sees the server go away (and nothing leaks a socket).
+        for connection in list(self._transports):
+            connection.close()
+        self._transports.clear()
 
     # status ----------------------------------------------------------------------------------
 

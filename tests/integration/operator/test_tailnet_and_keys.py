@@ -32,8 +32,8 @@ from tests.integration.operator.test_operator_on_apiserver import (
 from tests.support.controlplane import ControlPlane
 from tests.support.tailnet import Tailnet
 from tsgw.api import API_VERSION
-from tsgw.controllers import AUTHKEY_FIELD, FACTS_KEY, facts_configmap_name
-from tsgw.kube import CONFIGMAPS, SECRETS, Client
+from tsgw.controllers import AUTHKEY_FIELD, AUTHKEYS_READY, FACTS_KEY, facts_configmap_name
+from tsgw.kube import CONFIGMAPS, EVENTS, SECRETS, Client
 from tsgw.operator import Operator, OperatorOptions
 from tsgw.tailscale import APIKey, ClientOptions, HeadscaleClient
 
@@ -258,3 +258,53 @@ async def test_facts_the_api_server_refuses_become_a_reason_not_a_retry_loop(cli
     assert await _get(client, CONFIGMAPS, facts_configmap_name("big"), ops) is None
     await rec._publish("small", TailnetFacts("tail1234.ts.net", devices[:10]))  # a normal one is written
     assert await _get(client, CONFIGMAPS, facts_configmap_name("small"), ops) is not None
+
+
+async def test_a_group_whose_tailnet_cannot_mint_keys_says_so_until_it_can(
+    client: Client, tailnet: Tailnet
+) -> None:
+    """Credentials that never worked hold a new group's StatefulSet (no key, no pod): the owner's
+    AuthKeysReady condition and a Warning Event name the tailnet and its own reason; fixed
+    credentials mint the keys, clear the condition and let the StatefulSet come."""
+    ops = await _namespace(client, "tsgw-system")
+    apps = await _namespace(client, "apps")
+    name = f"late-{uuid.uuid4().hex[:6]}"
+    await _secret(client, ops, "creds", "not-a-key")
+    await client.create(KINDS["TailscaleTailnet"], _tailnet(name, tailnet.api_url, ops, "creds"))
+    await client.create(
+        KINDS["TailscaleEndpoints"],
+        {
+            "apiVersion": API_VERSION,
+            "kind": "TailscaleEndpoints",
+            "metadata": {"name": "db", "namespace": apps},
+            "spec": {
+                "tailnetRef": {"name": name},
+                "targets": [{"name": "db", "address": "100.64.0.9", "ports": [{"port": 5432}]}],
+            },
+        },
+    )
+
+    async def keys_ready(status: str) -> dict[str, Any] | None:
+        c = _condition(await client.get(KINDS["TailscaleEndpoints"], "db", apps), AUTHKEYS_READY)
+        return c if c is not None and c["status"] == status else None
+
+    operator = _operator(client, ops)
+    async with anyio.create_task_group() as tg:
+        await tg.start(operator.run)
+        held = await eventually(lambda: keys_ready("False"), "AuthKeysReady=False on the owner")
+        assert held["reason"] == "TailnetNotReady"
+        assert f"tailnet {name!r} is not Ready (AuthFailed" in held["message"]
+
+        async def warned() -> bool:
+            events = (await client.list(EVENTS, namespace=apps)).items
+            return any(e.get("reason") == "TailnetNotReady" and e.get("type") == "Warning" for e in events)
+
+        await eventually(warned, "a Warning Event on the owner")
+        assert await _get(client, STATEFULSETS, "db-tsep", apps) is None
+
+        await _secret(client, ops, "creds", tailnet.api_key())
+        cleared = await eventually(lambda: keys_ready("True"), "AuthKeysReady=True once keys are minted")
+        assert cleared["reason"] == "Minted"
+        await eventually(lambda: _get(client, STATEFULSETS, "db-tsep", apps), "the StatefulSet")
+        operator.manager.stop()
+        tg.cancel_scope.cancel()
