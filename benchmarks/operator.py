@@ -31,6 +31,13 @@ Pending while the operator does everything else: owned objects, keys, status), M
 TailscaleEndpoints applied at once; once every replica has its key (and its StatefulSet) and 10 s
 passed, the resident memory of every process of the Lease holder's pod (VmRSS summed).
 
+**phases** (p50 per phase, ms after the apply, both kinds): where the time goes, from one
+``kubectl get --watch`` per kind and namespace (events timed on arrival, so each phase is an upper
+bound by the watch's own delay): the StatefulSet created (``sts``), its pod created (``pod``),
+scheduled (``scheduled``), every container running (``started``), the device registered
+(``device_id`` in the replica's state Secret: ``joined``), the pod Ready (``ready``), and for
+egress the Service's EndpointSlice holding a ready endpoint (``endpoint``).
+
 The last line is one JSON object. With 20 samples "p99" is the nearest-rank 99th percentile,
 which is the maximum of the 20; ``_p95_ms`` and ``_max_ms`` are given too.
 """
@@ -43,13 +50,16 @@ import json
 import math
 import os
 import statistics
+import subprocess
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from tests.bed import Bed, BedOptions
+from tools.testbin import bin_path
 
 NS_OPS = "tsgw-system"
 EGRESS_NS = "bench-egress"
@@ -213,6 +223,106 @@ def _prober(names: list[str]) -> list[dict[str, Any]]:
             },
         },
     ]
+
+
+class _Phases:
+    """First-seen wall-clock times of a sample's milestones, from ``kubectl get --watch`` streams
+    (one per kind) read by threads; :meth:`of` gives them relative to the apply."""
+
+    KINDS = ("statefulsets", "pods", "secrets", "endpointslices")
+
+    def __init__(self, bed: Bed, namespace: str) -> None:
+        self.seen: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+        self._procs = [
+            subprocess.Popen(
+                [
+                    str(bin_path("kubectl")),
+                    f"--kubeconfig={bed.kubeconfig}",
+                    "get",
+                    kind,
+                    "-n",
+                    namespace,
+                    "--watch",
+                    "--output-watch-events",
+                    "-o",
+                    "json",
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+            for kind in self.KINDS
+        ]
+        for proc in self._procs:
+            threading.Thread(target=self._read, args=(proc,), daemon=True).start()
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        dec = json.JSONDecoder()
+        buf = ""
+        for line in proc.stdout:
+            buf += line
+            while True:
+                buf = buf.lstrip()
+                try:
+                    ev, end = dec.raw_decode(buf)
+                except ValueError:
+                    break
+                buf = buf[end:]
+                self._note(ev.get("object") or {}, time.time())
+
+    def _note(self, obj: dict[str, Any], t: float) -> None:
+        kind = obj.get("kind")
+        name = (obj.get("metadata") or {}).get("name", "")
+        marks: list[tuple[str, str]] = []
+        if kind == "StatefulSet":
+            marks.append(("sts", name))
+        elif kind == "Pod":
+            marks.append(("pod", name))
+            status = obj.get("status") or {}
+            if (obj.get("spec") or {}).get("nodeName"):
+                marks.append(("scheduled", name))
+            cs = status.get("containerStatuses") or []
+            if cs and all("running" in (c.get("state") or {}) for c in cs):
+                marks.append(("started", name))
+            if any(
+                c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or ()
+            ):
+                marks.append(("ready", name))
+        elif kind == "Secret":
+            if "device_id" in (obj.get("data") or {}):
+                marks.append(("joined", name))
+        elif kind == "EndpointSlice":
+            svc = ((obj.get("metadata") or {}).get("labels") or {}).get("kubernetes.io/service-name", "")
+            if any((e.get("conditions") or {}).get("ready") for e in obj.get("endpoints") or ()):
+                marks.append(("endpoint", svc))
+        with self._lock:
+            for m in marks:
+                self.seen.setdefault(m, t)
+
+    def of(self, pod: str, service: str, t0: float) -> dict[str, float]:
+        """Milliseconds from ``t0`` to each milestone of the sample whose first replica is
+        ``pod`` (its StatefulSet is the pod's name without ``-0``)."""
+        names = {"sts": pod.rsplit("-", 1)[0], "endpoint": service, "joined": pod}
+        out: dict[str, float] = {}
+        with self._lock:
+            for phase in ("sts", "pod", "scheduled", "started", "joined", "ready", "endpoint"):
+                t = self.seen.get((phase, names.get(phase, pod)))
+                if t is not None:
+                    out[phase] = round((t - t0) * 1000, 1)
+        return out
+
+    def close(self) -> None:
+        for proc in self._procs:
+            proc.terminate()
+        for proc in self._procs:
+            proc.wait(timeout=10)
+
+
+def _phase_p50(samples: list[dict[str, float]]) -> dict[str, float]:
+    phases = {k for s in samples for k in s}
+    return {k: statistics.median([s[k] for s in samples if k in s]) for k in sorted(phases)}
 
 
 def _egress_byte(bed: Bed, name: str, timeout: float = 180) -> float:
@@ -466,16 +576,20 @@ def _run_samples(bed: Bed, echo: Any, client: Any, audit_log: Path, n: int) -> d
         0.5,
         "the prober running",
     )
+    watch_e, watch_i = _Phases(bed, EGRESS_NS), _Phases(bed, INGRESS_NS)
+    phases_e: list[dict[str, float]] = []
+    phases_i: list[dict[str, float]] = []
     for i in range(n):
         name = f"e{i:02d}"
         _apply(bed, [_endpoints(name, echo_ip)], EGRESS_NS)
         t0 = time.time()
         t1 = _egress_byte(bed, name)
         egress.append((t1 - t0) * 1000)
+        phases_e.append(watch_e.of(f"{name}-tsep-0", name, t0))
         time.sleep(3)  # (registration's own writes: the used key leaves the config)
         deleted.append((EGRESS_NS, name, time.time()))
         bed.kubectl("delete", "tailscaleendpoints", "-n", EGRESS_NS, name, "--wait=false")
-        say(f"egress {i + 1}/{n}: {egress[-1] / 1000:.2f} s  (load {os.getloadavg()[0]:.2f})")
+        say(f"egress {i + 1}/{n}: {egress[-1] / 1000:.2f} s  {phases_e[-1]}  (load {os.getloadavg()[0]:.2f})")
         _pods_gone(bed, EGRESS_NS, f"{name}-tsep")
     for i in range(n):
         name = f"i{i:02d}"
@@ -491,11 +605,17 @@ def _run_samples(bed: Bed, echo: Any, client: Any, audit_log: Path, n: int) -> d
         ip = _poll(address, 120, 0.25, f"{name}'s tailnet address")
         t1 = _ingress_byte(client, ip)
         ingress.append((t1 - t0) * 1000)
+        phases_i.append(watch_i.of(f"{name}-tssvc-0", "", t0))
         time.sleep(3)
         deleted.append((INGRESS_NS, name, time.time()))
         bed.kubectl("delete", "tailscaleservices", "-n", INGRESS_NS, name, "--wait=false")
-        say(f"ingress {i + 1}/{n}: {ingress[-1] / 1000:.2f} s  (load {os.getloadavg()[0]:.2f})")
+        say(
+            f"ingress {i + 1}/{n}: {ingress[-1] / 1000:.2f} s  {phases_i[-1]}"
+            f"  (load {os.getloadavg()[0]:.2f})"
+        )
         _pods_gone(bed, INGRESS_NS, f"{name}-tssvc")
+    watch_e.close()
+    watch_i.close()
     events = _audit(audit_log)
     for ns, name, until in deleted:
         count, kinds = _writes(events, ns, name, until)
@@ -515,6 +635,8 @@ def _run_samples(bed: Bed, echo: Any, client: Any, audit_log: Path, n: int) -> d
         "apply_to_ingress_byte_min_ms": g["min"],
         "egress_samples": len(egress),
         "ingress_samples": len(ingress),
+        "phases_egress_p50_ms": _phase_p50(phases_e),
+        "phases_ingress_p50_ms": _phase_p50(phases_i),
         "writes_per_object": statistics.median(writes) if writes else None,
         "writes_per_object_min": min(writes) if writes else None,
         "writes_per_object_max": max(writes) if writes else None,
