@@ -31,6 +31,12 @@ Pending while the operator does everything else: owned objects, keys, status), M
 TailscaleEndpoints applied at once; once every replica has its key (and its StatefulSet) and 10 s
 passed, the resident memory of every process of the Lease holder's pod (VmRSS summed).
 
+With ``TSGW_BENCH_DEBUG=1`` each ingress sample also prints the client's failed tries (start,
+duration, outcome): on Headscale the first tries after the join time out — the client learns a
+usable path to the new proxy ~4–5 s after the proxy registered (tailnet mechanics: the proxy's
+DERP home reaches the client through the control server), and that, not tsgw, is most of the
+ingress figure.
+
 **phases** (p50 per phase, ms after the apply, both kinds): where the time goes, from one
 ``kubectl get --watch`` per kind and namespace (events timed on arrival, so each phase is an upper
 bound by the watch's own delay): the StatefulSet created (``sts``), its pod created (``pod``),
@@ -340,16 +346,22 @@ def _egress_byte(bed: Bed, name: str, timeout: float = 180) -> float:
 
 def _ingress_byte(client: Any, ip: str, timeout: float = 120) -> float:
     deadline = time.monotonic() + timeout
+    tries: list[str] = []
     while time.monotonic() < deadline:
+        t_try = time.time()
         try:
             reply = client.dial(
                 ip, 80, b"GET /headers HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n", timeout=2
             )
             t = time.time()
             if b" 200 " in reply.split(b"\r\n", 1)[0]:
+                if os.environ.get("TSGW_BENCH_DEBUG"):
+                    say(f"  ingress tries before the answer: {tries}")
                 return t
-        except (OSError, RuntimeError):
-            pass
+            outcome = reply.split(b"\r\n", 1)[0].decode(errors="replace")[:40] or "closed"
+        except (OSError, RuntimeError) as e:
+            outcome = type(e).__name__ + ":" + str(e)[:40]
+        tries.append(f"{t_try % 100:.1f}+{time.time() - t_try:.1f}s {outcome}")
         time.sleep(0.1)
     raise TimeoutError(f"no 200 from the backend through {ip}:80 in {timeout} s")
 
