@@ -4,7 +4,9 @@ Every version comes from ``tools/versions.toml``. Each component lands in
 ``$TSGW_CACHE/bin/<name>-<version>/`` (``TSGW_CACHE`` defaults to ``~/.cache/tsgw``) and a
 ``.complete`` marker says it is whole; a second run finds the marker and builds nothing.
 Go builds use the ordinary ``go`` client against the module proxy with ``GOTOOLCHAIN=local``
-and ``CGO_ENABLED=0``. Build logs go to ``$TSGW_CACHE/logs/``; on failure the tail is printed.
+and ``CGO_ENABLED=0``; Debian packages (``[deb]``) are fetched with ``apt-get download`` and
+unpacked with ``dpkg-deb -x``, without root. Build logs go to ``$TSGW_CACHE/logs/``; on
+failure the tail is printed.
 
 Usage::
 
@@ -210,8 +212,16 @@ TAILNET_SRC = ROOT / "tests" / "tailnet"
 
 
 def _deb_download(package: str, version: str, log: Path, into: Path) -> Path:
-    """``apt-get download`` one exact version into ``into`` (no root needed); its path."""
-    _run(["apt-get", "download", "-q", f"{package}={version}"], log, into, env=dict(os.environ))
+    """``apt-get download`` one exact version into ``into`` (no root needed); its path. When apt
+    does not know the version and this runs as root, the package lists are refreshed once."""
+    cmd = ["apt-get", "download", "-q", f"{package}={version}"]
+    try:
+        _run(cmd, log, into, env=dict(os.environ))
+    except BuildError:
+        if os.geteuid() != 0:
+            raise BuildError(f"apt-get download {package}={version} failed (run `apt-get update`?)") from None
+        _run(["apt-get", "update", "-qq"], log, env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+        _run(cmd, log, into, env=dict(os.environ))
     debs = list(into.glob(f"{package}_*.deb"))
     if len(debs) != 1:
         raise BuildError(f"apt-get download {package}={version} left {len(debs)} .deb files")
