@@ -304,7 +304,8 @@ class AdsServer:
 
     def _envoy_counts(self) -> dict[str, dict[str, int]]:
         """Per group with a connected Envoy: how many are synced, pending, rejected
-        (``tsgw_xds_envoys``, computed when scraped)."""
+        (``tsgw_xds_envoys``, computed when scraped; the metrics endpoint runs on the server's
+        event loop, so no stream changes while this reads)."""
         out: dict[str, dict[str, int]] = {}
         for group in list(self._by_group):
             counts = out.setdefault(group, {})

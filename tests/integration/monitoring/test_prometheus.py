@@ -3,9 +3,11 @@ groups, with the monitoring component's own scrape configuration (its Kubernetes
 replaced by file discovery carrying the same ``__meta_kubernetes_*`` labels, so its relabelling
 picks the targets) and rules. A configuration Envoy rejects (a listener whose port another
 program holds: tests/integration/operator/test_programmed_nack.py) makes the NACK alert's
-expression return the group, and the alert go pending, through Prometheus's HTTP API; fixing the
-file clears it. An Envoy that goes away makes the disconnected alert's expression return its
-group. Every query of deploy/grafana/tsgw.json returns at least one series."""
+expression return the group and the alert fire, through Prometheus's HTTP API (the rules are
+loaded as shipped but for their ``for``, shortened to 2 s so the test sees a firing; promtool's
+unit tests hold the durations); fixing the file clears it. An Envoy that goes away makes the
+disconnected alert's expression return its group. Every query of deploy/grafana/tsgw.json's
+top-level panels returns at least one series."""
 
 from __future__ import annotations
 
@@ -39,6 +41,16 @@ def _alert_expr(name: str) -> str:
     rules = yaml.safe_load((MONITORING / "tsgw.rules.yaml").read_text())
     (expr,) = [r["expr"] for g in rules["groups"] for r in g["rules"] if r.get("alert") == name]
     return str(expr)
+
+
+def _rules_firing_fast() -> str:
+    """The shipped rules with every ``for`` shortened to 2 s."""
+    rules = yaml.safe_load((MONITORING / "tsgw.rules.yaml").read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            if "for" in rule:
+                rule["for"] = "2s"
+    return yaml.safe_dump(rules, sort_keys=False)
 
 
 def _groups(result: list[dict[str, Any]]) -> set[str]:
@@ -137,7 +149,7 @@ def test_prometheus_scrapes_tsgw_and_envoy_and_a_nack_raises_the_alert(tmp_path:
             prometheus = Prometheus(
                 pconfig,
                 tmp_path / "prometheus",
-                files={"tsgw.rules.yaml": (MONITORING / "tsgw.rules.yaml").read_text()},
+                files={"tsgw.rules.yaml": _rules_firing_fast()},
             )
 
             def scraped() -> Any:
@@ -169,14 +181,24 @@ def test_prometheus_scrapes_tsgw_and_envoy_and_a_nack_raises_the_alert(tmp_path:
             )
             assert _groups(rejected) == {INGRESS_GROUP}
             assert rejected[0]["value"][1] == "1"
-            alert = prometheus.wait_for(
-                "the NACK alert is pending",
+            (alert,) = prometheus.wait_for(
+                "the NACK alert fires",
                 lambda: [
-                    a for a in prometheus.alerts() if a["labels"]["alertname"] == "TsgwXdsConfigRejected"
+                    a
+                    for a in prometheus.alerts()
+                    if a["labels"]["alertname"] == "TsgwXdsConfigRejected" and a["state"] == "firing"
                 ],
             )
-            assert alert[0]["labels"]["group"] == INGRESS_GROUP
-            assert alert[0]["state"] in ("pending", "firing")
+            assert alert["labels"] == {
+                "alertname": "TsgwXdsConfigRejected",
+                "group": INGRESS_GROUP,
+                "severity": "warning",
+            }
+            assert (
+                alert["annotations"]["summary"]
+                == f"Envoys of proxy group {INGRESS_GROUP} reject its configuration"
+            )
+            assert alert["annotations"]["description"].startswith(f"1 Envoy(s) of {INGRESS_GROUP} NACKed")
             # Envoy's own count of rejected listener updates, scraped through the stats listener.
             lds = 'envoy_listener_manager_lds_update_rejected{job="tsgw-proxies",pod="web-0"} > 0'
             prometheus.wait_for("Envoy's rejected LDS count", lambda: prometheus.query(lds))
