@@ -73,8 +73,10 @@ def setup(spec: dict) -> None:  # type: ignore[type-arg]
     os.chmod(f"{scratch}/tmp", 0o1777)
     keep = [p for p in spec.get("root_keep", []) if os.path.isdir(p)]
     host_keep = [p for p in spec.get("host_keep", []) if os.path.isdir(p)]
+    shm = spec.get("shm")
     held = {
-        p: os.open(p, os.O_PATH) for p in {scratch, *keep, *host_keep, *(m["src"] for m in spec["mounts"])}
+        p: os.open(p, os.O_PATH)
+        for p in {scratch, *keep, *host_keep, *(m["src"] for m in spec["mounts"]), *([shm] if shm else [])}
     }
     fd = lambda p: f"/proc/self/fd/{held[p]}"  # noqa: E731
     mounts = [
@@ -91,6 +93,9 @@ def setup(spec: dict) -> None:  # type: ignore[type-arg]
             mount(fd(p), p, None, MS_BIND | MS_REC)
             mount(None, p, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
     mount(f"{fd(scratch)}/tmp", "/tmp", None, MS_BIND)
+    if shm:
+        # The pod's /dev/shm (shm_open's directory), not the host's.
+        mount(fd(shm), "/dev/shm", None, MS_BIND)
     tmpfs = ["/run", "/tmp"]
     # Host paths the container must keep seeing at the same place (read-only), if masked above.
     masked = [*tmpfs, "/root"] if keep else tmpfs
