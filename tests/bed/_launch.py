@@ -16,6 +16,7 @@ import ctypes
 import json
 import os
 import shutil
+import stat
 import sys
 
 CLONE_NEWNS = 0x00020000
@@ -132,6 +133,13 @@ def setup(spec: dict) -> None:  # type: ignore[type-arg]
             mount(None, dst, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
     groups = [int(g) for g in spec.get("groups", [])]
     gid, uid = spec.get("gid"), spec.get("uid")
+    if uid is not None:
+        # The container's user owns its stdout and stderr, as runc makes it own them: a program
+        # that reopens /dev/stdout (Envoy's access log) can, as in a real runtime. Only the
+        # container's own log file; never a device such as /dev/null.
+        for n in (1, 2):
+            if stat.S_ISREG(os.fstat(n).st_mode):
+                os.fchown(n, uid, gid if gid is not None else -1)
     if uid is not None or gid is not None or groups:
         os.setgroups(groups)
     if gid is not None:

@@ -586,6 +586,20 @@ def test_a_pods_containers_share_a_dev_shm_of_their_own(bed: Bed) -> None:
     bed.kubectl("delete", "pod", "shm-a", "shm-b", "--grace-period=1")
 
 
+def test_a_non_root_container_reopens_its_own_stdout(bed: Bed) -> None:
+    # Envoy's access log writes to the path /dev/stdout (a fresh open of fd 1): the container's
+    # user must own its output, as runc makes it own its stdio. The bed's stdout is the log file,
+    # not a pipe: a reopen must append (Envoy's does), or it writes over the log.
+    log = run_pod(
+        bed,
+        "stdout-reopen",
+        "echo reopened >> /dev/stdout; echo reopened-err >> /dev/stderr",
+        securityContext={"runAsUser": 1000, "runAsGroup": 1000},
+    )
+    assert log.split() == ["reopened", "reopened-err"], log
+    bed.kubectl("delete", "pod", "stdout-reopen", "--grace-period=1")
+
+
 def test_tailnet_devices_are_independent_and_their_servers_answer_with_their_names(bed: Bed) -> None:
     assert bed.tailnet is not None
     key = bed.tailnet.preauth_key_for()
