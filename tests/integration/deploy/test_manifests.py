@@ -244,3 +244,54 @@ def test_the_api_server_accepts_the_install_and_its_rbac_covers_the_operator(
             kubeconfig=kc,
             check=False,
         )
+
+
+def test_the_envoy_gateway_component_serves_the_hook_behind_a_service_envoy_gateway_is_told_of(
+    tmp_path: Path,
+) -> None:
+    """components/envoy-gateway added to an overlay (docs/envoy-gateway.md): every replica serves
+    the extension on a named port, a Service selects the operator pods, Envoy Gateway's
+    ServiceAccount may read TailscaleEndpoints and nothing else, and the configuration snippet a
+    user merges into Envoy Gateway's names that Service."""
+    import yaml
+
+    tree = copy_install(tmp_path)
+    overlay = tree / "overlays" / "with-eg"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        "resources: [../headscale]\ncomponents: [../../components/envoy-gateway]\n"
+    )
+    plain, objs = render(tree / "overlays" / "headscale"), render(overlay)
+    c = _container(objs)
+    assert c["args"] == [*_container(plain)["args"], "--extension=0.0.0.0:5005"]
+    assert {p["name"]: p["containerPort"] for p in c["ports"]}["extension"] == 5005
+    svc = find(objs, "Service", "tsgw-extension")
+    assert svc["metadata"]["namespace"] == "tsgw-system"
+    assert svc["spec"]["selector"] == find(objs, "Deployment", "tsgw")["spec"]["selector"]["matchLabels"]
+    assert svc["spec"]["ports"] == [
+        {"name": "extension", "port": 5005, "targetPort": "extension", "appProtocol": "kubernetes.io/h2c"}
+    ]
+    role = find(objs, "ClusterRole", "tsgw-envoy-gateway")
+    assert role["rules"] == [
+        {"apiGroups": [GROUP], "resources": ["tailscaleendpoints"], "verbs": ["get", "list", "watch"]}
+    ]
+    binding = find(objs, "ClusterRoleBinding", "tsgw-envoy-gateway")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "envoy-gateway", "namespace": "envoy-gateway-system"}
+    ]
+    # Everything else is the overlay's own.
+    assert len(objs) == len(plain) + 3
+
+    snippet = yaml.safe_load(
+        (tree / "components" / "envoy-gateway" / "envoy-gateway-extension.yaml").read_text()
+    )
+    manager = snippet["extensionManager"]
+    assert manager["service"]["fqdn"] == {
+        "hostname": "tsgw-extension.tsgw-system.svc.cluster.local",
+        "port": 5005,
+    }
+    assert manager["backendResources"] == [
+        {"group": GROUP, "version": "v1alpha1", "kind": "TailscaleEndpoints"}
+    ]
+    assert manager["hooks"] == {"xdsTranslator": {"post": ["Cluster"]}}
