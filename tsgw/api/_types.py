@@ -642,15 +642,34 @@ class GatewayStatus:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PolicyTargetRef:
-    """An object the policy attaches to (Gateway API LocalPolicyTargetReferenceWithSectionName)."""
+    """An object the policy attaches to (Gateway API LocalPolicyTargetReferenceWithSectionName):
+    one of tsgw's, or a Gateway API HTTPRoute or GRPCRoute served by Envoy Gateway (access rules
+    only, applied by tsgw's Envoy Gateway extension)."""
 
-    kind: str = field("Kind of the target.", enum=("TailscaleServices", "TailscaleGateway"))
+    __rules__ = (
+        Rule(
+            cel="(self.kind in ['HTTPRoute', 'GRPCRoute']) == "
+            "(has(self.group) && self.group == 'gateway.networking.k8s.io')",
+            message="HTTPRoute and GRPCRoute are of group gateway.networking.k8s.io; "
+            "TailscaleServices and TailscaleGateway of gateway.tailscale.com",
+            check=lambda t: (
+                (t.kind in ("HTTPRoute", "GRPCRoute")) == (t.group == "gateway.networking.k8s.io")
+            ),
+        ),
+    )
+
+    kind: str = field(
+        "Kind of the target.", enum=("TailscaleServices", "TailscaleGateway", "HTTPRoute", "GRPCRoute")
+    )
     name: str = field("Name of the target in this namespace.", pattern=DNS_SUBDOMAIN, max_length=253)
     group: str = field(
-        "API group of the target.", default="gateway.tailscale.com", enum=("gateway.tailscale.com",)
+        "API group of the target.",
+        default="gateway.tailscale.com",
+        enum=("gateway.tailscale.com", "gateway.networking.k8s.io"),
     )
     section_name: str | None = field(
-        "A port name (TailscaleServices) or listener name (TailscaleGateway); absent: all.",
+        "A port name (TailscaleServices), listener name (TailscaleGateway) or rule name "
+        "(HTTPRoute, GRPCRoute); absent: all.",
         default=None,
         pattern=DNS_LABEL,
     )
