@@ -45,14 +45,17 @@ __all__ = [
     "PolicyAncestorStatus",
     "PolicyTargetRef",
     "Proxy",
+    "ResolvedAccessRule",
     "Resources",
     "Retries",
     "RoutePolicyStatus",
+    "RouteTargetRef",
     "SecretRef",
     "ServicesStatus",
     "TailnetStatus",
     "TailscaleEndpointsSpec",
     "TailscaleGatewaySpec",
+    "TailscaleRouteAccessSpec",
     "TailscaleRoutePolicySpec",
     "TailscaleServicesSpec",
     "TailscaleTailnetSpec",
@@ -828,6 +831,52 @@ class TailscaleRoutePolicySpec:
     request_headers: HeaderChanges | None = field("Request header changes (HTTP ports).", default=None)
     timeout: str | None = _duration("Request timeout (HTTP ports), at most 24h.")
     retries: Retries | None = field("Retries (HTTP ports).", default=None)
+
+
+# --- TailscaleRouteAccess (derived by tsgw; read by Envoy Gateway) ----------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteTargetRef:
+    """A Gateway API route (or one of its rules) in the object's namespace."""
+
+    kind: str = field("Kind of the route.", enum=("HTTPRoute", "GRPCRoute"))
+    name: str = field("Name of the route in this namespace.", pattern=DNS_SUBDOMAIN, max_length=253)
+    group: str = field("API group of the route.", enum=("gateway.networking.k8s.io",))
+    section_name: str | None = field("A rule name; absent: every rule.", default=None, pattern=DNS_LABEL)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResolvedAccessRule:
+    """An access rule with its tags and users resolved to addresses."""
+
+    action: AccessAction = field("Allow or Deny.")
+    cidrs: tuple[str, ...] = field(
+        "Source addresses: the rule's CIDRs and the addresses of the devices its tags and users "
+        "matched when tsgw last read the tailnet.",
+        default=(),
+        max_items=4096,
+        item_max_length=43,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TailscaleRouteAccessSpec:
+    """Written by tsgw, never by hand: the access rules of a TailscaleRoutePolicy that targets
+    Gateway API routes, with tags and users resolved to tailnet addresses, for Envoy Gateway's
+    extension manager (``policyResources``) to pass to tsgw's extension. tsgw rewrites it when
+    the policy or the tailnet's devices change."""
+
+    policy: str = field("The TailscaleRoutePolicy it is derived from.", pattern=DNS_SUBDOMAIN, max_length=253)
+    target_refs: tuple[RouteTargetRef, ...] = field(
+        "The routes the policy holds (a route another, older policy holds is not here).",
+        min_items=1,
+        max_items=16,
+    )
+    rules: tuple[ResolvedAccessRule, ...] = field(
+        "Rules in order; the first match decides.", default=(), max_items=32
+    )
+    default_action: AccessAction = field("When no rule matches.", default=AccessAction.ALLOW)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

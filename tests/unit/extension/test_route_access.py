@@ -18,9 +18,10 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import any_pb2
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.unit.translate._strategies import object_of
 from tsgw import api, translate
 from tsgw.extension import (
     RBAC_FILTER,
@@ -372,3 +373,26 @@ def test_property_the_listener_changes_only_by_the_filter(
         h.http_filters.extend(kept)
         f.typed_config.Pack(h)
     assert stripped == original
+
+
+_schema_shaped = object_of(api.DERIVED_KINDS[0].spec).map(
+    lambda spec: {
+        "apiVersion": api.API_VERSION,
+        "kind": ROUTE_ACCESS_KIND,
+        "metadata": {"name": "p", "namespace": "apps"},
+        "spec": spec,
+    }
+)
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow], max_examples=50)
+@given(obj=_schema_shaped)
+def test_property_an_object_of_the_crds_shape_is_applied_or_denies_never_fails(obj: dict[str, Any]) -> None:
+    read = route_access_policy(obj)
+    answer = post_route_modify(eg_route(), [blob(obj)])
+    assert answer.route is not None
+    if isinstance(read, str):  # e.g. a cidrs item that is not a CIDR (the schema does not say)
+        assert not envoy_allows(rules_of(answer.route), "10.0.0.1")
+        assert len(answer.problems) == 1
+    else:
+        assert answer.problems == ()

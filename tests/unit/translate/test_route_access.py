@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tsgw import api
+from tsgw.api._schema import parse
 from tsgw.translate import ROUTE_ACCESS_KIND, Device, TailnetFacts, route_access_objects
 
 FACTS = TailnetFacts(
@@ -132,3 +133,11 @@ def test_property_no_route_or_rule_is_held_twice_and_the_answer_is_order_indepen
     for name, section in held:
         # A whole route and one of its rules are never held at once.
         assert section is None or (name, None) not in held
+
+
+def test_what_is_derived_is_valid_by_the_crds_schema() -> None:
+    older = policy("p", "2026-01-01T00:00:00Z", [route("web"), route("rpc", "GRPCRoute", "read")], ACCESS)
+    for obj in route_access_objects([older], FACTS):
+        spec = parse(api.TailscaleRouteAccessSpec, obj["spec"])
+        assert spec.policy == "p"
+        assert [t.kind for t in spec.target_refs] == ["HTTPRoute", "GRPCRoute"]
