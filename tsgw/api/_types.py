@@ -822,12 +822,26 @@ class TailscaleRoutePolicySpec:
             message="a policy needs at least one of access, requestHeaders, timeout or retries",
             check=lambda s: any(x is not None for x in (s.access, s.request_headers, s.timeout, s.retries)),
         ),
+        Rule(
+            cel="!self.targetRefs.exists(t, t.kind in ['HTTPRoute', 'GRPCRoute']) || has(self.tailnetRef)",
+            message="a policy on an HTTPRoute or GRPCRoute names the tailnet its tags and users are on "
+            "(tailnetRef)",
+            check=lambda s: (
+                s.tailnet_ref is not None
+                or not any(t.kind in ("HTTPRoute", "GRPCRoute") for t in s.target_refs)
+            ),
+        ),
     )
 
     target_refs: tuple[PolicyTargetRef, ...] = field(
         "What the policy attaches to.", min_items=1, max_items=16
     )
     access: Access | None = field("Access rules (every port).", default=None)
+    tailnet_ref: LocalRef | None = field(
+        "The TailscaleTailnet whose devices the access rules' tags and users name, for HTTPRoute "
+        "and GRPCRoute targets (required with them; tsgw's own targets use their own tailnet).",
+        default=None,
+    )
     request_headers: HeaderChanges | None = field("Request header changes (HTTP ports).", default=None)
     timeout: str | None = _duration("Request timeout (HTTP ports), at most 24h.")
     retries: Retries | None = field("Retries (HTTP ports).", default=None)

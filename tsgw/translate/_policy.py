@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+from collections.abc import Mapping
 from typing import Any
 
 from tsgw import api
@@ -84,7 +85,7 @@ def apply_policies(
             idx = by_owner.get((t.kind, ns, t.name))
             holder = _conflict_holder(claimed, key)
             if t.kind in ROUTE_KINDS:
-                cond = _route_fit(spec, t, holder)
+                cond = _route_fit(spec, t, holder, ctx.inputs.tailnets)
                 if cond.status:
                     claimed[key] = pol.metadata.name
             elif idx is None:
@@ -109,6 +110,7 @@ def apply_policies(
 
 
 _HTTP_ONLY = ("timeout", "retries", "requestHeaders")
+_DENY_ALL = AccessPolicy((), False)
 
 
 def _http_only(spec: api.TailscaleRoutePolicySpec) -> list[str]:
@@ -119,7 +121,9 @@ def _http_only(spec: api.TailscaleRoutePolicySpec) -> list[str]:
     ]
 
 
-def _route_fit(spec: api.TailscaleRoutePolicySpec, t: Any, holder: str | None) -> Condition:
+def _route_fit(
+    spec: api.TailscaleRoutePolicySpec, t: Any, holder: str | None, tailnets: Mapping[str, TailnetFacts]
+) -> Condition:
     """Whether a policy takes effect on an HTTPRoute or GRPCRoute: Envoy Gateway applies its
     access rules through tsgw's extension; tsgw does not watch Gateway API routes, so a route
     that does not exist is not detected here (Envoy Gateway then passes the policy nowhere)."""
@@ -134,14 +138,15 @@ def _route_fit(spec: api.TailscaleRoutePolicySpec, t: Any, holder: str | None) -
             f"{', '.join(ignored)}: not applied to {t.kind}s (use Envoy Gateway's own policies); "
             "only access is",
         )
+    notes = ["access applies through Envoy Gateway"]
     if ignored:
-        return _cond(
-            "Accepted",
-            True,
-            "Accepted",
-            f"access applies through Envoy Gateway; {', '.join(ignored)} ignored on {t.kind}s",
+        notes.append(f"{', '.join(ignored)} ignored on {t.kind}s")
+    tailnet = spec.tailnet_ref.name if spec.tailnet_ref is not None else ""
+    if tailnet not in tailnets:
+        notes.append(
+            f"the devices of tailnet {tailnet!r} are not known yet: every request is denied until they are"
         )
-    return _cond("Accepted", True, "Accepted", "access applies through Envoy Gateway")
+    return _cond("Accepted", True, "Accepted", "; ".join(notes))
 
 
 def _conflict_holder(
@@ -154,12 +159,16 @@ def _conflict_holder(
     return holder
 
 
-def route_access_objects(policies: list[api.Object[Any]], facts: TailnetFacts) -> list[dict[str, Any]]:
+def route_access_objects(
+    policies: list[api.Object[Any]], tailnets: Mapping[str, TailnetFacts]
+) -> list[dict[str, Any]]:
     """The TailscaleRouteAccess of each TailscaleRoutePolicy with access rules that holds at
     least one HTTPRoute or GRPCRoute target (older policy first, as :func:`apply_policies`
     decides), as Kubernetes JSON: same namespace and name as the policy, the targets it holds,
-    and its rules with tags and users resolved from ``facts`` (the tailnet the routes are
-    published on). Pure: the same policies and facts give the same objects."""
+    and its rules with tags and users resolved from the facts of its ``tailnetRef``. While those
+    facts are not known (a tailnet not read yet, or not there), the rules are none and the
+    default Deny: a policy is never opened wider than it says. Pure: the same policies and facts
+    give the same objects."""
     policies = sorted(
         policies, key=lambda p: (p.metadata.creation_timestamp, p.metadata.namespace, p.metadata.name)
     )
@@ -183,7 +192,8 @@ def route_access_objects(policies: list[api.Object[Any]], facts: TailnetFacts) -
                 held.append(ref)
         if not held:
             continue
-        access = resolve_access(spec.access, facts)
+        facts = tailnets.get(spec.tailnet_ref.name) if spec.tailnet_ref is not None else None
+        access = resolve_access(spec.access, facts) if facts is not None else _DENY_ALL
         out.append(
             {
                 "apiVersion": api.API_VERSION,

@@ -97,6 +97,7 @@ POLICY = api.load(
             "creationTimestamp": "2026-01-01T00:00:00Z",
         },
         "spec": {
+            "tailnetRef": {"name": "corp"},
             "targetRefs": [{"group": ROUTES, "kind": "HTTPRoute", "name": "web"}],
             "access": {
                 "defaultAction": "Deny",
@@ -147,7 +148,7 @@ def test_a_route_policy_on_an_httproute_allows_and_denies_by_source_address_in_e
             backend = HttpBackend("web").start()
         try:
             eg.write("ext.yaml", resources(backend.port))
-            [derived] = translate.route_access_objects([POLICY], facts("127.0.0.2"))
+            [derived] = translate.route_access_objects([POLICY], {"corp": facts("127.0.0.2")})
             eg.write("access.yaml", [derived])
 
             want = {"127.0.0.2": 200, "127.0.0.3": 403, "127.0.0.4": 200, "127.0.0.5": 403}
@@ -159,7 +160,7 @@ def test_a_route_policy_on_an_httproute_allows_and_denies_by_source_address_in_e
 
             # tag:a's device now has another address: tsgw rewrites the derived object's spec
             # (what its controller does when the facts change), and Envoy Gateway applies it.
-            [moved] = translate.route_access_objects([POLICY], facts("127.0.0.5"))
+            [moved] = translate.route_access_objects([POLICY], {"corp": facts("127.0.0.5")})
             assert moved["spec"] != derived["spec"]
             eg.write("access.yaml", [moved])
             want = {"127.0.0.2": 403, "127.0.0.3": 403, "127.0.0.4": 200, "127.0.0.5": 200}

@@ -188,6 +188,7 @@ def test_the_readers_view_of_an_object_is_what_translate_derived() -> None:
             "kind": "TailscaleRoutePolicy",
             "metadata": {"name": "p", "namespace": "apps", "creationTimestamp": "2026-01-01T00:00:00Z"},
             "spec": {
+                "tailnetRef": {"name": "corp"},
                 "targetRefs": [{"group": ROUTES, "kind": "HTTPRoute", "name": "web"}],
                 "access": {
                     "defaultAction": "Deny",
@@ -200,7 +201,7 @@ def test_the_readers_view_of_an_object_is_what_translate_derived() -> None:
         }
     )
     facts = translate.TailnetFacts(devices=(translate.Device("a", ("100.64.0.1",), tags=("tag:a",)),))
-    [derived] = translate.route_access_objects([policy], facts)
+    [derived] = translate.route_access_objects([policy], {"corp": facts})
     assert route_access_policy(derived) == translate.resolve_access(policy.spec.access, facts)
 
 

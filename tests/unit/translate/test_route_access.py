@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,6 +21,7 @@ FACTS = TailnetFacts(
         Device("laptop.ts.net", ("100.64.0.3",), user="alice@example.com"),
     )
 )
+TAILNETS = {"corp": FACTS}
 ROUTES = "gateway.networking.k8s.io"
 
 
@@ -32,7 +34,7 @@ def policy(name: str, created: str, targets: list[dict[str, Any]], access: Any =
             "apiVersion": api.API_VERSION,
             "kind": "TailscaleRoutePolicy",
             "metadata": {"name": name, "namespace": "apps", "creationTimestamp": created},
-            "spec": body,
+            "spec": {"tailnetRef": {"name": "corp"}, **body},
         }
     )
 
@@ -54,7 +56,7 @@ ACCESS = {
 
 
 def test_tags_and_users_become_the_addresses_of_their_devices() -> None:
-    [obj] = route_access_objects([policy("p", "2026-01-01T00:00:00Z", [route("web")], ACCESS)], FACTS)
+    [obj] = route_access_objects([policy("p", "2026-01-01T00:00:00Z", [route("web")], ACCESS)], TAILNETS)
     assert obj == {
         "apiVersion": api.API_VERSION,
         "kind": ROUTE_ACCESS_KIND,
@@ -77,8 +79,8 @@ def test_tags_and_users_become_the_addresses_of_their_devices() -> None:
 def test_a_change_of_the_tailnet_changes_the_spec() -> None:
     pol = policy("p", "2026-01-01T00:00:00Z", [route("web")], ACCESS)
     moved = TailnetFacts(devices=(Device("a.ts.net", ("100.64.0.9",), tags=("tag:a",)),))
-    before = route_access_objects([pol], FACTS)[0]["spec"]
-    after = route_access_objects([pol], moved)[0]["spec"]
+    before = route_access_objects([pol], TAILNETS)[0]["spec"]
+    after = route_access_objects([pol], {"corp": moved})[0]["spec"]
     assert before != after
     assert after["rules"] == [
         {"action": "Deny", "cidrs": []},
@@ -95,7 +97,7 @@ def test_the_older_policy_holds_a_route_and_the_newer_keeps_what_it_alone_target
         ACCESS,
     )
     objs = {
-        o["metadata"]["name"]: o["spec"]["targetRefs"] for o in route_access_objects([newer, older], FACTS)
+        o["metadata"]["name"]: o["spec"]["targetRefs"] for o in route_access_objects([newer, older], TAILNETS)
     }
     assert objs == {
         "older": [route("web"), route("rpc", "GRPCRoute", "read")],
@@ -106,7 +108,7 @@ def test_the_older_policy_holds_a_route_and_the_newer_keeps_what_it_alone_target
 def test_policies_without_access_or_without_route_targets_derive_nothing() -> None:
     timeouts = policy("t", "2026-01-01T00:00:00Z", [route("web")], timeout="5s")
     own = policy("own", "2026-01-01T00:00:00Z", [{"kind": "TailscaleServices", "name": "web"}], ACCESS)
-    assert route_access_objects([timeouts, own], FACTS) == []
+    assert route_access_objects([timeouts, own], TAILNETS) == []
 
 
 _created = st.integers(0, 3).map(lambda d: f"2026-01-0{d + 1}T00:00:00Z")
@@ -126,8 +128,8 @@ def test_property_no_route_or_rule_is_held_twice_and_the_answer_is_order_indepen
     specs: list[tuple[str, list[dict[str, Any]]]],
 ) -> None:
     pols = [policy(f"p{i}", created, targets, ACCESS) for i, (created, targets) in enumerate(specs)]
-    objs = route_access_objects(pols, FACTS)
-    assert objs == route_access_objects(list(reversed(pols)), FACTS)
+    objs = route_access_objects(pols, TAILNETS)
+    assert objs == route_access_objects(list(reversed(pols)), TAILNETS)
     held = [(r["name"], r.get("sectionName")) for o in objs for r in o["spec"]["targetRefs"]]
     assert len(held) == len(set(held))
     for name, section in held:
@@ -137,7 +139,27 @@ def test_property_no_route_or_rule_is_held_twice_and_the_answer_is_order_indepen
 
 def test_what_is_derived_is_valid_by_the_crds_schema() -> None:
     older = policy("p", "2026-01-01T00:00:00Z", [route("web"), route("rpc", "GRPCRoute", "read")], ACCESS)
-    for obj in route_access_objects([older], FACTS):
+    for obj in route_access_objects([older], TAILNETS):
         spec = parse(api.TailscaleRouteAccessSpec, obj["spec"])
         assert spec.policy == "p"
         assert [t.kind for t in spec.target_refs] == ["HTTPRoute", "GRPCRoute"]
+
+
+def test_while_the_tailnets_devices_are_not_known_every_request_is_denied() -> None:
+    pol = policy("p", "2026-01-01T00:00:00Z", [route("web")], {**ACCESS, "defaultAction": "Allow"})
+    for tailnets in ({}, {"other": FACTS}):
+        [obj] = route_access_objects([pol], tailnets)
+        assert obj["spec"]["rules"] == []
+        assert obj["spec"]["defaultAction"] == "Deny"
+
+
+def test_a_policy_on_a_route_names_its_tailnet() -> None:
+    with pytest.raises(api.ValidationError, match="tailnetRef"):
+        api.load(
+            {
+                "apiVersion": api.API_VERSION,
+                "kind": "TailscaleRoutePolicy",
+                "metadata": {"name": "p", "namespace": "apps"},
+                "spec": {"targetRefs": [route("web")], "access": ACCESS},
+            }
+        )
