@@ -8,16 +8,18 @@ device). A change of the facts changes the derived object's spec, and Envoy Gate
 from __future__ import annotations
 
 import http.client
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.extension.test_envoy_gateway import LISTENER, extension_server
+from tests.integration.extension.test_envoy_gateway import LISTENER, envoy_admin_port, extension_server, get
 from tests.support.backend import HttpBackend
 from tests.support.envoy_gateway import EnvoyGateway
 from tests.support.tailnet import wait_for
 from tsgw import api, translate
+from tsgw.extension import RBAC_FILTER
 from tsgw.translate import Device, TailnetFacts
 
 pytestmark = pytest.mark.integration
@@ -84,9 +86,41 @@ def resources(backend_port: int) -> list[dict[str, Any]]:
         },
         route("web"),
         route("open"),
+        {
+            "apiVersion": f"{ROUTES}/v1",
+            "kind": "GRPCRoute",
+            "metadata": {"name": "rpc", "namespace": "default"},
+            "spec": {
+                "parentRefs": [{"name": "ext"}],
+                "hostnames": ["rpc.example"],
+                "rules": [
+                    {
+                        "backendRefs": [
+                            {"group": api.GROUP, "kind": "TailscaleEndpoints", "name": "tailnet-web"}
+                        ]
+                    }
+                ],
+            },
+        },
     ]
 
 
+RPC_POLICY = api.load(
+    {
+        "apiVersion": api.API_VERSION,
+        "kind": "TailscaleRoutePolicy",
+        "metadata": {
+            "name": "rpc-access",
+            "namespace": "default",
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+        },
+        "spec": {
+            "tailnetRef": {"name": "corp"},
+            "targetRefs": [{"group": ROUTES, "kind": "GRPCRoute", "name": "rpc"}],
+            "access": {"rules": [{"action": "Deny", "tags": ["tag:b"]}]},
+        },
+    }
+)
 POLICY = api.load(
     {
         "apiVersion": api.API_VERSION,
@@ -139,6 +173,19 @@ def statuses(eg: EnvoyGateway, host: str) -> dict[str, int]:
     return {src: status_from(eg, src, host) for src in ("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5")}
 
 
+def routes_with_rbac(eg: EnvoyGateway, admin: int) -> dict[str, bool] | None:
+    """Route name → whether it carries tsgw's per-route RBAC, from the Envoy's config dump."""
+    status, body = get(eg.gateway_port(admin), "/config_dump?resource=dynamic_route_configs")
+    if status != 200:
+        return None
+    out = {}
+    for rc in json.loads(body).get("configs", []):
+        for vh in rc["route_config"].get("virtual_hosts", []):
+            for r in vh.get("routes", []):
+                out[r["name"]] = RBAC_FILTER in r.get("typed_per_filter_config", {})
+    return out
+
+
 def test_a_route_policy_on_an_httproute_allows_and_denies_by_source_address_in_envoy_gateway(
     tmp_path: Path,
 ) -> None:
@@ -148,8 +195,11 @@ def test_a_route_policy_on_an_httproute_allows_and_denies_by_source_address_in_e
             backend = HttpBackend("web").start()
         try:
             eg.write("ext.yaml", resources(backend.port))
-            [derived] = translate.route_access_objects([POLICY], {"corp": facts("127.0.0.2")})
+            [rpc, derived] = translate.route_access_objects(
+                [POLICY, RPC_POLICY], {"corp": facts("127.0.0.2")}
+            )
             eg.write("access.yaml", [derived])
+            eg.write("rpc-access.yaml", [rpc])
 
             want = {"127.0.0.2": 200, "127.0.0.3": 403, "127.0.0.4": 200, "127.0.0.5": 403}
             assert wait_for(lambda: statuses(eg, "web.example") == want, timeout=120)
@@ -157,6 +207,12 @@ def test_a_route_policy_on_an_httproute_allows_and_denies_by_source_address_in_e
             assert statuses(eg, "open.example") == dict.fromkeys(want, 200)
             assert service.calls.get("PostRouteModify", 0) >= 1
             assert service.calls.get("PostHTTPListenerModify", 0) >= 1
+            # A GRPCRoute's policy reaches its route the same way (its backend, a custom one,
+            # Envoy Gateway v1.9.0 drops, so only the configuration is checked here).
+            admin = wait_for(lambda: envoy_admin_port(eg), timeout=60)
+            rbac = wait_for(lambda: routes_with_rbac(eg, admin), timeout=60)
+            by_route = {name.split("/")[0] + "/" + name.split("/")[2]: v for name, v in rbac.items()}
+            assert by_route == {"httproute/web": True, "httproute/open": False, "grpcroute/rpc": True}
 
             # tag:a's device now has another address: tsgw rewrites the derived object's spec
             # (what its controller does when the facts change), and Envoy Gateway applies it.
