@@ -64,6 +64,7 @@ decodes a resource (the request can hold every cluster, listener and route of a 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -388,17 +389,27 @@ def post_route_modify(route: route_components_pb2.Route, policies: Sequence[byte
         f"TailscaleRouteAccess {_where(other)} ignored: {_where(chosen)} is older and applies"
         for other in ours[1:]
     ]
-    access = route_access_policy(chosen)
-    if isinstance(access, str):
+    config, problem = _per_route(orjson.dumps(chosen.get("spec"), option=orjson.OPT_SORT_KEYS))
+    if problem:
         problems.insert(
-            0, f"TailscaleRouteAccess {_where(chosen)} cannot be read ({access}): every request denied"
+            0, f"TailscaleRouteAccess {_where(chosen)} cannot be read ({problem}): every request denied"
         )
-        access = _DENY_ALL
     out = route_components_pb2.Route()
     out.CopyFrom(route)
-    per_route = rbac_pb2.RBACPerRoute(rbac=rbac_pb2.RBAC(rules=translate.access_rules(access)))
-    out.typed_per_filter_config[RBAC_FILTER].CopyFrom(_any(per_route))
+    out.typed_per_filter_config[RBAC_FILTER].CopyFrom(config)
     return RouteAnswer(out, _where(chosen), tuple(problems))
+
+
+@functools.lru_cache(maxsize=4096)
+def _per_route(spec: bytes) -> tuple[any_pb2.Any, str]:
+    """The per-route RBAC configuration of a TailscaleRouteAccess's spec (canonical JSON), and
+    why it denies everything if it cannot be read. Memoized: Envoy Gateway sends the same objects
+    on every translation, and parsing their addresses is most of the hook's cost. (The answer is
+    read-only: callers copy it.)"""
+    read = route_access_policy({"spec": orjson.loads(spec)})
+    access, problem = (_DENY_ALL, read) if isinstance(read, str) else (read, "")
+    per_route = rbac_pb2.RBACPerRoute(rbac=rbac_pb2.RBAC(rules=translate.access_rules(access)))
+    return _any(per_route), problem
 
 
 _HCM = "type.googleapis.com/" + hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name

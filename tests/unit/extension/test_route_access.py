@@ -397,3 +397,19 @@ def test_property_an_object_of_the_crds_shape_is_applied_or_denies_never_fails(o
         assert len(answer.problems) == 1
     else:
         assert answer.problems == ()
+
+
+def test_asked_again_the_answer_is_the_same_and_a_bad_object_is_reported_each_time() -> None:
+    # (The rules of a spec are memoized: Envoy Gateway sends the same objects every translation.)
+    good = access("p", [{"action": "Allow", "cidrs": ["10.0.0.1/32"]}])
+    renamed = access("q", [{"action": "Allow", "cidrs": ["10.0.0.1/32"]}], namespace="other")
+    first = post_route_modify(eg_route(), [blob(good)])
+    again = post_route_modify(eg_route(), [blob(renamed)])
+    assert first.route == again.route
+    assert (first.policy, again.policy) == ("apps/p", "other/q")
+    assert first.route is not None
+    first.route.typed_per_filter_config[RBAC_FILTER].value = b"changed by a caller"
+    assert post_route_modify(eg_route(), [blob(good)]).route == again.route
+    bad = access(rules=[{"action": "Allow", "cidrs": ["nope"]}])
+    for _ in range(2):
+        assert len(post_route_modify(eg_route(), [blob(bad)]).problems) == 1
