@@ -17,7 +17,7 @@ import pytest
 from tests.integration.operator.test_operator_on_apiserver import _get, _namespace, client, eventually
 from tsgw.api import API_VERSION
 from tsgw.controllers import FACTS_KEY, ROUTE_ACCESSES, TAILNET_LABEL, facts_configmap_name
-from tsgw.kube import Client, RawObject, Resource
+from tsgw.kube import Client, Invalid, RawObject, Resource
 from tsgw.operator import Operator, OperatorOptions
 from tsgw.providers import tsgw_resources
 from tsgw.translate import Device, TailnetFacts
@@ -155,3 +155,17 @@ async def test_the_operator_writes_a_route_policys_access_for_envoy_gateway(clie
         await eventually(gone, "the TailscaleRouteAccess is pruned")
         operator.manager.stop()
         tg.cancel_scope.cancel()
+
+
+async def test_the_api_server_refuses_a_route_target_without_its_group_or_tailnet(client: Client) -> None:
+    # The CRD's CEL rules, twins of tsgw.api's checks (tests/unit/translate/test_route_access.py).
+    apps = await _namespace(client, "apps")
+    no_tailnet = policy(apps, "corp")
+    del no_tailnet["spec"]["tailnetRef"]
+    with pytest.raises(Invalid, match="tailnetRef"):
+        await client.create(POLICIES, no_tailnet)
+    no_group = policy(apps, "corp")
+    del no_group["spec"]["targetRefs"][0]["group"]
+    with pytest.raises(Invalid, match=r"gateway\.networking\.k8s\.io"):
+        await client.create(POLICIES, no_group)
+    assert await client.create(POLICIES, policy(apps, "corp"))
