@@ -142,11 +142,16 @@ def _route_fit(
     if ignored:
         notes.append(f"{', '.join(ignored)} ignored on {t.kind}s")
     tailnet = spec.tailnet_ref.name if spec.tailnet_ref is not None else ""
-    if tailnet not in tailnets:
+    if _names_devices(spec.access) and tailnet not in tailnets:
         notes.append(
             f"the devices of tailnet {tailnet!r} are not known yet: every request is denied until they are"
         )
     return _cond("Accepted", True, "Accepted", "; ".join(notes))
+
+
+def _names_devices(access: api.Access) -> bool:
+    """Whether rules name tags or users, which only the tailnet's facts turn into addresses."""
+    return any(r.tags or r.users for r in access.rules)
 
 
 def _conflict_holder(
@@ -166,8 +171,9 @@ def route_access_objects(
     least one HTTPRoute or GRPCRoute target (older policy first, as :func:`apply_policies`
     decides), as Kubernetes JSON: same namespace and name as the policy, the targets it holds,
     and its rules with tags and users resolved from the facts of its ``tailnetRef``. While those
-    facts are not known (a tailnet not read yet, or not there), the rules are none and the
-    default Deny: a policy is never opened wider than it says. Pure: the same policies and facts
+    facts are not known (a tailnet not read yet, or not there), a policy whose rules name tags
+    or users gets no rules and default Deny: it is never opened wider than it says (one of CIDRs
+    only needs no facts). Pure: the same policies and facts
     give the same objects."""
     policies = sorted(
         policies, key=lambda p: (p.metadata.creation_timestamp, p.metadata.namespace, p.metadata.name)
@@ -193,6 +199,8 @@ def route_access_objects(
         if not held:
             continue
         facts = tailnets.get(spec.tailnet_ref.name) if spec.tailnet_ref is not None else None
+        if facts is None and not _names_devices(spec.access):
+            facts = TailnetFacts()  # CIDRs only: nothing to look up
         access = resolve_access(spec.access, facts) if facts is not None else _DENY_ALL
         out.append(
             {

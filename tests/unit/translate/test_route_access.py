@@ -163,3 +163,10 @@ def test_a_policy_on_a_route_names_its_tailnet() -> None:
                 "spec": {"targetRefs": [route("web")], "access": ACCESS},
             }
         )
+
+
+def test_a_policy_of_cidrs_only_needs_no_facts() -> None:
+    cidrs = {"defaultAction": "Deny", "rules": [{"action": "Allow", "cidrs": ["127.0.0.2/32"]}]}
+    [obj] = route_access_objects([policy("p", "2026-01-01T00:00:00Z", [route("web")], cidrs)], {})
+    assert obj["spec"]["rules"] == [{"action": "Allow", "cidrs": ["127.0.0.2/32"]}]
+    assert obj["spec"]["defaultAction"] == "Deny"
