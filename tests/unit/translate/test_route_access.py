@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from tsgw import api
 from tsgw.api._schema import parse
-from tsgw.translate import ROUTE_ACCESS_KIND, Device, TailnetFacts, route_access_objects
+from tsgw.model import PolicyDetails
+from tsgw.translate import ROUTE_ACCESS_KIND, Device, Inputs, TailnetFacts, route_access_objects, translate
 
 FACTS = TailnetFacts(
     devices=(
@@ -170,3 +171,41 @@ def test_a_policy_of_cidrs_only_needs_no_facts() -> None:
     [obj] = route_access_objects([policy("p", "2026-01-01T00:00:00Z", [route("web")], cidrs)], {})
     assert obj["spec"]["rules"] == [{"action": "Allow", "cidrs": ["127.0.0.2/32"]}]
     assert obj["spec"]["defaultAction"] == "Deny"
+
+
+def _raw(name: str, created: str, targets: list[dict[str, Any]], with_access: bool) -> dict[str, Any]:
+    spec: dict[str, Any] = {"tailnetRef": {"name": "corp"}, "targetRefs": targets}
+    if with_access:
+        spec["access"] = ACCESS
+    else:
+        spec["timeout"] = "5s"
+    return {
+        "apiVersion": api.API_VERSION,
+        "kind": "TailscaleRoutePolicy",
+        "metadata": {"name": name, "namespace": "apps", "uid": name, "creationTimestamp": created},
+        "spec": spec,
+    }
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    specs=st.lists(st.tuples(_created, _targets, st.booleans()), min_size=1, max_size=5),
+)
+def test_property_the_routes_a_status_accepts_are_the_routes_its_derived_object_targets(
+    specs: list[tuple[str, list[dict[str, Any]], bool]],
+) -> None:
+    raws = [_raw(f"p{i}", created, targets, access) for i, (created, targets, access) in enumerate(specs)]
+    result = translate(Inputs(objects=raws, tailnets=TAILNETS))
+    accepted = {
+        (st.ref.name, a.kind, a.name, a.section_name)
+        for st in result.model.statuses
+        if isinstance(st.details, PolicyDetails)
+        for a in st.details.ancestors
+        if a.conditions[0].status
+    }
+    derived = {
+        (o["metadata"]["name"], t["kind"], t["name"], t.get("sectionName"))
+        for o in result.route_access
+        for t in o["spec"]["targetRefs"]
+    }
+    assert accepted == derived
