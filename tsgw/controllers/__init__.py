@@ -11,6 +11,8 @@ published and write what it asks for.
 - :mod:`._authkeys`: one auth key per replica, kept in its state Secret until the device
   registered; devices deleted before their state Secrets go (a finalizer); the owner's
   ``AuthKeysReady`` condition when no key can be minted.
+- :mod:`._routeaccess`: the TailscaleRouteAccess of each TailscaleRoutePolicy on Gateway API
+  routes (what Envoy Gateway passes to tsgw's extension) applied and pruned.
 - :mod:`._services`: the Tailscale Service (``svc:<name>``) of each ingress group claimed on
   the tailnet, and released (deleted with its last claim) when the group goes (a finalizer).
 """
@@ -32,6 +34,13 @@ from tsgw.controllers._proxygroup import (
     enqueue_changed_groups,
     owner_of,
 )
+from tsgw.controllers._routeaccess import (
+    ROUTE_ACCESSES,
+    RouteAccessReconciler,
+    add_route_access_controller,
+    enqueue_changed_route_access,
+    route_access_object,
+)
 from tsgw.controllers._services import SERVICE_FINALIZER, ServiceReconciler, enqueue_changed_services
 from tsgw.controllers._status import StatusReconciler, add_status_controllers, enqueue_changed
 from tsgw.controllers._tailnets import (
@@ -49,24 +58,29 @@ __all__ = [
     "FACTS_KEY",
     "MANAGED_SELECTOR",
     "OWNED_RESOURCES",
+    "ROUTE_ACCESSES",
     "SERVICE_FINALIZER",
     "TAILNET_LABEL",
     "AuthKeyReconciler",
     "ProxyGroupReconciler",
+    "RouteAccessReconciler",
     "SecretStateStore",
     "ServiceReconciler",
     "StatusReconciler",
     "TailnetClients",
     "TailnetReconciler",
     "add_proxygroup_controllers",
+    "add_route_access_controller",
     "add_status_controllers",
     "auth_keys_condition",
     "auth_keys_from_secrets",
     "contains",
     "enqueue_changed",
     "enqueue_changed_groups",
+    "enqueue_changed_route_access",
     "enqueue_changed_services",
     "facts_configmap_name",
     "facts_from_configmaps",
     "owner_of",
+    "route_access_object",
 ]

@@ -42,7 +42,7 @@ from google.protobuf.message import Message
 
 from tsgw.model import AccessPolicy, Cluster, Failover, Listener, Protocol, ProxyGroup, Route
 
-__all__ = ["PROXY_ADDRESS_KEY", "XdsResources", "xds_resources"]
+__all__ = ["PROXY_ADDRESS_KEY", "XdsResources", "access_rules", "xds_resources"]
 
 PROXY_ADDRESS_KEY = "envoy.http11_proxy_transport_socket.proxy_address"
 """Endpoint metadata key through which the http_11_proxy transport socket finds its proxy."""
@@ -207,11 +207,15 @@ def _load_assignment(c: Cluster, proxy: any_pb2.Any | None) -> endpoint_pb2.Clus
     return cla
 
 
-def _rbac(access: AccessPolicy, stat_prefix: str) -> listener_components_pb2.Filter:
-    """A network RBAC filter on the tailnet source address (from the PROXY protocol header)."""
-    # First match decides: a connection is denied when the first rule it matches is a Deny, or
-    # when it matches none and the default is Deny. One DENY-action RBAC expresses that: Deny
-    # rule i matches "rule i and no earlier rule"; the default matches "no rule at all".
+def access_rules(access: AccessPolicy) -> rbac_config_pb2.RBAC:
+    """An access policy as Envoy RBAC rules on the source address (``remote_ip``: the PROXY
+    protocol header's source where the listener reads one, else the connection's peer).
+
+    First match decides: a request is denied when the first rule it matches is a Deny, or when
+    it matches none and the default is Deny. One DENY-action RBAC expresses that: Deny rule i
+    matches "rule i and no earlier rule"; the default matches "no rule at all". Used by tsgw's
+    own listeners (network RBAC) and by Envoy Gateway's routes (HTTP RBAC, through the
+    extension)."""
     policies: dict[str, rbac_config_pb2.Policy] = {}
     rules = rbac_config_pb2.RBAC(action=rbac_config_pb2.RBAC.DENY)
     earlier: list[rbac_config_pb2.Principal] = []
@@ -252,9 +256,14 @@ def _rbac(access: AccessPolicy, stat_prefix: str) -> listener_components_pb2.Fil
         )
     for name in sorted(policies):
         rules.policies[name].CopyFrom(policies[name])
+    return rules
+
+
+def _rbac(access: AccessPolicy, stat_prefix: str) -> listener_components_pb2.Filter:
+    """A network RBAC filter on the tailnet source address (from the PROXY protocol header)."""
     return listener_components_pb2.Filter(
         name="envoy.filters.network.rbac",
-        typed_config=_any(rbac_pb2.RBAC(stat_prefix=stat_prefix, rules=rules)),
+        typed_config=_any(rbac_pb2.RBAC(stat_prefix=stat_prefix, rules=access_rules(access))),
     )
 
 

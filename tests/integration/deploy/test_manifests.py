@@ -29,6 +29,8 @@ GROUP = "gateway.tailscale.com"
 OWNING = ("tailscaleendpoints", "tailscaleservices", "tailscalegateways")
 KINDS = ("tailscaletailnets", *OWNING, "tailscaleroutepolicies")
 TS = [f"{k}.{GROUP}" for k in KINDS]
+DERIVED = ("tailscalerouteaccesses",)
+"""Kinds tsgw writes for Envoy Gateway to read (a CRD of the base, not an informer of its input)."""
 
 
 def _container(objs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -41,7 +43,7 @@ def test_each_overlay_renders_the_operator_its_tailnet_and_credentials(tmp_path:
     tree = copy_install(tmp_path)
     base = render(tree / "base")
     crds = {o["spec"]["names"]["plural"] for o in base if o["kind"] == "CustomResourceDefinition"}
-    assert crds == set(KINDS)
+    assert crds == {*KINDS, *DERIVED}
     dep = find(base, "Deployment", "tsgw")
     assert dep["metadata"]["namespace"] == "tsgw-system"
     assert dep["spec"]["replicas"] == 2
@@ -139,6 +141,13 @@ def test_the_api_server_accepts_the_install_and_its_rbac_covers_the_operator(
                 for v in ("create", "patch", "delete", "watch")
             },
             ("create", "events.events.k8s.io", ns): True,
+            # TailscaleRouteAccess objects, for Envoy Gateway; their status is Envoy Gateway's
+            **{
+                (v, f"tailscalerouteaccesses.{GROUP}", ns): True
+                for v in ("create", "patch", "delete", "watch")
+            },
+            ("patch", f"tailscalerouteaccesses.{GROUP}/status", ns): False,
+            ("update", f"tailscaleroutepolicies.{GROUP}/finalizers", ns): True,
             # leader election, only in its namespace and only its Lease once it exists
             ("create", "leases.coordination.k8s.io", "tsgw-system"): True,
             ("update", "leases.coordination.k8s.io/tsgw-operator", "tsgw-system"): True,
