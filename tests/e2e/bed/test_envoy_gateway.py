@@ -10,6 +10,9 @@ Envoy Gateway run an Envoy Deployment (the Envoy and the shutdown-manager as bed
 ClusterIP Service (an EnvoyProxy); an HTTPRoute whose backendRef names a TailscaleEndpoints
 gets, through tsgw's Cluster hook, a cluster to tsgw's egress Service, so a pod's request to the
 Gateway reaches a tailnet device. A second route to a plain Service is not touched by the hook.
+A TailscaleRoutePolicy on that second route: the leader writes its TailscaleRouteAccess, Envoy
+Gateway watches it and calls the Route and HTTPListener hooks, and its Envoy answers 403 to a
+pod the rules do not allow and 200 once they do; the route without a policy is unaffected.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ NS = "tsgw-system"
 APPS = "default"
 PROXIES = "app.kubernetes.io/name=tsgw-proxy,app.kubernetes.io/instance=eg-echo-tsep"
 COMPONENT = "components:\n  - ../../components/envoy-gateway\n"
-CLIENTS = ("eg-client-tailnet", "eg-client-service")
+CLIENTS = ("eg-client-tailnet", "eg-client-service", "eg-client-denied", "eg-client-allowed")
 
 
 def _job_done(bed: Bed, name: str) -> bool:
@@ -271,3 +274,74 @@ def test_the_gateway_is_programmed_and_a_route_to_a_service_is_unaffected(bed: B
     # The hook leaves every cluster that is not a TailscaleEndpoints' alone: the Service's
     # route still reaches its Kubernetes backend (the test server answers with its pod name).
     assert _request(bed, CLIENTS[1], gateway, "web.example").startswith("eg-web-")
+
+
+def _status_until(bed: Bed, pod: str, url: str, host: str, want: str) -> None:
+    """A pod asks the Gateway for ``host`` once a second until the answer's status is ``want``
+    (60 tries: the policy travels leader → TailscaleRouteAccess → Envoy Gateway → its Envoy)."""
+    log = run_pod(
+        bed,
+        pod,
+        "for i in $(seq 1 60); do "
+        f"  c=$(curl -s -o /dev/null -w '%{{http_code}}' --max-time 3 -H 'Host: {host}' {url}/); "
+        f'  echo "$c"; [ "$c" = {want} ] && exit 0; sleep 1; '
+        "done; exit 1",
+    )
+    assert log.splitlines()[-1] == want, log
+
+
+def test_a_route_policy_on_an_httproute_denies_and_then_allows_a_pod_in_envoy_gateways_envoy(
+    bed: Bed, gateway: str
+) -> None:
+    pod_cidrs = sorted(n["spec"]["podCIDR"] for n in bed.get("nodes")["items"])
+    policy = {
+        "apiVersion": "gateway.tailscale.com/v1alpha1",
+        "kind": "TailscaleRoutePolicy",
+        "metadata": {"name": "web-access", "namespace": APPS},
+        "spec": {
+            "tailnetRef": {"name": "headscale"},
+            "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": "to-service"}],
+            # Only a documentation range is allowed: every pod is denied.
+            "access": {"defaultAction": "Deny", "rules": [{"action": "Allow", "cidrs": ["192.0.2.0/24"]}]},
+        },
+    }
+    bed.apply([policy])
+    try:
+        access = wait(
+            lambda: bed.get("tailscalerouteaccess", "-n", APPS, "web-access"),
+            timeout=60,
+            what="the leader wrote the TailscaleRouteAccess",
+        )
+        assert access["metadata"]["ownerReferences"][0]["name"] == "web-access", access["metadata"]
+        _status_until(bed, CLIENTS[2], gateway, "web.example", "403")
+        # The route without a policy still reaches the tailnet.
+        assert _request(bed, CLIENTS[0] + "-2", gateway, "tailnet.example") == "eg-device"
+        # Allow the pods' addresses: the same pod's request now reaches the backend.
+        policy["spec"]["access"]["rules"] = [{"action": "Allow", "cidrs": pod_cidrs}]  # type: ignore[index]
+        bed.apply([policy])
+        _status_until(bed, CLIENTS[3], gateway, "web.example", "200")
+        conds = {
+            c["type"]: c["status"]
+            for c in bed.get("tailscaleroutepolicy", "-n", APPS, "web-access")["status"]["ancestors"][0][
+                "conditions"
+            ]
+        }
+        assert conds.get("Accepted") == "True", conds
+    finally:
+        bed.kubectl(
+            "delete", "tailscaleroutepolicy", "-n", APPS, "web-access", "--ignore-not-found", check=False
+        )
+        bed.kubectl(
+            "delete",
+            "pod",
+            *CLIENTS[2:],
+            CLIENTS[0] + "-2",
+            "--ignore-not-found",
+            "--grace-period=1",
+            check=False,
+        )
+    wait(
+        lambda: not bed.get("tailscalerouteaccesses", "-n", APPS)["items"],
+        timeout=60,
+        what="the TailscaleRouteAccess removed with its policy",
+    )

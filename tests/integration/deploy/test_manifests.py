@@ -283,7 +283,13 @@ def test_the_envoy_gateway_component_serves_the_hook_behind_a_service_envoy_gate
     ]
     role = find(objs, "ClusterRole", "tsgw-envoy-gateway")
     assert role["rules"] == [
-        {"apiGroups": [GROUP], "resources": ["tailscaleendpoints"], "verbs": ["get", "list", "watch"]}
+        {
+            "apiGroups": [GROUP],
+            "resources": ["tailscaleendpoints", "tailscalerouteaccesses"],
+            "verbs": ["get", "list", "watch"],
+        },
+        # Envoy Gateway writes its own Accepted (per Gateway) into a policy resource's status.
+        {"apiGroups": [GROUP], "resources": ["tailscalerouteaccesses/status"], "verbs": ["update", "patch"]},
     ]
     binding = find(objs, "ClusterRoleBinding", "tsgw-envoy-gateway")
     assert binding["subjects"] == [
@@ -303,4 +309,8 @@ def test_the_envoy_gateway_component_serves_the_hook_behind_a_service_envoy_gate
     assert manager["backendResources"] == [
         {"group": GROUP, "version": "v1alpha1", "kind": "TailscaleEndpoints"}
     ]
-    assert manager["hooks"] == {"xdsTranslator": {"post": ["Cluster"]}}
+    assert manager["policyResources"] == [
+        {"group": GROUP, "version": "v1alpha1", "kind": "TailscaleRouteAccess"}
+    ]
+    # Route puts a policy's rules on its route; HTTPListener the filter that reads them.
+    assert manager["hooks"] == {"xdsTranslator": {"post": ["Cluster", "Route", "HTTPListener"]}}
