@@ -17,6 +17,8 @@ pod the rules do not allow and 200 once they do; the route without a policy is u
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -293,7 +295,6 @@ def _status_until(bed: Bed, pod: str, url: str, host: str, want: str) -> None:
 def test_a_route_policy_on_an_httproute_denies_and_then_allows_a_pod_in_envoy_gateways_envoy(
     bed: Bed, gateway: str
 ) -> None:
-    pod_cidrs = sorted(n["spec"]["podCIDR"] for n in bed.get("nodes")["items"])
     policy = {
         "apiVersion": "gateway.tailscale.com/v1alpha1",
         "kind": "TailscaleRoutePolicy",
@@ -316,8 +317,10 @@ def test_a_route_policy_on_an_httproute_denies_and_then_allows_a_pod_in_envoy_ga
         _status_until(bed, CLIENTS[2], gateway, "web.example", "403")
         # The route without a policy still reaches the tailnet.
         assert _request(bed, CLIENTS[0] + "-2", gateway, "tailnet.example") == "eg-device"
-        # Allow the pods' addresses: the same pod's request now reaches the backend.
-        policy["spec"]["access"]["rules"] = [{"action": "Allow", "cidrs": pod_cidrs}]  # type: ignore[index]
+        # Rewritten to allow every address (a pod's connection may reach Envoy Gateway's Envoy
+        # from its own address or, masqueraded by kube-proxy, from its node's): the rewrite
+        # travels the same way, and the route answers again.
+        policy["spec"]["access"]["rules"] = [{"action": "Allow", "cidrs": ["0.0.0.0/0"]}]  # type: ignore[index]
         bed.apply([policy])
         _status_until(bed, CLIENTS[3], gateway, "web.example", "200")
         conds = {
@@ -345,3 +348,140 @@ def test_a_route_policy_on_an_httproute_denies_and_then_allows_a_pod_in_envoy_ga
         timeout=60,
         what="the TailscaleRouteAccess removed with its policy",
     )
+
+
+def _state_ip(bed: Bed, secret: str) -> str | None:
+    data = bed.get("secret", "-n", APPS, secret).get("data") or {}
+    if "device_ips" not in data:
+        return None
+    return next(a for a in json.loads(base64.b64decode(data["device_ips"])) if "." in a)
+
+
+def _get(client: Any, ip: str) -> tuple[str, list[str]]:
+    """GET /headers for web.tailnet through the TailscaleGateway's proxy at ``ip``:80, from a
+    tailnet device: (status line, body lines); ("dial failed: ...", []) when the tailnet did not
+    carry the connection."""
+    try:
+        reply = client.dial(
+            ip, 80, b"GET /headers HTTP/1.1\r\nHost: web.tailnet\r\nConnection: close\r\n\r\n", timeout=5
+        )
+    except OSError as e:
+        return f"dial failed: {e!r}", []
+    head, _, body = reply.partition(b"\r\n\r\n")
+    return head.split(b"\r\n", 1)[0].decode(errors="replace"), body.decode(errors="replace").splitlines()
+
+
+def test_a_tailscale_gateway_publishes_a_gateway_whose_route_policy_sees_the_tailnet_caller(
+    bed: Bed, gateway: str
+) -> None:
+    """A TailscaleGateway publishes a second Gateway (PROXY protocol required by its
+    ClientTrafficPolicy) on the tailnet (Headscale: on the proxy's own address). A tailnet
+    device's request reaches the HTTPRoute's Kubernetes backend, which sees the device's tailnet
+    address; a TailscaleRoutePolicy on that route allowing one tailnet user lets that user's
+    device through and answers 403 to another user's."""
+    assert bed.tailnet is not None
+    alice = bed.tailnet.device("eg-alice", bed.tailnet.preauth_key_for("alice"))
+    bob = bed.tailnet.device("eg-bob", bed.tailnet.preauth_key_for("bob"))
+    objs: list[dict[str, Any]] = [
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "Gateway",
+            "metadata": {"name": "eg-tailnet", "namespace": APPS},
+            "spec": {
+                "gatewayClassName": "eg",
+                "listeners": [{"name": "http", "protocol": "HTTP", "port": 80}],
+            },
+        },
+        {
+            # Every connection to this Gateway comes from tsgw's proxy, with the PROXY protocol
+            # header carrying the tailnet caller's address (required: not optional).
+            "apiVersion": "gateway.envoyproxy.io/v1alpha1",
+            "kind": "ClientTrafficPolicy",
+            "metadata": {"name": "eg-tailnet", "namespace": APPS},
+            "spec": {
+                "targetRefs": [
+                    {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "eg-tailnet"}
+                ],
+                "proxyProtocol": {},
+            },
+        },
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": "tailnet-web", "namespace": APPS},
+            "spec": {
+                "parentRefs": [{"name": "eg-tailnet"}],
+                "hostnames": ["web.tailnet"],
+                "rules": [{"backendRefs": [{"name": "eg-web", "port": 80}]}],
+            },
+        },
+        {
+            "apiVersion": "gateway.tailscale.com/v1alpha1",
+            "kind": "TailscaleGateway",
+            "metadata": {"name": "eg-tailnet", "namespace": APPS},
+            "spec": {"gatewayRef": {"name": "eg-tailnet"}, "tailnetRef": {"name": "headscale"}},
+        },
+    ]
+    bed.apply(objs)
+    policy = {
+        "apiVersion": "gateway.tailscale.com/v1alpha1",
+        "kind": "TailscaleRoutePolicy",
+        "metadata": {"name": "tailnet-web", "namespace": APPS},
+        "spec": {
+            "tailnetRef": {"name": "headscale"},
+            "targetRefs": [
+                {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": "tailnet-web"}
+            ],
+            "access": {"defaultAction": "Deny", "rules": [{"action": "Allow", "users": ["alice"]}]},
+        },
+    }
+    try:
+        ip = wait(
+            lambda: _state_ip(bed, "eg-tailnet-tsgw-0"),
+            timeout=180,
+            what="the TailscaleGateway's proxy joined the tailnet",
+            interval=1,
+        )
+        seen: dict[str, Any] = {}
+
+        def through() -> list[str] | None:
+            seen["alice"] = r = _get(alice, ip)
+            return r[1] if " 200 " in f"{r[0]} " else None
+
+        try:
+            lines = wait(
+                through, timeout=180, what="alice reaches the backend through the Gateway", interval=1
+            )
+        except AssertionError as e:
+            tg = bed.get("tailscalegateway", "-n", APPS, "eg-tailnet").get("status")
+            raise AssertionError(f"{e}\nlast: {seen}\nTailscaleGateway status: {tg}") from None
+        assert lines[0].startswith("eg-web-"), lines  # the Kubernetes backend's pod name
+        forwarded = [ln for ln in lines if ln.lower().startswith("x-forwarded-for:")]
+        assert forwarded, lines
+        assert alice.ip4() in forwarded[0], (forwarded, alice.ip4())
+
+        bed.apply([policy])
+
+        def decided() -> bool:
+            seen["alice"], seen["bob"] = _get(alice, ip)[0], _get(bob, ip)[0]
+            return " 200 " in f"{seen['alice']} " and " 403 " in f"{seen['bob']} "
+
+        try:
+            wait(decided, timeout=120, what="alice allowed and bob denied by their tailnet users", interval=1)
+        except AssertionError as e:
+            raise AssertionError(f"{e}; last answers {seen}") from None
+    finally:
+        bed.kubectl(
+            "delete", "tailscaleroutepolicy", "-n", APPS, "tailnet-web", "--ignore-not-found", check=False
+        )
+        bed.kubectl("delete", "tailscalegateway", "-n", APPS, "eg-tailnet", "--ignore-not-found", check=False)
+        for kind in ("httproute", "clienttrafficpolicy", "gateway"):
+            bed.kubectl(
+                "delete",
+                kind,
+                "-n",
+                APPS,
+                "tailnet-web" if kind == "httproute" else "eg-tailnet",
+                "--ignore-not-found",
+                check=False,
+            )
