@@ -485,3 +485,88 @@ def test_a_tailscale_gateway_publishes_a_gateway_whose_route_policy_sees_the_tai
                 "--ignore-not-found",
                 check=False,
             )
+
+
+def test_a_route_to_a_tailscale_endpoints_fails_over_to_the_next_priority_through_envoy_gateway(
+    bed: Bed, gateway: str
+) -> None:
+    """The TailscaleEndpoints' priorities hold behind Envoy Gateway: the hook's cluster goes to
+    tsgw's egress Service, whose proxies move to the standby once the primary stops answering."""
+    assert bed.tailnet is not None
+    primary = bed.tailnet.device("eg-fo-primary", bed.tailnet.preauth_key_for())
+    bed.tailnet.device("eg-fo-standby", bed.tailnet.preauth_key_for())
+    objs: list[dict[str, Any]] = [
+        {
+            "apiVersion": "gateway.tailscale.com/v1alpha1",
+            "kind": "TailscaleEndpoints",
+            "metadata": {"name": "eg-fo", "namespace": APPS},
+            "spec": {
+                "tailnetRef": {"name": "headscale"},
+                "proxy": {"replicas": 1},
+                "failover": {"consecutiveFailures": 1, "ejectionTime": "60s", "interval": "1s", "retries": 1},
+                "targets": [
+                    {
+                        "name": "primary",
+                        "address": primary.ip4(),
+                        "ports": [{"port": 8080, "protocol": "HTTP"}],
+                    },
+                    {
+                        "name": "standby",
+                        "address": "eg-fo-standby",
+                        "priority": 1,
+                        "ports": [{"port": 8080, "protocol": "HTTP"}],
+                    },
+                ],
+            },
+        },
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": "to-failover", "namespace": APPS},
+            "spec": {
+                "parentRefs": [{"name": "eg"}],
+                "hostnames": ["fo.example"],
+                "rules": [
+                    {
+                        "backendRefs": [
+                            {"group": "gateway.tailscale.com", "kind": "TailscaleEndpoints", "name": "eg-fo"}
+                        ]
+                    }
+                ],
+            },
+        },
+    ]
+    bed.apply(objs)
+    try:
+        log = run_pod(
+            bed,
+            "eg-fo-before",
+            "for i in $(seq 1 120); do "
+            "  r=$(curl -sf --max-time 3 -H 'Host: fo.example' " + gateway + "/) && "
+            '  [ "$r" = eg-fo-primary ] && echo "$r" && exit 0; sleep 1; '
+            "done; exit 1",
+        )
+        assert "eg-fo-primary" in log.splitlines(), log
+        assert primary.server is not None
+        primary.server.stop()
+        # Every request after the stop is answered: the first one's retry goes to the next tier.
+        log = run_pod(
+            bed,
+            "eg-fo-after",
+            "for i in $(seq 1 10); do curl -sf --max-time 5 -H 'Host: fo.example' "
+            + gateway
+            + "/ | head -1; done",
+        )
+        assert [ln for ln in log.splitlines() if ln.strip()] == ["eg-fo-standby"] * 10, log
+    finally:
+        bed.kubectl("delete", "httproute", "-n", APPS, "to-failover", "--ignore-not-found", check=False)
+        bed.kubectl("delete", "tailscaleendpoints", "-n", APPS, "eg-fo", "--ignore-not-found", check=False)
+        bed.kubectl(
+            "delete",
+            "pod",
+            "eg-fo-before",
+            "eg-fo-after",
+            "--ignore-not-found",
+            "--grace-period=1",
+            check=False,
+        )
