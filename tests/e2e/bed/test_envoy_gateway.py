@@ -570,3 +570,45 @@ def test_a_route_to_a_tailscale_endpoints_fails_over_to_the_next_priority_throug
             "--grace-period=1",
             check=False,
         )
+
+
+def test_a_route_to_a_missing_tailscale_endpoints_says_so_and_breaks_no_other_route(
+    bed: Bed, gateway: str
+) -> None:
+    """Envoy Gateway checks a custom backend exists before it calls the hook: the route gets
+    ResolvedRefs=False, BackendNotFound, naming the TailscaleEndpoints; the others still answer."""
+    route = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "to-missing", "namespace": APPS},
+        "spec": {
+            "parentRefs": [{"name": "eg"}],
+            "hostnames": ["missing.example"],
+            "rules": [
+                {
+                    "backendRefs": [
+                        {"group": "gateway.tailscale.com", "kind": "TailscaleEndpoints", "name": "nope"}
+                    ]
+                }
+            ],
+        },
+    }
+    bed.apply([route])
+    try:
+
+        def resolved() -> dict[str, Any] | None:
+            parents = bed.get("httproute", "-n", APPS, "to-missing").get("status", {}).get("parents") or []
+            conds = {c["type"]: c for c in (parents[0]["conditions"] if parents else ())}
+            return conds.get("ResolvedRefs")
+
+        cond = wait(resolved, timeout=60, what="the route's ResolvedRefs condition")
+        assert cond["status"] == "False", cond
+        assert cond["reason"] == "BackendNotFound", cond
+        assert "TailscaleEndpoints" in cond["message"], cond
+        assert "nope" in cond["message"], cond
+        assert _request(bed, "eg-client-after-missing", gateway, "tailnet.example") == "eg-device"
+    finally:
+        bed.kubectl("delete", "httproute", "-n", APPS, "to-missing", "--ignore-not-found", check=False)
+        bed.kubectl(
+            "delete", "pod", "eg-client-after-missing", "--ignore-not-found", "--grace-period=1", check=False
+        )
