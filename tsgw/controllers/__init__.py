@@ -32,7 +32,14 @@ from tsgw.controllers._proxygroup import (
     enqueue_changed_groups,
     owner_of,
 )
-from tsgw.controllers._services import SERVICE_FINALIZER, ServiceReconciler, enqueue_changed_services
+from tsgw.controllers._services import (
+    SERVICE_FINALIZER,
+    ClaimOutcome,
+    ServiceReconciler,
+    converge_claim,
+    converge_release,
+    enqueue_changed_services,
+)
 from tsgw.controllers._status import StatusReconciler, add_status_controllers, enqueue_changed
 from tsgw.controllers._tailnets import (
     FACTS_KEY,
@@ -52,6 +59,7 @@ __all__ = [
     "SERVICE_FINALIZER",
     "TAILNET_LABEL",
     "AuthKeyReconciler",
+    "ClaimOutcome",
     "ProxyGroupReconciler",
     "SecretStateStore",
     "ServiceReconciler",
@@ -63,6 +71,8 @@ __all__ = [
     "auth_keys_condition",
     "auth_keys_from_secrets",
     "contains",
+    "converge_claim",
+    "converge_release",
     "enqueue_changed",
     "enqueue_changed_groups",
     "enqueue_changed_services",
