@@ -329,6 +329,7 @@ class ServiceReconciler:
             return None  # the update event brings the object back with its finalizer
         me = self._me(obj)
         wrote = False
+        refused = False
         try:
             for current in await ts.list_services():
                 if (want is not None and current.name == want.name) or not any(
@@ -337,7 +338,8 @@ class ServiceReconciler:
                     continue
                 wrote |= await self._release(ts, current, me)
             if want is not None:
-                wrote |= await self._claim(ts, obj, want, me)
+                claimed, refused = await self._claim(ts, obj, want, me)
+                wrote |= claimed
         except _Unsettled as e:
             log.warning("Tailscale Service still changing; will retry", error=str(e))
             return Result(requeue_after=self.settle * 2)
@@ -353,9 +355,13 @@ class ServiceReconciler:
         if deleting:
             await self._set_finalizers(obj, [f for f in finalizers if f != SERVICE_FINALIZER])
             return None
-        return Result(requeue_after=RESYNC_S)
+        # Refused (a conflict, a foreign service): look again soon, the other side may change.
+        return Result(requeue_after=RETRY_S if refused else RESYNC_S)
 
-    async def _claim(self, ts: TailscaleAPI, obj: RawObject, want: TailscaleService, me: OwnerRef) -> bool:
+    async def _claim(
+        self, ts: TailscaleAPI, obj: RawObject, want: TailscaleService, me: OwnerRef
+    ) -> tuple[bool, bool]:
+        """(wrote, refused)"""
         out = await converge_claim(ts, want, me, settle=self.settle)
         self.writes += out.writes
         if out.action == "foreign":
@@ -366,7 +372,7 @@ class ServiceReconciler:
             raise _Unsettled(out.reason)
         elif out.writes:
             log.info("tailscale service claimed", service=want.name, writes=out.writes)
-        return out.writes > 0
+        return out.writes > 0, out.action in ("foreign", "conflict")
 
     async def _release(self, ts: TailscaleAPI, current: TailscaleService, me: OwnerRef) -> bool:
         out = await converge_release(ts, current.name, me, settle=self.settle)

@@ -177,6 +177,15 @@ async def test_a_tailscale_service_is_claimed_renamed_refused_when_foreign_and_r
 
         await eventually(gone, "the object deleted once its service is gone")
         assert service("svc:taken") == foreign
+        # The refused object goes too, leaving the foreign service as it was (and nothing of this
+        # test for the next one's operator, whose worker would retry it against a stopped box).
+        await client.delete(KINDS["TailscaleServices"], "taken", apps)
+
+        async def taken_gone() -> bool:
+            return await _get(client, KINDS["TailscaleServices"], "taken", apps) is None
+
+        await eventually(taken_gone, "the refused object deleted")
+        assert service("svc:taken") == foreign
         tg.cancel_scope.cancel()
 
 
