@@ -24,11 +24,7 @@ cluster served) and a TailscaleServices for ``svc:web`` with one proxy:
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
-import subprocess
-import textwrap
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,18 +32,22 @@ from pathlib import Path
 import pytest
 
 from tests.bed import Bed, BedOptions
-from tests.e2e.bed.helpers import assert_bed_gone, pods, ready, wait
-from tests.e2e.bed.test_tailscale_services import APPS, BOX_TAGS, NS, OVERLAY, SVC, _get_headers, _service
-from tests.support.boxed_fake import OPERATOR_TAG, BoxedTailnet, boxed_tailnet
-from tests.support.install import copy_install, install_on_bed
-from tests.support.tailnet import Node
+from tests.e2e.bed.helpers import assert_bed_gone, wait
+from tests.e2e.bed.test_tailscale_services import APPS, SVC, _service
+from tests.support.boxed_fake import BoxedTailnet
+from tests.support.multicluster import (
+    CLUSTERS,
+    Prober,
+    host_web,
+    install_cluster,
+    linked_box,
+    served_by,
+    uninstall_cluster,
+)
 from tests.support.tailnet_services import auth_key
 from tsgw.tailscale import owners_of
 
 pytestmark = pytest.mark.e2e
-
-CLUSTERS = ("cluster-a", "cluster-b")
-INGRESS = "app.kubernetes.io/name=tsgw-proxy,app.kubernetes.io/instance=web-tssvc"
 
 
 @pytest.fixture(scope="module")
@@ -63,111 +63,8 @@ def bed_b(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
 
 @pytest.fixture(scope="module")
 def mc_box(bed: Bed, bed_b: Bed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BoxedTailnet]:
-    """The box in bed A's tailnet namespace on an address of its own, reachable from bed B."""
-    tn = bed.ns["tailnet"]
-    address = bed.plan.tailnet_ip.rsplit(".", 1)[0] + ".3"
-    b_side = bed_b.plan.tailnet_ip.rsplit(".", 1)[0] + ".3"  # free on bed B's fabric
-    tn.run(["ip", "addr", "add", f"{address}/24", "dev", "eth0"])
-    tn.run(["ip", "link", "add", "mc0", "type", "veth", "peer", "name", "mcA", "netns", bed_b.plan.fabric_ns])
-    try:
-        fab_b = bed_b.ns["fabric"]
-        fab_b.run(["ip", "link", "set", "mcA", "master", "fab0", "up"])
-        tn.run(["ip", "addr", "add", f"{b_side}/24", "dev", "mc0"])
-        tn.run(["ip", "link", "set", "mc0", "up"])
-        for k in range(bed_b.plan.nodes):
-            tn.run(["ip", "route", "add", bed_b.plan.pod_cidr(k), "via", bed_b.plan.node_ip(k)])
-            bed_b.ns[f"node{k}"].run(["ip", "route", "add", f"{address}/32", "via", b_side])
-        with boxed_tailnet(
-            tmp_path_factory.mktemp("mc-box"), tn, address, api_in_namespace=True, tags=BOX_TAGS
-        ) as box:
-            box.set_policy(services={SVC: ["tag:k8s"]})
-            yield box
-    finally:
-        with contextlib.suppress(subprocess.CalledProcessError):  # gone with bed B's fabric
-            tn.run(["ip", "link", "del", "mc0"])
-        tn.run(["ip", "addr", "del", f"{address}/24", "dev", "eth0"])
-
-
-def _overlay(cluster: str) -> str:
-    assert "--cluster-id=bed\n" in OVERLAY
-    return OVERLAY.replace("--cluster-id=bed\n", f"--cluster-id={cluster}\n") + (
-        "replicas:\n  - name: tsgw\n    count: 1\n"
-    )
-
-
-def _install(bed: Bed, box: BoxedTailnet, workdir: Path, cluster: str) -> Path:
-    """docs/install.md with this cluster's own OAuth client and cluster id."""
-    cid, secret = box.fake.add_oauth_client(tags=(OPERATOR_TAG,))
-    tree = copy_install(workdir)
-    (tree / "overlays" / "tailscale" / "client_id").write_text(cid)
-    (tree / "overlays" / "tailscale" / "client_secret").write_text(secret)
-    overlay = tree / "overlays" / cluster
-    overlay.mkdir()
-    (overlay / "kustomization.yaml").write_text(_overlay(cluster))
-    (overlay / "api-url.yaml").write_text(
-        "apiVersion: gateway.tailscale.com/v1alpha1\n"
-        "kind: TailscaleTailnet\n"
-        "metadata: {name: tailscale}\n"
-        "spec:\n"
-        f"  controlPlane: {{type: Tailscale, apiURL: '{box.api_url_inside}', loginURL: '{box.box.url}'}}\n"
-    )
-    install_on_bed(bed, tree, overlay, operators=1)
-    return overlay
-
-
-def _web(bed: Bed, cluster: str) -> None:
-    backend = f"web-{cluster[-1]}"
-    bed.apply(
-        textwrap.dedent(
-            f"""
-            apiVersion: apps/v1
-            kind: Deployment
-            metadata: {{name: {backend}, namespace: {APPS}}}
-            spec:
-              replicas: 1
-              selector: {{matchLabels: {{app: web}}}}
-              template:
-                metadata: {{labels: {{app: web}}}}
-                spec:
-                  containers: [{{name: web, image: bed.test/backend}}]
-            ---
-            apiVersion: v1
-            kind: Service
-            metadata: {{name: web, namespace: {APPS}}}
-            spec:
-              selector: {{app: web}}
-              ports: [{{name: http, port: 80, targetPort: 8080}}]
-            ---
-            apiVersion: gateway.tailscale.com/v1alpha1
-            kind: TailscaleServices
-            metadata: {{name: web, namespace: {APPS}}}
-            spec:
-              tailnetRef: {{name: tailscale}}
-              proxy: {{replicas: 1}}
-              ports: [{{port: 80, protocol: HTTP, targetPort: http}}]
-              backends: [{{service: web}}]
-              tags: [tag:k8s]
-            """
-        )
-    )
-    wait(
-        lambda: len([p for p in pods(bed, INGRESS, APPS) if ready(p)]) == 1,
-        timeout=240,
-        what=f"{cluster}'s ingress proxy Ready",
-        interval=1,
-    )
-
-
-def _uninstall(bed: Bed, cluster: str, overlay: Path) -> None:
-    bed.kubectl("delete", "tailscaleservices", "--all", "-A", "--ignore-not-found", check=False, timeout=120)
-    backend = f"deployment/web-{cluster[-1]}"
-    bed.kubectl("delete", "-n", APPS, backend, "service/web", "--ignore-not-found", check=False, timeout=120)
-    bed.kubectl("delete", "--ignore-not-found", "-k", str(overlay), check=False, timeout=180)
-    wait(
-        lambda: NS not in {n["metadata"]["name"] for n in bed.get("namespaces")["items"]},
-        timeout=120,
-        what=f"namespace {NS} gone",
-    )
+    with linked_box(bed, bed_b, tmp_path_factory.mktemp("mc-box")) as box:
+        yield box
 
 
 @dataclass
@@ -185,49 +82,18 @@ def two(
     tc = TwoClusters(beds, mc_box)
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         futures = {
-            c: pool.submit(_install, b, mc_box, tmp_path_factory.mktemp(f"install-{c}"), c)
+            c: pool.submit(install_cluster, b, mc_box, tmp_path_factory.mktemp(f"install-{c}"), c)
             for c, b in beds.items()
         }
         try:
             for c, f in futures.items():
                 tc.overlays[c] = f.result()
-            for f2 in [pool.submit(_web, b, c) for c, b in beds.items()]:
+            for f2 in [pool.submit(host_web, b, c) for c, b in beds.items()]:
                 f2.result()
             yield tc
         finally:
-            for f3 in [pool.submit(_uninstall, beds[c], c, o) for c, o in tc.overlays.items()]:
+            for f3 in [pool.submit(uninstall_cluster, beds[c], c, o) for c, o in tc.overlays.items()]:
                 f3.result()
-
-
-def _served_by(client: Node, vip: str) -> str:
-    """Which cluster answered (``cluster-a``/``cluster-b``), or ``failed: ...``."""
-    line, body = _get_headers(client, vip)
-    if " 200 " not in f"{line} " or not body:
-        return f"failed: {line!r}"
-    pod = body[0]
-    for c in CLUSTERS:
-        if pod.startswith(f"web-{c[-1]}-"):
-            return c
-    return f"failed: unknown backend {pod!r}"
-
-
-@dataclass
-class Prober:
-    """Requests to the VIP every ``period`` seconds from a thread; each answer with its time."""
-
-    client: Node
-    vip: str
-    period: float = 0.2
-    answers: list[tuple[float, str]] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-
-    def run(self) -> None:
-        while not self._stop.is_set():
-            self.answers.append((time.monotonic(), _served_by(self.client, self.vip)))
-            self._stop.wait(self.period)
-
-    def stop(self) -> None:
-        self._stop.set()
 
 
 def test_two_clusters_host_svc_web_and_traffic_survives_deleting_it_in_one(two: TwoClusters) -> None:
@@ -252,13 +118,13 @@ def test_two_clusters_host_svc_web_and_traffic_survives_deleting_it_in_one(two: 
 
     client = box.box.join("mc-client", auth_key(box, ("tag:client",)), socks5=True)
     first = wait(
-        lambda: r if not (r := _served_by(client, vip)).startswith("failed") else None,
+        lambda: r if not (r := served_by(client, vip)).startswith("failed") else None,
         timeout=120,
         what=f"the client reaches a backend through {SVC} ({vip})",
         interval=0.5,
     )
     other = next(c for c in CLUSTERS if c != first)
-    before = [_served_by(client, vip) for _ in range(10)]
+    before = [served_by(client, vip) for _ in range(10)]
     assert before == [first] * 10, before  # one primary host for every client (the box's rule)
 
     # Deleted in the serving cluster: the other keeps the service and takes the traffic.
