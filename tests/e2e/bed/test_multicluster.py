@@ -125,7 +125,11 @@ def test_two_clusters_host_svc_web_and_traffic_survives_deleting_it_in_one(two: 
     )
     other = next(c for c in CLUSTERS if c != first)
     before = [served_by(client, vip) for _ in range(10)]
-    assert before == [first] * 10, before  # one primary host for every client (the box's rule)
+    # One primary host for every client (the box's rule). A dial the tailnet did not carry (a
+    # loaded machine) says nothing about which host serves: only answers count here.
+    answered = [w for w in before if not w.startswith("failed: 'dial failed")]
+    assert answered, before
+    assert answered == [first] * len(answered), before
 
     # Deleted in the serving cluster: the other keeps the service and takes the traffic.
     prober = Prober(client, vip)
