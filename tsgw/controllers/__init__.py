@@ -33,6 +33,7 @@ from tsgw.controllers._proxygroup import (
     owner_of,
 )
 from tsgw.controllers._services import (
+    SERVICE_CLAIMED,
     SERVICE_FINALIZER,
     ClaimOutcome,
     ServiceReconciler,
@@ -56,6 +57,7 @@ __all__ = [
     "FACTS_KEY",
     "MANAGED_SELECTOR",
     "OWNED_RESOURCES",
+    "SERVICE_CLAIMED",
     "SERVICE_FINALIZER",
     "TAILNET_LABEL",
     "AuthKeyReconciler",

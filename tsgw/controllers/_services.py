@@ -11,8 +11,10 @@ on its own name, see :mod:`tsgw.translate._ingress`), the reconciler:
   claim to the owner annotation of one tsgw already made, keeping the VIPs control allocated.
   A service tsgw did not make is never taken over, and a definition (ports, tags) other owners
   set differently is left alone: both become a Warning Event on the object
-  (``TailscaleServiceForeign``, ``TailscaleServiceConflict``) and the object's status keeps
-  saying the service is not ready;
+  (``TailscaleServiceForeign``, ``TailscaleServiceConflict``) and its condition
+  ``TailscaleServiceClaimed=False`` (``Foreign``, ``Conflict``: who holds it and how it is
+  defined), and the object's status keeps saying the service is not ready; a claim that holds
+  is ``TailscaleServiceClaimed=True``;
 - releases this object's claims on every other service (a renamed ``serviceName``) and, when
   the object is being deleted, on its own, deleting a service only when no claim is left;
   then removes the finalizer;
@@ -54,6 +56,7 @@ import anyio
 import anyio.lowlevel
 import structlog
 
+from tsgw.controllers._status import write_condition
 from tsgw.controllers._tailnets import TailnetClients
 from tsgw.kube import (
     Client,
@@ -66,7 +69,7 @@ from tsgw.kube import (
     Resource,
     Result,
 )
-from tsgw.model import ProxyGroup
+from tsgw.model import Condition, ProxyGroup
 from tsgw.pipeline import Pipeline, Published
 from tsgw.tailscale import (
     APIError,
@@ -81,6 +84,7 @@ from tsgw.tailscale import (
 from tsgw.tailscale import Client as TailscaleAPI
 
 __all__ = [
+    "SERVICE_CLAIMED",
     "SERVICE_FINALIZER",
     "ClaimOutcome",
     "ServiceReconciler",
@@ -92,6 +96,11 @@ __all__ = [
 log = structlog.get_logger("tsgw.controllers.services")
 
 SERVICE_FINALIZER = "gateway.tailscale.com/tailscale-service"
+SERVICE_CLAIMED = "TailscaleServiceClaimed"
+"""The owner's condition saying whether its claim on the service holds: True ``Claimed`` (with
+how many other owners share it), False ``Conflict`` (other owners defined it differently: their
+names and both definitions) or ``Foreign`` (made outside tsgw). Written by this controller, only
+when it changes."""
 FIELD_MANAGER = "tsgw-services"
 RETRY_S = 10.0
 """Seconds before a reconcile that could not finish (no client yet, an API error) runs again."""
@@ -366,12 +375,24 @@ class ServiceReconciler:
         self.writes += out.writes
         if out.action == "foreign":
             self._event(obj, "TailscaleServiceForeign", out.reason)
+            await self._condition(obj, Condition(SERVICE_CLAIMED, False, "Foreign", out.reason))
         elif out.action == "conflict":
             self._event(obj, "TailscaleServiceConflict", out.reason)
+            await self._condition(obj, Condition(SERVICE_CLAIMED, False, "Conflict", out.reason))
         elif out.action == "unsettled":
             raise _Unsettled(out.reason)
-        elif out.writes:
-            log.info("tailscale service claimed", service=want.name, writes=out.writes)
+        else:
+            others = sorted(
+                {o.operator_id for o in owners_of(out.service) or () if not o.same_object(me)}
+                if out.service is not None
+                else set()
+            )
+            note = f"{want.name} claimed by cluster {me.operator_id!r}"
+            if others:
+                note += f", shared with cluster(s) {', '.join(others)}"
+            await self._condition(obj, Condition(SERVICE_CLAIMED, True, "Claimed", note))
+            if out.writes:
+                log.info("tailscale service claimed", service=want.name, writes=out.writes)
         return out.writes > 0, out.action in ("foreign", "conflict")
 
     async def _release(self, ts: TailscaleAPI, current: TailscaleService, me: OwnerRef) -> bool:
@@ -383,6 +404,10 @@ class ServiceReconciler:
             gone = out.service is None
             log.info("tailscale service claim released", service=current.name, deleted=gone)
         return out.writes > 0
+
+    async def _condition(self, obj: RawObject, condition: Condition) -> None:
+        with contextlib.suppress(NotFound):
+            await write_condition(self.client, self.resource, obj, condition)
 
     async def _set_finalizers(self, obj: RawObject, finalizers: list[str]) -> None:
         md = obj.get("metadata") or {}

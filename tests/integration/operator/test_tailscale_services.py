@@ -31,7 +31,7 @@ from tests.integration.operator.test_operator_on_apiserver import (
 from tests.support.boxed_fake import BoxedTailnet
 from tests.support.controlplane import ControlPlane
 from tsgw.api import API_VERSION
-from tsgw.controllers import SERVICE_FINALIZER
+from tsgw.controllers import SERVICE_CLAIMED, SERVICE_FINALIZER
 from tsgw.kube import EVENTS, SECRETS, Client
 from tsgw.operator import Operator, OperatorOptions
 from tsgw.tailscale import NotFoundError, OwnerRef, TailscaleService, owners_of, plan_claim
@@ -271,6 +271,16 @@ async def test_another_clusters_service_defined_differently_is_a_condition_and_a
             return c if c is not None and c["reason"] == "NotClaimed" else None
 
         await eventually(not_claimed, "TailscaleServiceReady=False, NotClaimed")
+
+        async def claimed(status: str) -> dict[str, Any] | None:
+            obj = await client.get(KINDS["TailscaleServices"], "web", apps)
+            c = _condition(obj, SERVICE_CLAIMED)
+            return c if c is not None and c["status"] == status else None
+
+        conflict = await eventually(lambda: claimed("False"), "TailscaleServiceClaimed=False")
+        assert conflict["reason"] == "Conflict", conflict
+        assert "cluster-a" in conflict["message"], conflict
+        assert "tcp:8080" in conflict["message"], conflict
         now = await anyio.to_thread.run_sync(web)
         assert now.ports == ("tcp:8080",)
         assert owners_of(now) == (theirs,)
@@ -288,6 +298,8 @@ async def test_another_clusters_service_defined_differently_is_a_condition_and_a
 
         await eventually(lambda: anyio.to_thread.run_sync(shared), "both clusters' claims on svc:web")
         await eventually(lambda: _ready_polled(condition, "True"), "TailscaleServiceReady=True")
+        shared_cond = await eventually(lambda: claimed("True"), "TailscaleServiceClaimed=True")
+        assert "shared with cluster(s) cluster-a" in shared_cond["message"], shared_cond
 
         # Deleted here: only this cluster's claim goes; the service stays for cluster A.
         await client.delete(KINDS["TailscaleServices"], "web", apps)
