@@ -105,6 +105,22 @@ def test_two_clusters_host_svc_web_and_traffic_survives_deleting_it_in_one(two: 
         return ids if ids == set(CLUSTERS) else set()
 
     wait(both_claims, timeout=120, what="both clusters' claims on svc:web", interval=1)
+    for cluster, bed in two.beds.items():
+        peer = next(c for c in CLUSTERS if c != cluster)
+
+        def claimed(bed: Bed = bed, peer: str = peer) -> bool:
+            status = bed.get("tailscaleservices", "-n", APPS, "web").get("status") or {}
+            c = {c["type"]: c for c in status.get("conditions") or []}.get("TailscaleServiceClaimed")
+            return (
+                c is not None and c["status"] == "True" and f"shared with cluster(s) {peer}" in c["message"]
+            )
+
+        wait(
+            claimed,
+            timeout=60,
+            what=f"{cluster}'s TailscaleServiceClaimed=True, shared with {peer}",
+            interval=1,
+        )
 
     def hosts() -> list[str]:
         hs = box.box.admin.service_hosts(SVC)

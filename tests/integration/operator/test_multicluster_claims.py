@@ -24,9 +24,12 @@ box's control server allocates the VIPs and keeps the service).
 from __future__ import annotations
 
 import contextlib
+import os
 import random
+import re
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import anyio
 import pytest
@@ -35,6 +38,7 @@ from tests.fake_tailscale import FakeTailscale, serve
 from tests.support.boxed_fake import OPERATOR_TAG, BoxedTailnet
 from tsgw.controllers import converge_claim, converge_release
 from tsgw.tailscale import (
+    APIKey,
     ClientOptions,
     InvalidRequestError,
     NotFoundError,
@@ -222,3 +226,42 @@ async def _cleanup(api: Api, me: OwnerRef) -> None:
     cid = api.oauth()
     async with TailscaleClient(OAuthClientCredentials(*cid), ClientOptions(base_url=api.url)) as ts:
         await converge_release(ts, NAME, me, settle=0.0)
+
+
+def _recovery_script() -> str:
+    """The shell block of docs/multicluster.md that removes a dead cluster's claim."""
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "multicluster.md").read_text()
+    blocks: list[str] = re.findall(r"```sh\n(.*?)```", doc, flags=re.S)
+    (script,) = [b for b in blocks if "DEAD=" in b]
+    return script
+
+
+async def test_the_documented_recovery_removes_a_dead_clusters_claim_and_only_it(tmp_path: Path) -> None:
+    """Cluster A died holding a claim; the commands docs/multicluster.md gives a person remove it
+    (over real HTTP, with curl and jq, the API URL and token swapped in); cluster B's claim and
+    the VIPs stay, B's next reconcile writes nothing, and B's release then deletes the service."""
+    fake = FakeTailscale()
+    token = fake.add_api_key()
+    dead = OwnerRef("eu-west-1", "TailscaleServices", "apps", "web", "uid-a")
+    alive = OwnerRef("us-east-1", "TailscaleServices", "apps", "web", "uid-b")
+    with serve(fake) as url:
+        async with TailscaleClient(APIKey(token), ClientOptions(base_url=url)) as ts:
+            for me in (dead, alive):
+                assert (await converge_claim(ts, want("tcp:80", "web"), me, settle=0.0)).action == "ok"
+            before = await ts.get_service(NAME)
+            script = _recovery_script()
+            script = re.sub(r"^API=.*$", f"API={url}/api/v2/tailnet/-", script, flags=re.M)
+            assert "DEAD=eu-west-1" in script
+            out = await anyio.run_process(
+                ["bash", "-euo", "pipefail", "-c", script],
+                cwd=tmp_path,
+                env={"TOKEN": token, "PATH": os.environ["PATH"]},
+            )
+            assert out.stdout.decode().split()[0] == "1"  # what the script prints: claims left
+            after = await ts.get_service(NAME)
+            assert owners_of(after) == (alive,)
+            assert after.addrs == before.addrs
+            assert (await converge_claim(ts, want("tcp:80", "web"), alive, settle=0.0)).writes == 0
+            assert (await converge_release(ts, NAME, alive, settle=0.0)).action == "ok"
+            with pytest.raises(NotFoundError):
+                await ts.get_service(NAME)
