@@ -4,7 +4,9 @@ Every version comes from ``tools/versions.toml``. Each component lands in
 ``$TSGW_CACHE/bin/<name>-<version>/`` (``TSGW_CACHE`` defaults to ``~/.cache/tsgw``) and a
 ``.complete`` marker says it is whole; a second run finds the marker and builds nothing.
 Go builds use the ordinary ``go`` client against the module proxy with ``GOTOOLCHAIN=local``
-and ``CGO_ENABLED=0``. Build logs go to ``$TSGW_CACHE/logs/``; on failure the tail is printed.
+and ``CGO_ENABLED=0``; Debian packages (``[deb]``) are fetched with ``apt-get download`` and
+unpacked with ``dpkg-deb -x``, without root. Build logs go to ``$TSGW_CACHE/logs/``; on
+failure the tail is printed.
 
 Usage::
 
@@ -209,6 +211,36 @@ def _build_envoy_gateway(c: Component, out: Path, log: Path) -> None:
 TAILNET_SRC = ROOT / "tests" / "tailnet"
 
 
+def _deb_download(package: str, version: str, log: Path, into: Path) -> Path:
+    """``apt-get download`` one exact version into ``into`` (no root needed); its path. When apt
+    does not know the version and this runs as root, the package lists are refreshed once."""
+    cmd = ["apt-get", "download", "-q", f"{package}={version}"]
+    try:
+        _run(cmd, log, into, env=dict(os.environ))
+    except BuildError:
+        if os.geteuid() != 0:
+            raise BuildError(f"apt-get download {package}={version} failed (run `apt-get update`?)") from None
+        _run(["apt-get", "update", "-qq"], log, env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+        _run(cmd, log, into, env=dict(os.environ))
+    debs = list(into.glob(f"{package}_*.deb"))
+    if len(debs) != 1:
+        raise BuildError(f"apt-get download {package}={version} left {len(debs)} .deb files")
+    got = _run(["dpkg-deb", "-f", str(debs[0]), "Version"], log, env=dict(os.environ)).strip()
+    if got != version:
+        raise BuildError(f"{package}: downloaded {got}, pinned {version}")
+    return debs[0]
+
+
+def _build_prometheus(c: Component, out: Path, log: Path) -> None:
+    """Debian's ``prometheus`` package: its ``prometheus`` and ``promtool``, nothing else."""
+    with _wrapper("prometheus") as w:
+        deb = _deb_download("prometheus", c.version, log, w)
+        root = w / "root"
+        _run(["dpkg-deb", "-x", str(deb), str(root)], log, env=dict(os.environ))
+        for b in c.binaries:
+            shutil.copy2(root / "usr" / "bin" / b, out / b)
+
+
 def _tailnet_version() -> str:
     """The tailscale version plus a digest of tests/tailnet's sources, so an edit rebuilds it."""
     h = hashlib.sha256()
@@ -243,6 +275,7 @@ COMPONENTS: tuple[Component, ...] = (
         "envoy-gateway", VERSIONS["go"]["envoy-gateway"], ("envoy-gateway", "crds.yaml"), _build_envoy_gateway
     ),
     Component("coredns", VERSIONS["go"]["coredns"], ("coredns",), _go_install("github.com/coredns/coredns")),
+    Component("prometheus", VERSIONS["deb"]["prometheus"], ("prometheus", "promtool"), _build_prometheus),
 )
 
 # Binaries that come from wheels in the project virtualenv.

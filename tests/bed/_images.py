@@ -67,7 +67,17 @@ def _coredns() -> Image:
 
 
 def _envoy() -> Image:
-    return Image((_bin("envoy"),), ("-c", "/etc/envoy/envoy.yaml"))
+    # On PATH too: Envoy Gateway's Envoy Deployments run `command: [envoy]`.
+    envoy = _bin("envoy")
+    return Image((envoy,), ("-c", "/etc/envoy/envoy.yaml"), path=(str(Path(envoy).parent),))
+
+
+def _envoy_gateway() -> Image:
+    # One binary is Envoy Gateway's controller (the image's entry point), its certgen Job
+    # (`command: [envoy-gateway, certgen]`) and its Envoys' shutdown-manager container
+    # (`command: [envoy-gateway]`): on PATH as well.
+    eg = _bin("envoy-gateway")
+    return Image((eg,), path=(str(Path(eg).parent),))
 
 
 def _tsgw() -> Image:
@@ -87,6 +97,8 @@ _TABLE: list[tuple[re.Pattern[str], object]] = [
     (re.compile(r"^((ghcr\.io|docker\.io)/)?tailscale/tailscale$"), _tailscale),
     (re.compile(r"^((registry\.k8s\.io|docker\.io)/)?coredns/coredns$"), _coredns),
     (re.compile(r"^((docker\.io)/)?envoyproxy/envoy(-distroless)?$"), _envoy),
+    # The controller's release image and the shutdown manager's default (`gateway-dev:latest`).
+    (re.compile(r"^((docker\.io)/)?envoyproxy/gateway(-dev)?$"), _envoy_gateway),
     (re.compile(r"^(.*/)?tsgw$"), _tsgw),
 ]
 

@@ -16,6 +16,7 @@ import ctypes
 import json
 import os
 import shutil
+import stat
 import sys
 
 CLONE_NEWNS = 0x00020000
@@ -73,8 +74,10 @@ def setup(spec: dict) -> None:  # type: ignore[type-arg]
     os.chmod(f"{scratch}/tmp", 0o1777)
     keep = [p for p in spec.get("root_keep", []) if os.path.isdir(p)]
     host_keep = [p for p in spec.get("host_keep", []) if os.path.isdir(p)]
+    shm = spec.get("shm")
     held = {
-        p: os.open(p, os.O_PATH) for p in {scratch, *keep, *host_keep, *(m["src"] for m in spec["mounts"])}
+        p: os.open(p, os.O_PATH)
+        for p in {scratch, *keep, *host_keep, *(m["src"] for m in spec["mounts"]), *([shm] if shm else [])}
     }
     fd = lambda p: f"/proc/self/fd/{held[p]}"  # noqa: E731
     mounts = [
@@ -91,6 +94,9 @@ def setup(spec: dict) -> None:  # type: ignore[type-arg]
             mount(fd(p), p, None, MS_BIND | MS_REC)
             mount(None, p, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
     mount(f"{fd(scratch)}/tmp", "/tmp", None, MS_BIND)
+    if shm:
+        # The pod's /dev/shm (shm_open's directory), not the host's.
+        mount(fd(shm), "/dev/shm", None, MS_BIND)
     tmpfs = ["/run", "/tmp"]
     # Host paths the container must keep seeing at the same place (read-only), if masked above.
     masked = [*tmpfs, "/root"] if keep else tmpfs
@@ -127,6 +133,13 @@ def setup(spec: dict) -> None:  # type: ignore[type-arg]
             mount(None, dst, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
     groups = [int(g) for g in spec.get("groups", [])]
     gid, uid = spec.get("gid"), spec.get("uid")
+    if uid is not None:
+        # The container's user owns its stdout and stderr, as runc makes it own them: a program
+        # that reopens /dev/stdout (Envoy's access log) can, as in a real runtime. Only the
+        # container's own log file; never a device such as /dev/null.
+        for n in (1, 2):
+            if stat.S_ISREG(os.fstat(n).st_mode):
+                os.fchown(n, uid, gid if gid is not None else -1)
     if uid is not None or gid is not None or groups:
         os.setgroups(groups)
     if gid is not None:

@@ -513,6 +513,7 @@ class Container:
         spec = {
             "netns": pod.netns_path,
             "scratch": str(cdir / f"scratch{self.restarts}"),
+            "shm": str(pod.dir / "shm"),
             "mounts": pod.mounts_for(self.spec),
             "uid": sc.get("runAsUser"),
             "gid": sc.get("runAsGroup", sc.get("runAsUser") and 0)
@@ -959,6 +960,10 @@ class PodWorker:
 
     async def make_sandbox(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
+        # The pod's own /dev/shm, shared by its containers (a pod's IPC namespace): POSIX shared
+        # memory names are otherwise the host's, and two Envoys with one --base-id collide.
+        (self.dir / "shm").mkdir(exist_ok=True)
+        os.chmod(self.dir / "shm", 0o1777)
         await self.write_volumes()
         if self.host_network:
             self.netns_path = f"/proc/{os.getpid()}/ns/net"

@@ -22,6 +22,7 @@ from tsgw.api._types import (
     TailnetStatus,
     TailscaleEndpointsSpec,
     TailscaleGatewaySpec,
+    TailscaleRouteAccessSpec,
     TailscaleRoutePolicySpec,
     TailscaleServicesSpec,
     TailscaleTailnetSpec,
@@ -29,6 +30,7 @@ from tsgw.api._types import (
 
 __all__ = [
     "API_VERSION",
+    "DERIVED_KINDS",
     "GROUP",
     "KINDS",
     "VERSION",
@@ -155,6 +157,31 @@ KINDS: tuple[Kind, ...] = (
     ),
 )
 
+DERIVED_KINDS: tuple[Kind, ...] = (
+    Kind(
+        "TailscaleRouteAccess",
+        "tailscalerouteaccesses",
+        ("tsra",),
+        True,
+        TailscaleRouteAccessSpec,
+        RoutePolicyStatus,
+        (
+            _col("Policy", ".spec.policy"),
+            _col("Target Kind", ".spec.targetRefs[0].kind"),
+            _col("Target", ".spec.targetRefs[0].name"),
+            _col(
+                "Accepted",
+                '.status.ancestors[0].conditions[?(@.type=="Accepted")].status',
+                doc="Envoy Gateway's verdict",
+            ),
+            _AGE,
+        ),
+    ),
+)
+"""Kinds tsgw writes for other controllers to read, and never translates: TailscaleRouteAccess
+(Envoy Gateway's ``policyResources``; its status is Envoy Gateway's, a Gateway API
+PolicyStatus). Not in :data:`KINDS`: tsgw's informers and providers do not read them."""
+
 _BY_KIND = {k.kind: k for k in KINDS}
 
 
@@ -203,8 +230,8 @@ def crd(kind: Kind) -> dict[str, Any]:
 
 
 def crds() -> list[dict[str, Any]]:
-    """Every CRD, in KINDS order."""
-    return [crd(k) for k in KINDS]
+    """Every CRD, in KINDS then DERIVED_KINDS order."""
+    return [crd(k) for k in (*KINDS, *DERIVED_KINDS)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,7 +321,7 @@ def crd_files() -> dict[str, str]:
     import yaml  # pure serialization; imported here so the data types load without it
 
     files: dict[str, str] = {}
-    for kind in KINDS:
+    for kind in (*KINDS, *DERIVED_KINDS):
         text = yaml.safe_dump(crd(kind), sort_keys=False, width=100, allow_unicode=True)
         files[f"{GROUP}_{kind.plural}.yaml"] = _HEADER + text
     resources = "".join(f"  - {name}\n" for name in files)

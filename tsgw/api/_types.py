@@ -45,14 +45,17 @@ __all__ = [
     "PolicyAncestorStatus",
     "PolicyTargetRef",
     "Proxy",
+    "ResolvedAccessRule",
     "Resources",
     "Retries",
     "RoutePolicyStatus",
+    "RouteTargetRef",
     "SecretRef",
     "ServicesStatus",
     "TailnetStatus",
     "TailscaleEndpointsSpec",
     "TailscaleGatewaySpec",
+    "TailscaleRouteAccessSpec",
     "TailscaleRoutePolicySpec",
     "TailscaleServicesSpec",
     "TailscaleTailnetSpec",
@@ -642,15 +645,34 @@ class GatewayStatus:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PolicyTargetRef:
-    """An object the policy attaches to (Gateway API LocalPolicyTargetReferenceWithSectionName)."""
+    """An object the policy attaches to (Gateway API LocalPolicyTargetReferenceWithSectionName):
+    one of tsgw's, or a Gateway API HTTPRoute or GRPCRoute served by Envoy Gateway (access rules
+    only, applied by tsgw's Envoy Gateway extension)."""
 
-    kind: str = field("Kind of the target.", enum=("TailscaleServices", "TailscaleGateway"))
+    __rules__ = (
+        Rule(
+            cel="(self.kind in ['HTTPRoute', 'GRPCRoute']) == "
+            "(has(self.group) && self.group == 'gateway.networking.k8s.io')",
+            message="HTTPRoute and GRPCRoute are of group gateway.networking.k8s.io; "
+            "TailscaleServices and TailscaleGateway of gateway.tailscale.com",
+            check=lambda t: (
+                (t.kind in ("HTTPRoute", "GRPCRoute")) == (t.group == "gateway.networking.k8s.io")
+            ),
+        ),
+    )
+
+    kind: str = field(
+        "Kind of the target.", enum=("TailscaleServices", "TailscaleGateway", "HTTPRoute", "GRPCRoute")
+    )
     name: str = field("Name of the target in this namespace.", pattern=DNS_SUBDOMAIN, max_length=253)
     group: str = field(
-        "API group of the target.", default="gateway.tailscale.com", enum=("gateway.tailscale.com",)
+        "API group of the target.",
+        default="gateway.tailscale.com",
+        enum=("gateway.tailscale.com", "gateway.networking.k8s.io"),
     )
     section_name: str | None = field(
-        "A port name (TailscaleServices) or listener name (TailscaleGateway); absent: all.",
+        "A port name (TailscaleServices), listener name (TailscaleGateway) or rule name "
+        "(HTTPRoute, GRPCRoute); absent: all.",
         default=None,
         pattern=DNS_LABEL,
     )
@@ -800,15 +822,75 @@ class TailscaleRoutePolicySpec:
             message="a policy needs at least one of access, requestHeaders, timeout or retries",
             check=lambda s: any(x is not None for x in (s.access, s.request_headers, s.timeout, s.retries)),
         ),
+        Rule(
+            cel="!self.targetRefs.exists(t, t.kind in ['HTTPRoute', 'GRPCRoute']) || has(self.tailnetRef)",
+            message="a policy on an HTTPRoute or GRPCRoute names the tailnet its tags and users are on "
+            "(tailnetRef)",
+            check=lambda s: (
+                s.tailnet_ref is not None
+                or not any(t.kind in ("HTTPRoute", "GRPCRoute") for t in s.target_refs)
+            ),
+        ),
     )
 
     target_refs: tuple[PolicyTargetRef, ...] = field(
         "What the policy attaches to.", min_items=1, max_items=16
     )
     access: Access | None = field("Access rules (every port).", default=None)
+    tailnet_ref: LocalRef | None = field(
+        "The TailscaleTailnet whose devices the access rules' tags and users name, for HTTPRoute "
+        "and GRPCRoute targets (required with them; tsgw's own targets use their own tailnet).",
+        default=None,
+    )
     request_headers: HeaderChanges | None = field("Request header changes (HTTP ports).", default=None)
     timeout: str | None = _duration("Request timeout (HTTP ports), at most 24h.")
     retries: Retries | None = field("Retries (HTTP ports).", default=None)
+
+
+# --- TailscaleRouteAccess (derived by tsgw; read by Envoy Gateway) ----------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteTargetRef:
+    """A Gateway API route (or one of its rules) in the object's namespace."""
+
+    kind: str = field("Kind of the route.", enum=("HTTPRoute", "GRPCRoute"))
+    name: str = field("Name of the route in this namespace.", pattern=DNS_SUBDOMAIN, max_length=253)
+    group: str = field("API group of the route.", enum=("gateway.networking.k8s.io",))
+    section_name: str | None = field("A rule name; absent: every rule.", default=None, pattern=DNS_LABEL)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResolvedAccessRule:
+    """An access rule with its tags and users resolved to addresses."""
+
+    action: AccessAction = field("Allow or Deny.")
+    cidrs: tuple[str, ...] = field(
+        "Source addresses: the rule's CIDRs and the addresses of the devices its tags and users "
+        "matched when tsgw last read the tailnet.",
+        default=(),
+        max_items=4096,
+        item_max_length=43,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TailscaleRouteAccessSpec:
+    """Written by tsgw, never by hand: the access rules of a TailscaleRoutePolicy that targets
+    Gateway API routes, with tags and users resolved to tailnet addresses, for Envoy Gateway's
+    extension manager (``policyResources``) to pass to tsgw's extension. tsgw rewrites it when
+    the policy or the tailnet's devices change."""
+
+    policy: str = field("The TailscaleRoutePolicy it is derived from.", pattern=DNS_SUBDOMAIN, max_length=253)
+    target_refs: tuple[RouteTargetRef, ...] = field(
+        "The routes the policy holds (a route another, older policy holds is not here).",
+        min_items=1,
+        max_items=16,
+    )
+    rules: tuple[ResolvedAccessRule, ...] = field(
+        "Rules in order; the first match decides.", default=(), max_items=32
+    )
+    default_action: AccessAction = field("When no rule matches.", default=AccessAction.ALLOW)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

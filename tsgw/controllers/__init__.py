@@ -11,6 +11,8 @@ published and write what it asks for.
 - :mod:`._authkeys`: one auth key per replica, kept in its state Secret until the device
   registered; devices deleted before their state Secrets go (a finalizer); the owner's
   ``AuthKeysReady`` condition when no key can be minted.
+- :mod:`._routeaccess`: the TailscaleRouteAccess of each TailscaleRoutePolicy on Gateway API
+  routes (what Envoy Gateway passes to tsgw's extension) applied and pruned.
 - :mod:`._services`: the Tailscale Service (``svc:<name>``) of each ingress group claimed on
   the tailnet, and released (deleted with its last claim) when the group goes (a finalizer).
 """
@@ -31,6 +33,13 @@ from tsgw.controllers._proxygroup import (
     contains,
     enqueue_changed_groups,
     owner_of,
+)
+from tsgw.controllers._routeaccess import (
+    ROUTE_ACCESSES,
+    RouteAccessReconciler,
+    add_route_access_controller,
+    enqueue_changed_route_access,
+    route_access_object,
 )
 from tsgw.controllers._services import (
     SERVICE_CLAIMED,
@@ -57,18 +66,21 @@ __all__ = [
     "FACTS_KEY",
     "MANAGED_SELECTOR",
     "OWNED_RESOURCES",
+    "ROUTE_ACCESSES",
     "SERVICE_CLAIMED",
     "SERVICE_FINALIZER",
     "TAILNET_LABEL",
     "AuthKeyReconciler",
     "ClaimOutcome",
     "ProxyGroupReconciler",
+    "RouteAccessReconciler",
     "SecretStateStore",
     "ServiceReconciler",
     "StatusReconciler",
     "TailnetClients",
     "TailnetReconciler",
     "add_proxygroup_controllers",
+    "add_route_access_controller",
     "add_status_controllers",
     "auth_keys_condition",
     "auth_keys_from_secrets",
@@ -77,8 +89,10 @@ __all__ = [
     "converge_release",
     "enqueue_changed",
     "enqueue_changed_groups",
+    "enqueue_changed_route_access",
     "enqueue_changed_services",
     "facts_configmap_name",
     "facts_from_configmaps",
     "owner_of",
+    "route_access_object",
 ]

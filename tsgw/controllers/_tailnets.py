@@ -199,7 +199,7 @@ class TailnetReconciler:
         except NotFound:
             raise _NoCredentials(f"Secret {ref.namespace}/{ref.name} not found") from None
         cp = spec.control_plane
-        options = ClientOptions(base_url=cp.api_url or "", tailnet=spec.tailnet)
+        options = ClientOptions(base_url=cp.api_url or "", tailnet=spec.tailnet, name=name)
         if spec.credentials.oauth is not None:
             o = spec.credentials.oauth
             creds: OAuthClientCredentials | APIKey = OAuthClientCredentials(

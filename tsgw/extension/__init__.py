@@ -10,8 +10,11 @@ path, synchronously, so it never calls an API or waits on anything while answeri
 
 What it does today: a ``backendRefs`` entry of an HTTPRoute or GRPCRoute naming a
 TailscaleEndpoints (``backendResources``) becomes a DNS cluster to the ClusterIP Service tsgw
-owns for it, so Envoy Gateway's traffic reaches the tailnet through tsgw's egress proxies.
-Everything that is not ours is returned unchanged.
+owns for it, so Envoy Gateway's traffic reaches the tailnet through tsgw's egress proxies; a
+TailscaleRouteAccess (``policyResources``) targeting a route becomes that route's HTTP RBAC
+rules on the caller's address (:func:`post_route_modify`, with the filter
+:func:`post_http_listener_modify` adds to every HTTP listener). Every resource that is not ours
+is ignored: a route none of ours targets is returned unchanged.
 
 Failing open or closed (Envoy Gateway's ``extensionManager.failOpen``, default false): tsgw's
 hooks never answer an error for a bad object of ours (the cluster is left without endpoints and
@@ -27,25 +30,39 @@ from tsgw._proto.envoygateway.extension import context_pb2 as contexts
 from tsgw._proto.envoygateway.extension import service_pb2 as messages
 from tsgw.extension._hooks import (
     BACKEND_KIND,
+    RBAC_FILTER,
+    ROUTE_ACCESS_KIND,
     ClusterAnswer,
     ExtensionOptions,
+    ListenerAnswer,
+    RouteAnswer,
     TailnetBackend,
     post_cluster_modify,
+    post_http_listener_modify,
+    post_route_modify,
     post_translate_modify,
+    route_access_policy,
     tailnet_backend,
 )
 from tsgw.extension._service import SERVICE, ExtensionService
 
 __all__ = [
     "BACKEND_KIND",
+    "RBAC_FILTER",
+    "ROUTE_ACCESS_KIND",
     "SERVICE",
     "ClusterAnswer",
     "ExtensionOptions",
     "ExtensionService",
+    "ListenerAnswer",
+    "RouteAnswer",
     "TailnetBackend",
     "contexts",
     "messages",
     "post_cluster_modify",
+    "post_http_listener_modify",
+    "post_route_modify",
     "post_translate_modify",
+    "route_access_policy",
     "tailnet_backend",
 ]

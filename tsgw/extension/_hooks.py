@@ -35,6 +35,26 @@ the two, then TCP; the lowest such port. TLS ports (passthrough) are never chose
 no usable port, or invalid by tsgw's schema, is a problem: the cluster is left as Envoy Gateway
 built it (no endpoints: that route answers 503), and other routes are unaffected.
 
+**Route access** (``PostRouteModify``, ``PostHTTPListenerModify``). Envoy Gateway is configured
+with ``policyResources: [{group: gateway.tailscale.com, version: v1alpha1, kind:
+TailscaleRouteAccess}]``: a TailscaleRouteAccess is what tsgw derives from a TailscaleRoutePolicy
+that targets an HTTPRoute or GRPCRoute (:func:`tsgw.translate.route_access`), its tags and users
+already resolved to tailnet addresses. Envoy Gateway passes the ones targeting a route (or one of
+its rules) to ``PostRouteModify`` as ``extension_policies``; the answer is the route with a
+per-route HTTP RBAC configuration (:data:`RBAC_FILTER`, the rules of
+:func:`tsgw.translate.access_rules`, on the request's source address). ``PostHTTPListenerModify``
+puts that HTTP filter, with no rules (which enforces nothing), before the router of every HTTP
+connection manager of the listener, so a route without tsgw's configuration is unaffected and
+one with it answers 403 to a denied source. Why the addresses are in the object's spec and not
+resolved here: Envoy Gateway calls hooks again only when a watched object's generation changes
+(``internal/provider/kubernetes/controller.go``: ``TypedGenerationChangedPredicate`` on
+``policyResources``), drops the object's status before passing it (``delete(policy.Object,
+"status")`` in ``processExtensionServerPolicies``) and replaces that status with its own; a change
+of the tailnet's devices reaches Envoy Gateway only as a change of the spec tsgw writes.
+Several of ours on one route: the oldest (creation time, namespace, name, Envoy Gateway's own
+order) applies. An object of ours that cannot be read denies every request of that route (an
+access rule that cannot be read fails closed) and is reported as a problem.
+
 **Not ours.** A request whose resources include no TailscaleEndpoints gets ``None`` (Envoy
 Gateway keeps its cluster untouched). ``PostTranslateModify`` echoes every list it received,
 unchanged (Envoy Gateway replaces its lists with the answer's, so an empty answer would delete
@@ -44,29 +64,52 @@ decodes a resource (the request can hold every cluster, listener and route of a 
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 import orjson
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_components_pb2
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from google.protobuf import any_pb2
 
 from tsgw import api, translate
 from tsgw.api import GROUP
-from tsgw.model import Protocol
+from tsgw.model import AccessPolicy, AccessRule, Protocol
 
 __all__ = [
     "BACKEND_KIND",
+    "RBAC_FILTER",
+    "ROUTE_ACCESS_KIND",
     "ClusterAnswer",
     "ExtensionOptions",
+    "ListenerAnswer",
+    "RouteAnswer",
     "TailnetBackend",
     "post_cluster_modify",
+    "post_http_listener_modify",
+    "post_route_modify",
     "post_translate_modify",
+    "route_access_policy",
     "tailnet_backend",
 ]
 
 BACKEND_KIND = "TailscaleEndpoints"
 """The custom backend kind (group :data:`tsgw.api.GROUP`) this extension builds clusters for."""
+
+ROUTE_ACCESS_KIND = translate.ROUTE_ACCESS_KIND
+"""The policy kind (group :data:`tsgw.api.GROUP`) whose access rules this extension applies to
+Envoy Gateway's routes."""
+
+RBAC_FILTER = "tsgw.filters.http.rbac"
+"""The name of the HTTP RBAC filter tsgw adds to Envoy Gateway's listeners; a route's
+``typed_per_filter_config`` under this name holds its access rules. Not Envoy Gateway's own
+``envoy.filters.http.rbac`` (its SecurityPolicy authorization), which it keeps as it is."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,3 +292,164 @@ def post_translate_modify(request: bytes) -> bytes:
         if i > n:
             raise ValueError("truncated field")
     return bytes(out)
+
+
+# --- Route access: PostRouteModify, PostHTTPListenerModify -----------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RouteAnswer:
+    """What ``PostRouteModify`` answers."""
+
+    route: route_components_pb2.Route | None
+    """The modified route; None leaves Envoy Gateway's unchanged."""
+    policy: str | None = None
+    """``<namespace>/<name>`` of the TailscaleRouteAccess applied, if any."""
+    problems: tuple[str, ...] = ()
+    """For the log: an object of ours that cannot be read (the route then denies every
+    request), or one that lost to an older one on the same route."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerAnswer:
+    """What ``PostHTTPListenerModify`` answers."""
+
+    listener: listener_pb2.Listener | None
+    """The listener with :data:`RBAC_FILTER` in every HTTP connection manager; None when it
+    already had it everywhere (or has no HTTP connection manager): unchanged."""
+
+
+_DENY_ALL = AccessPolicy((), False)
+
+
+def _is_route_access(raw: object) -> TypeGuard[dict[str, Any]]:
+    if not isinstance(raw, dict) or raw.get("kind") != ROUTE_ACCESS_KIND:
+        return False
+    api_version = raw.get("apiVersion")
+    return isinstance(api_version, str) and api_version.partition("/")[0] == GROUP
+
+
+def _order(raw: dict[str, Any]) -> tuple[str, str, str]:
+    md = raw.get("metadata")
+    if not isinstance(md, dict):
+        return ("", "", "")
+    return tuple(str(md.get(k) or "") for k in ("creationTimestamp", "namespace", "name"))  # type: ignore[return-value]
+
+
+def _where(raw: dict[str, Any]) -> str:
+    _, ns, name = _order(raw)
+    return f"{ns}/{name}"
+
+
+def route_access_policy(raw: dict[str, Any]) -> AccessPolicy | str:
+    """The access policy a TailscaleRouteAccess (Kubernetes JSON, decoded) carries, or why it
+    cannot be read. Its spec: ``rules`` (each ``action`` Allow or Deny, and ``cidrs``) in
+    order, and ``defaultAction``; what :func:`tsgw.translate.route_access` writes."""
+    spec = raw.get("spec")
+    if not isinstance(spec, dict):
+        return "no spec"
+    actions = {"Allow": True, "Deny": False}
+    default = spec.get("defaultAction", "Allow")
+    if default not in actions:
+        return f"spec.defaultAction: {default!r} is not Allow or Deny"
+    rules = spec.get("rules", [])
+    if not isinstance(rules, list):
+        return "spec.rules: not a list"
+    out: list[AccessRule] = []
+    for i, rule in enumerate(rules):
+        if not isinstance(rule, dict) or rule.get("action") not in actions:
+            return f"spec.rules[{i}].action: not Allow or Deny"
+        cidrs = rule.get("cidrs", [])
+        if not isinstance(cidrs, list):
+            return f"spec.rules[{i}].cidrs: not a list"
+        nets: list[str] = []
+        for j, c in enumerate(cidrs):
+            try:
+                nets.append(str(ipaddress.ip_network(c, strict=False)))
+            except (TypeError, ValueError):
+                return f"spec.rules[{i}].cidrs[{j}]: {c!r} is not a CIDR"
+        out.append(AccessRule(actions[rule["action"]], tuple(nets)))
+    return AccessPolicy(tuple(out), actions[default])
+
+
+def _any(msg: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(msg)
+    return packed
+
+
+def post_route_modify(route: route_components_pb2.Route, policies: Sequence[bytes]) -> RouteAnswer:
+    """``PostRouteModify``: Envoy Gateway's route for an HTTPRoute or GRPCRoute rule, and the
+    policies that target it (``PostRouteExtensionContext.extension_policies``)."""
+    ours = sorted((raw for raw in map(_decode, policies) if _is_route_access(raw)), key=_order)
+    if not ours:
+        return RouteAnswer(None)
+    chosen = ours[0]
+    problems = [
+        f"TailscaleRouteAccess {_where(other)} ignored: {_where(chosen)} is older and applies"
+        for other in ours[1:]
+    ]
+    config, problem = _per_route(orjson.dumps(chosen.get("spec"), option=orjson.OPT_SORT_KEYS))
+    if problem:
+        problems.insert(
+            0, f"TailscaleRouteAccess {_where(chosen)} cannot be read ({problem}): every request denied"
+        )
+    out = route_components_pb2.Route()
+    out.CopyFrom(route)
+    out.typed_per_filter_config[RBAC_FILTER].CopyFrom(config)
+    return RouteAnswer(out, _where(chosen), tuple(problems))
+
+
+@functools.lru_cache(maxsize=4096)
+def _per_route(spec: bytes) -> tuple[any_pb2.Any, str]:
+    """The per-route RBAC configuration of a TailscaleRouteAccess's spec (canonical JSON), and
+    why it denies everything if it cannot be read. Memoized: Envoy Gateway sends the same objects
+    on every translation, and parsing their addresses is most of the hook's cost. (The answer is
+    read-only: callers copy it.)"""
+    read = route_access_policy({"spec": orjson.loads(spec)})
+    access, problem = (_DENY_ALL, read) if isinstance(read, str) else (read, "")
+    per_route = rbac_pb2.RBACPerRoute(rbac=rbac_pb2.RBAC(rules=translate.access_rules(access)))
+    return _any(per_route), problem
+
+
+_HCM = "type.googleapis.com/" + hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name
+_ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+
+
+def _with_filter(hcm: hcm_pb2.HttpConnectionManager) -> bool:
+    """Adds :data:`RBAC_FILTER` (no rules: enforces nothing) before the router; False when it
+    is already there."""
+    if any(f.name == RBAC_FILTER for f in hcm.http_filters):
+        return False
+    at = next(
+        (i for i, f in enumerate(hcm.http_filters) if f.typed_config.type_url == _ROUTER),
+        len(hcm.http_filters),
+    )
+    rbac = hcm_pb2.HttpFilter(name=RBAC_FILTER)
+    rbac.typed_config.CopyFrom(_any(rbac_pb2.RBAC()))
+    filters = list(hcm.http_filters)
+    filters.insert(at, rbac)
+    del hcm.http_filters[:]
+    hcm.http_filters.extend(filters)
+    return True
+
+
+def post_http_listener_modify(listener: listener_pb2.Listener) -> ListenerAnswer:
+    """``PostHTTPListenerModify``: every HTTP connection manager of Envoy Gateway's listener gets
+    :data:`RBAC_FILTER` before its router; nothing else changes."""
+    out = listener_pb2.Listener()
+    out.CopyFrom(listener)
+    changed = False
+    chains = list(out.filter_chains)
+    if out.HasField("default_filter_chain"):
+        chains.append(out.default_filter_chain)
+    for chain in chains:
+        for f in chain.filters:
+            if f.typed_config.type_url != _HCM:
+                continue
+            hcm = hcm_pb2.HttpConnectionManager()
+            f.typed_config.Unpack(hcm)
+            if _with_filter(hcm):
+                f.typed_config.Pack(hcm)
+                changed = True
+    return ListenerAnswer(out if changed else None)

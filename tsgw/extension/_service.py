@@ -7,9 +7,11 @@ here waits on anything but the stream, so a hook costs its decoding plus microse
 
 Every RPC of the service is served, so an Envoy Gateway configured with more hooks than tsgw
 needs never sees ``UNIMPLEMENTED`` (an error that, with ``failOpen: false``, would stop its
-translation): ``PostRouteModify``, ``PostVirtualHostModify``, ``PostHTTPListenerModify`` and
-``PostEndpointsModify`` answer with the field unset, which Envoy Gateway reads as "no change";
-``PostTranslateModify`` echoes each list it received, byte for byte.
+translation): ``PostClusterModify`` builds TailscaleEndpoints clusters, ``PostRouteModify`` applies
+TailscaleRouteAccess rules to routes and ``PostHTTPListenerModify`` adds the HTTP RBAC filter they
+need; ``PostVirtualHostModify`` and ``PostEndpointsModify`` answer with the field unset, which
+Envoy Gateway reads as "no change"; ``PostTranslateModify`` echoes each list it received, byte
+for byte.
 """
 
 from __future__ import annotations
@@ -26,7 +28,13 @@ from grpclib.server import Stream
 
 from tsgw import _grpc
 from tsgw._proto.envoygateway.extension import service_pb2 as pb
-from tsgw.extension._hooks import ExtensionOptions, post_cluster_modify, post_translate_modify
+from tsgw.extension._hooks import (
+    ExtensionOptions,
+    post_cluster_modify,
+    post_http_listener_modify,
+    post_route_modify,
+    post_translate_modify,
+)
 
 __all__ = ["SERVICE", "ExtensionService"]
 
@@ -76,7 +84,7 @@ class ExtensionService:
                 unary("PostTranslateModify", self._post_translate_modify, bytes, bytes),
                 unary(
                     "PostRouteModify",
-                    self._unchanged("PostRouteModify", pb.PostRouteModifyResponse),
+                    self._post_route_modify,
                     pb.PostRouteModifyRequest,
                     pb.PostRouteModifyResponse,
                 ),
@@ -88,7 +96,7 @@ class ExtensionService:
                 ),
                 unary(
                     "PostHTTPListenerModify",
-                    self._unchanged("PostHTTPListenerModify", pb.PostHTTPListenerModifyResponse),
+                    self._post_http_listener_modify,
                     pb.PostHTTPListenerModifyRequest,
                     pb.PostHTTPListenerModifyResponse,
                 ),
@@ -115,6 +123,27 @@ class ExtensionService:
             await stream.send_message(pb.PostClusterModifyResponse())
         else:
             await stream.send_message(pb.PostClusterModifyResponse(cluster=answer.cluster))
+
+    async def _post_route_modify(self, stream: Stream[Any, Any]) -> None:
+        req: Any = await stream.recv_message()
+        policies = [r.unstructured_bytes for r in req.post_route_context.extension_policies]
+        answer = post_route_modify(req.route, policies)
+        for problem in answer.problems:
+            log.warning("route access", route=req.route.name, problem=problem)
+        self._count("PostRouteModify")
+        if answer.route is None:
+            await stream.send_message(pb.PostRouteModifyResponse())
+        else:
+            await stream.send_message(pb.PostRouteModifyResponse(route=answer.route))
+
+    async def _post_http_listener_modify(self, stream: Stream[Any, Any]) -> None:
+        req: Any = await stream.recv_message()
+        answer = post_http_listener_modify(req.listener)
+        self._count("PostHTTPListenerModify")
+        if answer.listener is None:
+            await stream.send_message(pb.PostHTTPListenerModifyResponse())
+        else:
+            await stream.send_message(pb.PostHTTPListenerModifyResponse(listener=answer.listener))
 
     async def _post_translate_modify(self, stream: Stream[Any, Any]) -> None:
         request: Any = await stream.recv_message()

@@ -205,6 +205,9 @@ class Cluster:
     protocol: Protocol
     endpoints: tuple[Endpoint, ...]
     failover: Failover | None = None
+    proxy_protocol: bool = False
+    """True: each upstream connection opens with a PROXY protocol v2 header carrying the
+    downstream's addresses (what a listener read from its own PROXY header: the tailnet caller)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,10 +44,12 @@ from tsgw.controllers import (
     TailnetClients,
     TailnetReconciler,
     add_proxygroup_controllers,
+    add_route_access_controller,
     add_status_controllers,
     auth_keys_from_secrets,
     enqueue_changed,
     enqueue_changed_groups,
+    enqueue_changed_route_access,
     enqueue_changed_services,
     facts_from_configmaps,
     owner_of,
@@ -291,6 +293,9 @@ class Operator:
         self.proxygroups = add_proxygroup_controllers(
             self.manager, self.pipeline, [kinds[k] for k in _OWNING_KINDS]
         )
+        self.route_access = add_route_access_controller(
+            self.manager, self.pipeline, kinds["TailscaleRoutePolicy"]
+        )
         provider = self.provider
 
         async def pipeline() -> None:
@@ -319,6 +324,9 @@ class Operator:
         async def services() -> None:
             await enqueue_changed_services(self.pipeline, self.services)
 
+        async def route_access() -> None:
+            await enqueue_changed_route_access(self.pipeline, self.route_access)
+
         async def reports() -> None:
             await self._report_xds()
 
@@ -326,7 +334,7 @@ class Operator:
             self.manager.add(fn, need_leader_election=False)
         if self._extension is not None:
             self.manager.add(functools.partial(serve_extension, self._extension), need_leader_election=False)
-        for fn in (statuses, groups, services):
+        for fn in (statuses, groups, services, route_access):
             self.manager.add(fn, need_leader_election=True)
         self.manager.add_readyz_check("pipeline", lambda: self.pipeline.latest.version > 0)
 

@@ -92,6 +92,11 @@ class Client(abc.ABC):
     def base_url(self) -> str:
         return self._core.base_url
 
+    @property
+    def name(self) -> str:
+        """The ``tailnet`` label of this client's metrics (``ClientOptions.name``)."""
+        return self._core.name
+
     # --- auth keys ---------------------------------------------------------------------
     async def create_auth_key(self, request: AuthKeyRequest) -> AuthKey:
         """Mint one key; the answer is the only place its secret ``key`` ever appears.
@@ -303,6 +308,7 @@ class TailscaleClient(Client):
             transport=transport,
             sleep=sleep,
             backend="tailscale",
+            name=opts.name,
         )
         super().__init__(core)
         if isinstance(credentials, OAuthClientCredentials):

@@ -53,6 +53,7 @@ class HeadscaleClient(Client):
             transport=transport,
             sleep=sleep,
             backend="headscale",
+            name=options.name,
         )
         core.tokens = StaticToken(api_key)
         super().__init__(core)

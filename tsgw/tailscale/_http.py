@@ -25,6 +25,7 @@ import httpx
 import structlog
 import tenacity
 
+from . import _metrics
 from ._errors import (
     APIError,
     AuthError,
@@ -203,8 +204,11 @@ class HTTPCore:
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Sleep | None = None,
         backend: str = "tailscale",
+        name: str = "",
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.name = name
+        """The ``tailnet`` label of this client's metrics."""
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             timeout=timeout,
@@ -347,6 +351,7 @@ class HTTPCore:
             # Only these fail before any byte of the request left; after a write, read or
             # protocol error the server may have received (and applied) it.
             sent = not isinstance(e, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+            _metrics.API_REQUESTS.labels(self.name, self._backend, method, "<error>").inc()
             log.warning(
                 "tailscale.request_failed",
                 backend=self._backend,
@@ -357,6 +362,7 @@ class HTTPCore:
                 sent=sent,
             )
             raise TransportError(f"{method} {path}: {type(e).__name__}", sent=sent) from None
+        _metrics.API_REQUESTS.labels(self.name, self._backend, method, str(resp.status_code)).inc()
         log.debug(
             "tailscale.request",
             backend=self._backend,

@@ -25,6 +25,7 @@ from typing import Protocol
 import anyio
 import structlog
 
+from . import _metrics
 from ._client import Client
 from ._types import AuthKey, AuthKeyRequest
 
@@ -141,7 +142,7 @@ class AuthKeyLifecycle:
                 return EnsureResult(minted=False, device_id=device_id)
             if has_state(state):
                 return EnsureResult(minted=False, key_id=state.get(StateKeys.AUTHKEY_ID, ""))
-            key = await self._mint(replica, request)
+            key = await self._mint(replica, request, "new")
             try:
                 await self._store.save(replica, {StateKeys.AUTHKEY: key.key, StateKeys.AUTHKEY_ID: key.id})
             except BaseException:
@@ -186,7 +187,7 @@ class AuthKeyLifecycle:
             if current_key is None or reissue:
                 if reissue and state.get(StateKeys.DEVICE_ID):
                     await self._client.delete_device(state[StateKeys.DEVICE_ID], missing_ok=True)
-                key = await self._mint(replica, request)
+                key = await self._mint(replica, request, "reissue" if reissue else "new")
                 # Its id, so that a replica removed before it used the key gets it revoked.
                 changes: dict[str, str | None] = {StateKeys.AUTHKEY_ID: key.id}
                 if key_field is not None:
@@ -202,8 +203,8 @@ class AuthKeyLifecycle:
                 return current_key or None  # not registered yet, or a re-issue is in flight
             return None
 
-    async def _mint(self, replica: str, request: AuthKeyRequest) -> AuthKey:
-        return await self._client.create_auth_key(
+    async def _mint(self, replica: str, request: AuthKeyRequest, reason: str) -> AuthKey:
+        key = await self._client.create_auth_key(
             AuthKeyRequest(
                 tags=request.tags,
                 reusable=request.reusable,
@@ -213,6 +214,8 @@ class AuthKeyLifecycle:
                 description=request.description or f"tsgw {replica}"[:50],
             )
         )
+        _metrics.AUTH_KEYS_MINTED.labels(self._client.name, reason).inc()
+        return key
 
     async def delete(self, replica: str) -> DeleteResult:
         """Delete the replica's device (by the ``device_id`` in its state) and any unused key."""

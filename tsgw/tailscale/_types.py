@@ -97,6 +97,9 @@ class ClientOptions:
     headscale_user: str = ""
     """Headscale only: the user (name or numeric id) that owns untagged pre-auth keys.
     Default empty: only tagged keys can be created (tagged keys need no user since 0.28)."""
+    name: str = ""
+    """The client's ``tailnet`` label in ``tsgw_tailscale_*`` metrics (the controllers pass the
+    TailscaleTailnet object's name). Default empty."""
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,15 @@ from tsgw.translate._egress import egress_service_ports
 from tsgw.translate._identity import egress_service_name, group_name, node_cluster, split_node_cluster
 from tsgw.translate._inputs import Device, Inputs, Options, TailnetFacts
 from tsgw.translate._objects import DEVICE_FINALIZER, owned_objects
+from tsgw.translate._policy import ROUTE_ACCESS_KIND, ROUTE_KINDS, resolve_access, route_access_objects
 from tsgw.translate._status import status_body
 from tsgw.translate._translate import Result, Translator, translate
-from tsgw.translate._xds import XdsResources, xds_resources
+from tsgw.translate._xds import XdsResources, access_rules, xds_resources
 
 __all__ = [
     "DEVICE_FINALIZER",
+    "ROUTE_ACCESS_KIND",
+    "ROUTE_KINDS",
     "Device",
     "Inputs",
     "Options",
@@ -23,11 +26,14 @@ __all__ = [
     "TailnetFacts",
     "Translator",
     "XdsResources",
+    "access_rules",
     "egress_service_name",
     "egress_service_ports",
     "group_name",
     "node_cluster",
     "owned_objects",
+    "resolve_access",
+    "route_access_objects",
     "split_node_cluster",
     "status_body",
     "translate",

@@ -94,7 +94,7 @@ def _gateway(ctx: _Ctx, obj: api.Object[api.TailscaleGatewaySpec]) -> tuple[Prox
                     ctx, str(emd.get("namespace")), str(emd.get("name")), str(sp.get("name") or "")
                 )
                 eps = tuple(Endpoint(a, p) for a, p in found)
-        clusters.append(Cluster(cname, Protocol.TCP, eps))
+        clusters.append(Cluster(cname, Protocol.TCP, eps, proxy_protocol=True))
         names = tuple(sorted(n for n in wanted if gw_listeners.get(n) == port))
         listeners.append(
             Listener(
@@ -118,7 +118,12 @@ def _gateway(ctx: _Ctx, obj: api.Object[api.TailscaleGatewaySpec]) -> tuple[Prox
         tailscale_service=TailscaleService(f"svc:{label}", tuple(ts_ports), spec.tags),
     )
     # Per listener, conditions as Gateway API's ListenerStatus has them (merged by status_body).
-    published = _cond(ACCEPTED, True, "Accepted", f"published on svc:{label}")
+    if group.pod.serve_on_device:
+        # Headscale has no Tailscale Services: each proxy serves the ports on its own name.
+        pods = ", ".join(_magicdns(facts, p) or p for p in group.replica_names())
+        published = _cond(ACCEPTED, True, "Accepted", f"published on each proxy's own name ({pods})")
+    else:
+        published = _cond(ACCEPTED, True, "Accepted", f"published on svc:{label}")
     verdicts: list[ListenerVerdict] = []
     for n in wanted:
         if n in gw_listeners:

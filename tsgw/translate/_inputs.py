@@ -102,6 +102,9 @@ class Options:
     """containerboot's /healthz. Default: 9002."""
     envoy_admin_port: int = 19000
     """Envoy's admin interface, on loopback. Default: 19000."""
+    envoy_stats_port: int = 19001
+    """Envoy's ``/stats/prometheus`` and nothing else of its admin interface, on every
+    interface of the pod (the container port ``envoy-metrics``), for Prometheus. Default: 19001."""
     proxy_env: tuple[tuple[str, str], ...] = ()
     """Extra environment of the proxies' tailscale container, e.g. ``TS_DEBUG_USE_DERP_HTTP=1``
     where the DERP relay speaks plain HTTP (a hermetic test bed). Default: none."""

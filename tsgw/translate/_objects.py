@@ -129,7 +129,13 @@ def envoy_bootstrap(options: Options) -> dict[str, Any]:
     tsgw's xDS Service; node id and cluster come from the command line (pod name, node
     cluster)."""
     host = f"[{options.xds_host}]" if ":" in options.xds_host else options.xds_host
-    return bootstrap(None, None, f"{host}:{options.xds_port}", admin_port=options.envoy_admin_port)
+    return bootstrap(
+        None,
+        None,
+        f"{host}:{options.xds_port}",
+        admin_port=options.envoy_admin_port,
+        stats_port=options.envoy_stats_port,
+    )
 
 
 @functools.lru_cache(maxsize=8)
@@ -206,16 +212,18 @@ def _statefulset(g: ProxyGroup, options: Options, config_hash: str, cfg: ProxyCo
             "--disable-hot-restart",
         ],
         "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
-        "ports": [{"name": f"l-{port}", "containerPort": port} for port in exposed],
+        "ports": [
+            *({"name": f"l-{port}", "containerPort": port} for port in exposed),
+            # Envoy's /stats/prometheus alone (admin itself stays on loopback).
+            {"name": "envoy-metrics", "containerPort": options.envoy_stats_port},
+        ],
         "securityContext": _restricted(),
         "volumeMounts": [
             {"name": "envoy-bootstrap", "mountPath": _ENVOY_MOUNT, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     }
-    if not exposed:
-        del envoy["ports"]
-    else:
+    if exposed:
         # Ready once Envoy listens (it has its configuration): a replica restarted while tsgw is
         # away must not get Service traffic. Ingress listeners are on loopback, where the
         # kubelet cannot probe; tailscaled's own health covers those.

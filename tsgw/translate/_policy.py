@@ -10,12 +10,20 @@ On the routes it reaches, a policy's timeout fills in where a rule set none, its
 request headers replace theirs, and its access policy (tailnet tags and users resolved to
 device addresses) applies to the listeners. Status is per target, as Gateway API's
 PolicyAncestorStatus has it, and one Accepted condition for the whole policy.
+
+A policy may also target a Gateway API HTTPRoute or GRPCRoute (or one of its rules), which
+Envoy Gateway serves: only its access rules apply there, through tsgw's Envoy Gateway extension.
+:func:`route_access_objects` derives from such policies the TailscaleRouteAccess objects Envoy
+Gateway passes to the extension (``policyResources``), tags and users resolved to addresses
+from the tailnet's facts: a change of the facts changes their spec, which is what makes Envoy
+Gateway translate again (docs/envoy-gateway.md). Conflicts on a route follow the same rule.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
+from collections.abc import Mapping
 from typing import Any
 
 from tsgw import api
@@ -33,10 +41,18 @@ from tsgw.model import (
 from tsgw.translate._context import _cond, _Ctx, _is_ip, _ref
 from tsgw.translate._inputs import TailnetFacts
 
-__all__ = ["apply_policies"]
+__all__ = ["ROUTE_ACCESS_KIND", "ROUTE_KINDS", "apply_policies", "resolve_access", "route_access_objects"]
+
+ROUTE_KINDS = frozenset({"HTTPRoute", "GRPCRoute"})
+"""Gateway API route kinds a TailscaleRoutePolicy may target (group gateway.networking.k8s.io)."""
+
+ROUTE_ACCESS_KIND = "TailscaleRouteAccess"
+"""The kind (group gateway.tailscale.com) of the objects :func:`route_access_objects` derives."""
 
 
-def _access(policy: api.Access, facts: TailnetFacts) -> AccessPolicy:
+def resolve_access(policy: api.Access, facts: TailnetFacts) -> AccessPolicy:
+    """Access rules with tags and users resolved to the addresses of the tailnet's devices that
+    carry them (a rule matching no device keeps its CIDRs only: it may match nothing)."""
     rules = []
     for r in policy.rules:
         cidrs: set[str] = {str(ipaddress.ip_network(c, strict=False)) for c in r.cidrs}
@@ -67,11 +83,12 @@ def apply_policies(
         for t in spec.target_refs:
             key = (t.kind, ns, t.name, t.section_name or "")
             idx = by_owner.get((t.kind, ns, t.name))
-            whole = (t.kind, ns, t.name, "")
-            holder = claimed.get(key) or (claimed.get(whole) if t.section_name else None)
-            if t.section_name is None and holder is None:
-                holder = next((v for k, v in claimed.items() if k[:3] == key[:3]), None)
-            if idx is None:
+            holder = _conflict_holder(claimed, key)
+            if t.kind in ROUTE_KINDS:
+                cond = _route_fit(spec, t, holder, ctx.inputs.tailnets)
+                if cond.status:
+                    claimed[key] = pol.metadata.name
+            elif idx is None:
                 cond = _cond(
                     "Accepted", False, "TargetNotFound", f"{t.kind} {t.name!r} not found or not translated"
                 )
@@ -90,6 +107,118 @@ def apply_policies(
             conds.append(cond)
         statuses.append(ObjectStatus(_ref(pol), _merge(conds), PolicyDetails(tuple(ancestors))))
     return groups, statuses
+
+
+_HTTP_ONLY = ("timeout", "retries", "requestHeaders")
+_DENY_ALL = AccessPolicy((), False)
+
+
+def _http_only(spec: api.TailscaleRoutePolicySpec) -> list[str]:
+    return [
+        name
+        for name, value in zip(_HTTP_ONLY, (spec.timeout, spec.retries, spec.request_headers), strict=True)
+        if value
+    ]
+
+
+def _route_fit(
+    spec: api.TailscaleRoutePolicySpec, t: Any, holder: str | None, tailnets: Mapping[str, TailnetFacts]
+) -> Condition:
+    """Whether a policy takes effect on an HTTPRoute or GRPCRoute: Envoy Gateway applies its
+    access rules through tsgw's extension; tsgw does not watch Gateway API routes, so a route
+    that does not exist is not detected here (Envoy Gateway then passes the policy nowhere)."""
+    if holder is not None:
+        return _cond("Accepted", False, "Conflicted", f"TailscaleRoutePolicy {holder!r} already targets it")
+    ignored = _http_only(spec)
+    if spec.access is None:
+        return _cond(
+            "Accepted",
+            False,
+            "Invalid",
+            f"{', '.join(ignored)}: not applied to {t.kind}s (use Envoy Gateway's own policies); "
+            "only access is",
+        )
+    notes = ["access applies through Envoy Gateway"]
+    if ignored:
+        notes.append(f"{', '.join(ignored)} ignored on {t.kind}s")
+    tailnet = spec.tailnet_ref.name if spec.tailnet_ref is not None else ""
+    if _names_devices(spec.access) and tailnet not in tailnets:
+        notes.append(
+            f"the devices of tailnet {tailnet!r} are not known yet: every request is denied until they are"
+        )
+    return _cond("Accepted", True, "Accepted", "; ".join(notes))
+
+
+def _names_devices(access: api.Access) -> bool:
+    """Whether rules name tags or users, which only the tailnet's facts turn into addresses."""
+    return any(r.tags or r.users for r in access.rules)
+
+
+def _conflict_holder(
+    claimed: dict[tuple[str, str, str, str], str], key: tuple[str, str, str, str]
+) -> str | None:
+    whole = (*key[:3], "")
+    holder = claimed.get(key) or (claimed.get(whole) if key[3] else None)
+    if not key[3] and holder is None:
+        holder = next((v for k, v in claimed.items() if k[:3] == key[:3]), None)
+    return holder
+
+
+def route_access_objects(
+    policies: list[api.Object[Any]], tailnets: Mapping[str, TailnetFacts]
+) -> list[dict[str, Any]]:
+    """The TailscaleRouteAccess of each TailscaleRoutePolicy with access rules that holds at
+    least one HTTPRoute or GRPCRoute target (older policy first, as :func:`apply_policies`
+    decides), as Kubernetes JSON: same namespace and name as the policy, the targets it holds,
+    and its rules with tags and users resolved from the facts of its ``tailnetRef``. While those
+    facts are not known (a tailnet not read yet, or not there), a policy whose rules name tags
+    or users gets no rules and default Deny: it is never opened wider than it says (one of CIDRs
+    only needs no facts). Pure: the same policies and facts
+    give the same objects."""
+    policies = sorted(
+        policies, key=lambda p: (p.metadata.creation_timestamp, p.metadata.namespace, p.metadata.name)
+    )
+    claimed: dict[tuple[str, str, str, str], str] = {}
+    out: list[dict[str, Any]] = []
+    for pol in policies:
+        spec: api.TailscaleRoutePolicySpec = pol.spec
+        if spec.access is None:
+            continue
+        ns = pol.metadata.namespace
+        held = []
+        for t in spec.target_refs:
+            if t.kind not in ROUTE_KINDS:
+                continue
+            key = (t.kind, ns, t.name, t.section_name or "")
+            if _conflict_holder(claimed, key) is None:
+                claimed[key] = pol.metadata.name
+                ref = {"group": t.group, "kind": t.kind, "name": t.name}
+                if t.section_name:
+                    ref["sectionName"] = t.section_name
+                held.append(ref)
+        if not held:
+            continue
+        facts = tailnets.get(spec.tailnet_ref.name) if spec.tailnet_ref is not None else None
+        if facts is None and not _names_devices(spec.access):
+            facts = TailnetFacts()  # CIDRs only: nothing to look up
+        access = resolve_access(spec.access, facts) if facts is not None else _DENY_ALL
+        out.append(
+            {
+                "apiVersion": api.API_VERSION,
+                "kind": ROUTE_ACCESS_KIND,
+                "metadata": {"name": pol.metadata.name, "namespace": ns},
+                "spec": {
+                    "policy": pol.metadata.name,
+                    "targetRefs": held,
+                    "rules": [
+                        {"action": "Allow" if r.allow else "Deny", "cidrs": list(r.cidrs)}
+                        for r in access.rules
+                    ],
+                    "defaultAction": "Allow" if access.default_allow else "Deny",
+                },
+            }
+        )
+    return sorted(out, key=lambda o: (o["metadata"]["namespace"], o["metadata"]["name"]))
 
 
 def _policy_fit(spec: api.TailscaleRoutePolicySpec, g: ProxyGroup, t: Any) -> Condition:
@@ -136,7 +265,7 @@ def _merge(conds: list[Condition]) -> tuple[Condition, ...]:
 def _with_policy(
     g: ProxyGroup, spec: api.TailscaleRoutePolicySpec, section: str | None, facts: TailnetFacts
 ) -> ProxyGroup:
-    access = _access(spec.access, facts) if spec.access is not None else None
+    access = resolve_access(spec.access, facts) if spec.access is not None else None
     headers = HeaderChanges()
     if spec.request_headers is not None:
         rh = spec.request_headers

@@ -33,7 +33,7 @@ from tsgw.translate._identity import name_problem, node_cluster
 from tsgw.translate._inputs import Inputs, Options
 from tsgw.translate._kinds import translate_object
 from tsgw.translate._objects import owned_objects
-from tsgw.translate._policy import apply_policies
+from tsgw.translate._policy import apply_policies, route_access_objects
 from tsgw.translate._xds import XdsResources, xds_resources
 
 __all__ = ["OwnedObjects", "Result", "Translator", "translate"]
@@ -97,6 +97,9 @@ class Result:
     xds: dict[GroupKey, XdsResources]
     objects: Mapping[GroupKey, list[dict[str, Any]]]
     changed: frozenset[GroupKey] = frozenset()
+    route_access: tuple[dict[str, Any], ...] = ()
+    """The TailscaleRouteAccess objects (Kubernetes JSON, sorted by namespace and name) derived
+    from the policies on Gateway API routes, for Envoy Gateway (:func:`route_access_objects`)."""
 
 
 def _fingerprint(raw: Mapping[str, Any]) -> Any:
@@ -159,6 +162,7 @@ class Translator:
     _outputs: dict[GroupKey, _Output] = field(default_factory=dict)
     _devices: dict[int, Any] = field(default_factory=dict)
     _ns_fp: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    _route_access: tuple[dict[str, Any], ...] = ()
 
     def _load(self, raw: Mapping[str, Any]) -> tuple[Any, Any, api.Object[Any] | ObjectStatus | None]:
         """(key, fingerprint, parsed object or its invalid status), parsed only when changed."""
@@ -254,6 +258,10 @@ class Translator:
         if policies:
             groups, policy_statuses = _apply_policies(ctx, groups, policies)
             statuses.extend(policy_statuses)
+        try:
+            self._route_access = tuple(route_access_objects(policies, inputs.tailnets))
+        except Exception:  # a bug: keep the last objects rather than open the routes they guard
+            log.exception("route access objects failed; keeping the previous ones")
         groups.sort(key=lambda g: (g.namespace, g.name))
         statuses.sort(key=lambda s: (s.ref.kind, s.ref.namespace, s.ref.name))
 
@@ -299,7 +307,11 @@ class Translator:
             ]
         model = Model(groups=tuple(groups), statuses=tuple(statuses))
         return Result(
-            model=model, xds=xds, objects=OwnedObjects(outputs, self.options), changed=frozenset(changed)
+            model=model,
+            xds=xds,
+            objects=OwnedObjects(outputs, self.options),
+            changed=frozenset(changed),
+            route_access=self._route_access,
         )
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2, outlier_detection_pb2
 from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2
+from envoy.config.core.v3 import proxy_protocol_pb2 as core_proxy_protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.rbac.v3 import rbac_pb2 as rbac_config_pb2
@@ -35,6 +36,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.extensions.retry.priority.previous_priorities.v3 import previous_priorities_config_pb2
 from envoy.extensions.transport_sockets.http_11_proxy.v3 import upstream_http_11_connect_pb2
+from envoy.extensions.transport_sockets.proxy_protocol.v3 import upstream_proxy_protocol_pb2
 from envoy.extensions.transport_sockets.raw_buffer.v3 import raw_buffer_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import any_pb2, duration_pb2, json_format, wrappers_pb2
@@ -42,7 +44,7 @@ from google.protobuf.message import Message
 
 from tsgw.model import AccessPolicy, Cluster, Failover, Listener, Protocol, ProxyGroup, Route
 
-__all__ = ["PROXY_ADDRESS_KEY", "XdsResources", "xds_resources"]
+__all__ = ["PROXY_ADDRESS_KEY", "XdsResources", "access_rules", "xds_resources"]
 
 PROXY_ADDRESS_KEY = "envoy.http11_proxy_transport_socket.proxy_address"
 """Endpoint metadata key through which the http_11_proxy transport socket finds its proxy."""
@@ -161,6 +163,19 @@ def _constants() -> dict[str, Any]:
                 upstream_http_11_connect_pb2.Http11ProxyUpstreamTransport(transport_socket=inner)
             ),
         ),
+        # A TailscaleGateway's clusters: the tailnet caller's address, which the listener read
+        # from tailscaled's PROXY header, handed on to Envoy Gateway's Envoy the same way.
+        "upstream_proxy_protocol": base_pb2.TransportSocket(
+            name="envoy.transport_sockets.upstream_proxy_protocol",
+            typed_config=_any(
+                upstream_proxy_protocol_pb2.ProxyProtocolUpstreamTransport(
+                    config=core_proxy_protocol_pb2.ProxyProtocolConfig(
+                        version=core_proxy_protocol_pb2.ProxyProtocolConfig.V2
+                    ),
+                    transport_socket=inner,
+                )
+            ),
+        ),
         "http1": _any(http1),
         "http2": _any(http2),
         "eds": cluster_pb2.Cluster.EdsClusterConfig(eds_config=_ads()),
@@ -187,6 +202,8 @@ def _cluster(c: Cluster, via_tailnet: bool) -> cluster_pb2.Cluster:
         msg.outlier_detection.CopyFrom(_outlier_detection(c.failover))
     if via_tailnet:
         msg.transport_socket.CopyFrom(_C["http11_proxy"])
+    elif c.proxy_protocol:
+        msg.transport_socket.CopyFrom(_C["upstream_proxy_protocol"])
     if c.protocol is Protocol.GRPC:
         msg.typed_extension_protocol_options[_HTTP_OPTIONS].CopyFrom(_C["http2"])
     elif c.protocol is Protocol.HTTP:
@@ -207,11 +224,15 @@ def _load_assignment(c: Cluster, proxy: any_pb2.Any | None) -> endpoint_pb2.Clus
     return cla
 
 
-def _rbac(access: AccessPolicy, stat_prefix: str) -> listener_components_pb2.Filter:
-    """A network RBAC filter on the tailnet source address (from the PROXY protocol header)."""
-    # First match decides: a connection is denied when the first rule it matches is a Deny, or
-    # when it matches none and the default is Deny. One DENY-action RBAC expresses that: Deny
-    # rule i matches "rule i and no earlier rule"; the default matches "no rule at all".
+def access_rules(access: AccessPolicy) -> rbac_config_pb2.RBAC:
+    """An access policy as Envoy RBAC rules on the source address (``remote_ip``: the PROXY
+    protocol header's source where the listener reads one, else the connection's peer).
+
+    First match decides: a request is denied when the first rule it matches is a Deny, or when
+    it matches none and the default is Deny. One DENY-action RBAC expresses that: Deny rule i
+    matches "rule i and no earlier rule"; the default matches "no rule at all". Used by tsgw's
+    own listeners (network RBAC) and by Envoy Gateway's routes (HTTP RBAC, through the
+    extension)."""
     policies: dict[str, rbac_config_pb2.Policy] = {}
     rules = rbac_config_pb2.RBAC(action=rbac_config_pb2.RBAC.DENY)
     earlier: list[rbac_config_pb2.Principal] = []
@@ -252,9 +273,14 @@ def _rbac(access: AccessPolicy, stat_prefix: str) -> listener_components_pb2.Fil
         )
     for name in sorted(policies):
         rules.policies[name].CopyFrom(policies[name])
+    return rules
+
+
+def _rbac(access: AccessPolicy, stat_prefix: str) -> listener_components_pb2.Filter:
+    """A network RBAC filter on the tailnet source address (from the PROXY protocol header)."""
     return listener_components_pb2.Filter(
         name="envoy.filters.network.rbac",
-        typed_config=_any(rbac_pb2.RBAC(stat_prefix=stat_prefix, rules=rules)),
+        typed_config=_any(rbac_pb2.RBAC(stat_prefix=stat_prefix, rules=access_rules(access))),
     )
 
 

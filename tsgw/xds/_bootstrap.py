@@ -13,7 +13,11 @@ What it sets and why (Envoy's bootstrap reference, ``config.bootstrap.v3``):
   restart left Envoys disconnected for 9-16 s. Default here: 250 ms to 2 s, jittered by Envoy.
 - Node id and cluster may be left out, for a bootstrap shared by every replica whose command
   line sets them (``--service-node``, ``--service-cluster``).
-- Admin on loopback.
+- Admin on loopback. With ``stats_port``, a static listener ``tsgw_stats`` on
+  ``stats_address`` (every interface by default) serves Envoy's ``/stats/prometheus`` and only
+  that, forwarded to the admin interface through the static cluster ``tsgw_admin``: Prometheus
+  reaches the proxy's metrics on the pod's IP while admin's other endpoints (``/quitquitquit``,
+  ``/config_dump`` with its secrets) stay unreachable from outside the pod.
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ from typing import Any
 from tsgw._address import parse_address
 
 XDS_CLUSTER = "tsgw_xds"
+STATS_LISTENER = "tsgw_stats"
+ADMIN_CLUSTER = "tsgw_admin"
+STATS_PATH = "/stats/prometheus"
 _HTTP_OPTIONS_TYPE = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 
@@ -41,6 +48,8 @@ def bootstrap(
     connect_timeout: str = "1s",
     reconnect_base: str = "0.25s",
     reconnect_max: str = "2s",
+    stats_port: int | None = None,
+    stats_address: str = "0.0.0.0",
 ) -> dict[str, Any]:
     """A bootstrap (as a dict, ready for YAML or JSON) for ADS over gRPC to ``xds_address``
     (``HOST:PORT``; ValueError when it is not). ``node_id``/``cluster`` None: left to Envoy's
@@ -70,6 +79,10 @@ def bootstrap(
         "retry_policy": {"retry_back_off": {"base_interval": reconnect_base, "max_interval": reconnect_max}},
     }
     out: dict[str, Any] = {"node": node} if node else {}
+    static: dict[str, Any] = {"clusters": [_xds_cluster(host, port, discovery, connect_timeout)]}
+    if stats_port is not None:
+        static["clusters"].append(_static_cluster(ADMIN_CLUSTER, admin_address, admin_port, connect_timeout))
+        static["listeners"] = [_stats_listener(stats_address, stats_port)]
     return out | {
         "dynamic_resources": {
             "ads_config": {
@@ -81,40 +94,66 @@ def bootstrap(
             "cds_config": config_source(),
             "lds_config": config_source(),
         },
-        "static_resources": {
-            "clusters": [
-                {
-                    "name": XDS_CLUSTER,
-                    "type": discovery,
-                    "connect_timeout": connect_timeout,
-                    "typed_extension_protocol_options": {
-                        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                            "@type": _HTTP_OPTIONS_TYPE,
-                            "explicit_http_config": {
-                                "http2_protocol_options": {
-                                    "connection_keepalive": {"interval": "30s", "timeout": "5s"}
-                                }
-                            },
-                        }
-                    },
-                    "load_assignment": {
-                        "cluster_name": XDS_CLUSTER,
-                        "endpoints": [
-                            {
-                                "lb_endpoints": [
-                                    {
-                                        "endpoint": {
-                                            "address": {
-                                                "socket_address": {"address": host, "port_value": port}
-                                            }
-                                        }
-                                    }
-                                ]
-                            }
-                        ],
-                    },
-                }
-            ]
-        },
+        "static_resources": static,
         "admin": {"address": {"socket_address": {"address": admin_address, "port_value": admin_port}}},
+    }
+
+
+def _xds_cluster(host: str, port: int, discovery: str, connect_timeout: str) -> dict[str, Any]:
+    cluster = _static_cluster(XDS_CLUSTER, host, port, connect_timeout)
+    cluster["type"] = discovery
+    cluster["typed_extension_protocol_options"] = {
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": _HTTP_OPTIONS_TYPE,
+            "explicit_http_config": {
+                "http2_protocol_options": {"connection_keepalive": {"interval": "30s", "timeout": "5s"}}
+            },
+        }
+    }
+    return cluster
+
+
+def _static_cluster(name: str, host: str, port: int, connect_timeout: str) -> dict[str, Any]:
+    address = {"socket_address": {"address": host, "port_value": port}}
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": connect_timeout,
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}],
+        },
+    }
+
+
+def _stats_listener(address: str, port: int) -> dict[str, Any]:
+    """HTTP on ``address:port``: ``GET /stats/prometheus`` goes to the admin interface, any
+    other path is a 404 answered by the listener itself."""
+    routes = [
+        {"match": {"path": STATS_PATH}, "route": {"cluster": ADMIN_CLUSTER}},
+        {"match": {"prefix": "/"}, "direct_response": {"status": 404}},
+    ]
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
+        ".HttpConnectionManager",
+        "stat_prefix": STATS_LISTENER,
+        "route_config": {
+            "name": STATS_LISTENER,
+            "virtual_hosts": [{"name": "stats", "domains": ["*"], "routes": routes}],
+        },
+        "http_filters": [
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                },
+            }
+        ],
+    }
+    return {
+        "name": STATS_LISTENER,
+        "address": {"socket_address": {"address": address, "port_value": port}},
+        "filter_chains": [
+            {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+        ],
     }

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 CONNECTED_STREAMS = Gauge(
     "tsgw_xds_connected_streams", "ADS streams currently open, by protocol variant.", ["variant"]
@@ -38,3 +43,41 @@ SNAPSHOT_GENERATION = Gauge(
 
 def known_groups() -> set[str]:
     return {s.labels["group"] for m in SNAPSHOT_GENERATION.collect() for s in m.samples}
+
+
+# What each live server reports when scraped: {group: {sync state: Envoys}}. Computed then from
+# the server's own state, so the series can never disagree with ``group_sync`` (the
+# ``Programmed`` condition's judge) and nothing is updated per event.
+_envoy_sources: weakref.WeakKeyDictionary[object, Callable[[], Mapping[str, Mapping[str, int]]]] = (
+    weakref.WeakKeyDictionary()
+)
+SYNC_STATES = ("synced", "pending", "rejected")
+
+
+def register_envoys(owner: object, source: Callable[[], Mapping[str, Mapping[str, int]]]) -> None:
+    """Report ``source()`` as ``tsgw_xds_envoys`` while ``owner`` lives."""
+    _envoy_sources[owner] = source
+
+
+class _EnvoyCollector(Collector):
+    def collect(self) -> Iterator[Metric]:
+        envoys = GaugeMetricFamily(
+            "tsgw_xds_envoys",
+            "Envoys connected to this server, by node group and whether they hold the group's "
+            "current snapshot: synced, pending (not yet acknowledged) or rejected (NACKed; Envoy "
+            "keeps its last good config).",
+            labels=["group", "sync"],
+        )
+        totals: dict[str, dict[str, int]] = {}
+        for source in list(_envoy_sources.values()):
+            for group, states in source().items():
+                into = totals.setdefault(group, dict.fromkeys(SYNC_STATES, 0))
+                for state, n in states.items():
+                    into[state] = into.get(state, 0) + n
+        for group in sorted(totals):
+            for state in SYNC_STATES:
+                envoys.add_metric([group, state], totals[group][state])
+        yield envoys
+
+
+REGISTRY.register(_EnvoyCollector())

@@ -226,6 +226,7 @@ class AdsServer:
             log.warning("xds: sending every response by grpclib's path", reason=problem)
             self._fast_off = _fastsend.INTERNALS
         self._warned_internals = False
+        _metrics.register_envoys(self, self._envoy_counts)
 
     # grpclib ---------------------------------------------------------------------------------
 
@@ -299,6 +300,18 @@ class AdsServer:
                 if not c.sotw and not c.delta:
                     state = Sync.PENDING
             out.append(NodeSync(c.id, c.node_id, state, nack, type_url))
+        return out
+
+    def _envoy_counts(self) -> dict[str, dict[str, int]]:
+        """Per group with a connected Envoy: how many are synced, pending, rejected
+        (``tsgw_xds_envoys``, computed when scraped; the metrics endpoint runs on the server's
+        event loop, so no stream changes while this reads)."""
+        out: dict[str, dict[str, int]] = {}
+        for group in list(self._by_group):
+            counts = out.setdefault(group, {})
+            for node in self.group_sync(group):
+                state = node.sync.value.lower()
+                counts[state] = counts.get(state, 0) + 1
         return out
 
     @staticmethod

@@ -562,6 +562,44 @@ def test_failed_init_container_fails_a_never_pod_and_is_retried_under_on_failure
     bed.kubectl("delete", "pod", "init-never", "init-onfailure", "--grace-period=1")
 
 
+def test_a_pods_containers_share_a_dev_shm_of_their_own(bed: Bed) -> None:
+    # POSIX shared memory (shm_open) lives in /dev/shm: a pod's containers share one, as they
+    # share an IPC namespace in Kubernetes, and no other pod or the host sees it. Two Envoys of
+    # one --base-id (Envoy Gateway's Envoys, every tsgw proxy) otherwise collide on the host's.
+    name = "bed-shm-probe"
+    log = run_pod(
+        bed,
+        "shm-a",
+        f"cat /dev/shm/{name}",
+        securityContext={"runAsUser": 1000, "runAsGroup": 1000},
+        initContainers=[
+            {
+                "name": "writer",
+                "image": SHELL_IMAGE,
+                "command": ["sh", "-c", f"echo shared > /dev/shm/{name}"],
+            }
+        ],
+    )
+    assert log.strip() == "shared"
+    assert not Path(f"/dev/shm/{name}").exists()
+    assert run_pod(bed, "shm-b", f"test ! -e /dev/shm/{name} && echo alone").strip() == "alone"
+    bed.kubectl("delete", "pod", "shm-a", "shm-b", "--grace-period=1")
+
+
+def test_a_non_root_container_reopens_its_own_stdout(bed: Bed) -> None:
+    # Envoy's access log writes to the path /dev/stdout (a fresh open of fd 1): the container's
+    # user must own its output, as runc makes it own its stdio. The bed's stdout is the log file,
+    # not a pipe: a reopen must append (Envoy's does), or it writes over the log.
+    log = run_pod(
+        bed,
+        "stdout-reopen",
+        "echo reopened >> /dev/stdout; echo reopened-err >> /dev/stderr",
+        securityContext={"runAsUser": 1000, "runAsGroup": 1000},
+    )
+    assert log.split() == ["reopened", "reopened-err"], log
+    bed.kubectl("delete", "pod", "stdout-reopen", "--grace-period=1")
+
+
 def test_tailnet_devices_are_independent_and_their_servers_answer_with_their_names(bed: Bed) -> None:
     assert bed.tailnet is not None
     key = bed.tailnet.preauth_key_for()

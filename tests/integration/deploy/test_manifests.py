@@ -29,6 +29,8 @@ GROUP = "gateway.tailscale.com"
 OWNING = ("tailscaleendpoints", "tailscaleservices", "tailscalegateways")
 KINDS = ("tailscaletailnets", *OWNING, "tailscaleroutepolicies")
 TS = [f"{k}.{GROUP}" for k in KINDS]
+DERIVED = ("tailscalerouteaccesses",)
+"""Kinds tsgw writes for Envoy Gateway to read (a CRD of the base, not an informer of its input)."""
 
 
 def _container(objs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -41,7 +43,7 @@ def test_each_overlay_renders_the_operator_its_tailnet_and_credentials(tmp_path:
     tree = copy_install(tmp_path)
     base = render(tree / "base")
     crds = {o["spec"]["names"]["plural"] for o in base if o["kind"] == "CustomResourceDefinition"}
-    assert crds == set(KINDS)
+    assert crds == {*KINDS, *DERIVED}
     dep = find(base, "Deployment", "tsgw")
     assert dep["metadata"]["namespace"] == "tsgw-system"
     assert dep["spec"]["replicas"] == 2
@@ -140,6 +142,13 @@ def test_the_api_server_accepts_the_install_and_its_rbac_covers_the_operator(
                 for v in ("create", "patch", "delete", "watch")
             },
             ("create", "events.events.k8s.io", ns): True,
+            # TailscaleRouteAccess objects, for Envoy Gateway; their status is Envoy Gateway's
+            **{
+                (v, f"tailscalerouteaccesses.{GROUP}", ns): True
+                for v in ("create", "patch", "delete", "watch")
+            },
+            ("patch", f"tailscalerouteaccesses.{GROUP}/status", ns): False,
+            ("update", f"tailscaleroutepolicies.{GROUP}/finalizers", ns): True,
             # leader election, only in its namespace and only its Lease once it exists
             ("create", "leases.coordination.k8s.io", "tsgw-system"): True,
             ("update", "leases.coordination.k8s.io/tsgw-operator", "tsgw-system"): True,
@@ -245,3 +254,64 @@ def test_the_api_server_accepts_the_install_and_its_rbac_covers_the_operator(
             kubeconfig=kc,
             check=False,
         )
+
+
+def test_the_envoy_gateway_component_serves_the_hook_behind_a_service_envoy_gateway_is_told_of(
+    tmp_path: Path,
+) -> None:
+    """components/envoy-gateway added to an overlay (docs/envoy-gateway.md): every replica serves
+    the extension on a named port, a Service selects the operator pods, Envoy Gateway's
+    ServiceAccount may read TailscaleEndpoints and nothing else, and the configuration snippet a
+    user merges into Envoy Gateway's names that Service."""
+    import yaml
+
+    tree = copy_install(tmp_path)
+    overlay = tree / "overlays" / "with-eg"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        "resources: [../headscale]\ncomponents: [../../components/envoy-gateway]\n"
+    )
+    plain, objs = render(tree / "overlays" / "headscale"), render(overlay)
+    c = _container(objs)
+    assert c["args"] == [*_container(plain)["args"], "--extension=0.0.0.0:5005"]
+    assert {p["name"]: p["containerPort"] for p in c["ports"]}["extension"] == 5005
+    svc = find(objs, "Service", "tsgw-extension")
+    assert svc["metadata"]["namespace"] == "tsgw-system"
+    assert svc["spec"]["selector"] == find(objs, "Deployment", "tsgw")["spec"]["selector"]["matchLabels"]
+    assert svc["spec"]["ports"] == [
+        {"name": "extension", "port": 5005, "targetPort": "extension", "appProtocol": "kubernetes.io/h2c"}
+    ]
+    role = find(objs, "ClusterRole", "tsgw-envoy-gateway")
+    assert role["rules"] == [
+        {
+            "apiGroups": [GROUP],
+            "resources": ["tailscaleendpoints", "tailscalerouteaccesses"],
+            "verbs": ["get", "list", "watch"],
+        },
+        # Envoy Gateway writes its own Accepted (per Gateway) into a policy resource's status.
+        {"apiGroups": [GROUP], "resources": ["tailscalerouteaccesses/status"], "verbs": ["update", "patch"]},
+    ]
+    binding = find(objs, "ClusterRoleBinding", "tsgw-envoy-gateway")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "envoy-gateway", "namespace": "envoy-gateway-system"}
+    ]
+    # Everything else is the overlay's own.
+    assert len(objs) == len(plain) + 3
+
+    snippet = yaml.safe_load(
+        (tree / "components" / "envoy-gateway" / "envoy-gateway-extension.yaml").read_text()
+    )
+    manager = snippet["extensionManager"]
+    assert manager["service"]["fqdn"] == {
+        "hostname": "tsgw-extension.tsgw-system.svc.cluster.local",
+        "port": 5005,
+    }
+    assert manager["backendResources"] == [
+        {"group": GROUP, "version": "v1alpha1", "kind": "TailscaleEndpoints"}
+    ]
+    assert manager["policyResources"] == [
+        {"group": GROUP, "version": "v1alpha1", "kind": "TailscaleRouteAccess"}
+    ]
+    # Route puts a policy's rules on its route; HTTPListener the filter that reads them.
+    assert manager["hooks"] == {"xdsTranslator": {"post": ["Cluster", "Route", "HTTPListener"]}}

@@ -11,12 +11,15 @@ import anyio
 import orjson
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from grpclib.client import Channel, UnaryUnaryMethod
 
 from tsgw import api
-from tsgw.extension import SERVICE, ExtensionService
+from tsgw.extension import RBAC_FILTER, ROUTE_ACCESS_KIND, SERVICE, ExtensionService
 from tsgw.extension import contexts as ctx
 from tsgw.extension import messages as pb
 
@@ -113,7 +116,59 @@ async def test_post_translate_modify_echoes_every_list() -> None:
         assert got.SerializeToString(deterministic=True) == sent.SerializeToString(deterministic=True)
 
 
-async def test_the_hooks_tsgw_does_not_use_answer_no_change() -> None:
+async def test_post_route_modify_applies_a_route_access_and_leaves_others_alone() -> None:
+    route = route_components_pb2.Route(name="httproute/apps/web/rule/0/match/0")
+    route.match.prefix = "/"
+    access = {
+        "apiVersion": api.API_VERSION,
+        "kind": ROUTE_ACCESS_KIND,
+        "metadata": {"name": "p", "namespace": "apps"},
+        "spec": {"rules": [{"action": "Allow", "cidrs": ["127.0.0.2/32"]}], "defaultAction": "Deny"},
+    }
+    foreign = {"apiVersion": "example.com/v1", "kind": "Policy", "metadata": {"name": "x"}, "spec": {}}
+    async with served() as (service, channel):
+        ours = await call(
+            channel,
+            "PostRouteModify",
+            pb.PostRouteModifyRequest(
+                route=route,
+                post_route_context=ctx.PostRouteExtensionContext(
+                    extension_policies=[ctx.ExtensionResource(unstructured_bytes=orjson.dumps(access))]
+                ),
+            ),
+            pb.PostRouteModifyResponse,
+        )
+        theirs = await call(
+            channel,
+            "PostRouteModify",
+            pb.PostRouteModifyRequest(
+                route=route,
+                post_route_context=ctx.PostRouteExtensionContext(
+                    extension_policies=[ctx.ExtensionResource(unstructured_bytes=orjson.dumps(foreign))]
+                ),
+            ),
+            pb.PostRouteModifyResponse,
+        )
+        hcm = hcm_pb2.HttpConnectionManager(stat_prefix="http")
+        hcm.http_filters.add(name="envoy.filters.http.router").typed_config.Pack(router_pb2.Router())
+        listener = listener_pb2.Listener(name="default/eg/http")
+        listener.filter_chains.add().filters.add(name="hcm").typed_config.Pack(hcm)
+        with_filter = await call(
+            channel,
+            "PostHTTPListenerModify",
+            pb.PostHTTPListenerModifyRequest(listener=listener),
+            pb.PostHTTPListenerModifyResponse,
+        )
+    assert list(ours.route.typed_per_filter_config) == [RBAC_FILTER]
+    assert ours.route.match.prefix == "/"
+    assert not theirs.HasField("route")
+    got = hcm_pb2.HttpConnectionManager()
+    with_filter.listener.filter_chains[0].filters[0].typed_config.Unpack(got)
+    assert [f.name for f in got.http_filters] == [RBAC_FILTER, "envoy.filters.http.router"]
+    assert service.calls == {"PostRouteModify": 2, "PostHTTPListenerModify": 1}
+
+
+async def test_a_route_without_our_policies_and_the_hooks_tsgw_does_not_use_answer_no_change() -> None:
     route = route_components_pb2.Route(name="httproute/apps/web/rule/0/match/0")
     async with served() as (service, channel):
         answer = await call(

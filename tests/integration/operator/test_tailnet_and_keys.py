@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio
 import pytest
+from prometheus_client import REGISTRY
 
 from tests.integration.operator.test_operator_on_apiserver import (
     KINDS,
@@ -93,6 +94,16 @@ def _operator(client: Client, ns: str) -> Operator:
     )
 
 
+def _metric(name: str, **labels: str) -> float:
+    """The sum of ``name``'s samples in this process's registry whose labels include ``labels``."""
+    return sum(
+        s.value
+        for m in REGISTRY.collect()
+        for s in m.samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    )
+
+
 async def test_tailnet_facts_keys_and_device_cleanup(client: Client, tailnet: Tailnet) -> None:
     ops = await _namespace(client, "tsgw-system")
     apps = await _namespace(client, "apps")
@@ -163,6 +174,12 @@ async def test_tailnet_facts_keys_and_device_cleanup(client: Client, tailnet: Ta
         # the previous key must not mint another (the second key would leak).
         async with HeadscaleClient(APIKey(tailnet.api_key()), ClientOptions(base_url=tailnet.api_url)) as hs:
             assert len(await hs.list_auth_keys()) == keys_before_operator + 2
+        # The series the tailnet alerts read, labelled with the TailscaleTailnet's name.
+        assert _metric("tsgw_tailscale_auth_keys_minted_total", tailnet=good, reason="new") == 2
+        assert _metric("tsgw_tailscale_api_requests_total", tailnet=good, backend="headscale", code="200") > 0
+        refused = [_metric("tsgw_tailscale_api_requests_total", tailnet=bad, code=c) for c in ("401", "403")]
+        assert sum(refused) > 0
+        assert _metric("tsgw_tailscale_api_requests_total", tailnet=bad, code="200") == 0
 
         async def in_config(pod: str, key: str | None) -> bool:
             cfg = await _get(client, SECRETS, f"{pod}-config", apps)

@@ -199,16 +199,22 @@ async def test_metrics_count_streams_pushes_nacks_and_snapshot_generation() -> N
         await c.request(ClusterDiscovery)
         first = await c.recv()
         assert _sample("tsgw_xds_connected_streams", variant="sotw") == streams_before + 1
+        assert _sample("tsgw_xds_envoys", group="metrics", sync="pending") == 1
         await c.ack(first)
+        await c.silent(0.2)
+        assert _sample("tsgw_xds_envoys", group="metrics", sync="synced") == 1
         cache.set_snapshot("metrics", snap([1], per_connection_buffer_limit_bytes=99))
         bad = await c.recv()
         await c.ack(bad, error="nope")
         await c.silent(0.2)
+        assert _sample("tsgw_xds_envoys", group="metrics", sync="rejected") == 1
+        assert _sample("tsgw_xds_envoys", group="metrics", sync="synced") == 0
         assert _sample("tsgw_xds_pushes_total", type="cds") == pushes_before + 2
         assert _sample("tsgw_xds_push_duration_seconds_count", type="cds") == durations_before + 2
         assert _sample("tsgw_xds_nacks_total", type="cds") == nacks_before + 1
         assert _sample("tsgw_xds_nack_resends_suppressed_total", type="cds") >= suppressed_before + 1
     await _eventually_zero(streams_before)
+    assert _sample("tsgw_xds_envoys", group="metrics", sync="rejected") == 0
 
 
 async def _eventually_zero(expected: float) -> None:

@@ -84,6 +84,8 @@ def test_bootstrap_for_a_group_names_its_node_cluster_and_envoy_accepts_the_prox
     assert "node" not in shared
     ads = shared["dynamic_resources"]["ads_config"]["grpc_services"][0]["envoy_grpc"]
     assert ads["retry_policy"]["retry_back_off"] == {"base_interval": "0.25s", "max_interval": "2s"}
+    (stats,) = shared["static_resources"]["listeners"]  # /stats/prometheus on the pod's IP
+    assert stats["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": 19001}
     path = tmp_path / "proxy.json"
     path.write_text(json.dumps(shared))
     p = Process(

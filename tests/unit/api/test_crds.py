@@ -6,7 +6,7 @@ import re
 import pytest
 import yaml
 
-from tsgw.api import GROUP, KINDS, crd_files, crds
+from tsgw.api import DERIVED_KINDS, GROUP, KINDS, crd_files, crds
 from tsgw.cli import main
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
@@ -28,11 +28,11 @@ def test_every_kind_has_status_subresource_short_names_and_the_tailscale_categor
         assert names["shortNames"]
         assert version["subresources"] == {"status": {}}
         assert c["metadata"]["name"] == f"{names['plural']}.{GROUP}"
-    assert [c["spec"]["scope"] for c in crds()] == ["Cluster"] + ["Namespaced"] * 4
+    assert [c["spec"]["scope"] for c in crds()] == ["Cluster"] + ["Namespaced"] * 5
 
 
 def test_short_names_are_unique_across_kinds() -> None:
-    shorts = [s for k in KINDS for s in k.short_names]
+    shorts = [s for k in (*KINDS, *DERIVED_KINDS) for s in k.short_names]
     assert len(shorts) == len(set(shorts))
 
 
@@ -58,7 +58,7 @@ def test_printer_columns_point_at_fields_that_exist_in_the_schema() -> None:
 def test_tsgw_crds_prints_every_crd_as_multi_document_yaml(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["crds"]) == 0
     docs = [d for d in yaml.safe_load_all(capsys.readouterr().out) if d]
-    assert [d["spec"]["names"]["kind"] for d in docs] == [k.kind for k in KINDS]
+    assert [d["spec"]["names"]["kind"] for d in docs] == [k.kind for k in (*KINDS, *DERIVED_KINDS)]
 
 
 def test_tsgw_crds_write_produces_the_committed_tree(tmp_path: pathlib.Path) -> None:

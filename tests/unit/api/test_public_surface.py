@@ -8,6 +8,7 @@ def test_api_exports_exactly_its_curated_names() -> None:
         [
             "API_VERSION",
             "GROUP",
+            "DERIVED_KINDS",
             "KINDS",
             "VERSION",
             "APIError",
@@ -44,6 +45,9 @@ def test_api_exports_exactly_its_curated_names() -> None:
             "Retries",
             "TailscaleEndpointsSpec",
             "TailscaleGatewaySpec",
+            "ResolvedAccessRule",
+            "RouteTargetRef",
+            "TailscaleRouteAccessSpec",
             "TailscaleRoutePolicySpec",
             "TailscaleServicesSpec",
             "TailscaleTailnetSpec",

@@ -9,15 +9,22 @@ def test_extension_exports_exactly_the_curated_names() -> None:
     assert sorted(tsgw.extension.__all__) == sorted(
         [
             "BACKEND_KIND",
+            "RBAC_FILTER",
+            "ROUTE_ACCESS_KIND",
             "SERVICE",
             "ClusterAnswer",
             "ExtensionOptions",
             "ExtensionService",
+            "ListenerAnswer",
+            "RouteAnswer",
             "TailnetBackend",
             "contexts",
             "messages",
             "post_cluster_modify",
+            "post_http_listener_modify",
+            "post_route_modify",
             "post_translate_modify",
+            "route_access_policy",
             "tailnet_backend",
         ]
     )

@@ -5,13 +5,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import anyio
+import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from tests.fake_tailscale import FakeTailscale
 from tests.unit.tailscale.conftest import Clock, Sleeps, make_client
 from tsgw.tailscale import (
     APIError,
+    APIKey,
     AuthError,
+    ClientOptions,
     ConflictError,
     ForbiddenError,
     InvalidRequestError,
@@ -187,3 +191,25 @@ async def test_scopes_requested_beyond_the_clients_are_refused(
     async with make_client(fake, sleeps, clock, creds) as ts:
         with pytest.raises(AuthError, match="scope"):
             await ts.list_devices()
+
+
+async def test_every_attempt_is_counted_by_tailnet_method_and_code(
+    fake: FakeTailscale, sleeps: Sleeps, clock: Clock
+) -> None:
+    def count(code: str) -> float:
+        labels = {"tailnet": "metrics-t", "backend": "tailscale", "method": "GET", "code": code}
+        return REGISTRY.get_sample_value("tsgw_tailscale_api_requests_total", labels) or 0.0
+
+    ok, limited = count("200"), count("429")
+    options = ClientOptions(base_url="http://fake-tailscale", name="metrics-t")
+    async with TailscaleClient(
+        APIKey(fake.add_api_key()),
+        options,
+        transport=httpx.ASGITransport(app=fake),
+        sleep=sleeps,
+        clock=clock,
+    ) as ts:
+        fake.fail("GET", DEVICES, 429, times=2, retry_after="1")
+        assert await ts.list_devices() == []
+    assert count("429") == limited + 2
+    assert count("200") == ok + 1

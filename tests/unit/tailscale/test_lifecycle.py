@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 import anyio
 import pytest
+from prometheus_client import REGISTRY
 
 from tests.fake_tailscale import FakeTailscale
 from tsgw.tailscale import AuthKeyLifecycle, AuthKeyRequest, MemoryStateStore, StateKeys, TailscaleClient
@@ -242,3 +243,20 @@ async def test_config_mode_stores_a_new_key_with_its_id_in_one_write(
     assert len(saves) == 2
     # The stale device_id beside the new key does not take the key out of the file.
     assert await life.config_key("web-0", REQ, current_key=new, key_field="tsgw-authkey") == new
+
+
+async def test_minted_keys_are_counted_as_new_or_reissued(fake: FakeTailscale, ts: TailscaleClient) -> None:
+    def minted(reason: str) -> float:
+        labels = {"tailnet": ts.name, "reason": reason}
+        return REGISTRY.get_sample_value("tsgw_tailscale_auth_keys_minted_total", labels) or 0.0
+
+    new, reissued = minted("new"), minted("reissue")
+    store = MemoryStateStore()
+    life = AuthKeyLifecycle(ts, store)
+    old = await life.config_key("web-0", REQ, current_key=None)
+    assert old is not None
+    dev = fake.register_device(old, "web-0")
+    await store.save("web-0", {StateKeys.DEVICE_ID: dev["nodeId"], StateKeys.REISSUE_AUTHKEY: old})
+    assert await life.config_key("web-0", REQ, current_key=old) not in (None, old)
+    await life.ensure("db-0", REQ)
+    assert (minted("new"), minted("reissue")) == (new + 2, reissued + 1)

@@ -157,4 +157,6 @@ def render(result: Result) -> str:
             for ns, name in sorted(result.xds)
         },
     }
+    if result.route_access:  # only cases with policies on Gateway API routes have any
+        out["routeAccess"] = list(result.route_access)
     return json.dumps(out, indent=1, sort_keys=True) + "\n"

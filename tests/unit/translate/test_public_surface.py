@@ -43,6 +43,11 @@ def test_translate_exports_exactly_its_curated_names() -> None:
     assert sorted(tsgw.translate.__all__) == sorted(
         [
             "DEVICE_FINALIZER",
+            "ROUTE_ACCESS_KIND",
+            "ROUTE_KINDS",
+            "access_rules",
+            "resolve_access",
+            "route_access_objects",
             "egress_service_name",
             "egress_service_ports",
             "Device",

@@ -41,3 +41,19 @@ def test_the_bootstrap_is_a_valid_envoy_bootstrap_message(delta: bool) -> None:
     assert back_off.base_interval.ToMilliseconds() == 250
     assert back_off.max_interval.ToMilliseconds() == 2000
     assert msg.node.cluster == "web-tssvc.demo"
+
+
+def test_a_stats_port_serves_prometheus_stats_and_nothing_else_of_admin() -> None:
+    plain = bootstrap("n", "c", "10.0.0.1:18000")
+    assert "listeners" not in plain["static_resources"]
+    config = bootstrap("n", "c", "10.0.0.1:18000", admin_port=19000, stats_port=19001)
+    (listener,) = config["static_resources"]["listeners"]
+    assert listener["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": 19001}
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+    assert routes[0] == {"match": {"path": "/stats/prometheus"}, "route": {"cluster": "tsgw_admin"}}
+    assert routes[1]["direct_response"] == {"status": 404}
+    admin = next(c for c in config["static_resources"]["clusters"] if c["name"] == "tsgw_admin")
+    endpoint = admin["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert endpoint["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 19000}
+    assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
