@@ -34,6 +34,9 @@ Modelled, with the documented request and response JSON (shared/reference/tailsc
 * ``{tailnet}`` is ``-`` or the fake's tailnet name, else 404. Errors are ``{"message": ...}``.
 * :meth:`FakeTailscale.fail`: the next N matching requests answer a chosen status (429 with
   ``Retry-After``, 5xx) before authentication, as an API gateway would.
+* :attr:`FakeTailscale.latency`: a request's time in transit each way (none by default), so
+  two clients' reads and writes overlap as over a real network; requests are applied one at a
+  time in arrival order, as the hosted API's last-writer-wins services are.
 * :attr:`FakeTailscale.calls`: every request with its status, principal and JSON body (the
   token grant's form, which carries the secret, is not recorded).
 

@@ -17,6 +17,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
+import anyio
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -96,6 +98,11 @@ class FakeTailscale:
     token_lifetime: int = 3600
     """``expires_in`` of minted OAuth tokens, seconds. Default 3600, as Tailscale."""
     clock: Callable[[], float] = time.monotonic
+    latency: Callable[[str, str], tuple[float, float]] | None = None
+    """The network between a client and the API: ``(method, path)`` → seconds the request
+    spends in transit before the API acts on it, and seconds its answer spends coming back.
+    Default none. Tests of concurrent writers use it to make reads and writes of two clients
+    overlap as they do over a real network (the API applies requests in arrival order)."""
 
     calls: list[Call] = field(default_factory=list)
     keys: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -216,6 +223,9 @@ class FakeTailscale:
         path = unquote(scope["path"])
         principal = ""
         body: Any = None
+        delay_in, delay_out = self.latency(method, path) if self.latency is not None else (0.0, 0.0)
+        if delay_in > 0:
+            await anyio.sleep(delay_in)
         try:
             with self._lock:
                 self._inject(method, path)
@@ -237,6 +247,8 @@ class FakeTailscale:
             reply = r
         with self._lock:
             self.calls.append(Call(method, path, reply.status, principal, body))
+        if delay_out > 0:
+            await anyio.sleep(delay_out)
         payload = b"" if reply.body is None else json.dumps(reply.body).encode()
         out_headers = [(b"content-type", b"application/json")] if reply.body is not None else []
         out_headers += [(k.encode(), v.encode()) for k, v in reply.headers.items()]

@@ -95,9 +95,12 @@ def as_json(objs: list[dict[str, Any]]) -> str:
 OPERATOR_SELECTOR = "app.kubernetes.io/name=tsgw,app.kubernetes.io/component=operator"
 
 
-def install_on_bed(bed: Any, tree: Path, overlay: Path, *, namespace: str = "tsgw-system") -> float:
+def install_on_bed(
+    bed: Any, tree: Path, overlay: Path, *, namespace: str = "tsgw-system", operators: int = 2
+) -> float:
     """docs/install.md on a test bed: the CRDs first (a custom resource in the same apply would
-    not map yet), then the overlay; returns once both operator pods are Ready (seconds taken)."""
+    not map yet), then the overlay; returns once ``operators`` operator pods (the base's 2, or
+    what the overlay sets) are Ready (seconds taken)."""
     import time
 
     from tests.e2e.bed.helpers import pods, ready, wait
@@ -108,9 +111,9 @@ def install_on_bed(bed: Any, tree: Path, overlay: Path, *, namespace: str = "tsg
     bed.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", "-", input=crds, timeout=90)
     bed.kubectl("apply", "--server-side", "-k", str(overlay))
     wait(
-        lambda: len([p for p in pods(bed, OPERATOR_SELECTOR, namespace) if ready(p)]) == 2,
+        lambda: len([p for p in pods(bed, OPERATOR_SELECTOR, namespace) if ready(p)]) == operators,
         timeout=180,
-        what="both operator pods Ready",
+        what=f"{operators} operator pod(s) Ready",
         interval=0.5,
     )
     return time.monotonic() - t0

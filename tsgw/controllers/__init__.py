@@ -41,7 +41,15 @@ from tsgw.controllers._routeaccess import (
     enqueue_changed_route_access,
     route_access_object,
 )
-from tsgw.controllers._services import SERVICE_FINALIZER, ServiceReconciler, enqueue_changed_services
+from tsgw.controllers._services import (
+    SERVICE_CLAIMED,
+    SERVICE_FINALIZER,
+    ClaimOutcome,
+    ServiceReconciler,
+    converge_claim,
+    converge_release,
+    enqueue_changed_services,
+)
 from tsgw.controllers._status import StatusReconciler, add_status_controllers, enqueue_changed
 from tsgw.controllers._tailnets import (
     FACTS_KEY,
@@ -59,9 +67,11 @@ __all__ = [
     "MANAGED_SELECTOR",
     "OWNED_RESOURCES",
     "ROUTE_ACCESSES",
+    "SERVICE_CLAIMED",
     "SERVICE_FINALIZER",
     "TAILNET_LABEL",
     "AuthKeyReconciler",
+    "ClaimOutcome",
     "ProxyGroupReconciler",
     "RouteAccessReconciler",
     "SecretStateStore",
@@ -75,6 +85,8 @@ __all__ = [
     "auth_keys_condition",
     "auth_keys_from_secrets",
     "contains",
+    "converge_claim",
+    "converge_release",
     "enqueue_changed",
     "enqueue_changed_groups",
     "enqueue_changed_route_access",

@@ -133,10 +133,14 @@ class TailnetReconciler:
         *,
         namespace: str,
         poll_interval: float = 60.0,
+        operator_id: str = "",
     ) -> None:
         self.client: Client = manager.client
         self.resource = resource
         self.clients = clients
+        self.operator_id = operator_id
+        """This cluster's id: the facts carry only its claims (another cluster's claim by an
+        object of the same kind, namespace and name is not this cluster's)."""
         self.namespace = namespace
         self.poll_interval = poll_interval
         self.store = manager.informer(resource).store
@@ -170,7 +174,7 @@ class TailnetReconciler:
         except TailscaleError as e:
             await self._status(obj, False, "APIError", str(e))
             return Result(requeue_after=self.poll_interval)
-        facts = _facts(devices, services)
+        facts = _facts(devices, services, self.operator_id)
         try:
             await self._publish(req.name, facts)
         except _FactsRefused as e:
@@ -251,7 +255,9 @@ class TailnetReconciler:
             log.warning("tailnet not usable", tailnet=obj["metadata"]["name"], reason=reason, message=message)
 
 
-def _facts(devices: list[Any], services: list[Any]) -> TailnetFacts:
+def _facts(devices: list[Any], services: list[Any], operator_id: str = "") -> TailnetFacts:
+    """The facts of a tailnet; a service's claims are this operator's only (all when
+    ``operator_id`` is empty), as ``Kind/namespace/name``."""
     names = [d.name for d in devices if "." in d.name.rstrip(".")]
     suffix = ""
     if names:
@@ -273,7 +279,15 @@ def _facts(devices: list[Any], services: list[Any]) -> TailnetFacts:
     )
     svcs = {s.name: tuple(s.addrs) for s in services}
     claims = {
-        s.name: tuple(sorted({f"{o.kind}/{o.namespace}/{o.name}" for o in owners}))
+        s.name: tuple(
+            sorted(
+                {
+                    f"{o.kind}/{o.namespace}/{o.name}"
+                    for o in owners
+                    if not operator_id or o.operator_id == operator_id
+                }
+            )
+        )
         for s in services
         if (owners := owners_of(s)) is not None
     }

@@ -234,6 +234,7 @@ class Operator:
             )
         )
         kinds = {r.kind: r for r in tsgw_resources()}
+        cluster_id = await self._cluster_id()
         self.tailnet_clients = TailnetClients()
         self.tailnets = (
             controller_managed_by(self.manager)
@@ -246,6 +247,7 @@ class Operator:
                     self.tailnet_clients,
                     namespace=namespace,
                     poll_interval=self.options.tailnet_poll_interval,
+                    operator_id=cluster_id,
                 )
             )
         )
@@ -267,7 +269,6 @@ class Operator:
             )
             for k in _OWNING_KINDS
         }
-        cluster_id = await self._cluster_id()
         tailnets_queue = self.tailnets.queue
         self.services = {
             k: controller_managed_by(self.manager)

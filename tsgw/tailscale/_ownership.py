@@ -18,7 +18,8 @@ Rules (the caller, :mod:`tsgw.controllers._services`, does the API calls):
   (kind, namespace, name), so a re-created object (new uid) replaces its old claim.
 - The definition (ports, tags) must agree with what other owners already set; a disagreement
   is a ``conflict``, reported on the object, and the service is left as it is, so two clusters
-  never flap one definition.
+  never flap one definition. While others hold claims, the comment and other annotations stay
+  as they are too: only the owner list changes.
 - Releasing removes only the caller's claim; the service is deleted only when no claim is left.
 """
 
@@ -159,8 +160,13 @@ def plan_claim(current: TailscaleService | None, desired: TailscaleService, me: 
         addrs=current.addrs,  # the VIPs control allocated: keep them
         ports=desired.ports if not others else current.ports,
         tags=desired.tags if not others else current.tags,
-        comment=desired.comment or current.comment,
-        annotations=with_owners({**current.annotations, **desired.annotations}, claimed),
+        # Shared: the comment and annotations stay the first owner's, as the ports and tags do
+        # (two clusters whose objects differ in namespace would otherwise rewrite the comment
+        # in turn on every resync).
+        comment=(desired.comment or current.comment) if not others else current.comment,
+        annotations=with_owners(
+            {**current.annotations, **desired.annotations} if not others else current.annotations, claimed
+        ),
     )
     if want == current or (
         set(owners) == set(claimed)

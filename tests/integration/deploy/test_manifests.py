@@ -95,6 +95,7 @@ def test_each_overlay_renders_the_operator_its_tailnet_and_credentials(tmp_path:
     assert find(cluster, "Deployment", "tsgw")["spec"]["replicas"] == 3
     assert _container(cluster)["image"] == "ghcr.io/tsgw/tsgw:v0.1.0"
     assert all(o["metadata"]["labels"]["example.com/cluster"] == "eu-west-1" for o in cluster)
+    assert "--cluster-id=eu-west-1" in _container(cluster)["args"]
     # The selector a running Deployment has is immutable: the overlay must not touch it.
     assert find(cluster, "Deployment", "tsgw")["spec"]["selector"] == dep["spec"]["selector"]
 

@@ -50,6 +50,21 @@ def test_a_second_operator_adds_its_claim_and_keeps_the_vips() -> None:
     assert p.service.addrs == ("100.100.0.1",)
 
 
+def test_two_owners_whose_comments_differ_never_rewrite_each_others() -> None:
+    """Objects in different namespaces (so different comments) share one service: once both
+    hold claims, neither's reconcile has anything to write (no comment flapping)."""
+    a_web = dataclasses.replace(WEB, comment="tsgw TailscaleServices apps/web")
+    b_web = dataclasses.replace(WEB, comment="tsgw TailscaleServices shop/web")
+    first = plan_claim(None, a_web, A).service
+    assert first is not None
+    live = dataclasses.replace(first, addrs=("100.100.0.1",))
+    shared = plan_claim(live, b_web, B).service
+    assert shared is not None
+    assert shared.comment == a_web.comment
+    assert plan_claim(shared, a_web, A).action == "none"
+    assert plan_claim(shared, b_web, B).action == "none"
+
+
 def test_a_service_tsgw_did_not_make_is_never_taken_over() -> None:
     theirs = TailscaleService("svc:web", ("100.100.0.1",), ("tcp:80",), ("tag:web",))
     p = plan_claim(theirs, WEB, A)
