@@ -197,7 +197,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="just bench extension")
     parser.add_argument("--routes", type=int, default=1000)
     parser.add_argument(
-        "--eg-samples", type=int, default=25, help="Envoy Gateway translations timed, each way (0: skip)"
+        "--eg-samples", type=int, default=3, help="Envoy Gateway translations timed, each way (0: skip)"
     )
     args = parser.parse_args(argv)
     reqs = requests(args.routes)
