@@ -17,8 +17,10 @@ the first time it sees each object; route_hook_again_p50_us / _p99_us: the same 
 in Envoy Gateway's next translations (the rules of an unchanged object are memoized);
 listener_hook_p50_us: ``post_http_listener_modify`` on a listener with one HTTP connection
 manager (called once per listener, not per route);
-eg_translate_ms_with / eg_translate_ms_without: Envoy Gateway's own translation time with and
-without the extension — not measured yet (null).
+eg_translate_ms_with / eg_translate_ms_without: Envoy Gateway's own translation time (p50, ms)
+with and without the extension, two real Envoy Gateways in the same run, with their max,
+per-runner figures, sample counts and ratio (``benchmarks/_envoy_gateway.py`` says how;
+``--eg-samples 0`` skips them).
 
 Prints one JSON line last.
 """
