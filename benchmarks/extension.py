@@ -17,8 +17,10 @@ the first time it sees each object; route_hook_again_p50_us / _p99_us: the same 
 in Envoy Gateway's next translations (the rules of an unchanged object are memoized);
 listener_hook_p50_us: ``post_http_listener_modify`` on a listener with one HTTP connection
 manager (called once per listener, not per route);
-eg_translate_ms_with / eg_translate_ms_without: Envoy Gateway's own translation time with and
-without the extension — not measured yet (null).
+eg_translate_ms_with / eg_translate_ms_without: Envoy Gateway's own translation time (p50, ms)
+with and without the extension, two real Envoy Gateways in the same run, with their max,
+per-runner figures, sample counts and ratio (``benchmarks/_envoy_gateway.py`` says how;
+``--eg-samples 0`` skips them).
 
 Prints one JSON line last.
 """
@@ -29,7 +31,9 @@ import argparse
 import json
 import os
 import statistics
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -41,6 +45,7 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from grpclib.client import Channel, UnaryUnaryMethod
 
+from benchmarks import _envoy_gateway
 from tsgw import api
 from tsgw.extension import (
     ROUTE_ACCESS_KIND,
@@ -193,6 +198,9 @@ async def rpc_times(reqs: list[pb.PostClusterModifyRequest]) -> list[float]:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="just bench extension")
     parser.add_argument("--routes", type=int, default=1000)
+    parser.add_argument(
+        "--eg-samples", type=int, default=3, help="Envoy Gateway translations timed, each way (0: skip)"
+    )
     args = parser.parse_args(argv)
     reqs = requests(args.routes)
     opts = ExtensionOptions()
@@ -217,7 +225,7 @@ def main(argv: list[str]) -> int:
     assert all(post_route_modify(*a).route is not None for a in route_args[:3])
     lst = listener()
     listener_hook = per_call(post_http_listener_modify, [(lst,)] * 200)
-    result = {
+    result: dict[str, Any] = {
         "bench": "extension",
         "routes": args.routes,
         "hook_p50_us": round(quantile(hook, 0.5) * 1e6, 1),
@@ -232,7 +240,10 @@ def main(argv: list[str]) -> int:
         "listener_hook_p50_us": round(quantile(listener_hook, 0.5) * 1e6, 1),
         "eg_translate_ms_with": None,
         "eg_translate_ms_without": None,
-        "load_avg_1m": round(os.getloadavg()[0], 2),
     }
+    if args.eg_samples > 0:
+        with tempfile.TemporaryDirectory(prefix="tsgw-bench-eg-") as home:
+            result.update(_envoy_gateway.measure(Path(home), args.routes, args.eg_samples))
+    result["load_avg_1m"] = round(os.getloadavg()[0], 2)
     print(json.dumps(result))
     return 0

@@ -91,11 +91,15 @@ class EnvoyGateway:
         home: Path,
         extension: Mapping[str, Any] | None = None,
         hosts: Mapping[str, str] | None = None,
+        *,
+        extension_inside: bool = False,
     ) -> None:
         """``extension``: an ``extensionManager`` block; its ``service.fqdn`` names a host
         loopback port (the test's extension server), reached from inside through
-        :meth:`NetNS.expose_host_port`. ``hosts``: name → address lines of the ``/etc/hosts``
-        Envoy Gateway and its Envoy see (``ip netns exec`` mounts ``/etc/netns/<ns>/hosts``
+        :meth:`NetNS.expose_host_port`; with ``extension_inside``, a port inside the namespace
+        (a server started there: :meth:`run_in_ns`, or bound in :meth:`NetNS.entered`), dialled
+        directly, with no relay. ``hosts``: name → address lines of the ``/etc/hosts`` Envoy
+        Gateway and its Envoy see (``ip netns exec`` mounts ``/etc/netns/<ns>/hosts``
         over it), so a cluster's DNS name (a Service's, say) resolves inside the namespace.
         """
         self.home = home
@@ -119,7 +123,7 @@ class EnvoyGateway:
         envoy_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy2(bin_path("envoy"), envoy_dir / "envoy")
         self._extension: tuple[int, int] | None = None
-        if extension is not None:
+        if extension is not None and not extension_inside:
             fqdn = extension["service"]["fqdn"]
             inside = self.ns.expose_host_port(int(fqdn["port"]))
             self._extension = (int(fqdn["port"]), inside)
