@@ -108,9 +108,9 @@ def host_web(bed: Bed, cluster: str) -> None:
             metadata: {{name: {backend}, namespace: {APPS}}}
             spec:
               replicas: 1
-              selector: {{matchLabels: {{app: web}}}}
+              selector: {{matchLabels: {{app: {backend}}}}}
               template:
-                metadata: {{labels: {{app: web}}}}
+                metadata: {{labels: {{app: {backend}}}}}
                 spec:
                   containers: [{{name: web, image: bed.test/backend}}]
             ---
@@ -118,7 +118,8 @@ def host_web(bed: Bed, cluster: str) -> None:
             kind: Service
             metadata: {{name: web, namespace: {APPS}}}
             spec:
-              selector: {{app: web}}
+              # Its own label: the shared bed may run other modules' app=web pods.
+              selector: {{app: {backend}}}
               ports: [{{name: http, port: 80, targetPort: 8080}}]
             ---
             apiVersion: gateway.tailscale.com/v1alpha1

@@ -13,6 +13,7 @@ import weakref
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -125,7 +126,12 @@ class _LiveCollector(Collector):
             labels=["name", "controller"],
         )
         for name, q in list(_queues.items()):
-            now = q._clock.now()
+            try:
+                now = q._clock.now()
+            except anyio.NoEventLoopError:
+                # Scraped outside the queue's event loop (a threaded exporter, a test reading the
+                # registry): its clock cannot be read there, so its in-flight work is not reported.
+                continue
             starts = q.processing_starts()
             unfinished.add_metric([name, name], sum(now - s for s in starts))
             longest.add_metric([name, name], max((now - s for s in starts), default=0.0))

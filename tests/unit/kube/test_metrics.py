@@ -30,3 +30,38 @@ def test_the_manager_serves_the_default_registry_unless_told_otherwise() -> None
     assert ManagerOptions().registry is prometheus_client.REGISTRY
     own = prometheus_client.CollectorRegistry()
     assert ManagerOptions(registry=own).registry is own
+
+
+def test_a_scrape_outside_the_event_loop_skips_the_queues_in_flight_work_and_reports_the_rest() -> None:
+    """A registered work queue's clock is the event loop's: a scrape from another thread (or a
+    test reading the registry) must not fail the whole scrape because of it (found in CI: a
+    queue an earlier test registered made an unrelated metrics test raise NoEventLoopError)."""
+    from tsgw.kube import _metrics
+    from tsgw.kube._clock import RealClock
+
+    class _Queue:
+        _clock = RealClock()
+
+        def processing_starts(self) -> list[float]:
+            return [0.0]
+
+    queue = _Queue()  # registered weakly: kept alive for the scrape
+    _metrics.register_queue("outside-the-loop", queue)
+    try:
+        assert (
+            prometheus_client.REGISTRY.get_sample_value(
+                "workqueue_unfinished_work_seconds",
+                {"name": "outside-the-loop", "controller": "outside-the-loop"},
+            )
+            is None
+        )
+        ControllerMetrics("outside-the-loop").max_concurrent(2)
+        assert (
+            prometheus_client.REGISTRY.get_sample_value(
+                "controller_runtime_max_concurrent_reconciles", {"controller": "outside-the-loop"}
+            )
+            == 2
+        )
+    finally:
+        _metrics._queues.pop("outside-the-loop", None)
+        del queue
