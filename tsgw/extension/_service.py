@@ -3,7 +3,9 @@
 Upstream: Envoy Gateway v1.9.0 ``proto/extension/service.proto`` (package
 ``envoygateway.extension``; vendored in ``proto/envoygateway``). Each handler decodes the
 request, calls a pure function of :mod:`tsgw.extension._hooks` and sends its answer; nothing
-here waits on anything but the stream, so a hook costs its decoding plus microseconds.
+here waits on anything but the stream, so a hook costs its decoding plus microseconds. The answers
+of ``PostClusterModify`` and ``PostRouteModify``, which Envoy Gateway repeats byte for byte on
+every translation, are remembered by their request's bytes (``_memo.py``).
 
 Every RPC of the service is served, so an Envoy Gateway configured with more hooks than tsgw
 needs never sees ``UNIMPLEMENTED`` (an error that, with ``failOpen: false``, would stop its
@@ -21,6 +23,7 @@ from typing import Any
 import anyio
 import structlog
 from anyio.abc import TaskStatus
+from google.protobuf.message import DecodeError
 from grpclib.const import Cardinality, Handler, Status
 from grpclib.encoding.base import CodecBase
 from grpclib.exceptions import GRPCError
@@ -35,6 +38,7 @@ from tsgw.extension._hooks import (
     post_route_modify,
     post_translate_modify,
 )
+from tsgw.extension._memo import Memo
 
 __all__ = ["SERVICE", "ExtensionService"]
 
@@ -64,10 +68,14 @@ class _Codec(CodecBase):
 class ExtensionService:
     """Answers Envoy Gateway's extension hooks (register it on a grpclib ``Server``)."""
 
-    def __init__(self, options: ExtensionOptions | None = None) -> None:
+    def __init__(self, options: ExtensionOptions | None = None, *, memo_entries: int = 4096) -> None:
+        """``memo_entries``: answers remembered per hook for requests that repeat byte for byte
+        (``_memo.py``); default 4096, several translations' worth at 1,000 routes."""
         self.options = options or ExtensionOptions()
         self.calls: dict[str, int] = {}
         """Calls answered, by RPC name (for tests and debugging)."""
+        self.memos = {"PostClusterModify": Memo(memo_entries), "PostRouteModify": Memo(memo_entries)}
+        """The remembered answers, by RPC name."""
 
     def __mapping__(self) -> dict[str, Handler]:
         def unary(name: str, handler: Any, request: Any, response: Any) -> tuple[str, Handler]:
@@ -75,19 +83,9 @@ class ExtensionService:
 
         return dict(
             [
-                unary(
-                    "PostClusterModify",
-                    self._post_cluster_modify,
-                    pb.PostClusterModifyRequest,
-                    pb.PostClusterModifyResponse,
-                ),
+                unary("PostClusterModify", self._post_cluster_modify, bytes, bytes),
                 unary("PostTranslateModify", self._post_translate_modify, bytes, bytes),
-                unary(
-                    "PostRouteModify",
-                    self._post_route_modify,
-                    pb.PostRouteModifyRequest,
-                    pb.PostRouteModifyResponse,
-                ),
+                unary("PostRouteModify", self._post_route_modify, bytes, bytes),
                 unary(
                     "PostVirtualHostModify",
                     self._unchanged("PostVirtualHostModify", pb.PostVirtualHostModifyResponse),
@@ -113,28 +111,34 @@ class ExtensionService:
         self.calls[name] = self.calls.get(name, 0) + 1
 
     async def _post_cluster_modify(self, stream: Stream[Any, Any]) -> None:
-        req: Any = await stream.recv_message()
+        request = bytes(await stream.recv_message() or b"")
+        self._count("PostClusterModify")
+        await stream.send_message(self.memos["PostClusterModify"].answer(request, self._cluster_answer))
+
+    def _cluster_answer(self, request: bytes) -> bytes:
+        req = _decoded(pb.PostClusterModifyRequest, request)
         resources = [r.unstructured_bytes for r in req.post_cluster_context.backend_extension_resources]
         answer = post_cluster_modify(req.cluster, resources, self.options)
         for problem in answer.problems:
             log.warning("custom backend left without endpoints", cluster=req.cluster.name, problem=problem)
-        self._count("PostClusterModify")
         if answer.cluster is None:
-            await stream.send_message(pb.PostClusterModifyResponse())
-        else:
-            await stream.send_message(pb.PostClusterModifyResponse(cluster=answer.cluster))
+            return b""  # PostClusterModifyResponse with no cluster: "no change"
+        return pb.PostClusterModifyResponse(cluster=answer.cluster).SerializeToString()  # type: ignore[no-any-return]
 
     async def _post_route_modify(self, stream: Stream[Any, Any]) -> None:
-        req: Any = await stream.recv_message()
+        request = bytes(await stream.recv_message() or b"")
+        self._count("PostRouteModify")
+        await stream.send_message(self.memos["PostRouteModify"].answer(request, self._route_answer))
+
+    def _route_answer(self, request: bytes) -> bytes:
+        req = _decoded(pb.PostRouteModifyRequest, request)
         policies = [r.unstructured_bytes for r in req.post_route_context.extension_policies]
         answer = post_route_modify(req.route, policies)
         for problem in answer.problems:
             log.warning("route access", route=req.route.name, problem=problem)
-        self._count("PostRouteModify")
         if answer.route is None:
-            await stream.send_message(pb.PostRouteModifyResponse())
-        else:
-            await stream.send_message(pb.PostRouteModifyResponse(route=answer.route))
+            return b""  # PostRouteModifyResponse with no route: "no change"
+        return pb.PostRouteModifyResponse(route=answer.route).SerializeToString()  # type: ignore[no-any-return]
 
     async def _post_http_listener_modify(self, stream: Stream[Any, Any]) -> None:
         req: Any = await stream.recv_message()
@@ -172,3 +176,10 @@ class ExtensionService:
     ) -> None:
         """Serve until cancelled; reports the bound port through ``task_status``."""
         await _grpc.serve([self], host, port, codec=_Codec(), task_status=task_status)
+
+
+def _decoded(message_type: Any, data: bytes) -> Any:
+    try:
+        return message_type.FromString(data)
+    except DecodeError as e:
+        raise GRPCError(Status.INVALID_ARGUMENT, f"not a {message_type.__name__}: {e}") from None

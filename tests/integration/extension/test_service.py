@@ -17,6 +17,8 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from grpclib.client import Channel, UnaryUnaryMethod
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
 
 from tsgw import api
 from tsgw.extension import RBAC_FILTER, ROUTE_ACCESS_KIND, SERVICE, ExtensionService
@@ -98,6 +100,42 @@ async def test_post_cluster_modify_answers_the_tailnet_cluster_and_leaves_others
     # Unset: Envoy Gateway's client reads a nil cluster as "no change".
     assert not foreign.HasField("cluster")
     assert service.calls == {"PostClusterModify": 2}
+
+
+async def test_a_repeated_request_gets_the_same_answer_from_memory_and_a_garbled_one_an_error() -> None:
+    """Envoy Gateway repeats each call on every translation: the second identical request is
+    answered from the memo, byte for byte the first answer; a request that is not a message is
+    INVALID_ARGUMENT and nothing is remembered for it."""
+    request = pb.PostClusterModifyRequest(
+        cluster=cluster_pb2.Cluster(name="httproute/apps/web/rule/0", type=cluster_pb2.Cluster.EDS),
+        post_cluster_context=ctx.PostClusterExtensionContext(
+            backend_extension_resources=[ctx.ExtensionResource(unstructured_bytes=tailscale_endpoints())]
+        ),
+    )
+    async with served() as (service, channel):
+        first = await call(channel, "PostClusterModify", request, pb.PostClusterModifyResponse)
+        again = await call(channel, "PostClusterModify", request, pb.PostClusterModifyResponse)
+        raw: UnaryUnaryMethod[Any, Any] = UnaryUnaryMethod(
+            channel, f"/{SERVICE}/PostClusterModify", _Raw, pb.PostClusterModifyResponse
+        )
+        with anyio.fail_after(10), pytest.raises(GRPCError) as err:
+            await raw(_Raw(b"\xff\xff\xff"))
+    assert err.value.status is Status.INVALID_ARGUMENT
+    assert again.SerializeToString() == first.SerializeToString()
+    assert first.cluster.type == cluster_pb2.Cluster.STRICT_DNS
+    memo = service.memos["PostClusterModify"]
+    assert (memo.stats.hits, memo.stats.misses, len(memo)) == (1, 2, 1)
+    assert service.calls == {"PostClusterModify": 3}
+
+
+class _Raw:
+    """Bytes sent as they are (a request no message decodes from)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def SerializeToString(self) -> bytes:
+        return self.data
 
 
 async def test_post_translate_modify_echoes_every_list() -> None:
