@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from tests.bed import Bed
 from tests.bed._topology import netns_list
+from tests.support.boxed_fake import BoxedTailnet, boxed_tailnet
+from tests.support.tailnet import Node
 
 
 def wait(
@@ -117,3 +120,35 @@ def pod_processes(pod: dict[str, Any]) -> list[int]:
                 continue
     assert pid in found
     return found
+
+
+@contextlib.contextmanager
+def box_in_bed(bed: Bed, workdir: Path, tags: tuple[str, ...]) -> Iterator[BoxedTailnet]:
+    """The tailnet box and its hosted-API fake in the bed's tailnet namespace, on a second
+    address there (Headscale holds the first's ports), where the bed's pods reach both."""
+    ns = bed.ns["tailnet"]
+    address = bed.plan.tailnet_ip.rsplit(".", 1)[0] + ".3"
+    ns.run(["ip", "addr", "add", f"{address}/24", "dev", "eth0"])
+    try:
+        with boxed_tailnet(workdir, ns, address, api_in_namespace=True, tags=tags) as tn:
+            yield tn
+    finally:
+        ns.run(["ip", "addr", "del", f"{address}/24", "dev", "eth0"])
+
+
+def get_headers(client: Node, host: str, port: int = 80) -> tuple[str, list[str]]:
+    """GET /headers from the bed's backend through ``client``: (status line, body lines).
+
+    The status line is ``""`` when the connection was opened and then closed with no answer (what
+    the access policy's network RBAC filter does to a denied client), and ``"dial failed: ..."``
+    when the tailnet did not carry the connection at all (a timeout on a loaded machine) — which
+    says nothing about the policy either way.
+    """
+    try:
+        reply = client.dial(
+            host, port, b"GET /headers HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n", timeout=5
+        )
+    except OSError as e:
+        return f"dial failed: {e!r}", []
+    head, _, body = reply.partition(b"\r\n\r\n")
+    return head.split(b"\r\n", 1)[0].decode(errors="replace"), body.decode(errors="replace").splitlines()

@@ -20,6 +20,7 @@ its own.
 
 from __future__ import annotations
 
+import subprocess
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,9 +28,9 @@ from pathlib import Path
 import pytest
 
 from tests.bed import Bed
-from tests.e2e.bed.helpers import pods, ready, wait
+from tests.e2e.bed.helpers import box_in_bed, get_headers, pods, ready, wait
 from tests.e2e.bed.test_bed import run_pod
-from tests.support.boxed_fake import BoxedTailnet, boxed_tailnet
+from tests.support.boxed_fake import BoxedTailnet
 from tests.support.install import copy_install, install_on_bed
 from tests.support.tailnet import Node
 from tests.support.tailnet_services import auth_key
@@ -72,18 +73,8 @@ patches:
 
 @pytest.fixture(scope="module")
 def box(bed: Bed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BoxedTailnet]:
-    """The box and its API in the bed's tailnet namespace, on a second address there (Headscale
-    holds the first's ports)."""
-    ns = bed.ns["tailnet"]
-    address = bed.plan.tailnet_ip.rsplit(".", 1)[0] + ".3"
-    ns.run(["ip", "addr", "add", f"{address}/24", "dev", "eth0"])
-    try:
-        with boxed_tailnet(
-            tmp_path_factory.mktemp("box"), ns, address, api_in_namespace=True, tags=BOX_TAGS
-        ) as tn:
-            yield tn
-    finally:
-        ns.run(["ip", "addr", "del", f"{address}/24", "dev", "eth0"])
+    with box_in_bed(bed, tmp_path_factory.mktemp("box"), BOX_TAGS) as tn:
+        yield tn
 
 
 @pytest.fixture(scope="module")
@@ -178,31 +169,58 @@ def _service(box: BoxedTailnet, name: str) -> TailscaleService | None:
         return None
 
 
-def _get_headers(client: Node, host: str) -> tuple[str, list[str]]:
-    """GET /headers through ``client``: (status line, body lines).
-
-    The status line is ``""`` when the connection was opened and then closed with no answer (what
-    the access policy's network RBAC filter does to a denied client), and ``"dial failed: ..."``
-    when the tailnet did not carry the connection at all (a timeout on a loaded machine) — which
-    says nothing about the policy either way.
-    """
-    try:
-        reply = client.dial(
-            host, 80, b"GET /headers HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n", timeout=5
-        )
-    except OSError as e:
-        return f"dial failed: {e!r}", []
-    head, _, body = reply.partition(b"\r\n\r\n")
-    return head.split(b"\r\n", 1)[0].decode(errors="replace"), body.decode(errors="replace").splitlines()
-
-
 def _answer(client: Node, host: str, *, tries: int = 5) -> str:
     """The status line of the first attempt whose dial went through (up to ``tries`` dials)."""
     for _ in range(tries):
-        line = _get_headers(client, host)[0]
+        line = get_headers(client, host)[0]
         if not line.startswith("dial failed"):
             return line
     return line
+
+
+_WATCHED = ("rbac", "proxy_proto", "downstream_cx_total", "downstream_cx_destroy", "no_filter_chain")
+
+
+def _proxy_stats(bed: Bed) -> dict[str, dict[str, float]]:
+    """Each ingress proxy's Envoy counters that tell who closed a connection: its RBAC
+    filter, its PROXY protocol listener filter or its listener (``/stats/prometheus`` on the
+    ``envoy-metrics`` port, read from the node's network namespace)."""
+    out: dict[str, dict[str, float]] = {}
+    for p in pods(bed, INGRESS, APPS):
+        ip = p.get("status", {}).get("podIP")
+        if not ip:
+            continue
+        try:
+            text = bed.node0.run(
+                ["curl", "-s", "--max-time", "5", f"http://{ip}:19001/stats/prometheus"]
+            ).stdout
+        except subprocess.CalledProcessError as e:
+            out[p["metadata"]["name"]] = {f"unreadable: {e.returncode}": 0.0}
+            continue
+        counters: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith("#") or not any(w in line for w in _WATCHED):
+                continue
+            name, _, value = line.rpartition(" ")
+            try:
+                counters[name] = float(value)
+            except ValueError:
+                continue
+        out[p["metadata"]["name"]] = counters
+    return out
+
+
+def _stats_diff(
+    before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]
+) -> dict[str, dict[str, float]]:
+    return {
+        pod: {
+            k: v - before.get(pod, {}).get(k, 0.0)
+            for k, v in counters.items()
+            if v != before.get(pod, {}).get(k)
+        }
+        for pod, counters in after.items()
+    }
 
 
 def test_svc_web_is_made_by_the_operator_and_carries_a_tailnet_clients_request(
@@ -229,7 +247,7 @@ def test_svc_web_is_made_by_the_operator_and_carries_a_tailnet_clients_request(
 
     client = box.box.join("svc-client", auth_key(box, ("tag:client",)), socks5=True)
     _, lines = wait(
-        lambda: r if " 200 " in (r := _get_headers(client, vip))[0] else None,
+        lambda: r if " 200 " in (r := get_headers(client, vip))[0] else None,
         timeout=90,
         what=f"the client reaches the backend through {SVC} ({vip})",
     )
@@ -249,7 +267,7 @@ def test_a_route_policy_allows_tag_a_and_denies_tag_b_by_their_device_tags(
     for who in (a, b):
 
         def through(who: Node = who) -> bool:
-            return " 200 " in _get_headers(who, vip)[0]
+            return " 200 " in get_headers(who, vip)[0]
 
         wait(through, timeout=90, what=f"{who.name} answered 200 before the policy", interval=1)
     bed.apply(
@@ -274,7 +292,7 @@ def test_a_route_policy_allows_tag_a_and_denies_tag_b_by_their_device_tags(
         seen: dict[str, str] = {}
 
         def decided() -> bool:
-            seen["a"], seen["b"] = _get_headers(a, vip)[0], _get_headers(b, vip)[0]
+            seen["a"], seen["b"] = get_headers(a, vip)[0], get_headers(b, vip)[0]
             return " 200 " in f"{seen['a']} " and seen["b"] == ""
 
         try:
@@ -284,13 +302,20 @@ def test_a_route_policy_allows_tag_a_and_denies_tag_b_by_their_device_tags(
         policy = bed.get("tailscaleroutepolicy", "-n", APPS, "tags-only")["status"]["ancestors"][0]
         assert {c["type"]: c["status"] for c in policy["conditions"]}["Accepted"] == "True", policy
         for _ in range(3):  # and it stays so (a dial the tailnet did not carry is tried again)
-            ra, rb = _answer(a, vip), _answer(b, vip)
-            assert rb == "", f"tag:b later answered {rb!r}"
+            before = _proxy_stats(bed)
+            ra = _answer(a, vip)
             if " 200 " not in f"{ra} ":
-                # Known bug, open in issue 14 (CI 2026-12-04, 2 of the last 3 full runs): once
-                # the policy is in place, tag:a is now and then refused (connection closed, no
-                # answer). Reported as an expected failure until it is found, never skipped.
-                pytest.xfail(f"known bug: tag:a refused after the policy converged ({ra!r})")
+                # Open in issue 14 (CI 2026-12-04, 2 of 3 full runs): tag:a now and then refused
+                # after the policy converged. What each proxy's Envoy counted for that one call,
+                # and the facts, say which layer closed it.
+                diff = _stats_diff(before, _proxy_stats(bed))
+                facts = bed.get("configmap", "-n", NS, "tsgw-tailnet-tailscale")["data"]
+                raise AssertionError(
+                    f"tag:a refused after the policy converged ({ra!r}); "
+                    f"Envoy counters moved by that call: {diff}; facts: {facts}"
+                )
+            rb = _answer(b, vip)
+            assert rb == "", f"tag:b later answered {rb!r}"
     finally:  # a failure here must not leave the policy to deny the next tests' clients
         bed.kubectl("delete", "tailscaleroutepolicy", "-n", APPS, "tags-only", check=False)
 
