@@ -1,6 +1,15 @@
-// gcp-server: go-control-plane's snapshot cache and ADS server, driven over stdin by
-// benchmarks/xds.py the same way as tsgw's server: "push <clusters> <label>" builds the
-// resources, then times SetSnapshot until every connected stream has ACKed the new CDS version.
+// gcp-server: go-control-plane's ADS server on one of its caches, driven over stdin by
+// benchmarks/xds.py the same way as tsgw's server:
+//
+//	-cache snapshot  the snapshot cache (one Snapshot for the node group; every response is
+//	                 serialised per stream)
+//	-cache linear    one LinearCache per type (CDS, EDS) combined by a MuxCache: each resource
+//	                 is serialised once, lazily, and shared by the streams
+//
+// "push <clusters> <label>" builds the resources, sets them, prints "pushed <label> <t0 ns>
+// <cpu ns spent building the input>", and "acked <label> <t1 ns>" once every connected stream
+// has ACKed the new CDS version. "streams" prints the open stream count; "mem" runs a GC and
+// prints the Go heap in use plus goroutine stacks in bytes (runtime.MemStats).
 package main
 
 import (
@@ -10,9 +19,11 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -63,7 +74,17 @@ func (t *tracker) request(id int64, req *discovery.DiscoveryRequest) {
 	}
 }
 
+// cpuNanos is the process's user+system CPU so far.
+func cpuNanos() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		panic(err)
+	}
+	return ru.Utime.Nano() + ru.Stime.Nano()
+}
+
 func main() {
+	kind := flag.String("cache", "snapshot", "snapshot or linear (LinearCache per type in a MuxCache)")
 	port := flag.Int("port", 0, "listen port on 127.0.0.1")
 	group := flag.String("group", "bench", "node cluster to serve")
 	flag.Parse()
@@ -88,7 +109,23 @@ func main() {
 		},
 	}
 	snapshots := cache.NewSnapshotCache(true, byCluster{}, nil)
-	srv := server.NewServer(ctx, snapshots, cb)
+	cds := cache.NewLinearCache(resource.ClusterType)
+	eds := cache.NewLinearCache(resource.EndpointType)
+	linearVersion := 0 // a LinearCache's version is the count of its updates
+	var served cache.Cache
+	switch *kind {
+	case "snapshot":
+		served = snapshots
+	case "linear":
+		served = &cache.MuxCache{
+			Classify:      func(r *cache.Request) string { return r.TypeUrl },
+			ClassifyDelta: func(r *cache.DeltaRequest) string { return r.TypeUrl },
+			Caches:        map[string]cache.Cache{resource.ClusterType: cds, resource.EndpointType: eds},
+		}
+	default:
+		panic("-cache must be snapshot or linear")
+	}
+	srv := server.NewServer(ctx, served, cb)
 	g := grpc.NewServer(grpc.MaxConcurrentStreams(1<<20), grpc.MaxRecvMsgSize(64<<20))
 	discovery.RegisterAggregatedDiscoveryServiceServer(g, srv)
 	lis, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", *port))
@@ -110,29 +147,58 @@ func main() {
 			n, _ := strconv.Atoi(f[1])
 			push, _ := strconv.Atoi(f[2])
 			label := f[2]
+			c0 := cpuNanos()
 			cs, las := gcp.Clusters(n, push)
-			crs := make([]types.Resource, len(cs))
-			for i, c := range cs {
-				crs[i] = c
+			var crs, ers []types.Resource
+			var cmap, emap map[string]types.Resource
+			if *kind == "snapshot" {
+				crs, ers = make([]types.Resource, len(cs)), make([]types.Resource, len(las))
+				for i, c := range cs {
+					crs[i] = c
+				}
+				for i, l := range las {
+					ers[i] = l
+				}
+			} else {
+				cmap, emap = make(map[string]types.Resource, len(cs)), make(map[string]types.Resource, len(las))
+				for _, c := range cs {
+					cmap[c.Name] = c
+				}
+				for _, l := range las {
+					emap[l.ClusterName] = l
+				}
 			}
-			ers := make([]types.Resource, len(las))
-			for i, l := range las {
-				ers[i] = l
+			build := cpuNanos() - c0
+			target := label
+			if *kind == "linear" {
+				linearVersion++
+				target = strconv.Itoa(linearVersion)
 			}
 			t.mu.Lock()
-			t.target, t.label, t.acked, t.waiting = label, label, map[int64]bool{}, len(t.open) > 0
+			t.target, t.label, t.acked, t.waiting = target, label, map[int64]bool{}, len(t.open) > 0
 			t.mu.Unlock()
 			t0 := time.Now().UnixNano()
-			snap, err := cache.NewSnapshot(label, map[resource.Type][]types.Resource{
-				resource.ClusterType: crs, resource.EndpointType: ers,
-			})
-			if err != nil {
-				panic(err)
+			if *kind == "snapshot" {
+				snap, err := cache.NewSnapshot(label, map[resource.Type][]types.Resource{
+					resource.ClusterType: crs, resource.EndpointType: ers,
+				})
+				if err != nil {
+					panic(err)
+				}
+				if err := snapshots.SetSnapshot(ctx, *group, snap); err != nil {
+					panic(err)
+				}
+			} else {
+				cds.SetResources(cmap)
+				eds.SetResources(emap)
 			}
-			if err := snapshots.SetSnapshot(ctx, *group, snap); err != nil {
-				panic(err)
-			}
-			fmt.Fprintf(out, "pushed %s %d\n", label, t0)
+			fmt.Fprintf(out, "pushed %s %d %d\n", label, t0, build)
+			out.Flush()
+		case "mem":
+			runtime.GC()
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			fmt.Fprintf(out, "mem %d\n", ms.HeapAlloc+ms.StackInuse)
 			out.Flush()
 		case "streams":
 			t.mu.Lock()
