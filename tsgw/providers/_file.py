@@ -13,11 +13,19 @@ rejected file is reported with its path, the line of the offending field and the
 folder keeps serving that file's last good content (or nothing of it, if it never was good):
 one bad edit never takes traffic down.
 
-Watching is by polling (``os.scandir`` + ``stat``, every ``poll_interval``, in a worker thread so
-the event loop never waits on the disk): it works on every file system, including bind mounts
-and network shares where inotify stays silent, and costs microseconds for a folder of a few dozen
-files. A change is acted on once the folder has been quiet for ``debounce`` (an editor's save is
-often several writes: truncate, write, rename).
+Watching is by inotify(7) where it works (Linux; ``_inotify``, one watch per folder of the
+tree), with polling kept as the fallback. With inotify, a change is loaded once no event has
+come for ``notify_debounce`` (5 ms) and no file is still open for writing: a file written since
+its last ``IN_CLOSE_WRITE`` holds the reload (an editor's truncate-then-write is never read half
+done), and a rename into place (``IN_MOVED_TO``) or a close after writing releases it; a file
+kept open longer than ``rescan_interval`` no longer holds it. The folder is still scanned every
+``rescan_interval`` (1 s), because inotify stays silent on network shares, some FUSE and
+overlay file systems, and for a file changed through a hard link from outside the folder.
+Where inotify is off or refused (``notify=False``, not Linux, the kernel's limits), the folder
+is polled instead (``os.scandir`` + ``stat``, every ``poll_interval``) and a change is acted on
+once the folder has been quiet for ``debounce`` (an editor's save is often several writes:
+truncate, write, rename). Scans run in a worker thread, so the event loop never waits on the
+disk; they cost microseconds for a folder of a few dozen files.
 
 Only regular files are read, each at most ``max_file_size`` bytes (the API server's 3 MiB
 request limit), opened without blocking: a FIFO, a device, a socket, a symlink loop, a dangling
@@ -60,7 +68,7 @@ import structlog
 import yaml
 
 from tsgw import api
-from tsgw.providers import _builtin
+from tsgw.providers import _builtin, _inotify
 from tsgw.providers._builtin import clip
 from tsgw.translate import Inputs
 
@@ -81,10 +89,21 @@ ObjectKey = tuple[str, str, str]
 class FileOptions:
     """How the folder is read and watched."""
 
+    notify: bool = True
+    """Watch the folder with inotify where the platform allows, polling only every
+    ``rescan_interval``; False (or no inotify) polls every ``poll_interval``. Default: True."""
+    notify_debounce: float = 0.005
+    """With inotify: a change is loaded once no event has come for this long (seconds) and no
+    file is still open for writing. Default: 0.005."""
+    rescan_interval: float = 1.0
+    """With inotify: seconds between two scans that catch what inotify does not report (network
+    shares, hard links from outside the folder); also the longest a file kept open for writing
+    (or a stream of events) holds a reload. Default: 1.0."""
     poll_interval: float = 0.05
-    """Seconds between two scans of the folder. Default: 0.05."""
+    """Without inotify: seconds between two scans of the folder. Default: 0.05."""
     debounce: float = 0.05
-    """A change is loaded once the folder has not changed for this long (seconds). Default: 0.05."""
+    """Without inotify: a change is loaded once the folder has not changed for this long
+    (seconds). Default: 0.05."""
     default_namespace: str = "default"
     """Namespace of a namespaced object that names none, as kubectl apply does. Default: default."""
     max_file_size: int = 3 * 1024 * 1024
@@ -311,6 +330,8 @@ class _Scan:
     """Regular YAML files and their (mtime_ns, size, inode)."""
     bad: list[tuple[Path, str, tuple[int, int, int]]] = field(default_factory=list)
     """Entries that cannot be read as a YAML file: path, why, and a stamp that changes with them."""
+    dirs: list[Path] = field(default_factory=list)
+    """Every folder read (the root first): what inotify watches."""
 
 
 class _Unreadable(Exception):
@@ -434,6 +455,8 @@ class FileProvider:
         """Probe rounds run. Before the first, endpoints are served as written."""
         self._behind: tuple[Problem, ...] = ()
         """One problem per EndpointSlice whose endpoints probing did not get to in time."""
+        self._dirs: tuple[Path, ...] = ()
+        """The folders the last :meth:`signature` scan read."""
 
     @property
     def state(self) -> FolderState | None:
@@ -456,6 +479,7 @@ class FileProvider:
         queue = deque([self.directory])
         while queue:
             d = queue.popleft()
+            scan.dirs.append(d)
             try:
                 entries = sorted(os.scandir(d), key=lambda e: e.name)
             except FileNotFoundError:
@@ -507,6 +531,7 @@ class FileProvider:
         """What the watcher compares between scans: (path, mtime_ns, size, inode) per file, and
         per entry it cannot read."""
         scan = self._scan()
+        self._dirs = tuple(scan.dirs)
         stamps = [(p, stamp) for p, stamp in scan.files] + [(p, stamp) for p, _why, stamp in scan.bad]
         return tuple(sorted((str(p), *stamp) for p, stamp in stamps))
 
@@ -751,36 +776,167 @@ class FileProvider:
         change of endpoint readiness), forever."""
         # Scans and reads run in a worker thread: a slow disk or network share never stalls
         # the event loop that serves xDS and the admin API.
-        sig = await anyio.to_thread.run_sync(self.signature)
-        state = await anyio.to_thread.run_sync(self.load)
-        if self.options.probe_endpoints and await self.probe():
-            state = self._reassemble()
-        yield state
-        next_probe = time.monotonic() + self.options.probe_interval
-        while True:
-            await anyio.sleep(self.options.poll_interval)
-            if self.options.probe_endpoints and time.monotonic() >= next_probe:
-                next_probe = time.monotonic() + self.options.probe_interval
-                if await self.probe():
-                    state = self._reassemble()
-                    yield state
-            now = await anyio.to_thread.run_sync(self.signature)
-            if now == sig:
-                continue
-            # Wait for the folder to be quiet for `debounce`, then read it.
+        opts = self.options
+        watcher = _Watcher.start(self.directory) if opts.notify else None
+        try:
+            # (inotify is in place before the first scan: nothing written after it is missed)
+            sig = await anyio.to_thread.run_sync(self._signature_and_watches, watcher)
+            state = await anyio.to_thread.run_sync(self.load)
+            if opts.probe_endpoints and await self.probe():
+                state = self._reassemble()
+            yield state
+            now_ = time.monotonic()
+            next_probe = now_ + opts.probe_interval
+            next_scan = now_ + (opts.rescan_interval if watcher is not None else opts.poll_interval)
             while True:
-                await anyio.sleep(self.options.debounce)
-                again = await anyio.to_thread.run_sync(self.signature)
-                if again == now:
-                    break
-                now = again
-            sig = now
-            new = await anyio.to_thread.run_sync(self.load)
-            if self.options.probe_endpoints and new is not state and await self.probe(only_new=True):
-                new = self._reassemble()  # new endpoints are served once probed, as a kubelet does
-            if new is not state:
-                state = new
-                yield state
+                notified = False
+                if watcher is not None:
+                    due = min(next_scan, next_probe if opts.probe_endpoints else next_scan)
+                    if await watcher.wait(due):
+                        await watcher.settle(opts.notify_debounce, opts.rescan_interval)
+                        notified = True
+                else:
+                    await anyio.sleep(max(0.0, next_scan - time.monotonic()))
+                if opts.probe_endpoints and time.monotonic() >= next_probe:
+                    next_probe = time.monotonic() + opts.probe_interval
+                    if await self.probe():
+                        state = self._reassemble()
+                        yield state
+                if not notified and time.monotonic() < next_scan:
+                    continue
+                period = opts.rescan_interval if watcher is not None else opts.poll_interval
+                next_scan = time.monotonic() + period
+                now = await anyio.to_thread.run_sync(self._signature_and_watches, watcher)
+                if not notified:
+                    if now == sig:
+                        continue
+                    # A scan found a change: wait for the folder to be quiet for `debounce`.
+                    while True:
+                        await anyio.sleep(opts.debounce)
+                        again = await anyio.to_thread.run_sync(self._signature_and_watches, watcher)
+                        if again == now:
+                            break
+                        now = again
+                sig = now
+                new = await anyio.to_thread.run_sync(self.load)
+                if opts.probe_endpoints and new is not state and await self.probe(only_new=True):
+                    new = self._reassemble()  # new endpoints are served once probed, as a kubelet does
+                if new is not state:
+                    state = new
+                    yield state
+        finally:
+            if watcher is not None:
+                watcher.close()
+
+    def _signature_and_watches(self, watcher: _Watcher | None) -> tuple[tuple[str, int, int, int], ...]:
+        sig = self.signature()
+        if watcher is not None:
+            watcher.sync(self._dirs)
+        return sig
+
+
+_WATCH_MASK = (
+    _inotify.IN_CREATE
+    | _inotify.IN_DELETE
+    | _inotify.IN_MODIFY
+    | _inotify.IN_CLOSE_WRITE
+    | _inotify.IN_MOVED_FROM
+    | _inotify.IN_MOVED_TO
+    | _inotify.IN_ATTRIB
+    | _inotify.IN_DELETE_SELF
+    | _inotify.IN_MOVE_SELF
+)
+_RELEASE = _inotify.IN_CLOSE_WRITE | _inotify.IN_DELETE | _inotify.IN_MOVED_FROM
+
+
+class _Watcher:
+    """The folder tree's inotify watches and which of its files are still open for writing."""
+
+    def __init__(self, notify: _inotify.Inotify) -> None:
+        self._notify = notify
+        self._writing: set[tuple[int, str]] = set()
+        """(watch, name) of files written since their last close."""
+
+    @classmethod
+    def start(cls, directory: Path) -> _Watcher | None:
+        """A watcher on ``directory``, or None (logged) where inotify cannot be used."""
+        if not _inotify.available():
+            log.info("inotify is not available: polling the folder", folder=str(directory))
+            return None
+        try:
+            notify = _inotify.Inotify()
+        except OSError as e:
+            log.warning("inotify refused: polling the folder", folder=str(directory), error=str(e))
+            return None
+        watcher = cls(notify)
+        watcher.sync((directory,))
+        return watcher
+
+    def sync(self, dirs: tuple[Path, ...] | list[Path]) -> None:
+        """Watch every folder in ``dirs`` (adding a watch is idempotent). A folder that cannot be
+        watched (removed meanwhile, ``max_user_watches`` reached) is left to the rescan."""
+        watched = set(self._notify.watches.values())
+        for d in dirs:
+            if str(d) in watched:
+                continue
+            try:
+                self._notify.add(d, _WATCH_MASK)
+            except OSError as e:
+                if e.errno != errno.ENOENT:
+                    log.warning("cannot watch a folder: the rescan covers it", folder=str(d), error=str(e))
+
+    def _take(self) -> bool:
+        """Read the queued events; True if one may change what the folder serves."""
+        relevant = False
+        for e in self._notify.read():
+            if e.mask & _inotify.IN_Q_OVERFLOW:
+                self._writing.clear()  # events were lost: nothing is known to be open
+                relevant = True
+                continue
+            if e.name.startswith("."):
+                continue  # editors' swap and backup files, as the scan skips them
+            if e.mask & _inotify.IN_IGNORED and not e.name:
+                relevant = True  # a watched folder went away
+                continue
+            key = (e.wd, e.name)
+            if e.mask & _RELEASE:
+                self._writing.discard(key)
+            elif e.mask & _inotify.IN_MODIFY and not e.mask & _inotify.IN_ISDIR:
+                self._writing.add(key)
+            relevant = True
+        return relevant
+
+    async def wait(self, until: float) -> bool:
+        """Wait until the monotonic time ``until`` at most; True as soon as a relevant event came."""
+        while True:
+            left = until - time.monotonic()
+            if left <= 0:
+                return self._take()
+            with anyio.move_on_after(left):
+                await anyio.wait_readable(self._notify.fileno())
+            if self._take():
+                return True
+
+    async def settle(self, debounce: float, hold_max: float) -> None:
+        """Return once no relevant event has come for ``debounce`` and no file is open for
+        writing, or ``hold_max`` after the first event, whichever is first."""
+        give_up = time.monotonic() + hold_max
+        while True:
+            left = give_up - time.monotonic()
+            if left <= 0:
+                if self._writing:
+                    log.info(
+                        "a file is still open for writing: loading the folder anyway",
+                        files=len(self._writing),
+                    )
+                    self._writing.clear()
+                return
+            quiet = left if self._writing else min(debounce, left)
+            if not await self.wait(time.monotonic() + quiet) and not self._writing:
+                return
+
+    def close(self) -> None:
+        self._notify.close()
 
 
 def _with_readiness(raw: dict[str, Any], up: frozenset[_Target]) -> dict[str, Any]:
