@@ -349,7 +349,11 @@ def run_case(kind: str, streams: int, clusters: int, pushes: int, bins: Path, wo
                 ],
                 work / f"load-{kind}-{streams}x{clusters}.log",
             )
-            client.expect("connected", timeout=push_deadline + 120)
+            try:
+                client.expect("connected", timeout=push_deadline + 120)
+            except TimeoutError:
+                got = client.ask("stats", "stats", timeout=10)[4]
+                raise TimeoutError(f"only {got} of {streams} streams had a first response") from None
         deadline = time.monotonic() + 120
         while int(srv.ask("streams", "streams")[1]) < streams:  # until every stream is open
             if time.monotonic() > deadline:

@@ -8,7 +8,7 @@
 // decode and every resource is a Cluster with a name.
 //
 // stdout: "connected N" once every stream has its first response; on stdin "stats", the line
-// "stats <responses> <sampled> <bad>"; exits when stdin closes.
+// "stats <responses> <sampled> <bad> <streams with a first response>"; exits when stdin closes.
 package main
 
 import (
@@ -48,6 +48,7 @@ var (
 	responses atomic.Int64
 	sampled   atomic.Int64
 	bad       atomic.Int64
+	started   atomic.Int64
 )
 
 const method = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
@@ -127,6 +128,7 @@ func run(ctx context.Context, addr string, id int, group string, sample int, rea
 			return
 		}
 		if k == 0 {
+			started.Add(1)
 			ready.Done()
 		}
 	}
@@ -144,12 +146,14 @@ func main() {
 	for i := 0; i < *n; i++ {
 		go run(ctx, *addr, i, *group, max(1, *sample), &ready)
 	}
-	ready.Wait()
-	fmt.Printf("connected %d\n", *n)
-	in := bufio.NewScanner(os.Stdin)
+	go func() {
+		ready.Wait()
+		fmt.Printf("connected %d\n", *n)
+	}()
+	in := bufio.NewScanner(os.Stdin) // "stats" is answered while streams still connect, too
 	for in.Scan() {
 		if strings.TrimSpace(in.Text()) == "stats" {
-			fmt.Printf("stats %d %d %d\n", responses.Load(), sampled.Load(), bad.Load())
+			fmt.Printf("stats %d %d %d %d\n", responses.Load(), sampled.Load(), bad.Load(), started.Load())
 		}
 	}
 	cancel()
