@@ -69,6 +69,7 @@ def summary(latencies: list[float], requests: list[int]) -> dict[str, Any]:
         "max_ms": round(max(latencies), 1),
         "min_ms": round(min(latencies), 1),
         "mean_requests_until_new_route": round(statistics.mean(requests), 1),
+        "latencies_ms": [round(x, 1) for x in latencies],
     }
 
 
@@ -236,8 +237,6 @@ def main(argv: list[str]) -> int:
                 time.sleep(0.05)
     ours = summary(loops[0].latencies, loops[0].requests)
     theirs = summary(loops[1].latencies, loops[1].requests) if len(loops) > 1 else None
-    for loop in loops:
-        print(f"{loop.name} latencies_ms:", [round(x) for x in loop.latencies])
     result = {
         "bench": "standalone",
         "edits": args.edits,

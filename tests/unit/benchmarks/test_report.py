@@ -1,0 +1,93 @@
+"""benchmarks/report.py and the result saving in benchmarks/__main__.py: pure functions on
+saved results, no benchmark run."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+import benchmarks.__main__ as runner
+from benchmarks import report
+
+
+def _xds_record() -> dict[str, object]:
+    fig = {"p50_ms": 50.0, "p99_ms": 60.0, "cpu_ms_per_push": 40.0, "kib_per_stream": 45.0}
+    return {
+        "bench": "xds",
+        "argv": [],
+        "finished": "2026-12-05 07:50 UTC",
+        "machine": {"cores": 2, "cpu": "x", "memory_gib": 8, "kernel": "6", "python": "3.11"},
+        "load": "5.0 4.0 3.0",
+        "result": {
+            "pushes": 50,
+            "cases": [
+                {
+                    "streams": 100,
+                    "clusters": 1000,
+                    "servers": {"tsgw": fig, "gcp_linear": {**fig, "p50_ms": 120.0}},
+                },
+                {
+                    "streams": 100,
+                    "clusters": 10000,
+                    "servers": {"tsgw": fig, "gcp_linear": {"error": "no 'acked'"}},
+                },
+            ],
+            "goals": {"p50_2x_better_than_gcp_linear_at_100x1000": True},
+        },
+    }
+
+
+def test_a_line_chart_is_well_formed_svg_with_one_line_per_series_and_gaps_for_missing_values() -> None:
+    svg = report.line_chart(
+        "t", ["a", "b", "c"], {"one": [1.0, 10.0, 100.0], "two": [5.0, None, 7.0]}, "ms", log=True
+    )
+    root = ET.fromstring(svg)
+    ns = "{http://www.w3.org/2000/svg}"
+    assert len(root.findall(f"{ns}polyline")) == 1  # "two" has a gap: two single points, no line
+    assert len(root.findall(f"{ns}circle")) == 5
+
+
+def test_the_xds_section_names_every_server_the_errors_and_the_goals() -> None:
+    text, plots = report.render_xds(_xds_record())
+    assert set(plots) == {"xds-p50.svg", "xds-cpu.svg"}
+    assert "| 100×1k | gcp_linear | 120.0 |" in text
+    assert "no &#x27;acked&#x27;" in text or "no 'acked'" in text
+    assert "p50_2x_better_than_gcp_linear_at_100x1000" in text
+    assert "load average after the run 5.0 4.0 3.0" in text
+
+
+def test_a_section_is_replaced_between_its_markers_and_the_rest_is_kept() -> None:
+    doc = "# B\n\nhand text\n\n<!-- report:xds -->\nold\n<!-- /report:xds -->\n\ntail\n"
+    new = report.replace_section(doc, "xds", "new figures")
+    assert new == "# B\n\nhand text\n\n<!-- report:xds -->\nnew figures\n<!-- /report:xds -->\n\ntail\n"
+    appended = report.replace_section("# B\n", "other", "x")
+    assert appended.endswith("## other\n\n<!-- report:other -->\nx\n<!-- /report:other -->\n")
+
+
+def test_the_runner_saves_the_last_json_line_with_its_context(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner, "RESULTS", tmp_path)
+    path = runner.save("xds", json.dumps({"bench": "xds", "goals": {}}), ["--pushes", "50"])
+    assert path == tmp_path / "xds.json"
+    saved = json.loads(path.read_text())
+    assert saved["result"] == {"bench": "xds", "goals": {}}
+    assert saved["argv"] == ["--pushes", "50"]
+    assert saved["machine"]["cores"] >= 1
+    assert runner.save("xds", "not json", []) is None
+
+
+def test_standalone_goals_are_absolute_and_a_ratio_to_envoy_gateway() -> None:
+    from benchmarks.standalone import goals_of
+
+    goals = goals_of({"p50_ms": 30.0, "p99_ms": 120.0}, {"p50_ms": 450.0})
+    assert goals == {
+        "p50_under_40ms": True,
+        "p99_under_100ms": False,
+        "p50_vs_envoy_gateway": 15.0,
+        "10x_faster_than_envoy_gateway": True,
+    }
+    assert "p50_vs_envoy_gateway" not in goals_of({"p50_ms": 30.0, "p99_ms": 50.0}, None)
