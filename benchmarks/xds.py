@@ -19,6 +19,7 @@ The protocol (benchmarks/gcp/cmd/gcp-server speaks it too):
     push <clusters> <n>   build push n's resources, set them, print "pushed n <t0 ns> <build cpu ns>";
                           once every stream ACKed it, print "acked n <t1 ns>"
     streams               print "streams <count>"
+    acks                  print "acks <streams that ACKed the last push> <open streams>"
     mem                   print "mem <bytes>" (heap in use; tsgw's first call starts tracemalloc,
                           its second reads and stops it)
 
@@ -169,6 +170,8 @@ def serve(argv: Sequence[str]) -> int:
                     out(f"pushed {f[2]} {t0} {build}")
                 elif f and f[0] == "streams":
                     out(f"streams {server.stream_count()}")
+                elif f and f[0] == "acks":
+                    out(f"acks {len(state['acked'])} {server.stream_count()}")
                 elif f and f[0] == "mem":
                     gc.collect()
                     if tracemalloc.is_tracing():
@@ -371,7 +374,13 @@ def run_case(kind: str, streams: int, clusters: int, pushes: int, bins: Path, wo
                 client_cpu0 = client.cpu_s() if client is not None else 0.0
             srv.send(f"push {clusters} {k}")
             pushed = srv.expect("pushed", timeout=push_deadline)
-            t1 = int(srv.expect("acked", timeout=push_deadline)[2])
+            try:
+                t1 = int(srv.expect("acked", timeout=push_deadline)[2])
+            except TimeoutError:
+                acks = srv.ask("acks", "acks", timeout=10)
+                raise TimeoutError(
+                    f"push {k}: only {acks[1]} of {acks[2]} streams ACKed within {push_deadline:g} s"
+                ) from None
             if k > 1:
                 latencies.append((t1 - int(pushed[2])) / 1e6)
                 build_ns += int(pushed[3])

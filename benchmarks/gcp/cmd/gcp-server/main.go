@@ -8,7 +8,8 @@
 //
 // "push <clusters> <label>" builds the resources, sets them, prints "pushed <label> <t0 ns>
 // <cpu ns spent building the input>", and "acked <label> <t1 ns>" once every connected stream
-// has ACKed the new CDS version. "streams" prints the open stream count; "mem" runs a GC and
+// has ACKed the new CDS version. "streams" prints the open stream count; "acks" prints how many
+// streams have ACKed the last push and how many are open; "mem" runs a GC and
 // prints the Go heap in use plus goroutine stacks in bytes (runtime.MemStats).
 package main
 
@@ -193,6 +194,11 @@ func main() {
 				eds.SetResources(emap)
 			}
 			fmt.Fprintf(out, "pushed %s %d %d\n", label, t0, build)
+			out.Flush()
+		case "acks":
+			t.mu.Lock()
+			fmt.Fprintf(out, "acks %d %d\n", len(t.acked), len(t.open))
+			t.mu.Unlock()
 			out.Flush()
 		case "mem":
 			runtime.GC()
