@@ -131,6 +131,12 @@ class Prometheus:
         assert data["resultType"] == "vector", data
         return list(data["result"])
 
+    def query_range(self, expr: str, start: float, end: float, step: float = 1.0) -> list[dict[str, Any]]:
+        """The range vector of ``expr`` between two POSIX times: ``[{"metric", "values"}]``."""
+        data = self._get("/api/v1/query_range", query=expr, start=str(start), end=str(end), step=str(step))
+        assert data["resultType"] == "matrix", data
+        return list(data["result"])
+
     def targets(self) -> dict[str, Any]:
         """``{"activeTargets": [...], "droppedTargets": [...]}``."""
         return dict(self._get("/api/v1/targets"))

@@ -36,6 +36,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -195,6 +196,28 @@ def dashboard_queries() -> list[tuple[str, str]]:
     return [(p["title"], t["expr"]) for p in panels for t in p["targets"]]
 
 
+def record_dashboard(prom: Prometheus, start: float, end: float, path: Path) -> None:
+    """Every panel's series over the test (1 s steps) into ``path``, for `just dashboard-pngs`
+    (tools/dashboard_pngs.py draws them)."""
+    board = json.loads(DASHBOARD.read_text())
+    panels = [p for p in board["panels"] if p["type"] != "row"]
+    panels += [c for p in board["panels"] if p["type"] == "row" for c in p["panels"]]
+    out = []
+    for p in panels:
+        for t in p["targets"]:
+            out.append(
+                {
+                    "title": p["title"],
+                    "unit": ((p.get("fieldConfig") or {}).get("defaults") or {}).get("unit", ""),
+                    "legend": t.get("legendFormat", ""),
+                    "query": t["expr"],
+                    "series": prom.query_range(t["expr"], start, end, 1.0),
+                }
+            )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"panels": out}, indent=1, sort_keys=True) + "\n")
+
+
 def tsgw(bed: Bed, *args: str) -> tuple[int, str]:
     """The `tsgw` command against the bed's API, as a person runs it."""
     p = subprocess.run(
@@ -253,6 +276,7 @@ def test_prometheus_alerts_dashboard_status_and_doctor_on_a_running_install(
             config, tmp_path / "prometheus", files={"tsgw.rules.yaml": _rules_firing_fast()}, netns=bed.node0
         )
         prom = prometheus
+        started = time.time()
 
         # Both operator replicas and both Envoys, through the shipped relabelling; nothing else.
         operator_pods = {p["metadata"]["name"] for p in pods(bed, OPERATOR_SELECTOR, NS)}
@@ -386,6 +410,8 @@ def test_prometheus_alerts_dashboard_status_and_doctor_on_a_running_install(
         assert proxy["message"].startswith("proxy pod not Ready: tailscale not ready"), proxy
         code, text = tsgw(bed, "doctor")
         print(f"\n{text}")
+        if os.environ.get("TSGW_DASHBOARD_DATA"):
+            record_dashboard(prom, started, time.time(), Path(os.environ["TSGW_DASHBOARD_DATA"]))
     finally:
         for p in stopped:
             with contextlib.suppress(ProcessLookupError):
