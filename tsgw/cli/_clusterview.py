@@ -106,14 +106,23 @@ def _tailnet_of(obj: Mapping[str, Any]) -> str:
     return str(((obj.get("spec") or {}).get("tailnetRef") or {}).get("name") or "")
 
 
-def _online(facts_doc: Mapping[str, Any] | None, fqdn: str) -> bool | None:
-    """Whether the tailnet's facts list the device online; None when they do not list it."""
-    if not facts_doc or not fqdn:
+def _online(facts_doc: Mapping[str, Any] | None, fqdn: str, ips: Sequence[str] = ()) -> bool | None:
+    """Whether the tailnet's facts list the device online; None when they do not list it. A
+    device is the facts' entry with one of its tailnet addresses, else with its name (Tailscale
+    lists the FQDN, Headscale the given name: the FQDN's first label)."""
+    if not facts_doc or not (fqdn or ips):
         return None
+    short = fqdn.split(".", 1)[0]
+    by_name = None
     for d in facts_doc.get("devices") or []:
-        if isinstance(d, list) and d and str(d[0]).rstrip(".") == fqdn:
-            return bool(d[4]) if len(d) > 4 else True
-    return None
+        if not isinstance(d, list) or not d:
+            continue
+        online = bool(d[4]) if len(d) > 4 else True
+        if ips and len(d) > 1 and set(ips) & {str(a) for a in d[1] or []}:
+            return online
+        if fqdn and str(d[0]).rstrip(".") in (fqdn, short):
+            by_name = online
+    return by_name
 
 
 def _group(facts: ClusterFacts, owner: Mapping[str, Any], nodes: Mapping[str, Any]) -> dict[str, Any]:
@@ -153,7 +162,7 @@ def _group(facts: ClusterFacts, owner: Mapping[str, Any], nodes: Mapping[str, An
                     "device": dev.fqdn if dev else "",
                     "deviceID": dev.id if dev else "",
                     "addresses": list(dev.ips) if dev else [],
-                    "online": _online(facts_doc, dev.fqdn) if dev else None,
+                    "online": _online(facts_doc, dev.fqdn, dev.ips) if dev else None,
                     "envoy": envoy["state"] if envoy else "DISCONNECTED",
                     "nack": (
                         f"{envoy['type']} version {envoy['version']}: {envoy['detail']}"

@@ -122,3 +122,14 @@ def test_device_read_from_a_state_secret_keeps_nothing_else() -> None:
     assert _cluster.device_of(
         {"data": {"device_id": "not base64!", "device_fqdn": inst.b64("a.b")}}
     ) == _cluster.Device("", "a.b", ())
+
+
+def test_a_device_is_matched_by_address_or_by_headscales_given_name() -> None:
+    f = inst.healthy()
+    facts = {
+        "ts": {"devices": [["web-tssvc-0", ["100.64.0.9"], [], "", 0], ["other", ["100.64.0.2"], [], "", 1]]}
+    }
+    doc = cluster_status(dataclasses.replace(f, tailnet_facts=facts))
+    p0, p1 = doc["tailnets"][0]["groups"][0]["proxies"]
+    assert p0["online"] is False  # by its given name (Headscale)
+    assert p1["online"] is True  # by its address, whatever the name
