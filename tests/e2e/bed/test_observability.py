@@ -399,15 +399,16 @@ def test_prometheus_alerts_dashboard_status_and_doctor_on_a_running_install(
         code, out = tsgw(bed, "doctor", "-o", "json")
         findings = json.loads(out)
         assert code == 1
-        assert _failing(findings) == [
+        # The stopped replica may also be seen offline by then: a second finding on the same proxy.
+        assert set(_failing(findings)) == {
             ("credentials", "TailscaleTailnet/headscale"),
             ("proxies", f"{APPS}/{GROUP}-1"),
-        ], out
+        }, out
         cred = next(f for f in findings if f["check"] == "credentials")
         assert "AuthFailed" in cred["message"]
         assert "Secret tsgw-system/headscale-api-key" in cred["fix"]
         proxy = next(f for f in findings if f["check"] == "proxies")
-        assert proxy["message"].startswith("proxy pod not Ready: tailscale not ready"), proxy
+        assert proxy["message"].startswith("proxy pod not Ready: tailscale not ready"), findings
         code, text = tsgw(bed, "doctor")
         print(f"\n{text}")
         if os.environ.get("TSGW_DASHBOARD_DATA"):
