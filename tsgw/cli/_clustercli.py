@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -26,7 +27,7 @@ def add_cluster_arguments(p: argparse.ArgumentParser) -> None:
         "--kubeconfig",
         metavar="PATH",
         default=None,
-        help="kubeconfig to use (default: $KUBECONFIG or ~/.kube/config, else the in-cluster account)",
+        help="kubeconfig to use (default: the in-cluster service account, else $KUBECONFIG, ~/.kube/config)",
     )
     g.add_argument("--context", default=None, help="kubeconfig context (default: the current one)")
     g.add_argument(
@@ -67,6 +68,10 @@ async def _facts(args: argparse.Namespace) -> ClusterFacts:
 
 def _read(args: argparse.Namespace, command: str) -> ClusterFacts | None:
     from tsgw.kube import KubeError
+
+    if args.kubeconfig and not Path(args.kubeconfig).is_file():
+        print(f"tsgw {command}: kubeconfig {args.kubeconfig}: no such file", file=sys.stderr)
+        return None
 
     try:
         return anyio.run(_facts, args)
