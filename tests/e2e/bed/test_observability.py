@@ -17,7 +17,8 @@ Checked, in order:
 - `tsgw status --cluster` and `tsgw doctor` on the healthy install: both replicas' devices,
   online, each Envoy SYNCED; no doctor finding fails.
 - A NACK, injected for real: a program in one proxy pod's network namespace holds the port the
-  next listener needs, and the object gains a port; that Envoy rejects the listener. The
+  next listener needs, and the object gains a port (the StatefulSet's rollout held by a
+  partition, so the pod stays); that Envoy rejects the listener. The
   `TsgwXdsConfigRejected` alert fires in Prometheus (the shipped rules with each ``for``
   shortened to 2 s), `tsgw status --cluster` shows the Envoy NACKED with Envoy's reason and
   `tsgw doctor` names it.
@@ -330,6 +331,12 @@ def test_prometheus_alerts_dashboard_status_and_doctor_on_a_running_install(
         )
         assert squatter.stdout is not None
         assert squatter.stdout.readline().strip() == "held"
+        # A new egress port is a new container port, so the StatefulSet would roll its pods (and
+        # the squatter's namespace with them); a partition as high as the replicas holds the
+        # pods on their template (a field tsgw does not apply, so it keeps it), as an operator
+        # pausing a rollout would.
+        hold = {"spec": {"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 2}}}}
+        bed.kubectl("patch", "statefulset", GROUP, "-n", APPS, "--type=merge", "-p", json.dumps(hold))
         bed.apply(_endpoints(device.ip4(), [8080, 9000]))
         nack = _alert_expr("TsgwXdsConfigRejected")
         rejected = prom.wait_for(
@@ -413,6 +420,9 @@ def test_prometheus_alerts_dashboard_status_and_doctor_on_a_running_install(
         print(f"\n{text}")
         if os.environ.get("TSGW_DASHBOARD_DATA"):
             record_dashboard(prom, started, time.time(), Path(os.environ["TSGW_DASHBOARD_DATA"]))
+    except BaseException:
+        print(tsgw(bed, "status", "--cluster")[1])
+        raise
     finally:
         for p in stopped:
             with contextlib.suppress(ProcessLookupError):
