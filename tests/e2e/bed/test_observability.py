@@ -216,7 +216,7 @@ def record_dashboard(prom: Prometheus, start: float, end: float, path: Path) -> 
                 }
             )
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"panels": out}, indent=1, sort_keys=True) + "\n")
+    path.write_text(json.dumps({"panels": out}, sort_keys=True, separators=(",", ":")) + "\n")
 
 
 def tsgw(bed: Bed, *args: str) -> tuple[int, str]:
@@ -379,6 +379,7 @@ def test_prometheus_alerts_dashboard_status_and_doctor_on_a_running_install(
         # Fixed: the port freed and the object back to one port; the alert's expression clears.
         squatter.kill()
         squatter.wait(timeout=10)
+        squatter.stdout.close()
         squatter = None
         bed.apply(_endpoints(device.ip4(), [8080]))
         prom.wait_for("the NACK expression is empty again", lambda: not prom.query(nack), timeout=60)
@@ -430,6 +431,8 @@ def test_prometheus_alerts_dashboard_status_and_doctor_on_a_running_install(
         if squatter is not None:
             squatter.kill()
             squatter.wait(timeout=10)
+            if squatter.stdout is not None:
+                squatter.stdout.close()
         if prometheus is not None:
             prometheus.stop()
         bed.apply([_api_key_secret(secret["data"]["api_key"])])
