@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["legend", "main", "render", "slug"]
+__all__ = ["legend", "main", "pick", "render", "slug"]
 
 
 def slug(title: str) -> str:
@@ -33,6 +33,30 @@ def legend(fmt: str, metric: dict[str, str]) -> str:
     if not fmt:
         return ",".join(f"{k}={v}" for k, v in sorted(metric.items()) if k != "__name__") or "value"
     return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: metric.get(m.group(1), ""), fmt)
+
+
+UNITS = {"short": "", "ops": "per second", "reqps": "requests per second", "s": "seconds", "bytes": "bytes"}
+"""Grafana's unit names of the dashboard's panels, as axis labels."""
+MAX_LINES = 8
+
+
+def pick(series: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
+    """The series worth a line: those not zero throughout (all when every one is), the
+    :data:`MAX_LINES` highest; and a note on what was left out ("" when nothing)."""
+
+    def peak(s: dict[str, Any]) -> float:
+        return max(
+            (abs(float(v[1])) for v in s["values"] if v[1] not in ("NaN", "+Inf", "-Inf")), default=0.0
+        )
+
+    live = [s for s in series if peak(s) > 0] or list(series)
+    live.sort(key=peak, reverse=True)
+    notes = []
+    if len(live) < len(series):
+        notes.append(f"{len(series) - len(live)} zero series not drawn")
+    if len(live) > MAX_LINES:
+        notes.append(f"the {MAX_LINES} highest of {len(live)}")
+    return live[:MAX_LINES], "; ".join(notes)
 
 
 def render(data: dict[str, Any], out: Path) -> list[Path]:
@@ -48,20 +72,21 @@ def render(data: dict[str, Any], out: Path) -> list[Path]:
     for panel in data["panels"]:
         if not panel["series"]:
             continue
-        fig, ax = plt.subplots(figsize=(6.4, 2.8), dpi=100)
+        shown, more = pick(panel["series"])
+        fig, ax = plt.subplots(figsize=(8.0, 2.8), dpi=100)
         t0 = min(float(v[0]) for s in panel["series"] for v in s["values"])
-        for s in panel["series"]:
+        for s in shown:
             xs = [float(v[0]) - t0 for v in s["values"]]
             ys = [float(v[1]) for v in s["values"]]
             ax.plot(xs, ys, label=legend(panel.get("legend", ""), s["metric"]), linewidth=1.4)
-        ax.set_title(panel["title"], fontsize=10)
+        title = panel["title"] + (f" ({more})" if more else "")
+        ax.set_title(title, fontsize=10)
         ax.set_xlabel("seconds into the test", fontsize=8)
-        if panel.get("unit"):
-            ax.set_ylabel(panel["unit"], fontsize=8)
+        ax.set_ylabel(UNITS.get(panel.get("unit", ""), panel.get("unit", "")), fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(8))
-        ax.legend(fontsize=6, loc="upper left", frameon=False)
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         fig.tight_layout()
         path = out / f"{slug(panel['title'])}.png"
         # Without the date and software stamps a re-render of the same data is the same file.
