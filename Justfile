@@ -59,3 +59,10 @@ bed *ARGS: testbin
 # in a private network namespace (root). `just tailnet up` runs in the foreground; `just tailnet down`.
 tailnet CMD: testbin
     python -m tests.support.tailnet_box "$@"
+
+# Plot each panel of deploy/grafana/tsgw.json into docs/operations/*.png from a live install: the
+# bed's observability test (under the bed's lock) records every panel's series from the real
+# Prometheus into docs/operations/dashboard-data.json, then matplotlib draws them.
+dashboard-pngs: testbin
+    TSGW_DASHBOARD_DATA=docs/operations/dashboard-data.json flock /tmp/tsgw-bed.lock timeout 1500 python -m pytest -q -x -p no:cacheprovider tests/e2e/bed/test_observability.py
+    python -m tools.dashboard_pngs docs/operations/dashboard-data.json docs/operations

@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from tests.support.process import BIND_ATTEMPTS, NotReady, Process, free_port, http_ok, in_use_error
+from tools.netns import Namespace
 from tools.testbin import bin_path
 
 
@@ -57,8 +58,20 @@ def as_file_sd(
 class Prometheus:
     """One Prometheus server; :meth:`stop` it (the session's reaper kills a forgotten one)."""
 
-    def __init__(self, config: Mapping[str, Any], workdir: Path, *, files: Mapping[str, str] = {}) -> None:
-        """``files``: written beside the configuration (rule files it names relatively)."""
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        workdir: Path,
+        *,
+        files: Mapping[str, str] = {},
+        netns: Namespace | None = None,
+    ) -> None:
+        """``files``: written beside the configuration (rule files it names relatively).
+        ``netns``: run it inside that network namespace (a test bed's node, which routes to
+        every pod), on that namespace's loopback; :attr:`url` is then a forward from this
+        host's loopback into it (``Namespace.forward``)."""
+        self.netns = netns
+        self._forward: int | None = None
         workdir.mkdir(parents=True, exist_ok=True)
         for name, text in files.items():
             (workdir / name).write_text(text)
@@ -67,6 +80,10 @@ class Prometheus:
         for attempt in range(1, BIND_ATTEMPTS + 1):
             self.port = free_port()
             self.url = f"http://127.0.0.1:{self.port}"
+            if netns is not None:
+                self._close_forward()
+                self._forward = netns.forward(self.port)
+                self.url = f"http://127.0.0.1:{self._forward}"
             log = workdir / f"prometheus.{attempt}.log"
             self.process = Process(
                 "prometheus",
@@ -78,6 +95,7 @@ class Prometheus:
                     "--log.level=info",
                 ],
                 log,
+                netns=netns.name if netns is not None else None,
             )
             try:
                 self.process.wait_ready(lambda: http_ok(f"{self.url}/-/ready"), timeout=60, what="/-/ready")
@@ -87,8 +105,14 @@ class Prometheus:
                 if attempt == BIND_ATTEMPTS or not in_use_error(log):
                     raise
 
+    def _close_forward(self) -> None:
+        if self.netns is not None and self._forward is not None:
+            self.netns.close_forward(self._forward)
+            self._forward = None
+
     def stop(self) -> None:
         self.process.stop(timeout=10)
+        self._close_forward()
 
     def _get(self, path: str, **params: str) -> Any:
         url = f"{self.url}{path}" + (f"?{urllib.parse.urlencode(params)}" if params else "")
@@ -105,6 +129,12 @@ class Prometheus:
         """The instant vector ``expr`` evaluates to now: ``[{"metric": {...}, "value": [t, "v"]}]``."""
         data = self._get("/api/v1/query", query=expr)
         assert data["resultType"] == "vector", data
+        return list(data["result"])
+
+    def query_range(self, expr: str, start: float, end: float, step: float = 1.0) -> list[dict[str, Any]]:
+        """The range vector of ``expr`` between two POSIX times: ``[{"metric", "values"}]``."""
+        data = self._get("/api/v1/query_range", query=expr, start=str(start), end=str(end), step=str(step))
+        assert data["resultType"] == "matrix", data
         return list(data["result"])
 
     def targets(self) -> dict[str, Any]:

@@ -1,6 +1,6 @@
-"""`tsgw`, the command line: run, snapshot (list/dump/diff/watch), status, bootstrap, crds, check,
-version. Each command is a thin shell over the rooms; the debugging commands talk to a running
-operator's admin API.
+"""`tsgw`, the command line: run, snapshot (list/dump/diff/watch), status (one process through
+its admin API, or with --cluster the whole install through the Kubernetes API), doctor,
+bootstrap, crds, check, version. Each command is a thin shell over the rooms.
 """
 
 from tsgw.cli._main import main

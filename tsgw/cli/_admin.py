@@ -17,6 +17,7 @@ import yaml
 
 from tsgw.admin import DEFAULT_ADDRESS, AdminClient, AdminError, messages
 from tsgw.cli._args import address
+from tsgw.cli._clustercli import add_cluster_arguments, run_status
 
 _TYPES = ("sds", "cds", "eds", "lds", "rds")
 
@@ -62,10 +63,22 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--count", type=int, default=0, help="stop after this many events (default: never)")
     p.set_defaults(run=_run(_watch))
 
-    p = sub.add_parser("status", help="connected Envoys and what each has ACKed or NACKed")
+    p = sub.add_parser(
+        "status",
+        help="connected Envoys and what each has ACKed or NACKed (admin API), or with --cluster "
+        "the whole install per tailnet (Kubernetes API)",
+    )
     admin_address_arg(p)
-    p.add_argument("-o", "--output", choices=["table", "json"], default="table")
-    p.set_defaults(run=_run(_status))
+    p.add_argument(
+        "--cluster",
+        action="store_true",
+        help="read the install through the Kubernetes API: per tailnet its proxy groups, replicas, "
+        "devices, Tailscale Services, each Envoy's state and each object's last error",
+    )
+    add_cluster_arguments(p)
+    p.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
+    admin_status = _run(_status)
+    p.set_defaults(run=lambda args: run_status(args) if args.cluster else admin_status(args))
 
 
 def _run(
@@ -200,7 +213,7 @@ def type_state(t: messages.TypeStatus) -> str:
 async def _status(client: AdminClient, args: argparse.Namespace) -> int:
     nodes = await client.list_nodes()
     sources = await client.list_sources()
-    if args.output == "json":
+    if args.output in ("json", "yaml"):
         from google.protobuf import json_format
 
         docs = [json_format.MessageToDict(n, preserving_proto_field_name=True) for n in nodes]
@@ -211,7 +224,10 @@ async def _status(client: AdminClient, args: argparse.Namespace) -> int:
             }
         else:
             out = docs
-        sys.stdout.write(json.dumps(out, indent=2) + "\n")
+        if args.output == "yaml":
+            sys.stdout.write(yaml.safe_dump(out, sort_keys=False))
+        else:
+            sys.stdout.write(json.dumps(out, indent=2) + "\n")
         return 0
     for src in sources:
         state = f"{len(src.problems)} problem(s)" if src.problems else "ok"

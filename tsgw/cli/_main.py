@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from tsgw._version import __version__
-from tsgw.cli import _admin, _bootstrap, _crds, _run
+from tsgw.cli import _admin, _bootstrap, _clustercli, _crds, _run
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -19,6 +19,7 @@ def _parser() -> argparse.ArgumentParser:
     _crds.add_parser(sub)
     _bootstrap.add_parser(sub)
     _admin.add_parsers(sub)
+    _clustercli.add_doctor_parser(sub)
     _run.add_parser(sub)
     return p
 

@@ -23,6 +23,7 @@ fairness protects the server.
 from __future__ import annotations
 
 import datetime
+import email.utils
 import io
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
@@ -419,6 +420,25 @@ class Client:
             else:
                 raise NotFound(404, f"no resource for {kind} in {api_version}", reason="NotFound")
         return self._discovered[key]
+
+    async def server_clock(self) -> tuple[float, float]:
+        """The API server's clock against this process's: ``(server, local)`` POSIX times, the
+        server's from the ``Date`` header of a ``GET /version`` (RFC 9110: one-second
+        resolution) and the local one midway through that request. Their difference is the
+        clock skew, give or take the request's round trip and a second. TransportError when no
+        answer carries a Date."""
+        before = datetime.datetime.now(datetime.UTC).timestamp()
+        resp = await self._send("GET", "/version")
+        after = datetime.datetime.now(datetime.UTC).timestamp()
+        try:
+            header = resp.headers.get("Date", "")
+        finally:
+            resp.release()
+        try:
+            server = email.utils.parsedate_to_datetime(header).timestamp()
+        except (TypeError, ValueError) as exc:
+            raise TransportError(f"GET /version: no readable Date header ({header!r})") from exc
+        return server, (before + after) / 2
 
     # -- writes ------------------------------------------------------------------------------
 
