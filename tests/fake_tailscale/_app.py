@@ -404,11 +404,12 @@ class FakeTailscale:
                 return _Reply(200)
         raise _err(404, "not found")
 
-    def _users(self) -> list[dict[str, Any]]:
+    def _users(self, devices: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+        """:attr:`users`, and every owner of a device (``devices``: default the fake's own)."""
         out = dict(self.users)
-        for d in self.devices.values():
+        for d in self.devices.values() if devices is None else devices:
             login = str(d.get("user") or "")
-            if login and login not in out:
+            if login and login != "tagged-devices" and login not in out:
                 out[login] = {"id": f"u{len(out) + 1}", "loginName": login, "displayName": login}
         for login, u in out.items():
             u.setdefault("loginName", login)
