@@ -4,7 +4,9 @@ For each tailnet size (default 1,000 and 5,000 devices, each with an IPv4 and an
 half owned by users and half tagged), the same TailscaleServices HTTP port is translated twice:
 as tsgw serves it (the strip filter, then the composite filter's exact-match map on the PROXY
 source address setting the caller's Tailscale-* headers) and with the identity filters removed.
-Two Envoys (one per variant) route to one direct-response backend listener. Requests alternate
+Two Envoys (one per variant) route to a third, a direct-response backend that echoes the
+``Tailscale-User-Login`` it received (checked before measuring: the caller's with identity, the
+forged one without). Requests alternate
 between the two Envoys, each on a fresh connection opened with a PROXY v2 header from a random
 device's address (so every request looks a caller up), with two forged Tailscale-* headers.
 Reported: p50/p99 per variant and their difference (the added latency), the HTTP listener's
@@ -83,12 +85,15 @@ def _inputs(facts: TailnetFacts, backend_port: int) -> Inputs:
 
 
 def _backend_listener(port: int) -> dict[str, Any]:
+    # The backend answers with the login it received, so the bench checks what it measures.
+    echo = {"header": {"key": "x-login", "value": "%REQ(tailscale-user-login)%"}}
     route = {
         "virtual_hosts": [
             {
                 "name": "b",
                 "domains": ["*"],
                 "routes": [{"match": {"prefix": "/"}, "direct_response": {"status": 200}}],
+                "response_headers_to_add": [echo],
             }
         ]
     }
@@ -121,7 +126,7 @@ _REQUEST = (
 )
 
 
-def _call(port: int, src: str) -> float:
+def _call(port: int, src: str) -> tuple[float, bytes]:
     t = time.perf_counter()
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         s.sendall(proxy_v2(src) + _REQUEST)
@@ -131,7 +136,14 @@ def _call(port: int, src: str) -> float:
     elapsed = time.perf_counter() - t
     if not data.startswith(b"HTTP/1.1 200"):
         raise RuntimeError(f"unexpected answer {data[:80]!r}")
-    return elapsed
+    return elapsed, data
+
+
+def _login(answer: bytes) -> str:
+    for line in answer.split(b"\r\n\r\n", 1)[0].split(b"\r\n"):
+        if line.lower().startswith(b"x-login:"):
+            return line.split(b":", 1)[1].strip().decode()
+    return ""
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -163,28 +175,36 @@ def _run(n: int, requests: int, workdir: Path) -> dict[str, Any]:
         boot = static_bootstrap(r)
         for li in boot["static_resources"]["listeners"]:
             li["address"]["socket_address"]["port_value"] = 0
-        if name == "with":
-            boot["static_resources"]["listeners"].append(_backend_listener(backend_port))
         envoys[name] = Envoy(boot, workdir / f"{name}-{n}", name=f"{name}-{n}")
+    # One backend Envoy of its own, the same hop for both variants.
+    backend = Envoy(
+        {"static_resources": {"listeners": [_backend_listener(backend_port)]}},
+        workdir / f"backend-{n}",
+        name=f"backend-{n}",
+    )
     try:
+        backend.start(timeout=60)
         t = time.perf_counter()
         for e in envoys.values():
             e.start(timeout=120)
         load_s = time.perf_counter() - t
         ports = {k: e.listener_port("ingress-80") for k, e in envoys.items()}
         addresses = [a for d in facts.devices for a in d.addresses if "." in a]
+        # Warm-up, and the check: device 0 is user0's; a forged login passes only without identity.
+        for _ in range(50):
+            for k, want in (("with", "user0@example.com"), ("without", "mallory@example.com")):
+                got = _login(_call(ports[k], addresses[0])[1])
+                if got != want:
+                    raise RuntimeError(f"{k}: the backend received login {got!r}, not {want!r}")
         rng = random.Random(n)
-        for k in ports:  # warm-up
-            for _ in range(50):
-                _call(ports[k], rng.choice(addresses))
         times: dict[str, list[float]] = {"with": [], "without": []}
         for _ in range(requests):
             src = rng.choice(addresses)
             for k in rng.sample(list(ports), 2):  # alternate, in random order
-                times[k].append(_call(ports[k], src))
+                times[k].append(_call(ports[k], src)[0])
         heap = {k: _heap(e) for k, e in envoys.items()}
     finally:
-        for e in envoys.values():
+        for e in (*envoys.values(), backend):
             e.stop()
     p = {k: (_pct(v, 0.5), _pct(v, 0.99)) for k, v in times.items()}
     return {
