@@ -187,8 +187,9 @@ class HeadscaleClient(Client):
         ]
 
     async def get_policy(self) -> dict[str, Any]:
-        # Database policy mode: the stored HuJSON text. In file mode Headscale answers an error.
-        body = await self._core.request("GET", "/api/v1/policy")
+        # Database policy mode: the stored HuJSON text. In file mode Headscale answers 500
+        # ("reading policy from path"), which no retry changes: not retried (only a 429 is).
+        body = await self._core.request("GET", "/api/v1/policy", idempotent=False)
         text = str((body or {}).get("policy") or "")
         if not text.strip():
             return {}

@@ -17,6 +17,7 @@ from tsgw.tailscale import (
     ForbiddenError,
     HeadscaleClient,
     OAuthClientCredentials,
+    ServerError,
     User,
 )
 from tsgw.tailscale._hujson import loads
@@ -77,3 +78,19 @@ def test_hujson_drops_comments_and_trailing_commas_but_not_inside_strings() -> N
     assert loads(json.dumps({"k": "\\"})) == {"k": "\\"}
     with pytest.raises(ValueError, match="unterminated"):
         loads('{"a": 1 /* open')
+
+
+async def test_headscale_in_file_mode_answers_its_policy_read_with_500_once_not_retried() -> None:
+    sent: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(500, json={"code": 2, "message": 'reading policy from path "": no such file'})
+
+    hs = HeadscaleClient(
+        APIKey("hskey-api-x"), ClientOptions(base_url="http://hs"), transport=httpx.MockTransport(handler)
+    )
+    async with hs:
+        with pytest.raises(ServerError, match="reading policy"):
+            await hs.get_policy()
+    assert len(sent) == 1
