@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -157,6 +158,7 @@ class TailnetReconciler:
         self.namespace = namespace
         self.poll_interval = poll_interval
         self.store = manager.informer(resource).store
+        self._refused_reads: dict[str, dict[str, tuple[float, str]]] = {}
         self.facts_writes = 0
         """ConfigMap writes made (tests count them)."""
 
@@ -187,7 +189,8 @@ class TailnetReconciler:
         except TailscaleError as e:
             await self._status(obj, False, "APIError", str(e))
             return Result(requeue_after=self.poll_interval)
-        users, groups, notes = await _identities(ts)
+        refused = self._refused_reads.setdefault(req.name, {})
+        users, groups, notes = await _identities(ts, refused, time.monotonic())
         facts = _facts(devices, services, self.operator_id, users, groups)
         try:
             await self._publish(req.name, facts)
@@ -301,26 +304,45 @@ class PolicyGroups:
         return tuple(sorted(g for g, ms in self.members.items() if not names.isdisjoint(ms)))
 
 
-async def _identities(ts: TailscaleAPI) -> tuple[list[TailscaleUser], PolicyGroups, list[str]]:
+REFUSED_READ_RETRY = 600.0
+"""Seconds before a refused read of users or the policy file is tried again."""
+
+
+async def _identities(
+    ts: TailscaleAPI, refused: dict[str, tuple[float, str]] | None = None, now: float = 0.0
+) -> tuple[list[TailscaleUser], PolicyGroups, list[str]]:
     """The tailnet's users and policy groups, for caller identity and ``groups`` rules. Either
     may be out of the credential's reach (Tailscale's scopes ``users:read`` and
     ``policy_file:read``; Headscale's policy in file mode): then display names fall back to the
-    login and groups have no members, and the tailnet's Ready message says so."""
+    login and groups have no members, and the tailnet's Ready message says so. A refused read
+    is remembered in ``refused`` (what → (monotonic time to ask again, why)) and not repeated
+    before :data:`REFUSED_READ_RETRY` seconds, so a credential without the optional scopes
+    does not fail half of every poll's requests."""
+    refused = {} if refused is None else refused
     notes: list[str] = []
     users: list[TailscaleUser] = []
     groups = PolicyGroups()
-    try:
-        users = await ts.list_users()
-    except (RateLimitedError, TransportError):
-        raise
-    except TailscaleError as e:
-        notes.append(f"display names unknown ({e})")
-    try:
-        groups = PolicyGroups.from_policy(await ts.get_policy())
-    except (RateLimitedError, TransportError):
-        raise
-    except TailscaleError as e:
-        notes.append(f"policy groups unknown, groups rules match nobody ({e})")
+
+    async def read(what: str, call: Any, note: str) -> Any:
+        until, why = refused.get(what, (0.0, ""))
+        if now < until:
+            notes.append(f"{note} ({why})")
+            return None
+        try:
+            value = await call()
+        except (RateLimitedError, TransportError):
+            raise
+        except TailscaleError as e:
+            refused[what] = (now + REFUSED_READ_RETRY, str(e))
+            notes.append(f"{note} ({e})")
+            return None
+        refused.pop(what, None)
+        return value
+
+    users = await read("users", ts.list_users, "display names unknown") or []
+    policy = await read("policy", ts.get_policy, "policy groups unknown, groups rules match nobody")
+    if policy is not None:
+        groups = PolicyGroups.from_policy(policy)
     return users, groups, notes
 
 

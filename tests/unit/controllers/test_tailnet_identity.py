@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from tsgw.controllers._tailnets import PolicyGroups, _facts
-from tsgw.tailscale import Device, User
+import pytest
+
+from tsgw.controllers._tailnets import REFUSED_READ_RETRY, PolicyGroups, _facts, _identities
+from tsgw.tailscale import Device, ForbiddenError, User
 from tsgw.translate import User as FactsUser
 
 
@@ -40,3 +42,34 @@ def test_facts_carry_each_owners_display_name_and_groups_but_no_user_for_tagged_
         "bob@example.com": FactsUser("", ("group:eng",)),
     }
     assert _facts(devices, []).users == {}
+
+
+class _Refusing:
+    """A client whose users and policy reads are refused (a credential without the scopes)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def list_users(self) -> list[User]:
+        self.calls += 1
+        raise ForbiddenError(403, "users:read missing")
+
+    async def get_policy(self) -> dict[str, object]:
+        self.calls += 1
+        raise ForbiddenError(403, "policy_file:read missing")
+
+
+@pytest.mark.anyio
+async def test_a_refused_read_is_said_and_not_repeated_before_its_retry_time() -> None:
+    ts = _Refusing()
+    refused: dict[str, tuple[float, str]] = {}
+    users, groups, notes = await _identities(ts, refused, now=1000.0)  # type: ignore[arg-type]
+    assert (users, groups, ts.calls) == ([], PolicyGroups(), 2)
+    assert [n.split(" (")[0] for n in notes] == [
+        "display names unknown",
+        "policy groups unknown, groups rules match nobody",
+    ]
+    _, _, again = await _identities(ts, refused, now=1000.0 + REFUSED_READ_RETRY - 1)  # type: ignore[arg-type]
+    assert (again, ts.calls) == (notes, 2)
+    await _identities(ts, refused, now=1000.0 + REFUSED_READ_RETRY)  # type: ignore[arg-type]
+    assert ts.calls == 4
