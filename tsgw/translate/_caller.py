@@ -114,8 +114,9 @@ def _build_table(facts: TailnetFacts) -> CallerIdentity:
 
 
 def _value(text: str) -> str:
-    """A header value: printable ASCII as is, anything else RFC 2047 Q-encoded (UTF-8)."""
-    if all(" " <= c <= "~" for c in text):
+    """A header value: printable ASCII as is, anything else RFC 2047 Q-encoded (UTF-8); so is a
+    name that itself looks encoded (``=?``), which a backend would otherwise decode as such."""
+    if all(" " <= c <= "~" for c in text) and "=?" not in text:
         return text
     out = []
     for b in text.encode("utf-8"):

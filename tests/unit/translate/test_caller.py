@@ -58,6 +58,11 @@ def test_a_display_name_that_is_not_ascii_is_q_encoded_and_an_unknown_user_is_na
     assert t["100.64.0.2"][NODE_NAME] == "bob-phone.tail.test"
     bare = TailnetFacts(devices=(Device("x.t", ("100.64.9.9",), user="carol@example.com"),))
     assert _table(bare)["100.64.9.9"][USER_NAME] == "carol@example.com"
+    sly = TailnetFacts(
+        devices=(Device("y.t", ("100.64.9.8",), user="eve@example.com"),),
+        users={"eve@example.com": User("=?utf-8?q?Admin?=")},
+    )
+    assert _table(sly)["100.64.9.8"][USER_NAME] == "=?utf-8?q?=3D=3Futf=2D8=3Fq=3FAdmin=3F=3D?="
 
 
 def test_the_same_facts_give_the_same_table_object() -> None:
