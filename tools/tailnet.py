@@ -18,8 +18,10 @@ TAILSCALED_ENV = {
 }
 
 
-def headscale_config(d: Path, listen: str) -> dict[str, Any]:
-    """Headscale v0.29 config for a hermetic tailnet; every path under ``d``."""
+def headscale_config(d: Path, listen: str, policy_mode: str = "file") -> dict[str, Any]:
+    """Headscale v0.29 config for a hermetic tailnet; every path under ``d``. ``policy_mode``
+    ``file`` (default; no file: every node may reach every other) or ``database`` (the policy
+    is set and read through the API, ``/api/v1/policy``)."""
     host = listen.split(":")[0]
     return {
         "server_url": f"http://{listen}",
@@ -55,7 +57,7 @@ def headscale_config(d: Path, listen: str) -> dict[str, Any]:
             "override_local_dns": False,
             "nameservers": {"global": []},
         },
-        "policy": {"mode": "file", "path": ""},
+        "policy": {"mode": policy_mode, "path": ""},
         "unix_socket": str(d / "headscale.sock"),
         "unix_socket_permission": "0770",
         "logtail": {"enabled": False},

@@ -1,20 +1,24 @@
 """The bed's test backend: answers HTTP, gRPC and raw TCP with its pod name.
 
 Run by the image ``bed.test/backend`` (see ``_images.py``). Ports come from the environment:
-``HTTP_PORT`` (8080), ``GRPC_PORT`` (50051), ``TCP_PORT`` (9000); the name from ``POD_NAME``,
-else ``HOSTNAME`` (the kubelet sets it to the pod name).
+``HTTP_PORT`` (8080), ``GRPC_PORT`` (50051), ``TCP_PORT`` (9000), ``PROXY_PORT`` (9001); the
+name from ``POD_NAME``, else ``HOSTNAME`` (the kubelet sets it to the pod name).
 
 - HTTP: ``GET /`` → ``<pod name>\\n``; ``/healthz`` → 200 unless the file ``/tmp/unhealthy``
   exists (so a test can make a liveness probe fail from inside the container).
 - gRPC: ``/bed.Echo/Name`` returns the pod name as raw bytes; ``/grpc.health.v1.Health/Check``
   answers SERVING. A pass-through codec, so no generated code is needed.
 - TCP: writes ``<pod name>\\n`` and closes.
+- PROXY: reads a PROXY protocol v2 header (what a proxy with ``proxyProtocol`` sends first),
+  writes ``<pod name> <source address> <source port>\\n`` (``- -`` for a LOCAL or non-IP
+  header) and closes; a connection without a valid header gets ``<pod name> no-proxy-header``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import os
 import signal
 from typing import Any
@@ -84,6 +88,39 @@ async def _tcp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
     writer.close()
 
 
+PROXY_V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def parse_proxy_v2(head: bytes) -> tuple[str, int] | None:
+    """The source (address, port) of a PROXY v2 header of 16 + length bytes; ("-", 0) for a
+    LOCAL command or an address family other than IPv4/IPv6; None when it is not a header."""
+    if len(head) < 16 or not head.startswith(PROXY_V2_SIGNATURE) or head[12] >> 4 != 2:
+        return None
+    command, family = head[12] & 0x0F, head[13] >> 4
+    body = head[16:]
+    if command == 0 or family not in (1, 2):
+        return "-", 0
+    size = 4 if family == 1 else 16
+    if len(body) < 2 * size + 4:
+        return None
+    addr = ipaddress.ip_address(body[:size])
+    return str(addr), int.from_bytes(body[2 * size : 2 * size + 2], "big")
+
+
+async def _proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        head = await reader.readexactly(16)
+        if head.startswith(PROXY_V2_SIGNATURE):
+            head += await reader.readexactly(int.from_bytes(head[14:16], "big"))
+        src = parse_proxy_v2(head)
+        writer.write(f"{NAME} {src[0]} {src[1]}\n".encode() if src else f"{NAME} no-proxy-header\n".encode())
+        await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+
 async def main() -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -91,12 +128,14 @@ async def main() -> None:
         loop.add_signal_handler(sig, stop.set)
     http = await asyncio.start_server(_http, "0.0.0.0", int(os.environ.get("HTTP_PORT", "8080")))
     tcp = await asyncio.start_server(_tcp, "0.0.0.0", int(os.environ.get("TCP_PORT", "9000")))
+    proxy = await asyncio.start_server(_proxy, "0.0.0.0", int(os.environ.get("PROXY_PORT", "9001")))
     grpc = Server([_Service()], codec=RawCodec())
     await grpc.start("0.0.0.0", int(os.environ.get("GRPC_PORT", "50051")))
     print(f"backend {NAME} serving", flush=True)
     await stop.wait()
     http.close()
     tcp.close()
+    proxy.close()
     grpc.close()
     await grpc.wait_closed()
 

@@ -31,6 +31,8 @@ Modelled, with the documented request and response JSON (shared/reference/tailsc
   (``autoApprovers.services`` is checked for shape and kept); answers carry an ``ETag`` and a
   POST with a stale ``If-Match`` is refused with 412. Everything else in the file is stored,
   not enforced.
+* Users: ``GET /tailnet/{t}/users`` (scope ``users:read``): :attr:`FakeTailscale.users` and
+  every device's ``user``, with ``id``, ``loginName``, ``displayName``, ``role``, ``type``.
 * ``{tailnet}`` is ``-`` or the fake's tailnet name, else 404. Errors are ``{"message": ...}``.
 * :meth:`FakeTailscale.fail`: the next N matching requests answer a chosen status (429 with
   ``Retry-After``, 5xx) before authentication, as an API gateway would.
@@ -44,7 +46,8 @@ Not modelled: the control protocol itself (tailscaled cannot join this fake; Hea
 testcontrol serve that), keys of type ``client``/``federated``, workload identity
 federation, key expiry at run time, ephemeral device clean-up, routes, ACL rules and grants, HuJSON
 comments, ``/acl/validate`` and ``/acl/preview``, the ``ts-default`` If-Match, DNS,
-settings, users, device authorization and rename, the ``fields=`` query, real rate limits
+settings, user management and the users listing's filters, device authorization and rename,
+the ``fields=`` query, real rate limits
 (Tailscale publishes none), host approval and VIP routing of Tailscale Services, and ETags.
 """
 

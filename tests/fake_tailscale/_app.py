@@ -104,6 +104,10 @@ class FakeTailscale:
     Default none. Tests of concurrent writers use it to make reads and writes of two clients
     overlap as they do over a real network (the API applies requests in arrival order)."""
 
+    users: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Users by login name (``GET /tailnet/{t}/users``: ``id``, ``displayName``,
+    ``loginName``, ``role``, ``type``); a device's ``user`` not listed here is listed with its
+    login as display name."""
     calls: list[Call] = field(default_factory=list)
     keys: dict[str, dict[str, Any]] = field(default_factory=dict)
     key_secrets: dict[str, str] = field(default_factory=dict)
@@ -367,6 +371,9 @@ class FakeTailscale:
             if rest == "/devices" and method == "GET":
                 self._need(token, "devices:core", method)
                 return _Reply(200, {"devices": list(self.devices.values())})
+            if rest == "/users" and method == "GET":
+                self._need(token, "users", method)
+                return _Reply(200, {"users": self._users()})
             if rest == "/acl" and method in ("GET", "POST"):
                 self._need(token, "policy_file", method)
                 return self._acl(method, body)
@@ -396,6 +403,19 @@ class FakeTailscale:
                 del self.devices[dev["nodeId"]]
                 return _Reply(200)
         raise _err(404, "not found")
+
+    def _users(self, devices: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+        """:attr:`users`, and every owner of a device (``devices``: default the fake's own)."""
+        out = dict(self.users)
+        for d in self.devices.values() if devices is None else devices:
+            login = str(d.get("user") or "")
+            if login and login != "tagged-devices" and login not in out:
+                out[login] = {"id": f"u{len(out) + 1}", "loginName": login, "displayName": login}
+        for login, u in out.items():
+            u.setdefault("loginName", login)
+            u.setdefault("role", "member")
+            u.setdefault("type", "member")
+        return [out[k] for k in sorted(out)]
 
     # --- the policy file -------------------------------------------------------------------
     def _etag(self) -> str:

@@ -64,6 +64,10 @@ class BoxedFake(FakeTailscale):
 
     box: BoxAdmin | None = None
     """The box's admin client; required."""
+    owners: dict[str, str] = field(default_factory=dict)
+    """The owner (login name) of each untagged node, by hostname: the box's testcontrol puts
+    every node under one user, the API names each device's owner. Default
+    ``user@tailnet.test``."""
 
     def _admin(self) -> BoxAdmin:
         if self.box is None:
@@ -82,7 +86,12 @@ class BoxedFake(FakeTailscale):
                 return self._box_service(method, sm.group(1), body)
             if rest == "/devices" and method == "GET":
                 self._need(token, "devices:core", method)
-                return _Reply(200, {"devices": [_device(n) for n in self._admin().nodes()]})
+                return _Reply(200, {"devices": [_device(n, self.owners) for n in self._admin().nodes()]})
+            if rest == "/users" and method == "GET":
+                self._need(token, "users", method)
+                return _Reply(
+                    200, {"users": self._users([_device(n, self.owners) for n in self._admin().nodes()])}
+                )
             if (tm := re.fullmatch(r"/api/v2/device/([^/]+)/tags", path)) is not None and method == "POST":
                 self._need(token, "devices:core", method)
                 tags = list((body or {}).get("tags") or [])
@@ -95,7 +104,7 @@ class BoxedFake(FakeTailscale):
             ):
                 self._need(token, "devices:core", method)
                 if method == "GET":
-                    return _Reply(200, _device(self._admin().node(dm.group(1))))
+                    return _Reply(200, _device(self._admin().node(dm.group(1)), self.owners))
                 self._admin().delete_node(dm.group(1))
                 return _Reply(200)
         except AdminError as e:
@@ -150,8 +159,8 @@ class BoxedFake(FakeTailscale):
         return _Reply(200, svc)
 
 
-def _device(n: dict[str, Any]) -> dict[str, Any]:
-    """A box node in the API's device shape."""
+def _device(n: dict[str, Any], owners: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """A box node in the API's device shape (an untagged node's owner from ``owners``)."""
     return {
         "id": n["id"],
         "nodeId": n["nodeId"],
@@ -159,7 +168,7 @@ def _device(n: dict[str, Any]) -> dict[str, Any]:
         "hostname": n["hostname"],
         "addresses": n["addresses"],
         "tags": n["tags"],
-        "user": "tagged-devices" if n["tags"] else "user@tailnet.test",
+        "user": "tagged-devices" if n["tags"] else (owners or {}).get(n["hostname"], "user@tailnet.test"),
         "authorized": True,
         "keyExpiryDisabled": n["keyExpiry"] is None,
         "expires": n["keyExpiry"] or "0001-01-01T00:00:00Z",
@@ -223,10 +232,11 @@ class BoxedTailnet:
         *,
         tag_owners: Mapping[str, list[str]] | None = None,
         services: Mapping[str, list[str]] | None = None,
+        groups: Mapping[str, list[str]] | None = None,
     ) -> dict[str, Any]:
-        """``POST /api/v2/tailnet/-/acl`` with the current policy, ``tagOwners`` and/or
-        ``autoApprovers.services`` replaced, sending the ETag read back as ``If-Match``, as an
-        admin's GitOps job would."""
+        """``POST /api/v2/tailnet/-/acl`` with the current policy, ``tagOwners``,
+        ``autoApprovers.services`` and/or ``groups`` replaced, sending the ETag read back as
+        ``If-Match``, as an admin's GitOps job would."""
         with httpx.Client(base_url=self.api_url, auth=(self.api_key, ""), timeout=10) as http:
             r = http.get("/api/v2/tailnet/-/acl")
             r.raise_for_status()
@@ -235,6 +245,8 @@ class BoxedTailnet:
                 doc["tagOwners"] = dict(tag_owners)
             if services is not None:
                 doc.setdefault("autoApprovers", {})["services"] = dict(services)
+            if groups is not None:
+                doc["groups"] = dict(groups)
             w = http.post("/api/v2/tailnet/-/acl", json=doc, headers={"If-Match": r.headers["ETag"]})
             w.raise_for_status()
             return dict(w.json())

@@ -245,9 +245,17 @@ class TailscaledNodes:
 class Tailnet(TailscaledNodes):
     """Headscale plus tailscaled nodes in one private namespace. Call :meth:`close` when done."""
 
-    def __init__(self, workdir: Path, ns: Namespace | None = None, address: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        ns: Namespace | None = None,
+        address: str = "127.0.0.1",
+        *,
+        policy_mode: str = "file",
+    ) -> None:
         """Without ``ns``, make a private namespace (deleted by :meth:`close`); with one (the
-        Kubernetes bed's tailnet namespace), run there and serve on ``address``."""
+        Kubernetes bed's tailnet namespace), run there and serve on ``address``. ``policy_mode``
+        ``database``: the policy is set through the API (see ``headscale_config``)."""
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self._owned = NetNS(prefix="tsgw-tailnet") if ns is None else None
@@ -257,7 +265,7 @@ class Tailnet(TailscaledNodes):
         listen = f"{address}:{HEADSCALE_PORT}"
         self.url = f"http://{listen}"  # as seen from inside the namespace
         cfg = self.dir / "headscale.yaml"
-        cfg.write_text(yaml.safe_dump(headscale_config(self.dir, listen)))
+        cfg.write_text(yaml.safe_dump(headscale_config(self.dir, listen, policy_mode)))
         self.config = cfg
         self.headscale = Process(
             "headscale",

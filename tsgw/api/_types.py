@@ -68,6 +68,7 @@ __all__ = [
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 TAG = r"^tag:[a-zA-Z][-a-zA-Z0-9]*$"
+GROUP = r"^group:[a-zA-Z0-9][-a-zA-Z0-9_.]*$"
 DURATION = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 SERVICE = r"^svc:[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 HOST_OR_IP = r"^[0-9A-Za-z.:-]+$"
@@ -480,6 +481,12 @@ class IngressPort:
             check=lambda s: s.protocol in ("TCP", "HTTP"),
             field_path=".protocol",
         ),
+        Rule(
+            cel="!has(self.proxyProtocol) || !self.proxyProtocol || self.protocol == 'TCP'",
+            message="proxyProtocol is for TCP ports (HTTP ports pass the caller in Tailscale-* headers)",
+            check=lambda s: not s.proxy_protocol or s.protocol == "TCP",
+            field_path=".proxyProtocol",
+        ),
     )
 
     port: int = field("Port on the Tailscale Service.", minimum=1, maximum=65535)
@@ -488,6 +495,12 @@ class IngressPort:
         "Port of each backend Service, by number or name. Default: port.", default=None
     )
     name: str | None = field("Name of the port. Default: <protocol>-<port>.", default=None, pattern=DNS_LABEL)
+    proxy_protocol: bool = field(
+        "TCP ports: open each connection to a backend with a PROXY protocol v2 header carrying "
+        "the tailnet caller's address (the backend must expect it). HTTP ports instead pass the "
+        "caller's identity in Tailscale-* headers.",
+        default=False,
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -685,14 +698,15 @@ class AccessAction(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AccessRule:
-    """Tailnet sources matched by any of tags, users or CIDRs."""
+    """Tailnet sources matched by any of tags, users, groups or CIDRs. Users and groups match
+    devices owned by a user only: a tagged device has no user (as in Tailscale's policy)."""
 
     __rules__ = (
         Rule(
             cel="has(self.tags) && size(self.tags) > 0 || has(self.users) && size(self.users) > 0 "
-            "|| has(self.cidrs) && size(self.cidrs) > 0",
-            message="a rule needs at least one of tags, users or cidrs",
-            check=lambda s: len(s.tags) + len(s.users) + len(s.cidrs) > 0,
+            "|| has(self.groups) && size(self.groups) > 0 || has(self.cidrs) && size(self.cidrs) > 0",
+            message="a rule needs at least one of tags, users, groups or cidrs",
+            check=lambda s: len(s.tags) + len(s.users) + len(s.groups) + len(s.cidrs) > 0,
         ),
     )
 
@@ -701,7 +715,14 @@ class AccessRule:
         "Devices carrying any of these tags.", default=(), max_items=16, item_pattern=TAG
     )
     users: tuple[str, ...] = field(
-        "Devices owned by any of these users (login names).", default=(), max_items=16
+        "Untagged devices owned by any of these users (login names).", default=(), max_items=16
+    )
+    groups: tuple[str, ...] = field(
+        "Untagged devices owned by a member of any of these groups of the tailnet policy file "
+        "(group:name). Until the policy file is read, a group has no members.",
+        default=(),
+        max_items=16,
+        item_pattern=GROUP,
     )
     cidrs: tuple[str, ...] = field(
         "Tailnet source addresses.",

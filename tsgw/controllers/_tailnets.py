@@ -13,6 +13,11 @@
   about 100 bytes a device: some 10,000 devices fit the 1 MiB limit). Every replica reads it
   through its informer, so data still flows one way and every replica translates the same.
   The ConfigMap is written only when the facts change.
+- **Identity**: the tailnet's users (display names) and its policy file's ``groups``
+  (:class:`PolicyGroups`; Tailscale ``GET /api/v2/tailnet/-/acl``, scope ``policy_file:read``;
+  Headscale ``GET /api/v1/policy``, database policy mode) travel in the facts with each user,
+  for the caller-identity headers and ``groups`` access rules. Either may be unreadable: the
+  facts then carry what is known and the Ready message says what is not.
 - **Clients** are kept in a :class:`TailnetClients` registry that the auth-key controller uses.
 """
 
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,9 +62,17 @@ from tsgw.tailscale import (
     owners_of,
 )
 from tsgw.tailscale import Client as TailscaleAPI
-from tsgw.translate import Device, TailnetFacts
+from tsgw.tailscale import User as TailscaleUser
+from tsgw.translate import Device, TailnetFacts, User
 
-__all__ = ["FACTS_KEY", "TAILNET_LABEL", "TailnetClients", "TailnetReconciler", "facts_configmap_name"]
+__all__ = [
+    "FACTS_KEY",
+    "TAILNET_LABEL",
+    "PolicyGroups",
+    "TailnetClients",
+    "TailnetReconciler",
+    "facts_configmap_name",
+]
 
 log = structlog.get_logger("tsgw.controllers.tailnets")
 
@@ -144,6 +158,7 @@ class TailnetReconciler:
         self.namespace = namespace
         self.poll_interval = poll_interval
         self.store = manager.informer(resource).store
+        self._refused_reads: dict[str, dict[str, tuple[float, str]]] = {}
         self.facts_writes = 0
         """ConfigMap writes made (tests count them)."""
 
@@ -174,7 +189,9 @@ class TailnetReconciler:
         except TailscaleError as e:
             await self._status(obj, False, "APIError", str(e))
             return Result(requeue_after=self.poll_interval)
-        facts = _facts(devices, services, self.operator_id)
+        refused = self._refused_reads.setdefault(req.name, {})
+        users, groups, notes = await _identities(ts, refused, time.monotonic())
+        facts = _facts(devices, services, self.operator_id, users, groups)
         try:
             await self._publish(req.name, facts)
         except _FactsRefused as e:
@@ -187,7 +204,8 @@ class TailnetReconciler:
             True,
             "Ready",
             f"{caps.backend}: {len(devices)} devices, {len(services)} Tailscale Services"
-            + ("" if caps.services else " (no Tailscale Services on this control plane)"),
+            + ("" if caps.services else " (no Tailscale Services on this control plane)")
+            + "".join(f"; {n}" for n in notes),
             suffix=facts.magic_dns_suffix,
         )
         return Result(requeue_after=self.poll_interval)
@@ -255,9 +273,89 @@ class TailnetReconciler:
             log.warning("tailnet not usable", tailnet=obj["metadata"]["name"], reason=reason, message=message)
 
 
-def _facts(devices: list[Any], services: list[Any], operator_id: str = "") -> TailnetFacts:
+@dataclass(frozen=True)
+class PolicyGroups:
+    """The ``groups`` of a tailnet policy file: ``group:name`` → its members as written.
+
+    Members are user names as the control plane writes them in policies: Tailscale's login
+    names (``alice@example.com``); Headscale's ``alice@`` (the user's name followed by ``@``)
+    or the user's email. Groups do not nest (Tailscale refuses a group in a group); entries
+    that are not user names (``autogroup:...``, tags) are ignored.
+    """
+
+    members: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @classmethod
+    def from_policy(cls, policy: Mapping[str, Any]) -> PolicyGroups:
+        groups = policy.get("groups") if isinstance(policy, Mapping) else None
+        if not isinstance(groups, Mapping):
+            return cls()
+        return cls(
+            {
+                str(g): tuple(str(m) for m in ms if isinstance(m, str) and ":" not in m)
+                for g, ms in groups.items()
+                if str(g).startswith("group:") and isinstance(ms, list)
+            }
+        )
+
+    def of(self, login: str, email: str = "") -> tuple[str, ...]:
+        """The groups that list a user, sorted."""
+        names = {n for n in (login, f"{login}@", email) if n and n != "@"}
+        return tuple(sorted(g for g, ms in self.members.items() if not names.isdisjoint(ms)))
+
+
+REFUSED_READ_RETRY = 600.0
+"""Seconds before a refused read of users or the policy file is tried again."""
+
+
+async def _identities(
+    ts: TailscaleAPI, refused: dict[str, tuple[float, str]] | None = None, now: float = 0.0
+) -> tuple[list[TailscaleUser], PolicyGroups, list[str]]:
+    """The tailnet's users and policy groups, for caller identity and ``groups`` rules. Either
+    may be out of the credential's reach (Tailscale's scopes ``users:read`` and
+    ``policy_file:read``; Headscale's policy in file mode): then display names fall back to the
+    login and groups have no members, and the tailnet's Ready message says so. A refused read
+    is remembered in ``refused`` (what → (monotonic time to ask again, why)) and not repeated
+    before :data:`REFUSED_READ_RETRY` seconds, so a credential without the optional scopes
+    does not fail half of every poll's requests."""
+    refused = {} if refused is None else refused
+    notes: list[str] = []
+    users: list[TailscaleUser] = []
+    groups = PolicyGroups()
+
+    async def read(what: str, call: Any, note: str) -> Any:
+        until, why = refused.get(what, (0.0, ""))
+        if now < until:
+            notes.append(f"{note} ({why})")
+            return None
+        try:
+            value = await call()
+        except (RateLimitedError, TransportError):
+            raise
+        except TailscaleError as e:
+            refused[what] = (now + REFUSED_READ_RETRY, str(e))
+            notes.append(f"{note} ({e})")
+            return None
+        refused.pop(what, None)
+        return value
+
+    users = await read("users", ts.list_users, "display names unknown") or []
+    policy = await read("policy", ts.get_policy, "policy groups unknown, groups rules match nobody")
+    if policy is not None:
+        groups = PolicyGroups.from_policy(policy)
+    return users, groups, notes
+
+
+def _facts(
+    devices: list[Any],
+    services: list[Any],
+    operator_id: str = "",
+    users: list[TailscaleUser] | None = None,
+    groups: PolicyGroups | None = None,
+) -> TailnetFacts:
     """The facts of a tailnet; a service's claims are this operator's only (all when
-    ``operator_id`` is empty), as ``Kind/namespace/name``."""
+    ``operator_id`` is empty), as ``Kind/namespace/name``; users (those that own a device or
+    that the API lists) with their display names and policy groups."""
     names = [d.name for d in devices if "." in d.name.rstrip(".")]
     suffix = ""
     if names:
@@ -291,7 +389,16 @@ def _facts(devices: list[Any], services: list[Any], operator_id: str = "") -> Ta
         for s in services
         if (owners := owners_of(s)) is not None
     }
-    return TailnetFacts(suffix, out, svcs, claims)
+    groups = groups or PolicyGroups()
+    known = {u.login: u for u in users or () if u.login}
+    people: dict[str, User] = {}
+    for login in sorted(set(known) | {d.user for d in devices if d.user and not d.tags}):
+        u = known.get(login)
+        name, mail = (u.display_name, u.email) if u is not None else ("", "")
+        entry = User(name, groups.of(login, mail))
+        if entry != User():
+            people[login] = entry
+    return TailnetFacts(suffix, out, svcs, claims, people)
 
 
 def facts_from_configmaps(

@@ -16,6 +16,7 @@ __all__ = [
     "AccessPolicy",
     "AccessRule",
     "AncestorVerdict",
+    "CallerIdentity",
     "Cluster",
     "Condition",
     "Direction",
@@ -255,6 +256,16 @@ class AccessPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class CallerIdentity:
+    """The tailnet callers an HTTP listener names to its backends: request headers by source
+    address (the PROXY header's). One object per tailnet's facts, shared by every listener of
+    that tailnet (equality then stops at identity)."""
+
+    callers: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+    """(address, ((header, value), ...)) in address order; an address not listed gets none."""
+
+
+@dataclass(frozen=True, slots=True)
 class Listener:
     """An Envoy listener in a proxy pod."""
 
@@ -272,6 +283,9 @@ class Listener:
     proxy_protocol: bool = False
     """Ingress: tailscaled prepends a PROXY v2 header carrying the tailnet source address."""
     access: AccessPolicy | None = None
+    callers: CallerIdentity | None = None
+    """HTTP ingress: every incoming ``Tailscale-*`` header is removed, then the caller's own
+    are set from this table. None: headers pass untouched."""
     sections: tuple[str, ...] = ()
     """Names a TailscaleRoutePolicy's sectionName can use for this listener (port or Gateway
     listener names)."""

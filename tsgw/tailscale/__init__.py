@@ -56,6 +56,7 @@ from ._types import (
     OAuthClientCredentials,
     RetryOptions,
     TailscaleService,
+    User,
 )
 
 __all__ = [
@@ -95,6 +96,7 @@ __all__ = [
     "TailscaleService",
     "TransportError",
     "UnsupportedError",
+    "User",
     "owners_of",
     "plan_claim",
     "plan_release",

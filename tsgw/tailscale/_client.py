@@ -39,6 +39,7 @@ from ._types import (
     Device,
     OAuthClientCredentials,
     TailscaleService,
+    User,
 )
 
 __all__ = ["Client", "TailscaleClient", "parse_time"]
@@ -225,6 +226,15 @@ class Client(abc.ABC):
             if (not hostname or d.hostname == hostname) and want <= set(d.tags)
         ]
 
+    # --- users and the policy file ------------------------------------------------------
+    @abc.abstractmethod
+    async def list_users(self) -> list[User]:
+        """Every user of the tailnet (Tailscale: scope ``users:read``)."""
+
+    @abc.abstractmethod
+    async def get_policy(self) -> dict[str, Any]:
+        """The tailnet policy file as a JSON object (Tailscale: scope ``policy_file:read``)."""
+
     # --- Tailscale Services ------------------------------------------------------------
     def _need_services(self) -> None:
         if not self.capabilities.services:
@@ -405,6 +415,23 @@ class TailscaleClient(Client):
         )
 
     # --- Tailscale Services ------------------------------------------------------------
+    async def list_users(self) -> list[User]:
+        body = await self._core.request("GET", f"{self._t}/users")
+        return [
+            User(
+                login=str(u.get("loginName", "")),
+                display_name=str(u.get("displayName", "")),
+                id=str(u.get("id", "")),
+            )
+            for u in (body or {}).get("users") or []
+        ]
+
+    async def get_policy(self) -> dict[str, Any]:
+        # The client asks for JSON (Accept: application/json), which the API answers instead
+        # of the stored HuJSON.
+        body = await self._core.request("GET", f"{self._t}/acl")
+        return body if isinstance(body, dict) else {}
+
     def _svc(self, name: str) -> str:
         if not _SERVICE_NAME.fullmatch(name):
             raise ValueError(f"not a Tailscale Service name (svc:<dns-label>): {name!r}")

@@ -18,10 +18,11 @@ from typing import Any
 
 import httpx
 
+from . import _hujson as hujson
 from ._client import Client, _strs, parse_time
 from ._errors import InvalidRequestError, NotFoundError
 from ._http import HTTPCore, Sleep, StaticToken
-from ._types import APIKey, AuthKey, AuthKeyRequest, Capabilities, ClientOptions, Device
+from ._types import APIKey, AuthKey, AuthKeyRequest, Capabilities, ClientOptions, Device, User
 
 __all__ = ["HeadscaleClient"]
 
@@ -172,6 +173,33 @@ class HeadscaleClient(Client):
 
     async def set_device_tags(self, device_id: str, tags: Sequence[str]) -> None:
         await self._core.request("POST", f"{self._node(device_id)}/tags", json={"tags": list(tags)})
+
+    async def list_users(self) -> list[User]:
+        body = await self._core.request("GET", "/api/v1/user")
+        return [
+            User(
+                login=str(u.get("name", "")),
+                display_name=str(u.get("displayName", "")),
+                email=str(u.get("email", "")),
+                id=str(u.get("id", "")),
+            )
+            for u in (body or {}).get("users") or []
+        ]
+
+    async def get_policy(self) -> dict[str, Any]:
+        # Database policy mode: the stored HuJSON text. In file mode Headscale answers 500
+        # ("reading policy from path"), which no retry changes: not retried (only a 429 is).
+        body = await self._core.request("GET", "/api/v1/policy", idempotent=False)
+        text = str((body or {}).get("policy") or "")
+        if not text.strip():
+            return {}
+        try:
+            doc = hujson.loads(text)
+        except ValueError as e:
+            raise InvalidRequestError(
+                200, f"the stored policy is not HuJSON: {e}", method="GET", path="/api/v1/policy"
+            ) from e
+        return doc if isinstance(doc, dict) else {}
 
 
 def _key(k: Any, *, listing: bool = False) -> AuthKey:

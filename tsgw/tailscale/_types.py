@@ -22,6 +22,7 @@ __all__ = [
     "OAuthClientCredentials",
     "RetryOptions",
     "TailscaleService",
+    "User",
 ]
 
 
@@ -165,6 +166,18 @@ class Device:
     expires: datetime | None = None
     os: str = ""
     client_version: str = ""
+
+
+@dataclass(frozen=True)
+class User:
+    """A user of the tailnet."""
+
+    login: str
+    """What a device's ``user`` says (Tailscale: the login name; Headscale: the user's name)."""
+    display_name: str = ""
+    email: str = ""
+    """Headscale: the user's email, which its policy file may name a user by."""
+    id: str = ""
 
 
 @dataclass(frozen=True)

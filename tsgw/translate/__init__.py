@@ -8,7 +8,7 @@ never blocks the others. The same input gives byte-identical output.
 
 from tsgw.translate._egress import egress_service_ports
 from tsgw.translate._identity import egress_service_name, group_name, node_cluster, split_node_cluster
-from tsgw.translate._inputs import Device, Inputs, Options, TailnetFacts
+from tsgw.translate._inputs import Device, Inputs, Options, TailnetFacts, User
 from tsgw.translate._objects import DEVICE_FINALIZER, owned_objects
 from tsgw.translate._policy import ROUTE_ACCESS_KIND, ROUTE_KINDS, resolve_access, route_access_objects
 from tsgw.translate._status import status_body
@@ -25,6 +25,7 @@ __all__ = [
     "Result",
     "TailnetFacts",
     "Translator",
+    "User",
     "XdsResources",
     "access_rules",
     "egress_service_name",

@@ -4,7 +4,9 @@ The group serves `svc:<serviceName or name>` on the tailnet. Backends are Servic
 object's namespace, by name or by label selector; a Service named by several backends keeps the
 weight and priority of the first. Each port is one listener on 127.0.0.1 (tailscaled forwards to
 it with the PROXY protocol): an HTTP port routes by its rules, each rule to a cluster of the
-Services it names (all backends if it names none); a TCP port is one cluster of all backends.
+Services it names (all backends if it names none), and tells the backends who calls in
+``Tailscale-*`` headers (`_caller`); a TCP port is one cluster of all backends, whose connections
+open with a PROXY v2 header of the caller's addresses when the port asks (``proxyProtocol``).
 Endpoints are the backends' ready endpoints. A missing backend, port or rule Service is
 reported (ResolvedRefs=False, BackendNotFound); the group is built all the same. No group
 without the tailnet.
@@ -29,6 +31,7 @@ from tsgw.model import (
     ServicesDetails,
     TailscaleService,
 )
+from tsgw.translate._caller import caller_identity
 from tsgw.translate._context import (
     ACCEPTED,
     RESOLVED,
@@ -152,13 +155,17 @@ def _services(
                     "127.0.0.1",
                     routes=tuple(routes),
                     proxy_protocol=True,
+                    callers=caller_identity(facts),
                     sections=(section,),
                 )
             )
         else:
             cname = f"{base}/all"
             clusters[cname] = Cluster(
-                cname, Protocol.TCP, _backend_endpoints(ctx, ns, backends, target, problems)
+                cname,
+                Protocol.TCP,
+                _backend_endpoints(ctx, ns, backends, target, problems),
+                proxy_protocol=port.proxy_protocol,
             )
             listeners.append(
                 Listener(

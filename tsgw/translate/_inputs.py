@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Device", "Inputs", "Options", "TailnetFacts"]
+__all__ = ["Device", "Inputs", "Options", "TailnetFacts", "User"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +22,16 @@ class Device:
 
 
 @dataclass(frozen=True, slots=True)
+class User:
+    """A tailnet user: what the caller-identity headers and ``groups`` access rules need."""
+
+    display_name: str = ""
+    """Display name (Tailscale's ``displayName``; Headscale's ``displayName`` or name)."""
+    groups: tuple[str, ...] = ()
+    """The tailnet policy file's groups (``group:x``) that list this user."""
+
+
+@dataclass(frozen=True, slots=True)
 class TailnetFacts:
     """What the controllers learned from a tailnet's API; translation never calls the API."""
 
@@ -32,6 +42,9 @@ class TailnetFacts:
     claims: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     """Tailscale Service name → the tsgw objects claiming it (``Kind/namespace/name``, from its
     owner annotation, any cluster); services tsgw did not make have no entry."""
+    users: Mapping[str, User] = field(default_factory=dict)
+    """Login name (a device's ``user``) → display name and policy groups; users the controllers
+    could not read (or that own no device) have no entry."""
 
     def to_json(self) -> dict[str, Any]:
         """A compact JSON document (short keys: the operator stores thousands of devices in a
@@ -44,6 +57,11 @@ class TailnetFacts:
             ],
             "services": {k: list(v) for k, v in sorted(self.services.items())},
             **({"claims": {k: list(v) for k, v in sorted(self.claims.items())}} if self.claims else {}),
+            **(
+                {"users": {k: [u.display_name, list(u.groups)] for k, u in sorted(self.users.items())}}
+                if self.users
+                else {}
+            ),
         }
 
     @classmethod
@@ -57,7 +75,8 @@ class TailnetFacts:
         )
         services = {str(k): tuple(map(str, v)) for k, v in (doc.get("services") or {}).items()}
         claims = {str(k): tuple(map(str, v)) for k, v in (doc.get("claims") or {}).items()}
-        return cls(str(doc.get("suffix") or ""), devices, services, claims)
+        users = {str(k): User(str(n), tuple(map(str, g))) for k, (n, g) in (doc.get("users") or {}).items()}
+        return cls(str(doc.get("suffix") or ""), devices, services, claims, users)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,8 +7,9 @@ any of its sections, and the other way round. The loser is Accepted=False, Confl
 of HTTP-only settings (timeout, retries, requestHeaders) on a target with no HTTP or gRPC
 listener is Invalid, unless it also sets access (then those settings are ignored and said so).
 On the routes it reaches, a policy's timeout fills in where a rule set none, its retries and
-request headers replace theirs, and its access policy (tailnet tags and users resolved to
-device addresses) applies to the listeners. Status is per target, as Gateway API's
+request headers replace theirs, and its access policy (tailnet tags, users and policy-file
+groups resolved to device addresses; users and groups match untagged devices only) applies to
+the listeners. Status is per target, as Gateway API's
 PolicyAncestorStatus has it, and one Accepted condition for the whole policy.
 
 A policy may also target a Gateway API HTTPRoute or GRPCRoute (or one of its rules), which
@@ -51,18 +52,31 @@ ROUTE_ACCESS_KIND = "TailscaleRouteAccess"
 
 
 def resolve_access(policy: api.Access, facts: TailnetFacts) -> AccessPolicy:
-    """Access rules with tags and users resolved to the addresses of the tailnet's devices that
-    carry them (a rule matching no device keeps its CIDRs only: it may match nothing)."""
+    """Access rules with tags, users and groups resolved to the addresses of the tailnet's
+    devices they match (a rule matching no device keeps its CIDRs only: it may match nothing).
+    Users and groups match untagged devices only: a tagged device belongs to its tags, not to
+    the user who tagged it (Tailscale's policy says the same). A group's members are the users
+    whose facts list it (the tailnet policy file's ``groups``)."""
     rules = []
     for r in policy.rules:
         cidrs: set[str] = {str(ipaddress.ip_network(c, strict=False)) for c in r.cidrs}
+        groups = set(r.groups)
         for d in facts.devices:
-            if set(r.tags) & set(d.tags) or (d.user and d.user in r.users):
+            if set(r.tags) & set(d.tags) or (
+                not d.tags and d.user and _owner_matches(r, groups, d.user, facts)
+            ):
                 for a in d.addresses:
                     if _is_ip(a):
                         cidrs.add(str(ipaddress.ip_network(a)))
         rules.append(AccessRule(r.action is api.AccessAction.ALLOW, tuple(sorted(cidrs))))
     return AccessPolicy(tuple(rules), policy.default_action is api.AccessAction.ALLOW)
+
+
+def _owner_matches(r: api.AccessRule, groups: set[str], user: str, facts: TailnetFacts) -> bool:
+    if user in r.users:
+        return True
+    u = facts.users.get(user)
+    return u is not None and not groups.isdisjoint(u.groups)
 
 
 def apply_policies(
@@ -150,8 +164,8 @@ def _route_fit(
 
 
 def _names_devices(access: api.Access) -> bool:
-    """Whether rules name tags or users, which only the tailnet's facts turn into addresses."""
-    return any(r.tags or r.users for r in access.rules)
+    """Whether rules name tags, users or groups, which only the tailnet's facts turn into addresses."""
+    return any(r.tags or r.users or r.groups for r in access.rules)
 
 
 def _conflict_holder(

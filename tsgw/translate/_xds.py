@@ -5,7 +5,8 @@ Per proxy group: CDS clusters (EDS-fed), their ClusterLoadAssignments, LDS liste
 route configurations. Egress endpoints are tailnet addresses dialled through tailscaled's local
 HTTP CONNECT proxy (Envoy's http_11_proxy transport socket, with the proxy address in each
 endpoint's metadata), so Envoy's weights, priorities, outlier detection and retries apply to
-tailnet targets one by one.
+tailnet targets one by one. HTTP ingress listeners carry the caller-identity filters of
+`tsgw.translate._caller`; TCP ingress clusters may open with a PROXY v2 header of their own.
 
 Not active health checks: Envoy's health checker ignores the http_11_proxy routing and dials
 the target directly (unreachable from an unprivileged pod), and it cannot reach internal
@@ -43,6 +44,7 @@ from google.protobuf import any_pb2, duration_pb2, json_format, wrappers_pb2
 from google.protobuf.message import Message
 
 from tsgw.model import AccessPolicy, Cluster, Failover, Listener, Protocol, ProxyGroup, Route
+from tsgw.translate._caller import caller_filters
 
 __all__ = ["PROXY_ADDRESS_KEY", "XdsResources", "access_rules", "xds_resources"]
 
@@ -307,6 +309,8 @@ def _listener(li: Listener) -> listener_pb2.Listener:
         hcm = hcm_pb2.HttpConnectionManager(stat_prefix=li.name, codec_type=_HCM_AUTO)
         hcm.rds.config_source.CopyFrom(_C["ads"])
         hcm.rds.route_config_name = li.name
+        if li.callers is not None:
+            hcm.http_filters.extend(caller_filters(li.callers))
         hcm.http_filters.add(name="envoy.filters.http.router").typed_config.CopyFrom(_C["router"])
         if li.proxy_protocol:
             hcm.use_remote_address.value = True

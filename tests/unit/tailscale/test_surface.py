@@ -41,6 +41,7 @@ def test_tailscale_exports_exactly_the_curated_names() -> None:
         "TailscaleService",
         "TransportError",
         "UnsupportedError",
+        "User",
         "owners_of",
         "plan_claim",
         "plan_release",

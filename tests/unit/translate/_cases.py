@@ -22,7 +22,7 @@ from tsgw.model import (
     ServicesDetails,
     StatusDetails,
 )
-from tsgw.translate import Device, Inputs, Result, TailnetFacts
+from tsgw.translate import Device, Inputs, Result, TailnetFacts, User
 
 HERE = pathlib.Path(__file__).parent
 CASES = HERE / "cases"
@@ -45,6 +45,10 @@ def _facts(doc: dict[str, Any]) -> TailnetFacts:
         ),
         services={k: tuple(v) for k, v in (doc.get("services") or {}).items()},
         claims={k: tuple(v) for k, v in (doc.get("claims") or {}).items()},
+        users={
+            k: User(v.get("displayName", ""), tuple(v.get("groups", ())))
+            for k, v in (doc.get("users") or {}).items()
+        },
     )
 
 
@@ -84,11 +88,19 @@ def case_names() -> list[str]:
     return [*sorted(p.stem for p in CASES.glob("*.yaml") if not p.stem.startswith("_")), "examples"]
 
 
+_OMITTED_WHEN_NONE = frozenset({"callers"})
+"""Optional model fields shown only where a case sets them (older golden files stay as they were)."""
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, enum.Enum):
         return value.value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {
+            f.name: _plain(v)
+            for f in dataclasses.fields(value)
+            if (v := getattr(value, f.name)) is not None or f.name not in _OMITTED_WHEN_NONE
+        }
     if isinstance(value, tuple | list):
         return [_plain(v) for v in value]
     if isinstance(value, dict):
