@@ -33,6 +33,8 @@ from tsgw.model._model import (
     StatusDetails,
     TailscaleService,
     TargetDetail,
+    TlsCertificate,
+    TlsSecret,
 )
 
 __all__ = [
@@ -63,4 +65,6 @@ __all__ = [
     "StatusDetails",
     "TailscaleService",
     "TargetDetail",
+    "TlsCertificate",
+    "TlsSecret",
 ]

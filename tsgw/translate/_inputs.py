@@ -78,6 +78,8 @@ class Inputs:
     auth_keys: Mapping[str, str] = field(default_factory=dict)
     """``namespace/pod`` of a proxy replica → the auth key minted for it (the controller mints
     once per replica)."""
+    secrets: Sequence[Mapping[str, Any]] = ()
+    """core/v1 Secrets of type ``kubernetes.io/tls`` (the certificates TLS ports name)."""
 
 
 @dataclass(frozen=True, slots=True)
