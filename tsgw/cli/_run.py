@@ -129,6 +129,13 @@ def add_cluster_arguments(p: argparse.ArgumentParser) -> None:
         "sharing a tailnet its own (default: the kube-system namespace's UID)",
     )
     g.add_argument(
+        "--xds-auth",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="require each proxy Envoy's per-group token on the xDS port; the key is the Secret "
+        "tsgw-xds-auth of the operator's namespace, made when absent (default: on)",
+    )
+    g.add_argument(
         "--xds-service",
         metavar="HOST:PORT",
         default=None,
@@ -221,6 +228,7 @@ def run_cluster(args: argparse.Namespace) -> int:
             leader_election=args.leader_elect,
             tailnet_poll_interval=args.tailnet_poll_interval,
             cluster_id=args.cluster_id,
+            xds_auth=args.xds_auth,
             translate=dataclasses.replace(
                 translate.Options(),
                 operator_namespace=args.namespace,
