@@ -117,12 +117,19 @@ class AdsClient:
 
 @contextlib.asynccontextmanager
 async def ads_client(
-    port: int, *, delta: bool = False, node_id: str = "client-0", cluster: str = "proxies"
+    port: int,
+    *,
+    delta: bool = False,
+    node_id: str = "client-0",
+    cluster: str = "proxies",
+    metadata: Mapping[str, str] | None = None,
 ) -> AsyncIterator[AdsClient]:
     channel = Channel("127.0.0.1", port, codec=RawCodec())
     try:
         path = DELTA_PATH if delta else SOTW_PATH
-        async with channel.request(path, Cardinality.STREAM_STREAM, bytes, bytes) as stream:
+        async with channel.request(
+            path, Cardinality.STREAM_STREAM, bytes, bytes, metadata=dict(metadata or {})
+        ) as stream:
             await stream.send_request()
             client = AdsClient(stream, delta, base_pb2.Node(id=node_id, cluster=cluster))
             async with anyio.create_task_group() as tg:

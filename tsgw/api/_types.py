@@ -39,6 +39,7 @@ __all__ = [
     "Images",
     "IngressBackend",
     "IngressPort",
+    "IngressTLS",
     "ListenerStatus",
     "LocalRef",
     "OAuthKeys",
@@ -71,6 +72,7 @@ TAG = r"^tag:[a-zA-Z][-a-zA-Z0-9]*$"
 GROUP = r"^group:[a-zA-Z0-9][-a-zA-Z0-9_.]*$"
 DURATION = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 SERVICE = r"^svc:[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+HOSTNAME = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 HOST_OR_IP = r"^[0-9A-Za-z.:-]+$"
 HEADER_NAME = r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$"
 URL = r"^https?://[^\s/]+(/[^\s]*)?$"
@@ -465,6 +467,25 @@ _UDP_MESSAGE = (
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class IngressTLS:
+    """A certificate Envoy terminates TLS with, chosen by the client's SNI."""
+
+    secret_name: str = field(
+        "A Secret of type kubernetes.io/tls in this namespace (cert-manager writes these): tls.crt "
+        "(the chain, leaf first) and tls.key. Served to Envoy over SDS, never mounted in the proxy.",
+        pattern=DNS_SUBDOMAIN,
+        max_length=253,
+    )
+    hostnames: tuple[str, ...] = field(
+        "SNI names this certificate answers (exact, or *.example.com); empty: any name no other "
+        "certificate of the port lists (at most one such entry per port).",
+        default=(),
+        max_items=16,
+        item_pattern=HOSTNAME,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class IngressPort:
     """A port of the Tailscale Service."""
 
@@ -490,6 +511,12 @@ class IngressPort:
     )
 
     port: int = field("Port on the Tailscale Service.", minimum=1, maximum=65535)
+    tls: tuple[IngressTLS, ...] = field(
+        "Terminate TLS on this port with these certificates (SNI selects one); empty: no TLS.",
+        default=(),
+        max_items=8,
+    )
+
     protocol: str = field("TCP (opaque) or HTTP (routed by spec.http rules).", default="TCP")
     target_port: int | str | None = field(
         "Port of each backend Service, by number or name. Default: port.", default=None

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 
 from tsgw._address import parse_address, parse_port
 
-__all__ = ["address", "bind_address", "parse_address", "parse_port", "port"]
+__all__ = ["address", "auth_key_file", "bind_address", "parse_address", "parse_port", "port"]
 
 
 def address(text: str) -> str:
@@ -45,3 +46,15 @@ def port(lo: int = 0) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(str(e)) from None
 
     return port_arg
+
+
+def auth_key_file(text: str) -> bytes:
+    """``--xds-auth-key-file PATH``: the key every xDS token is derived from (at least 16 bytes
+    once surrounding whitespace is stripped)."""
+    try:
+        key = Path(text).read_bytes().strip()
+    except OSError as e:
+        raise argparse.ArgumentTypeError(f"{text}: {e.strerror}") from None
+    if len(key) < 16:
+        raise argparse.ArgumentTypeError(f"{text}: a key needs at least 16 bytes, found {len(key)}")
+    return key

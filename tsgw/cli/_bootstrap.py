@@ -9,9 +9,9 @@ import sys
 
 import yaml
 
-from tsgw.cli._args import address, port
+from tsgw.cli._args import address, auth_key_file, port
 from tsgw.translate import node_cluster
-from tsgw.xds import bootstrap
+from tsgw.xds import bootstrap, group_token
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -31,6 +31,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--admin-port", type=port(0), default=9901, help="Envoy admin port on loopback (default 9901)"
     )
+    p.add_argument(
+        "--xds-auth-key-file",
+        metavar="PATH",
+        type=auth_key_file,
+        default=None,
+        help="put the group's xDS token, derived from this key, in the bootstrap (for a server "
+        "that authenticates: tsgw run --xds-auth-key-file)",
+    )
     p.add_argument("--format", choices=["yaml", "json"], default="yaml", help="output format (default yaml)")
     p.add_argument("-o", "--output", type=pathlib.Path, help="write to this file instead of stdout")
     p.set_defaults(run=run)
@@ -45,8 +53,9 @@ def run(args: argparse.Namespace) -> int:
             return 2
         cluster = node_cluster(namespace, group)
     try:
+        token = group_token(args.xds_auth_key_file, cluster) if args.xds_auth_key_file else None
         config = bootstrap(
-            args.node_id, cluster, args.xds_address, delta=args.delta, admin_port=args.admin_port
+            args.node_id, cluster, args.xds_address, delta=args.delta, admin_port=args.admin_port, token=token
         )
     except ValueError as e:
         print(f"tsgw bootstrap: {e}", file=sys.stderr)

@@ -14,7 +14,7 @@ import anyio
 
 from tsgw import translate
 from tsgw.cli._admin import admin_address_arg
-from tsgw.cli._args import address, bind_address, port
+from tsgw.cli._args import address, auth_key_file, bind_address, port
 from tsgw.operator import Standalone, StandaloneOptions
 from tsgw.providers import FileOptions
 
@@ -67,6 +67,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument(
         "--no-probe", action="store_true", help="do not probe EndpointSlice endpoints (serve them as written)"
+    )
+    p.add_argument(
+        "--xds-auth-key-file",
+        metavar="PATH",
+        type=auth_key_file,
+        default=None,
+        help="standalone: require each Envoy's per-group token, derived from this key (tsgw bootstrap "
+        "--xds-auth-key-file writes it); default: no authentication (the ADS server is on loopback)",
     )
     add_cluster_arguments(p)
     p.set_defaults(run=run)
@@ -121,6 +129,13 @@ def add_cluster_arguments(p: argparse.ArgumentParser) -> None:
         "sharing a tailnet its own (default: the kube-system namespace's UID)",
     )
     g.add_argument(
+        "--xds-auth",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="require each proxy Envoy's per-group token on the xDS port; the key is the Secret "
+        "tsgw-xds-auth of the operator's namespace, made when absent (default: on)",
+    )
+    g.add_argument(
         "--xds-service",
         metavar="HOST:PORT",
         default=None,
@@ -148,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
         ),
         file=FileOptions(probe_endpoints=not args.no_probe),
         health_probe_address=args.health_probe_bind_address,
+        xds_auth_key=args.xds_auth_key_file,
     )
     failed: list[str] = []
     try:
@@ -212,6 +228,7 @@ def run_cluster(args: argparse.Namespace) -> int:
             leader_election=args.leader_elect,
             tailnet_poll_interval=args.tailnet_poll_interval,
             cluster_id=args.cluster_id,
+            xds_auth=args.xds_auth,
             translate=dataclasses.replace(
                 translate.Options(),
                 operator_namespace=args.namespace,

@@ -34,6 +34,8 @@ from tsgw.model._model import (
     StatusDetails,
     TailscaleService,
     TargetDetail,
+    TlsCertificate,
+    TlsSecret,
 )
 
 __all__ = [
@@ -65,4 +67,6 @@ __all__ = [
     "StatusDetails",
     "TailscaleService",
     "TargetDetail",
+    "TlsCertificate",
+    "TlsSecret",
 ]

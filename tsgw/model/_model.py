@@ -12,6 +12,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
+from tsgw.model._tls import TlsCertificate, TlsSecret
+
 __all__ = [
     "AccessPolicy",
     "AccessRule",
@@ -41,6 +43,8 @@ __all__ = [
     "StatusDetails",
     "TailscaleService",
     "TargetDetail",
+    "TlsCertificate",
+    "TlsSecret",
 ]
 
 
@@ -289,6 +293,8 @@ class Listener:
     sections: tuple[str, ...] = ()
     """Names a TailscaleRoutePolicy's sectionName can use for this listener (port or Gateway
     listener names)."""
+    tls: tuple[TlsCertificate, ...] = ()
+    """Terminate TLS: one filter chain per certificate, chosen by SNI; empty: no TLS."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,6 +355,8 @@ class ProxyGroup:
     """Egress: the ClusterIP Service's ports."""
     tailscale_service: TailscaleService | None = None
     """Ingress: the Tailscale Service the replicas host."""
+    secrets: tuple[TlsSecret, ...] = ()
+    """The certificates its listeners present (SDS resources), by name."""
 
     def replica_names(self) -> tuple[str, ...]:
         """Pod names (StatefulSet ordinals), which are also the state Secrets' names."""

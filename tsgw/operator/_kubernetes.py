@@ -20,6 +20,8 @@ follower), while followers keep serving xDS throughout.
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import functools
 import os
 import re
@@ -58,6 +60,7 @@ from tsgw.extension import ExtensionService
 from tsgw.kube import (
     CONFIGMAPS,
     SECRETS,
+    AlreadyExists,
     Client,
     HandlerFuncs,
     InformerOptions,
@@ -144,6 +147,15 @@ class OperatorOptions:
     """This cluster's name in the owner claims on Tailscale Services (several clusters may
     host one ``svc:``). Default: "" (the UID of the ``kube-system`` namespace, read at start,
     which is unique per cluster)."""
+    xds_auth: bool = True
+    """Authenticate every ADS stream with its group's token (``tsgw/xds/_auth.py``): the key is
+    the Secret :data:`XDS_KEY_SECRET` of the operator's namespace (made by the first replica
+    that finds none; every replica reads the same), and each group's bootstrap Secret carries
+    its token. Default: True."""
+
+
+XDS_KEY_SECRET = "tsgw-xds-auth"
+"""The operator's Secret holding the key every xDS token is derived from (``data.key``)."""
 
 
 class Operator:
@@ -195,8 +207,42 @@ class Operator:
             return False
         return True
 
+    async def _xds_key(self) -> bytes:
+        """The xDS token key from :data:`XDS_KEY_SECRET`, created (32 random bytes) when absent;
+        a replica that loses the creation race reads the winner's."""
+        ns = self.options.namespace
+        for _ in range(3):
+            found = await self.client.get_or_none(SECRETS, XDS_KEY_SECRET, ns)
+            if found is not None:
+                value = str(((found.get("data") or {}).get("key")) or "")
+                key = base64.b64decode(value) if value else b""
+                if len(key) < 16:
+                    raise KubeError(f"Secret {ns}/{XDS_KEY_SECRET}: data.key must hold at least 16 bytes")
+                return key
+            secret = {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": XDS_KEY_SECRET, "namespace": ns},
+                "type": "Opaque",
+                "data": {"key": base64.b64encode(os.urandom(32)).decode()},
+            }
+            try:
+                await self.client.create(SECRETS, secret)
+                log.info("created the xDS token key", secret=f"{ns}/{XDS_KEY_SECRET}")
+            except AlreadyExists:
+                pass
+        raise KubeError(f"Secret {ns}/{XDS_KEY_SECRET} could not be read or created")
+
     async def setup(self) -> None:
         """Create the informers and controllers (they start with :meth:`run`)."""
+        if self.options.xds_auth:
+            # Before any translation or stream: every bootstrap carries a token of this key
+            # and every stream must present one.
+            key = await self._xds_key()
+            self.ads.options = dataclasses.replace(self.ads.options, auth_key=key)
+            self.pipeline.translator.options = dataclasses.replace(
+                self.pipeline.translator.options, xds_auth_key=key
+            )
         managed = InformerOptions(label_selector=MANAGED_SELECTOR)
         configmaps = self.manager.informer(CONFIGMAPS, managed)
         secrets = self.manager.informer(SECRETS, managed)

@@ -28,7 +28,7 @@ from tsgw.extension import ExtensionService
 from tsgw.kube import HealthServer
 from tsgw.pipeline import ACTIONABLE, PROGRAMMED, Pipeline, PipelineOptions, Published, Update
 from tsgw.providers import FileOptions, FileProvider, FolderState, Problem
-from tsgw.xds import AdsServer, SnapshotCache
+from tsgw.xds import AdsServer, ServerOptions, SnapshotCache
 
 __all__ = ["Standalone", "StandaloneOptions"]
 
@@ -57,6 +57,10 @@ class StandaloneOptions:
     extension_address: str | None = None
     """Where Envoy Gateway reaches tsgw's extension server (its ``extensionManager.service``).
     Default: None (not served)."""
+    xds_auth_key: bytes | None = None
+    """Authenticate every ADS stream with its group's token (``tsgw.xds.group_token`` of this
+    key; ``tsgw bootstrap --xds-auth-key-file`` writes it into a bootstrap). Default: None (no
+    authentication: the ADS server listens on loopback)."""
 
 
 class Standalone:
@@ -67,7 +71,7 @@ class Standalone:
         self._xds = parse_address(options.xds_address, what="xDS address")
         self._admin = parse_address(options.admin_address, what="admin address")
         self.cache = SnapshotCache()
-        self.ads = AdsServer(self.cache)
+        self.ads = AdsServer(self.cache, ServerOptions(auth_key=options.xds_auth_key))
         self.pipeline = Pipeline(self.cache, PipelineOptions(translate=options.translate), ads=self.ads)
         self.admin = AdminService(self.cache, self.ads, sources=self.sources)
         self._extension = (

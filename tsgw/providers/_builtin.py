@@ -25,6 +25,8 @@ Deliberate differences, each because standalone serves what it reads directly:
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import re
 from collections.abc import Callable, Mapping
@@ -32,7 +34,14 @@ from typing import Any, NoReturn
 
 from tsgw.api import ValidationError
 
-__all__ = ["clip", "validate_endpoint_slice", "validate_gateway", "validate_metadata", "validate_service"]
+__all__ = [
+    "clip",
+    "validate_endpoint_slice",
+    "validate_gateway",
+    "validate_metadata",
+    "validate_service",
+    "validate_tls_secret",
+]
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _DNS_1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
@@ -366,3 +375,33 @@ def validate_gateway(raw: Mapping[str, Any]) -> None:
                 "Combination of port, protocol and hostname must be unique for each listener",
             )
         combos.add(combo)
+
+
+_TLS_KEYS = ("tls.crt", "tls.key")
+
+
+def validate_tls_secret(raw: Mapping[str, Any]) -> None:
+    """A v1 Secret as the API server checks one of type ``kubernetes.io/tls`` (the only type
+    standalone mode reads): ``data`` values base64, ``stringData`` values strings, and both
+    ``tls.crt`` and ``tls.key`` present in one of them. Whether they hold a usable certificate is
+    translation's to say (a condition, not a refused file)."""
+    kind = raw.get("type")
+    if kind != "kubernetes.io/tls":
+        _invalid("type", kind, 'standalone mode reads Secrets of type "kubernetes.io/tls" only')
+    found: set[str] = set()
+    for where in ("data", "stringData"):
+        values = raw.get(where)
+        if values is None:
+            continue
+        for k, v in _map(values, where).items():
+            if not isinstance(v, str):
+                _fail(f"{where}[{k}]", "Invalid value: must be a string")
+            if where == "data":
+                try:
+                    base64.b64decode(v, validate=True)
+                except (binascii.Error, ValueError):
+                    _fail(f"data[{k}]", "Invalid value: illegal base64 data")
+            found.add(str(k))
+    for k in _TLS_KEYS:
+        if k not in found:
+            _fail(f"data[{k}]", "Required value")

@@ -3,8 +3,8 @@
 The folder holds the same objects a cluster would: gateway.tailscale.com/v1alpha1 objects, and,
 since there is no cluster to run them, the core/v1 Services and discovery.k8s.io/v1
 EndpointSlices (and gateway.networking.k8s.io/v1 Gateways) that ingress objects point at, as
-plain YAML. Every ``*.yaml``/``*.yml`` below the folder is read, in path order; a file may hold
-several documents.
+plain YAML, and the ``kubernetes.io/tls`` Secrets TLS ports name. Every ``*.yaml``/``*.yml``
+below the folder is read, in path order; a file may hold several documents.
 
 Validation is tsgw.api's for its own kinds, the same schema the CRDs carry, and the API server's
 own rules for the rest (``_builtin``: metadata, Services, EndpointSlices, Gateways), so an object
@@ -242,12 +242,17 @@ def _check_doc(raw: Any, default_ns: str) -> tuple[dict[str, Any], str, ObjectKe
             ns, name = _builtin.validate_metadata(raw, True, default_ns, _builtin.dns_subdomain)
             _builtin.validate_gateway(raw)
             return raw, "gateways", (kind, ns, name)
+        if (version, kind) == ("v1", "Secret"):
+            ns, name = _builtin.validate_metadata(raw, True, default_ns, _builtin.dns_subdomain)
+            _builtin.validate_tls_secret(raw)
+            return raw, "secrets", (kind, ns, name)
     except api.ValidationError as e:
         raise _Invalid(e.path, e.message) from None
     raise _Invalid(
         "kind",
         f"{clip(version)} {clip(kind)} is not read in standalone mode (only {api.API_VERSION} kinds, v1 "
-        "Service, discovery.k8s.io/v1 EndpointSlice and gateway.networking.k8s.io/v1 Gateway)",
+        "Service, discovery.k8s.io/v1 EndpointSlice, gateway.networking.k8s.io/v1 Gateway and v1 "
+        "Secret of type kubernetes.io/tls)",
     )
 
 
@@ -605,6 +610,7 @@ class FileProvider:
             "services": [],
             "endpoint_slices": [],
             "gateways": [],
+            "secrets": [],
         }
         origins: dict[ObjectKey, tuple[str, int]] = {}
         problems: list[Problem] = list(self._behind)
@@ -634,6 +640,7 @@ class FileProvider:
             services=tuple(buckets["services"]),
             endpoint_slices=tuple(buckets["endpoint_slices"]),
             gateways=tuple(buckets["gateways"]),
+            secrets=tuple(buckets["secrets"]),
         )
         return FolderState(
             inputs=inputs,

@@ -3,8 +3,9 @@ updates. Runs on every replica (the pipeline serves xDS everywhere; only control
 lease).
 
 What it watches: tsgw's five kinds (gateway.tailscale.com/v1alpha1), core Services,
-discovery.k8s.io EndpointSlices, and gateway.networking.k8s.io Gateways when that CRD is served
-(TailscaleGateway reads them; a cluster without Gateway API is fine). The informers are the
+discovery.k8s.io EndpointSlices, Secrets of type ``kubernetes.io/tls`` (field selector: TLS ports'
+certificates; no other Secret is cached) and gateway.networking.k8s.io Gateways when that CRD is
+served (TailscaleGateway reads them; a cluster without Gateway API is fine). The informers are the
 manager's shared ones, so controllers read the same caches without a second watch.
 
 Semantics:
@@ -32,7 +33,17 @@ import anyio
 import structlog
 
 from tsgw import api
-from tsgw.kube import ENDPOINTSLICES, SERVICES, HandlerFuncs, Informer, Manager, RawObject, Resource
+from tsgw.kube import (
+    ENDPOINTSLICES,
+    SECRETS,
+    SERVICES,
+    HandlerFuncs,
+    Informer,
+    InformerOptions,
+    Manager,
+    RawObject,
+    Resource,
+)
 from tsgw.pipeline import Update
 from tsgw.translate import Inputs, TailnetFacts
 
@@ -42,6 +53,12 @@ log = structlog.get_logger("tsgw.providers.kube")
 
 GATEWAYS = Resource("gateway.networking.k8s.io/v1", "Gateway", "gateways")
 """Gateway API Gateways (read by TailscaleGateway)."""
+
+
+TLS_SECRETS = "type=kubernetes.io/tls"
+"""The Secrets the provider watches: those of type kubernetes.io/tls only (the API server
+filters by this field selector), never the cluster's other Secrets; translation reads only the
+ones a TLS port names."""
 
 
 def tsgw_resources() -> tuple[Resource, ...]:
@@ -94,11 +111,12 @@ class KubeProvider:
         self.services = manager.informer(SERVICES)
         self.slices = manager.informer(ENDPOINTSLICES)
         self.gateways = manager.informer(GATEWAYS) if gateways_served and self.options.gateways else None
+        self.tls_secrets = manager.informer(SECRETS, InformerOptions(field_selector=TLS_SECRETS))
         for inf in self.informers():
             inf.add_handler(handler)
 
     def informers(self) -> list[Informer]:
-        out = [*self.own, self.services, self.slices]
+        out = [*self.own, self.services, self.slices, self.tls_secrets]
         if self.gateways is not None:
             out.append(self.gateways)
         return out
@@ -126,6 +144,7 @@ class KubeProvider:
             gateways=list(self.gateways.store) if self.gateways is not None else [],
             tailnets=tailnets,
             auth_keys=keys,
+            secrets=list(self.tls_secrets.store),
         )
         return Update(inputs, self.generation)
 

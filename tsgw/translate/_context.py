@@ -32,6 +32,7 @@ from tsgw.model import (
 )
 from tsgw.translate._identity import group_name
 from tsgw.translate._inputs import Device, Inputs, Options, TailnetFacts
+from tsgw.translate._tls import LastGood, index_secrets
 
 __all__ = [
     "ACCEPTED",
@@ -93,6 +94,10 @@ class _Ctx:
     gateways: dict[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
     device_index: dict[int, tuple[TailnetFacts, _DeviceIndex]] = field(default_factory=dict)
     """id(facts) → (facts, index); may be shared between translations (identity-checked)."""
+    secrets: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    """TLS Secrets by ``namespace/name``."""
+    last_good: LastGood = field(default_factory=LastGood)
+    """The Translator's last good certificates (`_tls`)."""
 
     def devices(self, facts: TailnetFacts) -> _DeviceIndex:
         hit = self.device_index.get(id(facts))
@@ -161,6 +166,7 @@ def index(
     for g in inputs.gateways:
         md = g.get("metadata") or {}
         ctx.gateways[(str(md.get("namespace", "")), str(md.get("name", "")))] = g
+    ctx.secrets = index_secrets(inputs.secrets)
     return ctx
 
 

@@ -10,10 +10,15 @@ open with a PROXY v2 header of the caller's addresses when the port asks (``prox
 Endpoints are the backends' ready endpoints. A missing backend, port or rule Service is
 reported (ResolvedRefs=False, BackendNotFound); the group is built all the same. No group
 without the tailnet.
+
+A port with ``tls`` terminates TLS with certificates from Secrets (`_tls`: SNI chains, SDS, the
+last good certificate, the ``CertificatesReady`` condition).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -30,6 +35,7 @@ from tsgw.model import (
     Route,
     ServicesDetails,
     TailscaleService,
+    TlsSecret,
 )
 from tsgw.translate._caller import caller_identity
 from tsgw.translate._context import (
@@ -47,6 +53,7 @@ from tsgw.translate._context import (
     _tailnet_not_found,
 )
 from tsgw.translate._kube_endpoints import _ready_endpoints, _service_port
+from tsgw.translate._tls import certificate_condition, resolve_port
 
 __all__ = ["_services"]
 
@@ -117,8 +124,16 @@ def _services(
     listeners: list[Listener] = []
     clusters: dict[str, Cluster] = {}
     ts_ports: list[tuple[int, int]] = []
+    now = datetime.datetime.now(datetime.UTC)  # certificate validity: judged at translation
+    tls_problems: list[tuple[str, str]] = []
+    tls_secrets: dict[str, TlsSecret] = {}
     for i, port in enumerate(sorted(spec.ports, key=lambda p: p.port)):
         local = ctx.options.first_listener_port + i
+        tls = resolve_port(ctx.secrets, ctx.last_good, ns, port, now)
+        tls_problems.extend(tls.problems)
+        tls_secrets.update((s.name, s) for s in tls.secrets)
+        if port.tls and not tls.certificates:
+            continue  # no certificate ever passed the checks: the port is not served
         target = port.target_port if port.target_port is not None else port.port
         base = f"ingress/{ns}/{obj.metadata.name}/{port.port}"
         section = port.name or f"{port.protocol.lower()}-{port.port}"
@@ -157,6 +172,7 @@ def _services(
                     proxy_protocol=True,
                     callers=caller_identity(facts),
                     sections=(section,),
+                    tls=tls.certificates,
                 )
             )
         else:
@@ -176,6 +192,7 @@ def _services(
                     cluster=cname,
                     proxy_protocol=True,
                     sections=(section,),
+                    tls=tls.certificates,
                 )
             )
     problems = list(dict.fromkeys(problems))
@@ -188,6 +205,8 @@ def _services(
         [clusters[k] for k in sorted(clusters)],
         tailscale_service=TailscaleService(svc_name, tuple(ts_ports), spec.tags),
     )
+    if tls_secrets:
+        group = dataclasses.replace(group, secrets=tuple(tls_secrets[k] for k in sorted(tls_secrets)))
     accepted = _cond(ACCEPTED, True, "Accepted")
     details = ServicesDetails(
         svc_name, _magicdns(facts, label), tuple(_ipv4_first(facts.services.get(svc_name, ())))
@@ -209,4 +228,6 @@ def _services(
     )
     if not group.pod.serve_on_device:
         conditions += (_service_ready(facts, svc_name, f"{ref.kind}/{ref.namespace}/{ref.name}"),)
+    if any(p.tls for p in spec.ports):
+        conditions += (certificate_condition(tls_problems),)
     return group, ObjectStatus(ref, conditions, details)

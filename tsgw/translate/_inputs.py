@@ -97,6 +97,8 @@ class Inputs:
     auth_keys: Mapping[str, str] = field(default_factory=dict)
     """``namespace/pod`` of a proxy replica → the auth key minted for it (the controller mints
     once per replica)."""
+    secrets: Sequence[Mapping[str, Any]] = ()
+    """core/v1 Secrets of type ``kubernetes.io/tls`` (the certificates TLS ports name)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +126,10 @@ class Options:
     envoy_stats_port: int = 19001
     """Envoy's ``/stats/prometheus`` and nothing else of its admin interface, on every
     interface of the pod (the container port ``envoy-metrics``), for Prometheus. Default: 19001."""
+    xds_auth_key: bytes = field(default=b"", repr=False)
+    """The key the xDS server derives each group's token from (``tsgw.xds.group_token``): each
+    group's Envoy bootstrap, then a Secret instead of a ConfigMap, carries its group's token.
+    Empty: bootstraps carry none (a server that does not authenticate). Default: empty."""
     proxy_env: tuple[tuple[str, str], ...] = ()
     """Extra environment of the proxies' tailscale container, e.g. ``TS_DEBUG_USE_DERP_HTTP=1``
     where the DERP relay speaks plain HTTP (a hermetic test bed). Default: none."""

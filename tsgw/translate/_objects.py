@@ -5,8 +5,9 @@ Per group: ServiceAccount, Role and RoleBinding (each replica may read and write
 group's state Secrets, by resourceNames), one state Secret per replica (containerboot keeps
 tailscaled's state and the device's id, name and addresses there), one config Secret per
 replica (the versioned tailscaled config file containerboot reads), the Envoy bootstrap
-ConfigMap, for ingress the serve ConfigMap, for egress the ClusterIP Service, and the StatefulSet
-whose pods run tailscaled (through tailscale's containerboot) and Envoy, both unprivileged.
+ConfigMap (a Secret when the xDS server authenticates: it holds the group's token), for
+ingress the serve ConfigMap, for egress the ClusterIP Service, and the StatefulSet whose pods
+run tailscaled (through tailscale's containerboot) and Envoy, both unprivileged.
 
 containerboot's inputs (environment, per-replica tailscaled config file, serve config) come from
 tsgw.tailscale.ProxyConfig in config-file mode, which is tested against real containerboot.
@@ -25,7 +26,7 @@ from tsgw.model import Direction, ProxyGroup
 from tsgw.tailscale import HostedService, ProxyConfig, ServePort
 from tsgw.translate._identity import egress_service_name, node_cluster
 from tsgw.translate._inputs import Options
-from tsgw.xds import bootstrap
+from tsgw.xds import bootstrap, group_token
 
 __all__ = ["DEVICE_FINALIZER", "envoy_bootstrap", "owned_objects", "proxy_config"]
 
@@ -124,10 +125,10 @@ def proxy_config(g: ProxyGroup, options: Options, pod: str = "$(POD_NAME)") -> P
     )
 
 
-def envoy_bootstrap(options: Options) -> dict[str, Any]:
-    """Envoy's bootstrap, shared by every replica of every group: xds's one builder pointed at
-    tsgw's xDS Service; node id and cluster come from the command line (pod name, node
-    cluster)."""
+def envoy_bootstrap(options: Options, token: str | None = None) -> dict[str, Any]:
+    """Envoy's bootstrap, shared by every replica of every group (but for ``token``, the
+    group's xDS token when the server authenticates): xds's one builder pointed at tsgw's xDS
+    Service; node id and cluster come from the command line (pod name, node cluster)."""
     host = f"[{options.xds_host}]" if ":" in options.xds_host else options.xds_host
     return bootstrap(
         None,
@@ -135,6 +136,7 @@ def envoy_bootstrap(options: Options) -> dict[str, Any]:
         f"{host}:{options.xds_port}",
         admin_port=options.envoy_admin_port,
         stats_port=options.envoy_stats_port,
+        token=token,
     )
 
 
@@ -143,6 +145,15 @@ def _bootstrap_json(options: Options) -> tuple[str, str]:
     """The bootstrap depends only on the options (node identity comes from the command line):
     render it once, with its hash."""
     text = _json(envoy_bootstrap(options))
+    return text, hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _group_bootstrap(g: ProxyGroup, options: Options) -> tuple[str, str]:
+    """The group's bootstrap and its hash: the shared one, or with the group's xDS token."""
+    if not options.xds_auth_key:
+        return _bootstrap_json(options)
+    token = group_token(options.xds_auth_key, node_cluster(g.namespace, g.name))
+    text = _json(envoy_bootstrap(options, token))
     return text, hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -174,7 +185,10 @@ def _statefulset(g: ProxyGroup, options: Options, config_hash: str, cfg: ProxyCo
     env.extend({"name": k, "value": v} for k, v in sorted(cfg.env().items()))
     volumes: list[dict[str, Any]] = [
         {"name": "tmp", "emptyDir": {}},
-        {"name": "envoy-bootstrap", "configMap": {"name": f"{g.name}-envoy"}},
+        {"name": "envoy-bootstrap", "configMap": {"name": f"{g.name}-envoy"}}
+        if not options.xds_auth_key
+        # It holds the group's xDS token: a Secret, which only this group's pods mount.
+        else {"name": "envoy-bootstrap", "secret": {"secretName": f"{g.name}-envoy"}},
     ]
     ts_mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
     for pod in replicas:
@@ -322,13 +336,21 @@ def owned_objects(
                 "stringData": files,
             }
         )
-    bootstrap, config_hash = _bootstrap_json(options)
+    bootstrap, config_hash = _group_bootstrap(g, options)
     objs.append(
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": _meta(g, f"{g.name}-envoy", md),
             "data": {"envoy.json": bootstrap},
+        }
+        if not options.xds_auth_key
+        else {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": _meta(g, f"{g.name}-envoy", md),
+            "type": "Opaque",
+            "stringData": {"envoy.json": bootstrap},
         }
     )
     if g.tailscale_service is not None:

@@ -34,6 +34,7 @@ from tsgw.translate._inputs import Inputs, Options
 from tsgw.translate._kinds import translate_object
 from tsgw.translate._objects import owned_objects
 from tsgw.translate._policy import apply_policies, route_access_objects
+from tsgw.translate._tls import LastGood, referenced, secret_deps
 from tsgw.translate._xds import XdsResources, xds_resources
 
 __all__ = ["OwnedObjects", "Result", "Translator", "translate"]
@@ -163,6 +164,7 @@ class Translator:
     _devices: dict[int, Any] = field(default_factory=dict)
     _ns_fp: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     _route_access: tuple[dict[str, Any], ...] = ()
+    _last_good: LastGood = field(default_factory=LastGood)
 
     def _load(self, raw: Mapping[str, Any]) -> tuple[Any, Any, api.Object[Any] | ObjectStatus | None]:
         """(key, fingerprint, parsed object or its invalid status), parsed only when changed."""
@@ -193,6 +195,7 @@ class Translator:
         live_facts = {id(f) for f in inputs.tailnets.values()}
         self._devices = {k: v for k, v in self._devices.items() if k in live_facts}
         ctx = index(inputs, self.options, self._devices)
+        ctx.last_good = self._last_good
         statuses: list[ObjectStatus] = []
         loaded: list[tuple[api.Object[Any], Any]] = []
         live_parsed = set()
@@ -234,7 +237,10 @@ class Translator:
             tailnet = obj.spec.tailnet_ref.name
             deps: tuple[Any, ...] = (fp, tailnet_fp.get(tailnet), id(ctx.inputs.tailnets.get(tailnet)))
             if obj.kind == "TailscaleServices":
-                deps += (ns_fp.get(obj.metadata.namespace),)
+                deps += (
+                    ns_fp.get(obj.metadata.namespace),
+                    secret_deps(ctx.secrets, obj.spec, obj.metadata.namespace),
+                )
             elif obj.kind == "TailscaleGateway":
                 deps += (all_fp, _gateway_fp(ctx, obj))
             key = obj.key
@@ -255,6 +261,12 @@ class Translator:
             statuses.append(entry.status)
         for k in [k for k in self._entries if k not in live]:
             del self._entries[k]
+        self._last_good.prune(
+            k
+            for obj, _ in loaded
+            if isinstance(obj.spec, api.TailscaleServicesSpec)
+            for k in referenced(obj.spec, obj.metadata.namespace)
+        )
         if policies:
             groups, policy_statuses = _apply_policies(ctx, groups, policies)
             statuses.extend(policy_statuses)

@@ -7,6 +7,8 @@ HTTP CONNECT proxy (Envoy's http_11_proxy transport socket, with the proxy addre
 endpoint's metadata), so Envoy's weights, priorities, outlier detection and retries apply to
 tailnet targets one by one. HTTP ingress listeners carry the caller-identity filters of
 `tsgw.translate._caller`; TCP ingress clusters may open with a PROXY v2 header of their own.
+TLS listeners get one SNI-matched filter chain per certificate and the group's certificates are
+SDS secrets (`tsgw.translate._tls`).
 
 Not active health checks: Envoy's health checker ignores the http_11_proxy routing and dials
 the target directly (unreachable from an unprivileged pod), and it cannot reach internal
@@ -39,12 +41,14 @@ from envoy.extensions.retry.priority.previous_priorities.v3 import previous_prio
 from envoy.extensions.transport_sockets.http_11_proxy.v3 import upstream_http_11_connect_pb2
 from envoy.extensions.transport_sockets.proxy_protocol.v3 import upstream_proxy_protocol_pb2
 from envoy.extensions.transport_sockets.raw_buffer.v3 import raw_buffer_pb2
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import any_pb2, duration_pb2, json_format, wrappers_pb2
 from google.protobuf.message import Message
 
 from tsgw.model import AccessPolicy, Cluster, Failover, Listener, Protocol, ProxyGroup, Route
 from tsgw.translate._caller import caller_filters
+from tsgw.translate._tls import apply_filter_chains, sds_secrets
 
 __all__ = ["PROXY_ADDRESS_KEY", "XdsResources", "access_rules", "xds_resources"]
 
@@ -65,6 +69,8 @@ class XdsResources:
     endpoints: tuple[Message, ...]
     listeners: tuple[Message, ...]
     routes: tuple[Message, ...]
+    secrets: tuple[Message, ...] = ()
+    """SDS: the certificates TLS listeners present (private keys inside: never dump them)."""
 
     def by_type(self) -> dict[str, tuple[Message, ...]]:
         """Resources keyed by type URL, the shape tsgw.xds.Snapshot takes."""
@@ -76,11 +82,17 @@ class XdsResources:
             (self.routes, route_pb2.RouteConfiguration),
         ):
             out["type.googleapis.com/" + cls.DESCRIPTOR.full_name] = msgs
+        if self.secrets:
+            out["type.googleapis.com/" + secret_pb2.Secret.DESCRIPTOR.full_name] = self.secrets
         return out
 
     def to_json(self) -> dict[str, list[dict[str, Any]]]:
-        """Proto3 JSON of every resource (for golden files and dumps; not the hot path)."""
-        return {
+        """Proto3 JSON of every resource (for golden files and dumps; not the hot path); SDS
+        secrets by name only, their content redacted."""
+        secrets = (
+            {"secrets": [{"name": m.name, "redacted": True} for m in self.secrets]} if self.secrets else {}
+        )
+        return secrets | {
             kind: [json_format.MessageToDict(m, preserving_proto_field_name=True) for m in msgs]
             for kind, msgs in (
                 ("clusters", self.clusters),
@@ -91,6 +103,7 @@ class XdsResources:
         }
 
     def __iter__(self) -> Iterator[Message]:
+        yield from self.secrets
         yield from self.clusters
         yield from self.endpoints
         yield from self.listeners
@@ -319,6 +332,7 @@ def _listener(li: Listener) -> listener_pb2.Listener:
     else:
         tcp = tcp_proxy_pb2.TcpProxy(stat_prefix=li.name, cluster=li.cluster)
         chain.filters.add(name="envoy.filters.network.tcp_proxy").typed_config.CopyFrom(_any(tcp))
+    apply_filter_chains(msg, li)
     return msg
 
 
@@ -379,4 +393,5 @@ def xds_resources(group: ProxyGroup, *, connect_proxy_port: int = 1055) -> XdsRe
         endpoints=tuple(_load_assignment(c, proxy) for c in clusters),
         listeners=tuple(_listener(li) for li in sorted(group.listeners, key=lambda x: x.name)),
         routes=tuple(_route_config(li) for li in sorted(http, key=lambda x: x.name)),
+        secrets=sds_secrets(group),
     )

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tsgw._lazy import lazy
+from tsgw.xds._auth import group_token
 from tsgw.xds._bootstrap import bootstrap
 from tsgw.xds._cache import NodeGroup, SnapshotCache, SnapshotInfo, group_by_cluster, group_by_id
 from tsgw.xds._errors import (
@@ -80,6 +81,7 @@ __all__ = [
     "bootstrap",
     "group_by_cluster",
     "group_by_id",
+    "group_token",
     "short_name",
     "type_url_of",
 ]

@@ -11,6 +11,8 @@ What it sets and why (Envoy's bootstrap reference, ``config.bootstrap.v3``):
 - The stream's reconnect back-off (``EnvoyGrpc.retry_policy.retry_back_off``): Envoy's default
   for xDS is a jittered exponential back-off from 500 ms to 30 s, which after a control-plane
   restart left Envoys disconnected for 9-16 s. Default here: 250 ms to 2 s, jittered by Envoy.
+- With ``token``, the ADS stream's gRPC metadata carries ``authorization: Bearer <token>``
+  (``GrpcService.initial_metadata``), which an authenticating server requires (``_auth``).
 - Node id and cluster may be left out, for a bootstrap shared by every replica whose command
   line sets them (``--service-node``, ``--service-cluster``).
 - Admin on loopback. With ``stats_port``, a static listener ``tsgw_stats`` on
@@ -50,6 +52,7 @@ def bootstrap(
     reconnect_max: str = "2s",
     stats_port: int | None = None,
     stats_address: str = "0.0.0.0",
+    token: str | None = None,
 ) -> dict[str, Any]:
     """A bootstrap (as a dict, ready for YAML or JSON) for ADS over gRPC to ``xds_address``
     (``HOST:PORT``; ValueError when it is not). ``node_id``/``cluster`` None: left to Envoy's
@@ -78,6 +81,9 @@ def bootstrap(
         "cluster_name": XDS_CLUSTER,
         "retry_policy": {"retry_back_off": {"base_interval": reconnect_base, "max_interval": reconnect_max}},
     }
+    grpc_service: dict[str, Any] = {"envoy_grpc": envoy_grpc}
+    if token is not None:
+        grpc_service["initial_metadata"] = [{"key": "authorization", "value": f"Bearer {token}"}]
     out: dict[str, Any] = {"node": node} if node else {}
     static: dict[str, Any] = {"clusters": [_xds_cluster(host, port, discovery, connect_timeout)]}
     if stats_port is not None:
@@ -88,7 +94,7 @@ def bootstrap(
             "ads_config": {
                 "api_type": "DELTA_GRPC" if delta else "GRPC",
                 "transport_api_version": "V3",
-                "grpc_services": [{"envoy_grpc": envoy_grpc}],
+                "grpc_services": [grpc_service],
                 "set_node_on_first_message_only": True,
             },
             "cds_config": config_source(),

@@ -36,6 +36,12 @@ SEND_FALLBACKS = Counter(
     "disabled (ServerOptions.fast_send is off).",
     ["reason"],
 )
+AUTH_REFUSED = Counter(
+    "tsgw_xds_auth_refused_total",
+    "ADS streams refused with PERMISSION_DENIED, by reason: missing (no authorization header), "
+    "malformed (not a Bearer v1. token), invalid (not the token of the node's group).",
+    ["reason"],
+)
 SNAPSHOT_GENERATION = Gauge(
     "tsgw_xds_snapshot_generation", "Generation number of the current snapshot, by node group.", ["group"]
 )

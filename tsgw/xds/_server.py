@@ -31,7 +31,7 @@ from grpclib.exceptions import GRPCError, StreamTerminatedError
 from grpclib.server import Stream
 
 from tsgw import _grpc
-from tsgw.xds import _fastsend, _metrics, _wire
+from tsgw.xds import _auth, _fastsend, _metrics, _wire
 from tsgw.xds._cache import SnapshotCache
 from tsgw.xds._errors import ProtocolError
 from tsgw.xds._events import EventKind, StreamEvent, Subscriber
@@ -89,6 +89,15 @@ class _Inbox:
         return self._items.popleft()
 
 
+class _Denied(Exception):
+    """A stream without the token of the group its node claims."""
+
+    def __init__(self, reason: str, group: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.group = group
+
+
 class RawCodec(CodecBase):
     """A grpclib codec that passes bytes through: we decode and encode ourselves."""
 
@@ -116,6 +125,10 @@ class ServerOptions:
     socket_send_buffer_bytes: int = 1024 * 1024
     """``SO_SNDBUF`` of each connection, so the kernel accepts a whole response in one write
     (0 keeps the kernel's autotuned size, which starts at 16 KiB). Default 1 MiB."""
+    auth_key: bytes | None = None
+    """Authenticate every stream (``tsgw.xds._auth``): a stream must carry the bearer token of
+    the node group it claims, or it is refused with PERMISSION_DENIED before anything is sent.
+    None: no authentication (standalone mode on loopback). Default None."""
     fast_send: bool = True
     """Write each response's HTTP/2 DATA frames in one go on grpclib's h2 connection (see
     ``tsgw/xds/_fastsend.py``) when the installed grpclib and h2 are as that code expects;
@@ -412,6 +425,7 @@ class AdsServer:
                 inbox.close()
 
         refused = ""
+        denied: _Denied | None = None
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(reader)
@@ -432,6 +446,9 @@ class AdsServer:
                     except ProtocolError as e:
                         refused = str(e)
                         break
+                    except _Denied as e:
+                        denied = e
+                        break
                     if cancel_watch is None and conn.group is not None:
                         cancel_watch = self.cache.watch(conn.group, on_snapshot)
                     if type_url:
@@ -445,6 +462,18 @@ class AdsServer:
             # it and end the stream cleanly instead (Envoy reconnects at once).
             log.exception("xds stream failed", stream=conn.id, node=conn.node_id)
         else:
+            if denied is not None:
+                _metrics.AUTH_REFUSED.labels(denied.reason).inc()
+                log.warning(
+                    "xds stream refused: no valid token for its group",
+                    stream=conn.id,
+                    peer=conn.peer,
+                    group=denied.group,
+                    reason=denied.reason,
+                )
+                raise GRPCError(
+                    Status.PERMISSION_DENIED, f"not authorized for this node group ({denied.reason})"
+                )
             if refused:
                 log.warning("xds protocol error", stream=conn.id, node=conn.node_id, error=refused)
                 raise GRPCError(Status.INVALID_ARGUMENT, refused)
@@ -487,6 +516,12 @@ class AdsServer:
         if conn.group is None:
             if not node.HasField("node"):
                 raise ProtocolError("the first request of a stream carries no node")
+            key = self.options.auth_key
+            if key is not None:
+                group = self.cache.node_group(node.node)
+                reason = _auth.refusal(key, stream.metadata, group)
+                if reason is not None:
+                    raise _Denied(reason, group)
             self._set_node(conn, node.node)
         if not type_url:
             raise ProtocolError("a request on an aggregated stream must name its type_url")

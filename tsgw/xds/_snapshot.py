@@ -20,6 +20,7 @@ from google.protobuf.message import Message
 
 from tsgw.xds import _wire
 from tsgw.xds._errors import InconsistentSnapshotError, SnapshotError
+from tsgw.xds._redact import redact_secret
 from tsgw.xds._types import (
     HCM_TYPE,
     MESSAGE_CLASSES,
@@ -27,6 +28,7 @@ from tsgw.xds._types import (
     EndpointDiscovery,
     ListenerDiscovery,
     RouteDiscovery,
+    SecretDiscovery,
     import_message_package,
     short_name,
 )
@@ -79,7 +81,10 @@ class Resource:
         return msg
 
     def to_dict(self) -> dict[str, Any]:
+        """The resource as JSON for people (dumps, the admin API): an SDS secret's keys redacted."""
         out: dict[str, Any] = json_format.MessageToDict(self.message(), preserving_proto_field_name=True)
+        if self.type_url == SecretDiscovery:
+            out = redact_secret(out)
         return out
 
 

@@ -25,13 +25,14 @@ from tsgw.extension import SERVICE, contexts, messages
 from tsgw.kube import CUSTOMRESOURCEDEFINITIONS, NAMESPACES, Client, NotFound, RawObject, Resource
 from tsgw.operator import Operator, OperatorOptions
 from tsgw.providers import tsgw_resources
-from tsgw.xds import bootstrap
+from tsgw.xds import bootstrap, group_token
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 KINDS = {r.kind: r for r in tsgw_resources()}
 STATEFULSETS = Resource("apps/v1", "StatefulSet", "statefulsets")
 SECRETS = Resource("v1", "Secret", "secrets")
+CONFIGMAPS = Resource("v1", "ConfigMap", "configmaps")
 
 
 async def _install_crds(client: Client) -> None:
@@ -212,9 +213,22 @@ async def test_the_operator_serves_each_namespace_its_own_group_writes_status_an
         await anyio.sleep(1.0)  # (a window for spurious writes, not a wait for an event)
         assert ours() == writes
 
+        # The xDS server authenticates: the key Secret exists, and each group's bootstrap (a
+        # Secret, mounted by its pods) carries that group's token and no other's.
+        key_secret = await client.get(SECRETS, "tsgw-xds-auth", a)
+        key = base64.b64decode(key_secret["data"]["key"])
+        token = group_token(key, f"db-tsep.{a}")
+        boot = await client.get(SECRETS, "db-tsep-envoy", a)
+        assert token in base64.b64decode(boot["data"]["envoy.json"]).decode()
+        assert await _get(client, CONFIGMAPS, "db-tsep-envoy", a) is None
+        other = await client.get(SECRETS, "db-tsep-envoy", b)
+        assert token not in base64.b64decode(other["data"]["envoy.json"]).decode()
+
         # A real Envoy of team-a's group: Programmed becomes True on the API server.
         envoy = envoy_factory(
-            bootstrap("db-tsep-0", f"db-tsep.{a}", f"127.0.0.1:{operator.xds_port}", admin_port=0),
+            bootstrap(
+                "db-tsep-0", f"db-tsep.{a}", f"127.0.0.1:{operator.xds_port}", admin_port=0, token=token
+            ),
             start=False,
         )
         await envoy.astart()

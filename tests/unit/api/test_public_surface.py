@@ -31,6 +31,7 @@ def test_api_exports_exactly_its_curated_names() -> None:
             "Failover",
             "IngressBackend",
             "IngressPort",
+            "IngressTLS",
             "Kind",
             "ListenerStatus",
             "PolicyAncestorStatus",

@@ -556,3 +556,24 @@ async def test_one_timeout_does_not_take_a_ready_endpoint_out(folder: Path) -> N
         full.close()
         for s in socks[1:]:
             s.close()
+
+
+def test_tls_secrets_are_read_and_other_secrets_refused(folder: Path) -> None:
+    (folder / "certs.yaml").write_text(
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: web-tls, namespace: demo}\ntype: kubernetes.io/tls\n"
+        "data: {tls.crt: Y2VydA==, tls.key: a2V5}\n---\n"
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: plain, namespace: demo}\ntype: kubernetes.io/tls\n"
+        "stringData: {tls.crt: cert, tls.key: key}\n"
+    )
+    (folder / "bad.yaml").write_text(
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: opaque, namespace: demo}\ntype: Opaque\n"
+        "data: {password: aHVudGVyMg==}\n---\n"
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: nokey, namespace: demo}\ntype: kubernetes.io/tls\n"
+        "data: {tls.crt: 'not base64!'}\n"
+    )
+    state = FileProvider(folder).load()
+    assert sorted(s["metadata"]["name"] for s in state.inputs.secrets) == ["plain", "web-tls"]
+    reasons = sorted(p.reason for p in state.problems)
+    assert len(reasons) == 2
+    assert reasons[0].startswith("data[tls.crt]: Invalid value: illegal base64")
+    assert reasons[1].startswith('type: Invalid value: "Opaque"')

@@ -35,6 +35,8 @@ def test_model_exports_exactly_its_curated_names() -> None:
             "StatusDetails",
             "TailscaleService",
             "TargetDetail",
+            "TlsCertificate",
+            "TlsSecret",
         ]
     )
     assert all(hasattr(tsgw.model, n) for n in tsgw.model.__all__)

@@ -38,6 +38,7 @@ def test_xds_exports_exactly_the_curated_names() -> None:
             "UnknownVersionError",
             "XdsError",
             "bootstrap",
+            "group_token",
             "group_by_cluster",
             "group_by_id",
             "short_name",

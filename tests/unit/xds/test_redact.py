@@ -1,0 +1,45 @@
+"""Dumps of a snapshot (the admin API's GetSnapshot, `tsgw snapshot dump`) never carry secret
+material: SDS secrets' private keys and other secret data sources are redacted."""
+
+from __future__ import annotations
+
+import json
+
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
+
+from tsgw.xds import SecretDiscovery, Snapshot
+from tsgw.xds._redact import REDACTED, redact_secret
+
+KEY = b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
+CHAIN = b"-----BEGIN CERTIFICATE-----\nBBBB\n-----END CERTIFICATE-----\n"
+
+
+def test_a_snapshot_dump_shows_the_chain_but_never_the_key() -> None:
+    s = secret_pb2.Secret(name="apps/web-tls")
+    s.tls_certificate.certificate_chain.inline_bytes = CHAIN
+    s.tls_certificate.private_key.inline_bytes = KEY
+    g = secret_pb2.Secret(name="ticket")
+    g.session_ticket_keys.keys.add(inline_bytes=b"k" * 80)
+    generic = secret_pb2.Secret(name="generic")
+    generic.generic_secret.secret.inline_string = "hunter2"
+    snap = Snapshot({SecretDiscovery: [s, g, generic]})
+    text = json.dumps(snap.to_dict())
+    for secret in ("QUFBQ", "AAAA", "hunter2", "a2tr"):
+        assert secret not in text
+    res = snap.to_dict()["types"]["sds"]["resources"]
+    assert res["apps/web-tls"]["tls_certificate"]["certificate_chain"]["inline_bytes"]
+    assert res["apps/web-tls"]["tls_certificate"]["private_key"]["redacted"].startswith(REDACTED)
+    # The wire bytes Envoy gets are untouched.
+    (wire,) = [r for n, r in snap.resources(SecretDiscovery).items.items() if n == "apps/web-tls"]
+    assert secret_pb2.Secret.FromString(wire.data).tls_certificate.private_key.inline_bytes == KEY
+
+
+def test_redaction_keeps_what_identifies_the_secret() -> None:
+    doc = {
+        "name": "x",
+        "tls_certificate": {"private_key": {"filename": "/k"}, "certificate_chain": {"filename": "/c"}},
+    }
+    out = redact_secret(doc)
+    assert out["tls_certificate"]["certificate_chain"] == {"filename": "/c"}
+    assert out["tls_certificate"]["private_key"] == {"redacted": REDACTED}
+    assert doc["tls_certificate"]["private_key"] == {"filename": "/k"}  # input untouched
