@@ -357,6 +357,11 @@ def test_prometheus_alerts_dashboard_status_and_doctor_on_a_running_install(
             "group": NODE_CLUSTER,
             "severity": "warning",
         }
+        # The dashboard's NACK panel counts it (the counter starts at 0, so increase() sees it).
+        nacks = 'sum by (type) (increase(tsgw_xds_nacks_total{type="lds"}[5m]))'
+        prom.wait_for(
+            "the NACK panel counts it", lambda: [r for r in prom.query(nacks) if float(r["value"][1]) > 0]
+        )
         code, out = tsgw(bed, "status", "--cluster", "-o", "json")
         p0, p1 = _proxies(json.loads(out))
         assert p0["envoy"] == "SYNCED"
