@@ -291,11 +291,12 @@ def _container_trouble(pod: Mapping[str, Any]) -> str:
 def check_proxies(facts: ClusterFacts, options: DoctorOptions) -> list[Finding]:
     out: list[Finding] = []
     pods = {(p["metadata"].get("namespace"), p["metadata"]["name"]): p for p in facts.pods}
+    by_ref = _conditions_by_ref(facts)
     total = 0
     for tn in cluster_status(facts)["tailnets"]:
         have_facts = tn["name"] in facts.tailnet_facts
         for g in tn["groups"]:
-            accepted = (conditions_by_ref(facts).get(g["owner"]) or {}).get("Accepted") or {}
+            accepted = (by_ref.get(g["owner"]) or {}).get("Accepted") or {}
             if not g["group"]:
                 if accepted.get("status") == "True":
                     out.append(
@@ -373,7 +374,7 @@ def check_proxies(facts: ClusterFacts, options: DoctorOptions) -> list[Finding]:
     return out
 
 
-def conditions_by_ref(facts: ClusterFacts) -> dict[str, dict[str, Mapping[str, Any]]]:
+def _conditions_by_ref(facts: ClusterFacts) -> dict[str, dict[str, Mapping[str, Any]]]:
     """Each object's conditions by ``Kind/namespace/name``."""
     return {_ref(o): conditions(o) for o in facts.objects}
 

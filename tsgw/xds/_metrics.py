@@ -20,6 +20,10 @@ PUSH_DURATION = Histogram(
     buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
 NACKS = Counter("tsgw_xds_nacks_total", "Responses an Envoy rejected (NACK), by resource type.", ["type"])
+# Every type tsgw serves starts at 0: a counter whose first sample is already 1 has no
+# ``increase()`` in Prometheus, so a first NACK would not show (the bed's observability test).
+for _type in ("sds", "cds", "eds", "lds", "rds"):
+    NACKS.labels(_type)
 NACK_RESENDS_SUPPRESSED = Counter(
     "tsgw_xds_nack_resends_suppressed_total",
     "Pushes withheld because the client had rejected that very version, by resource type.",

@@ -24,7 +24,8 @@ Checked, in order:
   `tsgw doctor` names it.
 - Every query of deploy/grafana/tsgw.json (both rows) returns at least one series.
 - Wrong credentials (a bad API key written into the tailnet's Secret) and a stopped proxy (its
-  processes SIGSTOPped: its pod turns not Ready): `tsgw doctor` exits 1 naming exactly those two.
+  processes SIGSTOPped: its pod turns not Ready): `tsgw doctor` exits 1 naming exactly those two,
+  and `TsgwTailnetAPIFailing` fires once most of the window's requests were refused.
 """
 
 from __future__ import annotations
@@ -357,6 +358,11 @@ def test_prometheus_alerts_dashboard_status_and_doctor_on_a_running_install(
             "group": NODE_CLUSTER,
             "severity": "warning",
         }
+        # The dashboard's NACK panel counts it (the counter starts at 0, so increase() sees it).
+        nacks = 'sum by (type) (increase(tsgw_xds_nacks_total{type="lds"}[5m]))'
+        prom.wait_for(
+            "the NACK panel counts it", lambda: [r for r in prom.query(nacks) if float(r["value"][1]) > 0]
+        )
         code, out = tsgw(bed, "status", "--cluster", "-o", "json")
         p0, p1 = _proxies(json.loads(out))
         assert p0["envoy"] == "SYNCED"
@@ -419,6 +425,21 @@ def test_prometheus_alerts_dashboard_status_and_doctor_on_a_running_install(
         assert proxy["message"].startswith("proxy pod not Ready: tailscale not ready"), findings
         code, text = tsgw(bed, "doctor")
         print(f"\n{text}")
+        # The refused key fires the tailnet alert too, once most requests in its window fail.
+        (api_alert,) = prom.wait_for(
+            "TsgwTailnetAPIFailing fires",
+            lambda: [
+                a
+                for a in prom.alerts()
+                if a["labels"]["alertname"] == "TsgwTailnetAPIFailing" and a["state"] == "firing"
+            ],
+            timeout=180,
+        )
+        assert api_alert["labels"] == {
+            "alertname": "TsgwTailnetAPIFailing",
+            "tailnet": "headscale",
+            "severity": "critical",
+        }
         if os.environ.get("TSGW_DASHBOARD_DATA"):
             record_dashboard(prom, started, time.time(), Path(os.environ["TSGW_DASHBOARD_DATA"]))
     except BaseException:
