@@ -6,11 +6,12 @@ as tsgw serves it (the strip filter, then the composite filter's exact-match map
 source address setting the caller's Tailscale-* headers) and with the identity filters removed.
 Two Envoys (one per variant) route to a third, a direct-response backend that echoes the
 ``Tailscale-User-Login`` it received (checked before measuring: the caller's with identity, the
-forged one without). Requests alternate
-between the two Envoys, each on a fresh connection opened with a PROXY v2 header from a random
-device's address (so every request looks a caller up), with two forged Tailscale-* headers.
-Reported: p50/p99 per variant and their difference (the added latency), the HTTP listener's
-size in bytes, its translation time and the Envoys' heap after loading. One JSON line last.
+forged one without). Requests alternate between the two Envoys, each on a fresh connection
+opened with a PROXY v2 header from a random device's address (so every request looks a caller
+up), with two forged Tailscale-* headers. Reported: p50/p99 per variant and their difference
+(the added latency), the HTTP listener's size in bytes, its translation time, the Envoys' heap
+after loading and their start time from a static JSON bootstrap (slower to parse than the same
+listener over ADS). One JSON line last.
 
     just bench identity [--requests N] [--devices 1000,5000]
 """

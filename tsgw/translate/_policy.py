@@ -184,7 +184,7 @@ def route_access_objects(
     """The TailscaleRouteAccess of each TailscaleRoutePolicy with access rules that holds at
     least one HTTPRoute or GRPCRoute target (older policy first, as :func:`apply_policies`
     decides), as Kubernetes JSON: same namespace and name as the policy, the targets it holds,
-    and its rules with tags and users resolved from the facts of its ``tailnetRef``. While those
+    and its rules with tags, users and groups resolved from the facts of its ``tailnetRef``. While those
     facts are not known (a tailnet not read yet, or not there), a policy whose rules name tags
     or users gets no rules and default Deny: it is never opened wider than it says (one of CIDRs
     only needs no facts). Pure: the same policies and facts

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 
 from tests.integration.translate.test_envoy_runs_translation import (
@@ -29,7 +30,9 @@ from tests.integration.translate.test_envoy_runs_translation import (
 )
 from tests.support.envoy import EnvoyFactory
 from tests.support.process import free_port, tcp_open
-from tsgw.translate import Device, Inputs, Options, TailnetFacts, User, translate
+from tests.support.xds import running_ads
+from tsgw.translate import Device, Inputs, Options, TailnetFacts, User, node_cluster, translate
+from tsgw.xds import Snapshot, SnapshotCache, bootstrap
 
 pytestmark = pytest.mark.integration
 
@@ -209,3 +212,55 @@ def test_a_policy_allows_a_policy_file_group_and_refuses_everyone_else(
     with socket.create_connection(("127.0.0.1", tcp), timeout=5) as s:
         s.sendall(proxy_v2("100.64.0.6"))
         assert s.recv(256).startswith(b"backend 100.64.0.6 ")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
+async def test_a_5000_device_table_reaches_envoy_over_ads_and_names_the_caller(
+    delta: bool, envoy_factory: EnvoyFactory, backend: Backend
+) -> None:
+    """The table of a 5,000-device tailnet (a ~3.9 MB listener) goes through tsgw's own ADS
+    server: Envoy ACKs it, and the caller is named."""
+    many = TailnetFacts(
+        "tail.test",
+        tuple(
+            Device(
+                f"d{i}.tail.test",
+                (f"100.65.{i // 256}.{i % 256}", f"fd7a:115c:a1e0::{i:x}"),
+                user=f"u{i}@x.test",
+            )
+            for i in range(5000)
+        ),
+    )
+    inputs = _inputs(backend, policy=False)
+    listen = free_port()
+    result = translate(
+        Inputs(
+            objects=inputs.objects,
+            services=inputs.services,
+            endpoint_slices=inputs.endpoint_slices,
+            tailnets={"corp": many},
+        ),
+        Options(first_listener_port=listen),
+    )
+    ((ns, name), res) = next(iter(result.xds.items()))
+    group = node_cluster(ns, name)
+    assert max(li.ByteSize() for li in res.listeners) > 3_000_000
+    cache = SnapshotCache()
+    cache.set_snapshot(group, Snapshot(res.by_type(), version="v1"))
+    async with running_ads(cache) as (_, xds_port):
+        envoy = envoy_factory(
+            bootstrap("big-0", group, f"127.0.0.1:{xds_port}", delta=delta, admin_port=0),
+            name=f"big-{'delta' if delta else 'sotw'}",
+            start=False,
+        )
+        await envoy.astart(wait_s=120)
+
+        def named() -> dict[str, str] | None:
+            seen = _headers(listen, "100.65.19.135")
+            return seen or None
+
+        seen = await anyio.to_thread.run_sync(lambda: eventually(named, "the caller named", timeout=120))
+        assert seen["tailscale-user-login"] == f"u{19 * 256 + 135}@x.test"
+        stats = await envoy.astats()
+        assert stats["listener_manager.lds.update_rejected"] == 0
