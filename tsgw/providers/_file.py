@@ -907,8 +907,8 @@ class _Watcher:
             key = (e.wd, e.name)
             if e.mask & _RELEASE:
                 self._writing.discard(key)
-            elif e.mask & _inotify.IN_MODIFY and not e.mask & _inotify.IN_ISDIR:
-                self._writing.add(key)
+            elif e.mask & _inotify.IN_MODIFY and e.name.endswith((".yaml", ".yml")):
+                self._writing.add(key)  # only a file the folder serves holds the reload
             relevant = True
         return relevant
 
