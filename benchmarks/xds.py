@@ -221,6 +221,7 @@ class Line:
             list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, **kw
         )
         self._lines: queue.Queue[str] = queue.Queue()
+        self._pending: list[list[str]] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -231,6 +232,13 @@ class Line:
         self._lines.put("")  # end of output
 
     def expect(self, word: str, timeout: float = 120.0) -> list[str]:
+        """The next line that starts with ``word``, split. Lines that start with another word are
+        kept for a later ``expect``, never dropped: a server may print "acked" before "pushed"
+        (go-control-plane's LinearCache answers and gets ACKs while SetResources still runs)."""
+        for i, f in enumerate(self._pending):
+            if f[0] == word:
+                del self._pending[i]
+                return f
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
@@ -246,6 +254,8 @@ class Line:
             f = line.split()
             if f and f[0] == word:
                 return f
+            if f:
+                self._pending.append(f)
 
     def ask(self, line: str, word: str, timeout: float = 120.0) -> list[str]:
         self.send(line)

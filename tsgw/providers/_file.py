@@ -902,14 +902,20 @@ class _Watcher:
                 continue
             if e.name.startswith("."):
                 continue  # editors' swap and backup files, as the scan skips them
-            if e.mask & _inotify.IN_IGNORED and not e.name:
-                relevant = True  # a watched folder went away
+            if (
+                e.mask & (_inotify.IN_IGNORED | _inotify.IN_MOVE_SELF | _inotify.IN_DELETE_SELF)
+                and not e.name
+            ):
+                # A watched folder went away or moved: forget its watch, so the next scan
+                # watches whatever folder has that path now.
+                self._notify.remove(e.wd)
+                relevant = True
                 continue
             key = (e.wd, e.name)
             if e.mask & _RELEASE:
                 self._writing.discard(key)
-            elif e.mask & _inotify.IN_MODIFY and not e.mask & _inotify.IN_ISDIR:
-                self._writing.add(key)
+            elif e.mask & _inotify.IN_MODIFY and e.name.endswith((".yaml", ".yml")):
+                self._writing.add(key)  # only a file the folder serves holds the reload
             relevant = True
         return relevant
 

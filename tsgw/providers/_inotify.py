@@ -140,6 +140,12 @@ class Inotify:
         self._paths[wd] = os.fspath(path)
         return wd
 
+    def remove(self, wd: int) -> None:
+        """Stop a watch and forget its path (a watch the kernel already dropped is only forgotten)."""
+        assert _LIBC is not None
+        if self._paths.pop(wd, None) is not None and self._fd >= 0:
+            _LIBC.inotify_rm_watch(self._fd, wd)  # EINVAL for one already gone: nothing to do
+
     def path(self, wd: int) -> str | None:
         """The path a watch descriptor was added for (None once the kernel dropped it)."""
         return self._paths.get(wd)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import struct
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from pathlib import Path
 
 import anyio
@@ -124,22 +124,63 @@ async def test_a_save_by_rename_is_loaded(folder: Path) -> None:
     assert _priorities(second) == [0, 3]
 
 
+async def _served_until(
+    gen: AsyncGenerator[FolderState, None], act: Callable[[], Awaitable[None]], priorities: list[int]
+) -> FolderState:
+    """Keep reading ``gen`` in the background (so the watcher runs while ``act`` does), run
+    ``act``, and return the first state that serves ``priorities``."""
+    found: list[FolderState] = []
+
+    async def read() -> None:
+        async for state in gen:
+            if _priorities(state) == priorities:
+                found.append(state)
+                return
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read)
+            await act()
+    return found[0]
+
+
 @pytest.mark.anyio
 async def test_a_new_subfolder_is_watched(folder: Path) -> None:
     gen = FileProvider(folder, NOTIFY_ONLY).watch()
     await _next(gen)
-    sub = folder / "more"
-    sub.mkdir()  # an event: the scan it triggers finds the folder and watches it
-    await anyio.sleep(0.3)  # (past that scan, so only the new watch can report what follows)
     web = folder / "web.yaml"
-    (sub / "web.yaml").write_text(web.read_text().replace("priority: 1", "priority: 4"))
-    web.unlink()
-    third = await _next(gen)
-    while _priorities(third) != [0, 4]:  # the unlink and the new file may come as two readings
-        third = await _next(gen)
+    sub = folder / "more"
+
+    async def act() -> None:
+        sub.mkdir()  # an event: the scan it triggers finds the folder and watches it
+        await anyio.sleep(0.3)  # (past that scan, so only the new watch can report what follows)
+        # Only the new folder changes (its copy of web.yaml is read first, by path order, and
+        # the old one is reported as a duplicate): only a watch on it can report this.
+        (sub / "web.yaml").write_text(web.read_text().replace("priority: 1", "priority: 4"))
+
+    state = await _served_until(gen, act, [0, 4])
     await gen.aclose()
-    assert third.files == 4
-    assert third.origins[("TailscaleServices", "demo", "web")][0].endswith("more/web.yaml")
+    assert state.files == 5
+    assert state.origins[("TailscaleServices", "demo", "web")][0].endswith("more/web.yaml")
+
+
+@pytest.mark.anyio
+async def test_a_subfolder_moved_away_and_replaced_is_watched_again(folder: Path, tmp_path: Path) -> None:
+    sub = folder / "more"
+    sub.mkdir()
+    gen = FileProvider(folder, NOTIFY_ONLY).watch()
+    await _next(gen)
+    web = folder / "web.yaml"
+
+    async def act() -> None:
+        os.rename(sub, tmp_path / "moved")  # its watch now follows a folder outside
+        sub.mkdir()  # a new folder at the old path
+        await anyio.sleep(0.3)  # past the scan those events trigger
+        (sub / "web.yaml").write_text(web.read_text().replace("priority: 1", "priority: 7"))
+
+    state = await _served_until(gen, act, [0, 7])
+    await gen.aclose()
+    assert state.origins[("TailscaleServices", "demo", "web")][0].endswith("more/web.yaml")
 
 
 @pytest.mark.anyio
