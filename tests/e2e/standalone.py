@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.support.certs import Leaf
 from tests.support.envoy import Envoy
 from tests.support.process import BIND_ATTEMPTS, NotReady, Process, free_port, in_use_error, tcp_open
 from tsgw.xds import bootstrap
@@ -25,6 +26,8 @@ EXAMPLE = ROOT / "examples" / "standalone"
 INGRESS_GROUP = "web-tssvc.demo"
 EGRESS_GROUP = "tailnet-echo-tsep.demo"
 PRIMARY_PORT, STANDBY_PORT = 18081, 18082
+TLS_HOST = "web.example.com"
+"""The SNI name of :func:`add_tls_port`'s certificate."""
 _INTERNAL_LISTENER = "type.googleapis.com/envoy.extensions.bootstrap.internal_listener.v3.InternalListener"
 
 
@@ -38,6 +41,31 @@ def copy_example(dest: Path, primary: int, standby: int) -> Path:
     text = text.replace(f"port: {PRIMARY_PORT}", f"port: {primary}")
     backends.write_text(text.replace(f"port: {STANDBY_PORT}", f"port: {standby}"))
     return dest
+
+
+def tls_secret_yaml(leaf: Leaf) -> str:
+    """A kubernetes.io/tls Secret ``demo/web-tls`` holding ``leaf`` (plain ``stringData``)."""
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "web-tls", "namespace": "demo"},
+        "type": "kubernetes.io/tls",
+        "stringData": {"tls.crt": leaf.chain.decode(), "tls.key": leaf.key.decode()},
+    }
+    return json.dumps(doc)  # JSON is YAML
+
+
+def add_tls_port(folder: Path) -> None:
+    """web.yaml with a second port, 443, terminating TLS for TLS_HOST with ``demo/web-tls``."""
+    web = folder / "web.yaml"
+    text = web.read_text()
+    marker = "      targetPort: http            # the backend Services' port, by name (backends.yaml)\n"
+    assert marker in text
+    extra = (
+        "    - port: 443\n      protocol: HTTP\n      targetPort: http\n"
+        f"      tls: [{{secretName: web-tls, hostnames: [{TLS_HOST}]}}]\n"
+    )
+    web.write_text(text.replace(marker, marker + extra))
 
 
 def write(path: Path, text: str) -> None:

@@ -51,12 +51,16 @@ from tsgw.model import Condition, Listener, Protocol, ProxyGroup, TlsCertificate
 
 __all__ = [
     "CERTIFICATES_READY",
+    "TLS_SECRET_TYPE",
     "LastGood",
+    "PortTls",
     "TlsProblem",
     "apply_filter_chains",
     "certificate_condition",
     "check_certificate",
+    "index_secrets",
     "read_tls_secret",
+    "referenced",
     "resolve_port",
     "sds_secrets",
     "secret_deps",
@@ -159,14 +163,6 @@ def _fp(raw: Mapping[str, Any] | None) -> Any:
     return h.digest()
 
 
-def _index(secrets: Iterable[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
-    out: dict[str, Mapping[str, Any]] = {}
-    for s in secrets:
-        md = s.get("metadata") or {}
-        out[f"{md.get('namespace', '')}/{md.get('name', '')}"] = s
-    return out
-
-
 def referenced(spec: api.TailscaleServicesSpec, namespace: str) -> tuple[str, ...]:
     """``namespace/name`` of every Secret the object's ports name, sorted."""
     return tuple(sorted({f"{namespace}/{t.secret_name}" for p in spec.ports for t in p.tls}))
@@ -240,7 +236,7 @@ def _resolve(
         not_after = check_certificate(chain, pem_key, now)
     except TlsProblem as e:
         old = last_good.by_secret.get(key)
-        if old is not None and now.isoformat() < old.not_after:
+        if old is not None and now < datetime.datetime.fromisoformat(old.not_after):
             tail = f"; the last good certificate (valid until {old.not_after}) keeps serving"
         else:
             old, tail = None, f"; port {port} does not serve this certificate"
@@ -261,7 +257,11 @@ def certificate_condition(problems: Iterable[tuple[str, str]]) -> Condition:
 
 def index_secrets(secrets: Iterable[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
     """Secrets by ``namespace/name``."""
-    return _index(secrets)
+    out: dict[str, Mapping[str, Any]] = {}
+    for s in secrets:
+        md = s.get("metadata") or {}
+        out[f"{md.get('namespace', '')}/{md.get('name', '')}"] = s
+    return out
 
 
 # --- Envoy ------------------------------------------------------------------------------------

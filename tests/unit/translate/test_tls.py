@@ -218,3 +218,17 @@ def test_dumps_of_the_resources_never_show_a_private_key(ca: CA) -> None:
     xds = result.xds[("apps", "web-tssvc")]
     assert xds.to_json()["secrets"] == [{"name": "apps/web-tls", "redacted": True}]
     assert "PRIVATE KEY" not in repr(result.model)
+
+
+def test_a_last_good_certificate_that_has_expired_itself_is_not_served() -> None:
+    from tsgw import api
+    from tsgw.model import TlsSecret
+    from tsgw.translate._tls import LastGood, resolve_port
+
+    past = (NOW - datetime.timedelta(minutes=1)).isoformat()
+    last = LastGood({"apps/web-tls": TlsSecret("apps/web-tls", b"chain", b"key", past)})
+    port = api.IngressPort(port=443, tls=(api.IngressTLS(secret_name="web-tls"),))
+    out = resolve_port({}, last, "apps", port, NOW)
+    assert out.certificates == ()
+    assert out.problems[0][0] == "SecretNotFound"
+    assert "does not serve" in out.problems[0][1]
