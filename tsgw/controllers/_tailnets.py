@@ -34,6 +34,7 @@ import orjson
 import structlog
 
 from tsgw import api
+from tsgw.controllers._metrics import observe_device_expiry
 from tsgw.controllers._status import write_condition
 from tsgw.kube import (
     CONFIGMAPS,
@@ -191,6 +192,7 @@ class TailnetReconciler:
             return Result(requeue_after=self.poll_interval)
         refused = self._refused_reads.setdefault(req.name, {})
         users, groups, notes = await _identities(ts, refused, time.monotonic())
+        observe_device_expiry(req.name, devices)
         facts = _facts(devices, services, self.operator_id, users, groups)
         try:
             await self._publish(req.name, facts)

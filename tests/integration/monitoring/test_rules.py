@@ -44,7 +44,7 @@ def test_the_scrape_configuration_is_valid_with_file_discovery_in_place_of_kuber
     (tmp_path / "tsgw.rules.yaml").write_text(RULES.read_text())
     out = promtool("check", "config", tmp_path / "prometheus.yml")
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 9 rules found" in out.stdout
+    assert "SUCCESS: 10 rules found" in out.stdout
 
 
 def test_the_component_renders_its_configmap_into_an_install(tmp_path: Path) -> None:
