@@ -309,7 +309,13 @@ def test_a_route_policy_allows_tag_a_and_denies_tag_b_by_their_device_tags(
                 # after the policy converged. What each proxy's Envoy counted for that one call,
                 # and the facts, say which layer closed it.
                 diff = _stats_diff(before, _proxy_stats(bed))
-                facts = bed.get("configmap", "-n", NS, "tsgw-tailnet-tailscale")["data"]
+                cm = bed.get("configmap", "-n", NS, "tsgw-tailnet-tailscale")
+                facts = cm["data"]
+                writers = [
+                    (f.get("manager"), f.get("operation"), f.get("time"))
+                    for f in cm["metadata"].get("managedFields") or []
+                ]
+                leases = bed.kubectl("get", "leases", "-n", NS, "-o", "wide", check=False)
                 nodes = [
                     (n.get("id"), n.get("name"), n.get("addresses"), n.get("online"))
                     for n in box.box.admin.nodes()
@@ -319,7 +325,9 @@ def test_a_route_policy_allows_tag_a_and_denies_tag_b_by_their_device_tags(
                 # moment says whether the tailnet or the operator's facts dropped them.
                 pytest.xfail(
                     f"issue 14, open: tag:a refused after the policy converged ({ra!r}); "
-                    f"Envoy counters moved by that call: {diff}; facts: {facts}; box nodes: {nodes}"
+                    f"Envoy counters moved by that call: {diff}; facts: {facts} "
+                    f"(resourceVersion {cm['metadata'].get('resourceVersion')}, written by {writers}); "
+                    f"box nodes: {nodes}; leases: {leases}"
                 )
             rb = _answer(b, vip)
             assert rb == "", f"tag:b later answered {rb!r}"
