@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
@@ -179,6 +180,21 @@ def _cluster_eds_name(msg: Message) -> str | None:
     return None
 
 
+_DOWNSTREAM_TLS = "type.googleapis.com/" + tls_pb2.DownstreamTlsContext.DESCRIPTOR.full_name
+
+
+def _listener_secret_names(msg: Message) -> list[str]:
+    """The SDS secrets a listener's TLS filter chains name (their certificates)."""
+    lst: Any = msg
+    names: list[str] = []
+    for chain in lst.filter_chains:
+        ts = chain.transport_socket
+        if ts.HasField("typed_config") and ts.typed_config.type_url == _DOWNSTREAM_TLS:
+            ctx = tls_pb2.DownstreamTlsContext.FromString(ts.typed_config.value)
+            names.extend(str(s.name) for s in ctx.common_tls_context.tls_certificate_sds_secret_configs)
+    return names
+
+
 def _listener_route_names(msg: Message) -> list[str]:
     lst: Any = msg
     chains = list(lst.filter_chains)
@@ -237,6 +253,8 @@ class Snapshot:
                 elif type_url == ListenerDiscovery:
                     for rds in _listener_route_names(msg):
                         refs.setdefault((RouteDiscovery, rds), []).append((type_url, r.name))
+                    for sds in _listener_secret_names(msg):
+                        refs.setdefault((SecretDiscovery, sds), []).append((type_url, r.name))
             by_type[type_url] = TypeResources(type_url, items)
         unknown = set(resources) - set(MESSAGE_CLASSES)
         if unknown:

@@ -164,9 +164,12 @@ def _status(st: ObjectStatus) -> dict[str, Any]:
 
 
 def _without_empty_tls(group: dict[str, Any]) -> dict[str, Any]:
-    """A group's model without the TLS fields where it has no TLS (older golden files stay)."""
+    """A group's model without the TLS fields where it has no TLS (older golden files stay),
+    and its certificates by name only (never key material in a golden file)."""
     if not group.get("secrets"):
         group.pop("secrets", None)
+    else:
+        group["secrets"] = [s["name"] for s in group["secrets"]]
     for li in group.get("listeners", ()):
         if not li.get("tls"):
             li.pop("tls", None)

@@ -43,3 +43,25 @@ def test_redaction_keeps_what_identifies_the_secret() -> None:
     assert out["tls_certificate"]["certificate_chain"] == {"filename": "/c"}
     assert out["tls_certificate"]["private_key"] == {"redacted": REDACTED}
     assert doc["tls_certificate"]["private_key"] == {"filename": "/k"}  # input untouched
+
+
+def test_a_listener_naming_a_secret_the_snapshot_lacks_is_inconsistent() -> None:
+    import pytest
+    from envoy.config.listener.v3 import listener_pb2
+    from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+
+    from tsgw.xds import InconsistentSnapshotError, ListenerDiscovery
+
+    li = listener_pb2.Listener(name="l")
+    li.address.socket_address.address = "127.0.0.1"
+    li.address.socket_address.port_value = 1
+    chain = li.filter_chains.add()
+    ctx = tls_pb2.DownstreamTlsContext()
+    ctx.common_tls_context.tls_certificate_sds_secret_configs.add(name="apps/web-tls")
+    chain.transport_socket.name = "envoy.transport_sockets.tls"
+    chain.transport_socket.typed_config.Pack(ctx)
+    with pytest.raises(InconsistentSnapshotError, match="apps/web-tls"):
+        Snapshot({ListenerDiscovery: [li]})
+    s = secret_pb2.Secret(name="apps/web-tls")
+    s.tls_certificate.certificate_chain.inline_bytes = CHAIN
+    assert Snapshot({ListenerDiscovery: [li], SecretDiscovery: [s]}).counts()[SecretDiscovery] == 1
