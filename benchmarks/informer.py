@@ -25,7 +25,9 @@ it); for tsgw the longest event-loop stall after sync while the process allocate
 axis (the lowest sync time / heap per object of its three); ``*_vs_client_go_at_N`` is that
 client-go figure divided by ours (> 1: tsgw ahead); ``loop_stall_under_20ms_at_N``.
 
-Usage: ``just bench informer [--objects N] [--full]`` (``--full``: 10,000 and 50,000 objects,
+Each contender runs ``--repeats`` times (default 3, interleaved) and each figure is the median.
+
+Usage: ``just bench informer [--objects N] [--full] [--repeats R]`` (``--full``: 10,000 and 50,000 objects,
 the larger size seeded on top of the smaller in the same API server). One JSON line last.
 """
 
@@ -285,6 +287,20 @@ def _ratio(theirs: float | None, ours: float | None) -> float | None:
     return round(theirs / ours, 2) if theirs is not None and ours else None
 
 
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One contender's figures over repeated runs: the median of each number (upper median),
+    the other fields of the first run, and ``sync_s_runs``; any failed run makes it a failure."""
+    failed = [r for r in runs if "error" in r]
+    if failed or not runs:
+        return failed[0] if failed else {"error": "no runs"}
+    out = dict(runs[0])
+    for key, value in runs[0].items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            out[key] = sorted(r[key] for r in runs)[len(runs) // 2]
+    out["sync_s_runs"] = [r["sync_s"] for r in runs]
+    return out
+
+
 def goals_of(sizes: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Issue 18's informer goals per size from one run's figures (see the module docstring).
 
@@ -316,6 +332,7 @@ def main(argv: Sequence[str] = ()) -> int:
     parser = argparse.ArgumentParser(prog="benchmarks informer")
     parser.add_argument("--objects", type=int, default=10_000)
     parser.add_argument("--full", action="store_true", help="10,000 and 50,000 objects")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per contender and size (medians)")
     parser.add_argument("--child")
     parser.add_argument("--kubeconfig")
     args = parser.parse_args(list(argv))
@@ -341,10 +358,15 @@ def main(argv: Sequence[str] = ()) -> int:
                 file=sys.stderr,
             )
             seeded = n
-            r: dict[str, Any] = {"ours": _run_child("ours", kubeconfig, n)}
-            r["ours_list"] = _run_child("ours_list", kubeconfig, n)
-            for mode, (watch_list, strip) in CLIENT_GO_MODES.items():
-                r[mode] = _run_client_go(kubeconfig, n, watch_list, strip)
+            runs: dict[str, list[dict[str, Any]]] = {
+                name: [] for name in ("ours", "ours_list", *CLIENT_GO_MODES)
+            }
+            for _ in range(args.repeats):  # interleaved, so a burst of load hits every contender alike
+                runs["ours"].append(_run_child("ours", kubeconfig, n))
+                runs["ours_list"].append(_run_child("ours_list", kubeconfig, n))
+                for mode, (watch_list, strip) in CLIENT_GO_MODES.items():
+                    runs[mode].append(_run_client_go(kubeconfig, n, watch_list, strip))
+            r: dict[str, Any] = {name: median_run(rs) for name, rs in runs.items()}
             print(f"{n}: {json.dumps(r)}", file=sys.stderr)
             sizes[str(n)] = r
             if n == counts[0] and n <= 10_000:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmarks._k8s import clientgo_build_dir, clientgo_version
-from benchmarks.informer import goals_of
+from benchmarks.informer import goals_of, median_run
 
 
 def _size(ours: dict[str, object], **client_go: dict[str, object]) -> dict[str, object]:
@@ -62,3 +62,18 @@ def test_the_go_build_is_keyed_by_client_go_s_version_and_the_sources(tmp_path: 
     (tmp_path / "cmd" / "main.go").write_text("package main\n\nfunc main() {}\n")
     assert clientgo_build_dir(tmp_path) != first
     assert clientgo_version("module x\n") == "unknown"
+
+
+def test_repeated_runs_give_the_median_of_each_figure_and_a_failed_run_fails_the_contender() -> None:
+    runs = [
+        {"sync_s": 0.9, "heap_kib_per_object": 3.1, "watch_list": True},
+        {"sync_s": 0.4, "heap_kib_per_object": 3.5, "watch_list": True},
+        {"sync_s": 0.5, "heap_kib_per_object": 3.2, "watch_list": True},
+    ]
+    assert median_run(runs) == {
+        "sync_s": 0.5,
+        "heap_kib_per_object": 3.2,
+        "watch_list": True,
+        "sync_s_runs": [0.9, 0.4, 0.5],
+    }
+    assert median_run([*runs, {"error": "exit 1"}]) == {"error": "exit 1"}
