@@ -3,7 +3,9 @@
 The Go peers (benchmarks/clientgo: client-go's informer, controller-runtime's reconciler and a
 bare writer) are one Go module pinned in its go.mod (tools/versions.toml's ``[bench]`` names the
 same client-go and controller-runtime; tests/unit/test_versions.py checks it). :func:`clientgo_bin`
-builds it with the ordinary ``go`` client (modules from the Go module proxy, ``GOTOOLCHAIN=local``)
+builds it with the ordinary ``go`` client (modules from the Go module proxy, ``GOTOOLCHAIN=local``,
+``-mod=readonly``: a go.mod that does not cover the sources fails the build instead of being
+silently upgraded)
 into ``~/.cache/tsgw/bench/clientgo-<client-go version>-<hash of the sources>/``, outside the
 repository, and reuses that build while the sources are unchanged.
 """
@@ -118,7 +120,7 @@ def clientgo_bin(name: str) -> Path:
         env = {
             **os.environ,
             "GOTOOLCHAIN": "local",
-            "GOFLAGS": "-mod=mod -buildvcs=false",
+            "GOFLAGS": "-mod=readonly -buildvcs=false",
             "CGO_ENABLED": "0",
         }
         print(f"building {CLIENTGO_DIR} into {out} …", file=sys.stderr)

@@ -24,7 +24,12 @@ pytestmark = [
 
 
 def test_the_go_peers_vet_clean() -> None:
-    env = {**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod -buildvcs=false", "CGO_ENABLED": "0"}
+    env = {
+        **os.environ,
+        "GOTOOLCHAIN": "local",
+        "GOFLAGS": "-mod=readonly -buildvcs=false",
+        "CGO_ENABLED": "0",
+    }
     done = subprocess.run(
         ["go", "vet", "./..."], cwd=CLIENTGO_DIR, env=env, capture_output=True, text=True, timeout=540
     )
