@@ -32,6 +32,8 @@ def test_the_kube_benchmark_peers_are_the_pinned_client_go_of_the_pinned_kuberne
     gomod = (ROOT / "benchmarks" / "clientgo" / "go.mod").read_text()
     pinned = VERSIONS["bench"]["client-go"]
     assert re.search(rf"^\s*k8s\.io/client-go {re.escape(pinned)}$", gomod, re.M)
+    cr = VERSIONS["bench"]["controller-runtime"]
+    assert re.search(rf"^\s*sigs\.k8s\.io/controller-runtime {re.escape(cr)}$", gomod, re.M)
     # the staging modules of a Kubernetes release share its minor and patch: v1.36.3 <-> v0.36.3
     assert pinned == "v0" + VERSIONS["go"]["kubernetes"].removeprefix("v1")
 
