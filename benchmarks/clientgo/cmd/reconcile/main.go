@@ -182,7 +182,9 @@ func equal(a, b map[string]string) bool {
 
 func runController(cfg *rest.Config, w workload, ns string, n, workers int, settle, timeout time.Duration) map[string]any {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Metrics:                metricsserver.Options{BindAddress: "0"},
+		Metrics: metricsserver.Options{BindAddress: "0"},
+		// Widgets are unstructured: without this every Get and List of one goes to the API server.
+		Client:                 client.Options{Cache: &client.CacheOptions{Unstructured: true}},
 		HealthProbeBindAddress: "0",
 	})
 	if err != nil {
@@ -218,7 +220,7 @@ func runController(cfg *rest.Config, w workload, ns string, n, workers int, sett
 		}
 		list := &unstructured.UnstructuredList{}
 		list.SetGroupVersionKind(w.gvk.GroupVersion().WithKind(w.gvk.Kind + "List"))
-		if err := mgr.GetClient().List(ctx, list, client.InNamespace(ns)); err != nil {
+		if err := mgr.GetClient().List(ctx, list, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
 			fail("list: %v", err)
 		}
 		ready := 0
@@ -298,15 +300,17 @@ func runWriter(cfg *rest.Config, w workload, ns string, n, workers int, timeout 
 }
 
 func main() {
-	kubeconfig := flag.String("kubeconfig", "", "kubeconfig of the API server")
-	mode := flag.String("mode", "controller", "controller (controller-runtime) or writer (bare writes)")
-	group := flag.String("group", "bench.tsgw.io", "API group of the Widget CRD")
-	namespace := flag.String("namespace", "bench", "namespace of the Widgets")
-	objects := flag.Int("objects", 1000, "Widgets expected")
-	workers := flag.Int("workers", 16, "concurrent reconciles or writers")
-	settle := flag.Duration("settle", 10*time.Second, "after convergence, how long to count reconciles")
-	timeout := flag.Duration("timeout", 10*time.Minute, "deadline for convergence")
-	flag.Parse()
+	// Its own flag set: controller-runtime registers -kubeconfig on the global one.
+	fs := flag.NewFlagSet(os.Args[0], flag.ExitOnError)
+	kubeconfig := fs.String("kubeconfig", "", "kubeconfig of the API server")
+	mode := fs.String("mode", "controller", "controller (controller-runtime) or writer (bare writes)")
+	group := fs.String("group", "bench.tsgw.io", "API group of the Widget CRD")
+	namespace := fs.String("namespace", "bench", "namespace of the Widgets")
+	objects := fs.Int("objects", 1000, "Widgets expected")
+	workers := fs.Int("workers", 16, "concurrent reconciles or writers")
+	settle := fs.Duration("settle", 10*time.Second, "after convergence, how long to count reconciles")
+	timeout := fs.Duration("timeout", 10*time.Minute, "deadline for convergence")
+	_ = fs.Parse(os.Args[1:])
 
 	ctrl.SetLogger(logrDiscard())
 	cfg, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
