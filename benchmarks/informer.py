@@ -217,11 +217,10 @@ def _child(name: str, kubeconfig: str, n: int) -> None:
 
 def _run_child(name: str, kubeconfig: str, n: int) -> dict[str, Any]:
     proc = subprocess.run(
-        [
+        [  # -m benchmarks.informer, not the runner: the runner would save the child's line as the result
             sys.executable,
             "-m",
-            "benchmarks",
-            "informer",
+            "benchmarks.informer",
             "--child",
             name,
             "--kubeconfig",
@@ -396,3 +395,7 @@ def main(argv: Sequence[str] = ()) -> int:
         )
     )
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

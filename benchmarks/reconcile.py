@@ -193,7 +193,8 @@ def _run(
     binary: Path, contender: str, kubeconfig: str, n: int, workers: int, settle: float
 ) -> dict[str, Any]:
     if contender == "tsgw":
-        argv = [sys.executable, "-m", "benchmarks", "reconcile", "--child", "--kubeconfig", kubeconfig]
+        # -m benchmarks.reconcile, not the runner: the runner would save the child's line as the result
+        argv = [sys.executable, "-m", "benchmarks.reconcile", "--child", "--kubeconfig", kubeconfig]
         argv += ["--objects", str(n), "--workers", str(workers), "--settle", str(settle)]
     else:
         mode = "controller" if contender == "controller_runtime" else "writer"
@@ -295,3 +296,7 @@ def _module_version(gomod: str, module: str) -> str:
         if len(parts) >= 2 and parts[0] == module:
             return parts[1]
     return "unknown"
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
