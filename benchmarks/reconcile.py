@@ -17,7 +17,8 @@ kube-apiserver (the test fixture's ControlPlane) gets the Widget CRD and ``--obj
 ``converge_s``: from the controller's start (the manager, before its informers list) until every
 Widget in its cache is Ready — the same definition for both controllers; tsgw also reports
 ``idle_s`` (its work queue drained too). ``writes_per_object``: non-GET requests the
-contender sent after its clock started, per Widget; ``reconciles_per_object`` up to
+contender sent after its clock started, per Widget (``conflicts_per_object``: those answered
+409, a status written from a Widget the cache had not yet updated); ``reconciles_per_object`` up to
 convergence; ``reconciles_after_converge`` over the next ``--settle`` seconds.
 
 ``goals`` (issue 18), per worker count W: ``converge_vs_controller_runtime_at_W`` (theirs / ours,
@@ -154,6 +155,7 @@ async def _tsgw(kubeconfig: str, n: int, workers: int, settle: float) -> dict[st
                     await anyio.sleep(0.02)
                 converge_s = time.perf_counter() - t0
                 writes = client.writes() - writes_before
+                conflicts = sum(n for (_, status), n in client.requests.items() if status == 409)
                 reconciles_at_ready = ctrl.reconciles
                 # idle: every Widget Ready *and* nothing left to do (events still in flight at
                 # the last Ready, e.g. owned ConfigMap creations, drained).
@@ -169,6 +171,7 @@ async def _tsgw(kubeconfig: str, n: int, workers: int, settle: float) -> dict[st
         "converge_s": round(converge_s, 2),
         "idle_s": round(idle_s, 2),
         "writes_per_object": round(writes / n, 2),
+        "conflicts_per_object": round(conflicts / n, 2),
         "reconciles_per_object": round(reconciles_at_ready / n, 2),
         "reconciles_between_ready_and_idle": reconciles_at - reconciles_at_ready,
         "reconciles_after_converge": after,

@@ -130,5 +130,6 @@ def test_controller_runtime_and_the_bare_writer_make_every_widget_ready_with_its
     else:  # a reconcile that reads a stale Widget from the cache may repeat a write (a 409)
         assert out["writes_per_object"] >= 2.0
         assert out["reconciles_after_converge"] == 0
+        assert out["conflicts_per_object"] >= 0
         assert out["reconciles_per_object"] >= 1
     anyio.run(_check_widgets, kubeconfig, ns, group, 20)

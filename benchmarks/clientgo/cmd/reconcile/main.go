@@ -14,9 +14,10 @@
 //	                  goroutines do the two writes for each, nothing else: the API server's own
 //	                  write limit for this workload at that concurrency.
 //
-// Writes are every non-GET request the program's HTTP transport sends after the clock starts.
-// Prints one JSON line: converge_s, writes_per_object, reconciles_per_object,
-// reconciles_after_converge (controller only).
+// Writes are every non-GET request the program's HTTP transport sends after the clock starts;
+// conflicts the responses among them that were 409 (a write based on a stale cached object).
+// Prints one JSON line: converge_s, writes_per_object, and for the controller
+// conflicts_per_object, reconciles_per_object and reconciles_after_converge.
 package main
 
 import (
@@ -50,7 +51,7 @@ import (
 
 const fieldManager = "widget-controller"
 
-var writes atomic.Int64
+var writes, conflicts atomic.Int64
 
 type counting struct{ next http.RoundTripper }
 
@@ -58,7 +59,11 @@ func (c counting) RoundTrip(r *http.Request) (*http.Response, error) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		writes.Add(1)
 	}
-	return c.next.RoundTrip(r)
+	resp, err := c.next.RoundTrip(r)
+	if err == nil && resp.StatusCode == http.StatusConflict {
+		conflicts.Add(1)
+	}
+	return resp, err
 }
 
 func fail(format string, args ...any) {
@@ -202,7 +207,7 @@ func runController(cfg *rest.Config, w workload, ns string, n, workers int, sett
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	writesBefore := writes.Load()
+	writesBefore, conflictsBefore := writes.Load(), conflicts.Load()
 	t0 := time.Now()
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(ctx) }()
@@ -234,13 +239,14 @@ func runController(cfg *rest.Config, w workload, ns string, n, workers int, sett
 		}
 	}
 	convergeS := time.Since(t0).Seconds()
-	wrote := writes.Load() - writesBefore
+	wrote, conflicted := writes.Load()-writesBefore, conflicts.Load()-conflictsBefore
 	reconciles := r.reconciles.Load()
 	time.Sleep(settle)
 	after := r.reconciles.Load() - reconciles
 	return map[string]any{
 		"converge_s":                convergeS,
 		"writes_per_object":         float64(wrote) / float64(n),
+		"conflicts_per_object":      float64(conflicted) / float64(n),
 		"reconciles_per_object":     float64(reconciles) / float64(n),
 		"reconciles_after_converge": after,
 		"settle_s":                  settle.Seconds(),
