@@ -1,11 +1,25 @@
-"""Shared by the kube benchmarks: a real control plane, seeding, RSS and loop-stall probes."""
+"""Shared by the kube benchmarks: RSS and loop-stall probes, and the Go peers' build.
+
+The Go peers (benchmarks/clientgo: client-go's informer, controller-runtime's reconciler and a
+bare writer) are one Go module pinned in its go.mod (tools/versions.toml's ``[bench]`` names the
+same client-go and controller-runtime; tests/unit/test_versions.py checks it). :func:`clientgo_bin`
+builds it with the ordinary ``go`` client (modules from the Go module proxy, ``GOTOOLCHAIN=local``,
+``-mod=readonly``: a go.mod that does not cover the sources fails the build instead of being
+silently upgraded)
+into ``~/.cache/tsgw/bench/clientgo-<client-go version>-<hash of the sources>/``, outside the
+repository, and reuses that build while the sources are unchanged.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import gc
+import hashlib
 import os
+import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -77,3 +91,44 @@ async def max_loop_stall(seconds: float, churn: bool = True) -> dict[str, float]
 
 def env_kubeconfig() -> str:
     return os.environ["KUBECONFIG"]
+
+
+CLIENTGO_DIR = Path(__file__).resolve().parent / "clientgo"
+
+
+def clientgo_version(gomod: str) -> str:
+    """The k8s.io/client-go version a go.mod requires (``"unknown"`` when it names none)."""
+    m = re.search(r"^\s*k8s\.io/client-go (v\S+)", gomod, re.M)
+    return m.group(1) if m else "unknown"
+
+
+def clientgo_build_dir(src: Path = CLIENTGO_DIR) -> Path:
+    """Where the build of ``src`` lives: keyed by client-go's version and a hash of the sources."""
+    h = hashlib.sha256()
+    files = sorted([*src.rglob("*.go"), src / "go.mod", src / "go.sum"])
+    for f in files:
+        h.update(str(f.relative_to(src)).encode() + b"\0" + f.read_bytes() + b"\0")
+    version = clientgo_version((src / "go.mod").read_text())
+    return Path.home() / ".cache" / "tsgw" / "bench" / f"clientgo-{version}-{h.hexdigest()[:12]}"
+
+
+def clientgo_bin(name: str) -> Path:
+    """The path of the Go peer ``name`` (a command under benchmarks/clientgo/cmd), built if absent."""
+    out = clientgo_build_dir()
+    if not (out / name).exists():
+        out.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "GOTOOLCHAIN": "local",
+            "GOFLAGS": "-mod=readonly -buildvcs=false",
+            "CGO_ENABLED": "0",
+        }
+        print(f"building {CLIENTGO_DIR} into {out} …", file=sys.stderr)
+        subprocess.run(
+            ["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", f"{out}/", "./cmd/..."],
+            cwd=CLIENTGO_DIR,
+            env=env,
+            check=True,
+            timeout=1200,
+        )
+    return out / name

@@ -28,6 +28,16 @@ def test_the_xds_benchmark_peer_is_the_pinned_go_control_plane() -> None:
     assert re.search(rf"^\s*github\.com/envoyproxy/go-control-plane {re.escape(pinned)}$", gomod, re.M)
 
 
+def test_the_kube_benchmark_peers_are_the_pinned_client_go_of_the_pinned_kubernetes() -> None:
+    gomod = (ROOT / "benchmarks" / "clientgo" / "go.mod").read_text()
+    pinned = VERSIONS["bench"]["client-go"]
+    assert re.search(rf"^\s*k8s\.io/client-go {re.escape(pinned)}$", gomod, re.M)
+    cr = VERSIONS["bench"]["controller-runtime"]
+    assert re.search(rf"^\s*sigs\.k8s\.io/controller-runtime {re.escape(cr)}$", gomod, re.M)
+    # the staging modules of a Kubernetes release share its minor and patch: v1.36.3 <-> v0.36.3
+    assert pinned == "v0" + VERSIONS["go"]["kubernetes"].removeprefix("v1")
+
+
 def test_grpclib_and_h2_are_bounded_above_and_locked_inside_the_bounds() -> None:
     """tsgw.xds._fastsend uses their private names: a new major (or grpclib minor) is a decision."""
     from packaging.requirements import Requirement
