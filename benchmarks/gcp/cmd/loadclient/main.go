@@ -78,7 +78,9 @@ func run(ctx context.Context, addr string, id int, group string, sample int, rea
 	conn, err := grpc.NewClient(addr,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithInitialWindowSize(4<<20), grpc.WithInitialConnWindowSize(4<<20),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20), grpc.ForceCodec(raw{})))
+		// WaitForReady: a connection reset while the server is busy accepting hundreds of
+		// others is retried (as an Envoy reconnects), not a stream lost before it started.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20), grpc.ForceCodec(raw{}), grpc.WaitForReady(true)))
 	if err != nil {
 		panic(err)
 	}
