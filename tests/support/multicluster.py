@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.bed import Bed
-from tests.e2e.bed.helpers import pods, ready, wait
-from tests.e2e.bed.test_tailscale_services import APPS, BOX_TAGS, NS, OVERLAY, SVC, _get_headers
+from tests.e2e.bed.helpers import BOX_OVERLAY as OVERLAY
+from tests.e2e.bed.helpers import get_headers, pods, ready, uninstall, wait
+from tests.e2e.bed.test_tailscale_services import APPS, BOX_TAGS, SVC
 from tests.support.boxed_fake import OPERATOR_TAG, BoxedTailnet, boxed_tailnet
 from tests.support.install import copy_install, install_on_bed
 from tests.support.tailnet import Node
@@ -146,17 +147,12 @@ def uninstall_cluster(bed: Bed, cluster: str, overlay: Path) -> None:
     bed.kubectl("delete", "tailscaleservices", "--all", "-A", "--ignore-not-found", check=False, timeout=120)
     backend = f"deployment/web-{cluster[-1]}"
     bed.kubectl("delete", "-n", APPS, backend, "service/web", "--ignore-not-found", check=False, timeout=120)
-    bed.kubectl("delete", "--ignore-not-found", "-k", str(overlay), check=False, timeout=180)
-    wait(
-        lambda: NS not in {n["metadata"]["name"] for n in bed.get("namespaces")["items"]},
-        timeout=120,
-        what=f"namespace {NS} gone",
-    )
+    uninstall(bed, overlay, ())
 
 
 def served_by(client: Node, vip: str) -> str:
     """Which cluster answered (``cluster-a``/``cluster-b``), or ``failed: ...``."""
-    line, body = _get_headers(client, vip)
+    line, body = get_headers(client, vip)
     if " 200 " not in f"{line} " or not body:
         return f"failed: {line!r}"
     pod = body[0]

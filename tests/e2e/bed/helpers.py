@@ -12,6 +12,7 @@ from typing import Any
 from tests.bed import Bed
 from tests.bed._topology import netns_list
 from tests.support.boxed_fake import BoxedTailnet, boxed_tailnet
+from tests.support.install import copy_install, install_on_bed
 from tests.support.tailnet import Node
 
 
@@ -152,3 +153,94 @@ def get_headers(client: Node, host: str, port: int = 80) -> tuple[str, list[str]
         return f"dial failed: {e!r}", []
     head, _, body = reply.partition(b"\r\n\r\n")
     return head.split(b"\r\n", 1)[0].decode(errors="replace"), body.decode(errors="replace").splitlines()
+
+
+OPERATOR_NS = "tsgw-system"
+
+BED_PATCH = """\
+  - target: {kind: Deployment, name: tsgw}
+    patch: |
+      - op: add
+        path: /spec/template/spec/containers/0/args/-
+        value: --proxy-env=TS_DEBUG_USE_DERP_HTTP=1
+      - op: add
+        path: /spec/template/spec/containers/0/args/-
+        value: --proxy-env=TS_NO_LOGS_NO_SUPPORT=1
+      - op: add
+        path: /spec/template/spec/containers/0/args/-
+        value: --proxy-env=TS_DISABLE_PORTMAPPER=1
+      - op: add
+        path: /spec/template/spec/containers/0/args/-
+        value: --tailnet-poll-interval=2
+      - op: add
+        path: /spec/template/spec/containers/0/args/-
+        value: --cluster-id=bed
+"""
+"""The operator's arguments on the bed: tailscaled's traffic over DERP's HTTP (the bed's pods
+have no UDP path to each other's tailscaled), no log upload or port mapping, the facts polled
+every 2 s, and the cluster id ``bed``."""
+
+BOX_OVERLAY = (
+    "apiVersion: kustomize.config.k8s.io/v1beta1\n"
+    "kind: Kustomization\n"
+    "resources:\n"
+    "  - ../tailscale\n"
+    "patches:\n"
+    "  - path: api-url.yaml\n" + BED_PATCH
+)
+"""The tailscale overlay pointed at the tailnet in a box (``api-url.yaml``), with :data:`BED_PATCH`."""
+
+
+def box_tailnet_yaml(box: BoxedTailnet, name: str = "tailscale", extra: str = "") -> str:
+    """A TailscaleTailnet (or the patch of the overlay's) whose API and login are the box's."""
+    return (
+        "apiVersion: gateway.tailscale.com/v1alpha1\n"
+        "kind: TailscaleTailnet\n"
+        f"metadata: {{name: {name}}}\n"
+        "spec:\n"
+        f"  controlPlane: {{type: Tailscale, apiURL: '{box.api_url_inside}', loginURL: '{box.box.url}'}}\n"
+        + extra
+    )
+
+
+def uninstall(bed: Bed, overlay: Path, kinds: tuple[str, ...]) -> None:
+    """Delete the objects of ``kinds`` first (their finalizers need the operator), then the
+    install, and wait until its namespace is gone."""
+    for kind in kinds:
+        bed.kubectl("delete", kind, "--all", "-A", "--ignore-not-found", check=False, timeout=120)
+    bed.kubectl("delete", "--ignore-not-found", "-k", str(overlay), check=False, timeout=180)
+    wait(
+        lambda: OPERATOR_NS not in {n["metadata"]["name"] for n in bed.get("namespaces")["items"]},
+        timeout=120,
+        what=f"namespace {OPERATOR_NS} gone",
+    )
+
+
+@contextlib.contextmanager
+def operator_on_box(
+    bed: Bed,
+    box: BoxedTailnet,
+    workdir: Path,
+    *,
+    services: tuple[str, ...],
+    kinds: tuple[str, ...],
+    credentials: tuple[str, str] | None = None,
+) -> Iterator[Path]:
+    """tsgw installed with ``kubectl apply -k`` of the tailscale overlay pointed at the box
+    (:data:`BOX_OVERLAY`), with the box's OAuth client (or ``credentials``), the hosts of
+    ``services`` approved by the tailnet's policy as an admin would set it; yields the overlay
+    and removes the install (objects of ``kinds`` first) afterwards."""
+    tree = copy_install(workdir)
+    cid, secret = credentials or (box.oauth_client_id, box.oauth_client_secret)
+    (tree / "overlays" / "tailscale" / "client_id").write_text(cid)
+    (tree / "overlays" / "tailscale" / "client_secret").write_text(secret)
+    overlay = tree / "overlays" / "bed-box"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(BOX_OVERLAY)
+    (overlay / "api-url.yaml").write_text(box_tailnet_yaml(box))
+    box.set_policy(services={s: ["tag:k8s"] for s in services})
+    install_on_bed(bed, tree, overlay)
+    try:
+        yield overlay
+    finally:
+        uninstall(bed, overlay, kinds)

@@ -20,10 +20,8 @@ from pathlib import Path
 import pytest
 
 from tests.bed import Bed
-from tests.e2e.bed.helpers import box_in_bed, pods, ready, wait
-from tests.e2e.bed.test_tailscale_services import OVERLAY
+from tests.e2e.bed.helpers import box_in_bed, operator_on_box, pods, ready, wait
 from tests.support.boxed_fake import OPERATOR_TAG, BoxedTailnet
-from tests.support.install import copy_install, install_on_bed
 from tests.support.tailnet import Node
 from tests.support.tailnet_services import auth_key
 from tsgw.tailscale import NotFoundError, TailscaleService
@@ -60,36 +58,21 @@ def box(bed: Bed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BoxedTai
 
 @pytest.fixture(scope="module")
 def installed(bed: Bed, box: BoxedTailnet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    tree = copy_install(tmp_path_factory.mktemp("identity-install"))
     # tsgw's credential with the two optional read scopes (docs/tailscale.md): users' display
     # names and the policy file.
-    cid, secret = box.fake.add_oauth_client(
+    credentials = box.fake.add_oauth_client(
         scopes=("auth_keys", "devices:core", "services", "users:read", "policy_file:read"),
         tags=(OPERATOR_TAG,),
     )
-    (tree / "overlays" / "tailscale" / "client_id").write_text(cid)
-    (tree / "overlays" / "tailscale" / "client_secret").write_text(secret)
-    overlay = tree / "overlays" / "bed-box"
-    overlay.mkdir()
-    (overlay / "kustomization.yaml").write_text(OVERLAY)
-    (overlay / "api-url.yaml").write_text(
-        "apiVersion: gateway.tailscale.com/v1alpha1\n"
-        "kind: TailscaleTailnet\n"
-        "metadata: {name: tailscale}\n"
-        "spec:\n"
-        f"  controlPlane: {{type: Tailscale, apiURL: '{box.api_url_inside}', loginURL: '{box.box.url}'}}\n"
-    )
-    box.set_policy(services={SVC: ["tag:k8s"]})
-    install_on_bed(bed, tree, overlay)
-    yield overlay
-    for kind in ("tailscaleroutepolicies", "tailscaleservices"):
-        bed.kubectl("delete", kind, "--all", "-A", "--ignore-not-found", check=False, timeout=120)
-    bed.kubectl("delete", "--ignore-not-found", "-k", str(overlay), check=False, timeout=180)
-    wait(
-        lambda: NS not in {n["metadata"]["name"] for n in bed.get("namespaces")["items"]},
-        timeout=120,
-        what=f"namespace {NS} gone",
-    )
+    with operator_on_box(
+        bed,
+        box,
+        tmp_path_factory.mktemp("identity-install"),
+        services=(SVC,),
+        kinds=("tailscaleroutepolicies", "tailscaleservices"),
+        credentials=credentials,
+    ) as overlay:
+        yield overlay
 
 
 @pytest.fixture(scope="module")

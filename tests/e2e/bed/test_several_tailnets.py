@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.bed import Bed
-from tests.e2e.bed.helpers import box_in_bed, get_headers, pods, ready, wait
+from tests.e2e.bed.helpers import BED_PATCH, box_in_bed, get_headers, pods, ready, uninstall, wait
 from tests.e2e.bed.test_bed import run_pod
 from tests.support.boxed_fake import BoxedTailnet
 from tests.support.install import OPERATOR_SELECTOR as OPERATOR
@@ -40,7 +40,8 @@ APPS = "default"
 SVC = "svc:web"
 BOX_TAGS = ("tag:k8s", "tag:client")
 
-OVERLAY = """\
+OVERLAY = (
+    """\
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 resources:
@@ -55,24 +56,9 @@ generatorOptions:
   disableNameSuffixHash: true
 patches:
   - path: headscale-url.yaml
-  - target: {kind: Deployment, name: tsgw}
-    patch: |
-      - op: add
-        path: /spec/template/spec/containers/0/args/-
-        value: --proxy-env=TS_DEBUG_USE_DERP_HTTP=1
-      - op: add
-        path: /spec/template/spec/containers/0/args/-
-        value: --proxy-env=TS_NO_LOGS_NO_SUPPORT=1
-      - op: add
-        path: /spec/template/spec/containers/0/args/-
-        value: --proxy-env=TS_DISABLE_PORTMAPPER=1
-      - op: add
-        path: /spec/template/spec/containers/0/args/-
-        value: --tailnet-poll-interval=2
-      - op: add
-        path: /spec/template/spec/containers/0/args/-
-        value: --cluster-id=bed
 """
+    + BED_PATCH
+)
 
 
 @pytest.fixture(scope="module")
@@ -116,14 +102,7 @@ def installed(bed: Bed, box: BoxedTailnet, tmp_path_factory: pytest.TempPathFact
     box.set_policy(services={SVC: ["tag:k8s"]})
     install_on_bed(bed, tree, overlay)
     yield overlay
-    for kind in ("tailscaleendpoints", "tailscaleservices"):
-        bed.kubectl("delete", kind, "--all", "-A", "--ignore-not-found", check=False, timeout=120)
-    bed.kubectl("delete", "--ignore-not-found", "-k", str(overlay), check=False, timeout=180)
-    wait(
-        lambda: NS not in {n["metadata"]["name"] for n in bed.get("namespaces")["items"]},
-        timeout=120,
-        what=f"namespace {NS} gone",
-    )
+    uninstall(bed, overlay, ("tailscaleendpoints", "tailscaleservices"))
 
 
 def _tailnet_ready(bed: Bed, name: str) -> dict[str, str]:

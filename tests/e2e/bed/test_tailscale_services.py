@@ -28,10 +28,9 @@ from pathlib import Path
 import pytest
 
 from tests.bed import Bed
-from tests.e2e.bed.helpers import box_in_bed, get_headers, pods, ready, wait
+from tests.e2e.bed.helpers import box_in_bed, get_headers, operator_on_box, pods, ready, wait
 from tests.e2e.bed.test_bed import run_pod
 from tests.support.boxed_fake import BoxedTailnet
-from tests.support.install import copy_install, install_on_bed
 from tests.support.tailnet import Node
 from tests.support.tailnet_services import auth_key
 from tsgw.tailscale import NotFoundError, TailscaleService, owners_of
@@ -44,32 +43,6 @@ SVC = "svc:web"
 BOX_TAGS = ("tag:proxy", "tag:k8s", "tag:egress", "tag:client", "tag:a", "tag:b")
 INGRESS = "app.kubernetes.io/name=tsgw-proxy,app.kubernetes.io/instance=web-tssvc"
 
-OVERLAY = """\
-apiVersion: kustomize.config.k8s.io/v1beta1
-kind: Kustomization
-resources:
-  - ../tailscale
-patches:
-  - path: api-url.yaml
-  - target: {kind: Deployment, name: tsgw}
-    patch: |
-      - op: add
-        path: /spec/template/spec/containers/0/args/-
-        value: --proxy-env=TS_DEBUG_USE_DERP_HTTP=1
-      - op: add
-        path: /spec/template/spec/containers/0/args/-
-        value: --proxy-env=TS_NO_LOGS_NO_SUPPORT=1
-      - op: add
-        path: /spec/template/spec/containers/0/args/-
-        value: --proxy-env=TS_DISABLE_PORTMAPPER=1
-      - op: add
-        path: /spec/template/spec/containers/0/args/-
-        value: --tailnet-poll-interval=2
-      - op: add
-        path: /spec/template/spec/containers/0/args/-
-        value: --cluster-id=bed
-"""
-
 
 @pytest.fixture(scope="module")
 def box(bed: Bed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BoxedTailnet]:
@@ -79,31 +52,14 @@ def box(bed: Bed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BoxedTai
 
 @pytest.fixture(scope="module")
 def installed(bed: Bed, box: BoxedTailnet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    tree = copy_install(tmp_path_factory.mktemp("box-install"))
-    (tree / "overlays" / "tailscale" / "client_id").write_text(box.oauth_client_id)
-    (tree / "overlays" / "tailscale" / "client_secret").write_text(box.oauth_client_secret)
-    overlay = tree / "overlays" / "bed-box"
-    overlay.mkdir()
-    (overlay / "kustomization.yaml").write_text(OVERLAY)
-    (overlay / "api-url.yaml").write_text(
-        "apiVersion: gateway.tailscale.com/v1alpha1\n"
-        "kind: TailscaleTailnet\n"
-        "metadata: {name: tailscale}\n"
-        "spec:\n"
-        f"  controlPlane: {{type: Tailscale, apiURL: '{box.api_url_inside}', loginURL: '{box.box.url}'}}\n"
-    )
-    # Hosts of svc:web are approved by the tailnet's policy, as the admin would set it.
-    box.set_policy(services={SVC: ["tag:k8s"]})
-    install_on_bed(bed, tree, overlay)
-    yield overlay
-    for kind in ("tailscaleroutepolicies", "tailscaleendpoints", "tailscaleservices"):
-        bed.kubectl("delete", kind, "--all", "-A", "--ignore-not-found", check=False, timeout=120)
-    bed.kubectl("delete", "--ignore-not-found", "-k", str(overlay), check=False, timeout=180)
-    wait(
-        lambda: NS not in {n["metadata"]["name"] for n in bed.get("namespaces")["items"]},
-        timeout=120,
-        what=f"namespace {NS} gone",
-    )
+    with operator_on_box(
+        bed,
+        box,
+        tmp_path_factory.mktemp("box-install"),
+        services=(SVC,),
+        kinds=("tailscaleroutepolicies", "tailscaleendpoints", "tailscaleservices"),
+    ) as overlay:
+        yield overlay
 
 
 @pytest.fixture(scope="module")
