@@ -96,12 +96,24 @@ def test_deployment_of_three_backends_becomes_available(bed: Bed) -> None:
         k = int(node.rsplit("node", 1)[1])
         assert p["status"]["podIP"].startswith(bed.plan.pod_cidr(k).rsplit(".", 1)[0] + ".")
         assert p["status"]["hostIP"] == bed.plan.node_ip(k)
-    # The EndpointSlice controller saw them Ready.
-    slices = bed.get("endpointslices", "-l", "kubernetes.io/service-name=web")["items"]
-    addrs = {
-        a for s in slices for e in s["endpoints"] if e["conditions"].get("ready") for a in e["addresses"]
-    }
-    assert addrs == {p["status"]["podIP"] for p in items}
+    # The EndpointSlice controller sees them Ready. It follows the pods' status through its own
+    # informer and batches its writes (kube-controller-manager's endpointslice sync), so a
+    # Deployment can be Available a moment before the slice lists its last pod: wait for it.
+    want = {p["status"]["podIP"] for p in items}
+
+    def slices_list_every_pod() -> bool:
+        slices = bed.get("endpointslices", "-l", "kubernetes.io/service-name=web")["items"]
+        seen = {
+            a
+            for s in slices
+            for e in s.get("endpoints") or []
+            if e["conditions"].get("ready")
+            for a in e["addresses"]
+        }
+        assert seen == want, f"ready in the slices: {sorted(seen)}"  # wait() reports the last one
+        return True
+
+    wait(slices_list_every_pod, timeout=30, what=f"EndpointSlices listing {sorted(want)} ready")
 
 
 def test_pod_reaches_deployment_by_service_name_through_kube_proxy(bed: Bed) -> None:
@@ -158,7 +170,14 @@ def test_statefulset_pods_get_stable_names(bed: Bed) -> None:
 
     wait(back, timeout=90, what="db-0 recreated")
     # The pod answers with its stable name, and its hosts file knows its stable DNS name.
-    log = run_pod(bed, "db-probe", "curl -sf --max-time 3 http://db-0.db.default.svc.cluster.local:8080/")
+    # The name follows the new pod's IP once the EndpointSlice controller and CoreDNS have seen
+    # it, a moment after the pod is Ready: retry inside the probe, with a bound.
+    log = run_pod(
+        bed,
+        "db-probe",
+        "for i in $(seq 1 15); do curl -sf --max-time 3 http://db-0.db.default.svc.cluster.local:8080/ "
+        "&& exit 0; sleep 1; done; exit 1",
+    )
     assert "db-0" in log
 
 
