@@ -128,8 +128,11 @@ def test_controller_runtime_and_the_bare_writer_make_every_widget_ready_with_its
     if mode == "writer":
         assert out["writes_per_object"] == 2.0
     else:  # a reconcile that reads a stale Widget from the cache may repeat a write (a 409)
-        assert out["writes_per_object"] >= 2.0
-        assert out["reconciles_after_converge"] == 0
-        assert out["conflicts_per_object"] >= 0
+        # Every 409 is a failed write on top of the two that landed per Widget.
+        assert out["writes_per_object"] * 20 >= 40 + out["conflicts_per_object"] * 20 - 1e-9
+        # "Converged" is read from the Widget cache; a Widget's own ConfigMap event can reach the
+        # ConfigMap informer after its Ready status reached the Widget informer, and enqueues one
+        # more (no-op) reconcile of that Widget: at most one per Widget (CI saw 1 of 20 once).
+        assert 0 <= out["reconciles_after_converge"] <= 20
         assert out["reconciles_per_object"] >= 1
     anyio.run(_check_widgets, kubeconfig, ns, group, 20)
