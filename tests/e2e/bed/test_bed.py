@@ -344,8 +344,13 @@ def test_pods_the_kubelet_cannot_run_get_a_kubelets_status_and_an_event(bed: Bed
     term = bed.get("pod", "bad-command")["status"]["containerStatuses"][0]["state"]["terminated"]
     assert term["reason"] == "StartError"
     assert term["exitCode"] == 128
+    # The kubelet posts a StartError's Event beside (not before) the status write waited on above.
     for name in ("bad-image", "bad-secret", "bad-command"):
-        assert any(e["type"] == "Warning" for e in events(bed, name)), name
+        wait(
+            lambda name=name: any(e["type"] == "Warning" for e in events(bed, name)),
+            timeout=30,
+            what=f"a Warning Event for {name}",
+        )
     # The kubelets are still fine: their nodes stay Ready and a new pod still runs.
     assert all(kl.alive() for kl in bed.kubelets)
     assert "ok" in run_pod(bed, "after-bad", "echo ok")

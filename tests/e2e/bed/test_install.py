@@ -90,8 +90,19 @@ def test_both_replicas_are_ready_and_exactly_one_leads(bed: Bed, installed: Path
     lease = _leader(bed)
     assert lease in names  # POD_NAME from the downward API is the identity
     (follower,) = names - {lease}
-    leader_metrics, follower_metrics = _metrics(bed, lease), _metrics(bed, follower)
     status = "leader_election_master_status"
+    # The Lease is written before the leader sets its gauge, logs, and starts its controllers
+    # (each reports its worker count when it starts): wait for all of it on the leader.
+    wait(
+        lambda: (
+            _samples(m := _metrics(bed, lease), status) == [1.0]
+            and bool(_samples(m, "controller_runtime_max_concurrent_reconciles"))
+            and "acquired the lease" in bed.pod_log(NS, lease)
+        ),
+        timeout=30,
+        what=f"the leader {lease} reporting its controllers started",
+    )
+    leader_metrics, follower_metrics = _metrics(bed, lease), _metrics(bed, follower)
     assert _samples(leader_metrics, status) == [1.0]
     assert _samples(follower_metrics, status) in ([], [0.0])
     # The leader started its controllers (a started controller reports its worker count); the

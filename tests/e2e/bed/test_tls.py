@@ -138,10 +138,20 @@ def _service(box: BoxedTailnet, name: str) -> TailscaleService | None:
 
 def fetch(client: Node, vip: str, ca: CA) -> tuple[str, int]:
     """(status line, certificate serial) of one HTTPS request to ``vip`` with SNI ``HOST``;
-    ("failed: ...", 0) when the dial or the handshake fails."""
+    ("unreachable: ...", 0) when the tailnet dial fails (SOCKS5 through the client's tailscaled:
+    says nothing of the proxy), ("failed: ...", 0) when the proxy's handshake or answer fails.
+    A dial is tried up to 5 times, so a loaded machine's lost tailnet dial is not a failure."""
     ctx = ssl.create_default_context(cadata=ca.pem.decode())
+    unreachable = ""
+    for _ in range(5):
+        try:
+            raw = socks5_connect(client.tailnet.ns, int(client.extra["socks5"]), vip, 443, timeout=5)
+            break
+        except OSError as e:
+            unreachable = f"unreachable: {e!r}"
+    else:
+        return unreachable, 0
     try:
-        raw = socks5_connect(client.tailnet.ns, int(client.extra["socks5"]), vip, 443, timeout=5)
         with ctx.wrap_socket(raw, server_hostname=HOST) as s:
             s.sendall(f"GET /headers HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode())
             data = b""
