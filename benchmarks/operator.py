@@ -454,21 +454,10 @@ def _operator_rss(bed: Bed) -> dict[str, float]:
 
 
 def _install(bed: Bed, tmp: Path) -> None:
-    from tests.e2e.bed.test_egress import BED_OVERLAY
-    from tests.support.install import copy_install, install_on_bed
+    from tests.e2e.bed.helpers import headscale_overlay
+    from tests.support.install import install_on_bed
 
-    assert bed.tailnet is not None
-    tree = copy_install(tmp / "install")
-    (tree / "overlays" / "headscale" / "api_key").write_text(bed.tailnet.api_key())
-    overlay = tree / "overlays" / "bed-bench"
-    overlay.mkdir()
-    (overlay / "kustomization.yaml").write_text(BED_OVERLAY)
-    (overlay / "headscale-url.yaml").write_text(
-        "apiVersion: gateway.tailscale.com/v1alpha1\n"
-        "kind: TailscaleTailnet\n"
-        "metadata: {name: headscale}\n"
-        f"spec: {{controlPlane: {{type: Headscale, apiURL: '{bed.tailnet.url}'}}}}\n"
-    )
+    tree, overlay = headscale_overlay(bed, tmp / "install", "bed-bench")
     took = install_on_bed(bed, tree, overlay)
     say(f"operator installed (kubectl apply -k), both pods Ready in {took:.1f} s")
 

@@ -190,6 +190,36 @@ BOX_OVERLAY = (
 )
 """The tailscale overlay pointed at the tailnet in a box (``api-url.yaml``), with :data:`BED_PATCH`."""
 
+HEADSCALE_OVERLAY = (
+    "apiVersion: kustomize.config.k8s.io/v1beta1\n"
+    "kind: Kustomization\n"
+    "resources:\n"
+    "  - ../headscale\n"
+    "patches:\n"
+    "  - path: headscale-url.yaml\n" + BED_PATCH
+)
+"""The headscale overlay pointed at the bed's Headscale (``headscale-url.yaml``), with
+:data:`BED_PATCH`."""
+
+
+def headscale_overlay(bed: Bed, dst: Path, name: str, extra: str = "") -> tuple[Path, Path]:
+    """``deploy/kustomize`` copied under ``dst`` with an overlay ``overlays/<name>`` that installs
+    the operator on the bed's Headscale (its API key and URL, :data:`BED_PATCH`), ``extra``
+    appended to the overlay's kustomization; returns (the copy, the overlay)."""
+    assert bed.tailnet is not None
+    tree = copy_install(dst)
+    (tree / "overlays" / "headscale" / "api_key").write_text(bed.tailnet.api_key())
+    overlay = tree / "overlays" / name
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(HEADSCALE_OVERLAY + extra)
+    (overlay / "headscale-url.yaml").write_text(
+        "apiVersion: gateway.tailscale.com/v1alpha1\n"
+        "kind: TailscaleTailnet\n"
+        "metadata: {name: headscale}\n"
+        f"spec: {{controlPlane: {{type: Headscale, apiURL: '{bed.tailnet.url}'}}}}\n"
+    )
+    return tree, overlay
+
 
 def box_tailnet_yaml(box: BoxedTailnet, name: str = "tailscale", extra: str = "") -> str:
     """A TailscaleTailnet (or the patch of the overlay's) whose API and login are the box's."""

@@ -24,10 +24,10 @@ from pathlib import Path
 import pytest
 
 from tests.bed import Bed
-from tests.e2e.bed.helpers import pod_processes, pods, proc_status, ready, wait
+from tests.e2e.bed.helpers import headscale_overlay, pod_processes, pods, proc_status, ready, wait
 from tests.e2e.bed.test_bed import run_pod
 from tests.support.install import OPERATOR_SELECTOR as OPERATOR
-from tests.support.install import copy_install, install_on_bed
+from tests.support.install import install_on_bed
 
 pytestmark = pytest.mark.e2e
 
@@ -37,44 +37,11 @@ PROXIES = "app.kubernetes.io/name=tsgw-proxy,app.kubernetes.io/instance=echo-tse
 
 # The bed's tailnet relays through Headscale's embedded DERP over plain HTTP, and has no way to
 # Tailscale's log and DERP hosts (verified.md §21): the proxies need to be told.
-BED_OVERLAY = """\
-apiVersion: kustomize.config.k8s.io/v1beta1
-kind: Kustomization
-resources:
-  - ../headscale
-patches:
-  - path: headscale-url.yaml
-  - target: {kind: Deployment, name: tsgw}
-    patch: |
-      - op: add
-        path: /spec/template/spec/containers/0/args/-
-        value: --proxy-env=TS_DEBUG_USE_DERP_HTTP=1
-      - op: add
-        path: /spec/template/spec/containers/0/args/-
-        value: --proxy-env=TS_NO_LOGS_NO_SUPPORT=1
-      - op: add
-        path: /spec/template/spec/containers/0/args/-
-        value: --proxy-env=TS_DISABLE_PORTMAPPER=1
-      - op: add
-        path: /spec/template/spec/containers/0/args/-
-        value: --tailnet-poll-interval=2
-"""
 
 
 @pytest.fixture(scope="module")
 def installed(bed: Bed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    assert bed.tailnet is not None
-    tree = copy_install(tmp_path_factory.mktemp("egress-install"))
-    (tree / "overlays" / "headscale" / "api_key").write_text(bed.tailnet.api_key())
-    overlay = tree / "overlays" / "bed-egress"
-    overlay.mkdir()
-    (overlay / "kustomization.yaml").write_text(BED_OVERLAY)
-    (overlay / "headscale-url.yaml").write_text(
-        "apiVersion: gateway.tailscale.com/v1alpha1\n"
-        "kind: TailscaleTailnet\n"
-        "metadata: {name: headscale}\n"
-        f"spec: {{controlPlane: {{type: Headscale, apiURL: '{bed.tailnet.url}'}}}}\n"
-    )
+    tree, overlay = headscale_overlay(bed, tmp_path_factory.mktemp("egress-install"), "bed-egress")
     install_on_bed(bed, tree, overlay)
     yield overlay
     # Uninstall as docs/install.md says, and wait until the namespace is gone: the next module
@@ -163,8 +130,12 @@ def test_a_pod_reaches_a_tailnet_device_through_the_proxies_the_operator_runs(
         "for i in $(seq 1 30); do "
         f"  curl -sf --max-time 3 http://echo.{APPS}.svc:8080/ && break; sleep 1; "
         "done; echo; "
-        f"python3 -c \"import socket; s=socket.create_connection(('echo.{APPS}.svc', 9000), 5); "
-        'print(s.recv(100).decode().strip())"',
+        # The by-name target has its own listener, programmed from the facts (polled every
+        # 2 s): the first answer by address does not mean it is ready yet.
+        "for i in $(seq 1 20); do "
+        f"  python3 -c \"import socket; s=socket.create_connection(('echo.{APPS}.svc', 9000), 5); "
+        "d=s.recv(100).decode().strip(); assert d, 'closed'; print(d)\" && break; sleep 1; "
+        "done",
     )
     lines = [ln for ln in log.splitlines() if ln.strip()]
     assert lines[0] == "echo-device", log

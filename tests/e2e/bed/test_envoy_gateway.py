@@ -28,11 +28,10 @@ import pytest
 import yaml
 
 from tests.bed import Bed
-from tests.e2e.bed.helpers import pods, ready, wait
+from tests.e2e.bed.helpers import headscale_overlay, pods, ready, wait
 from tests.e2e.bed.test_bed import backend_deployment, run_pod
-from tests.e2e.bed.test_egress import BED_OVERLAY
 from tests.support import envoy_gateway_kube as egk
-from tests.support.install import copy_install, install_on_bed
+from tests.support.install import install_on_bed
 
 pytestmark = pytest.mark.e2e
 
@@ -71,17 +70,7 @@ def installed(bed: Bed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pa
     bed.kubectl("wait", "--for=condition=Established", "--timeout=90s", "-f", "-", input=crds, timeout=120)
     bed.apply(egk.certgen_objects())
 
-    tree = copy_install(tmp_path_factory.mktemp("eg-install"))
-    (tree / "overlays" / "headscale" / "api_key").write_text(bed.tailnet.api_key())
-    overlay = tree / "overlays" / "bed-eg"
-    overlay.mkdir()
-    (overlay / "kustomization.yaml").write_text(BED_OVERLAY + COMPONENT)
-    (overlay / "headscale-url.yaml").write_text(
-        "apiVersion: gateway.tailscale.com/v1alpha1\n"
-        "kind: TailscaleTailnet\n"
-        "metadata: {name: headscale}\n"
-        f"spec: {{controlPlane: {{type: Headscale, apiURL: '{bed.tailnet.url}'}}}}\n"
-    )
+    tree, overlay = headscale_overlay(bed, tmp_path_factory.mktemp("eg-install"), "bed-eg", COMPONENT)
     try:
         install_on_bed(bed, tree, overlay)
         # The configuration a user merges, taken from the component as they would take it.
@@ -268,11 +257,17 @@ def test_the_gateway_is_programmed_and_a_route_to_a_service_is_unaffected(bed: B
         what="Gateway Programmed",
     )
     assert _condition(gw, "Accepted")["status"] == "True", gw["status"]
+    # Envoy Gateway writes each route's status apart from the Gateway's: wait for it too.
     for route in ("to-tailnet", "to-service"):
-        parents = bed.get("httproute", "-n", APPS, route)["status"]["parents"]
-        conds = {c["type"]: c["status"] for c in parents[0]["conditions"]}
-        assert conds.get("Accepted") == "True", (route, parents)
-        assert conds.get("ResolvedRefs") == "True", (route, parents)
+
+        def route_conditions(route: str = route) -> dict[str, str] | None:
+            parents = bed.get("httproute", "-n", APPS, route).get("status", {}).get("parents") or []
+            conds = {c["type"]: c["status"] for c in (parents[0]["conditions"] if parents else ())}
+            return conds if {"Accepted", "ResolvedRefs"} <= conds.keys() else None
+
+        conds = wait(route_conditions, timeout=60, what=f"HTTPRoute {route}'s Accepted and ResolvedRefs")
+        assert conds["Accepted"] == "True", (route, conds)
+        assert conds["ResolvedRefs"] == "True", (route, conds)
     # The hook leaves every cluster that is not a TailscaleEndpoints' alone: the Service's
     # route still reaches its Kubernetes backend (the test server answers with its pod name).
     assert _request(bed, CLIENTS[1], gateway, "web.example").startswith("eg-web-")

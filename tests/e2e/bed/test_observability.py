@@ -47,9 +47,8 @@ import pytest
 import yaml
 
 from tests.bed import Bed
-from tests.e2e.bed.helpers import pod_processes, pods, ready, wait
-from tests.e2e.bed.test_egress import BED_OVERLAY
-from tests.support.install import OPERATOR_SELECTOR, copy_install, install_on_bed
+from tests.e2e.bed.helpers import headscale_overlay, pod_processes, pods, ready, wait
+from tests.support.install import OPERATOR_SELECTOR, install_on_bed
 from tests.support.prometheus import Prometheus, as_file_sd
 
 pytestmark = pytest.mark.e2e
@@ -68,18 +67,7 @@ SECOND_LISTENER = 10001  # translate.Options().first_listener_port + 1: the seco
 
 @pytest.fixture(scope="module")
 def installed(bed: Bed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    assert bed.tailnet is not None
-    tree = copy_install(tmp_path_factory.mktemp("obs-install"))
-    (tree / "overlays" / "headscale" / "api_key").write_text(bed.tailnet.api_key())
-    overlay = tree / "overlays" / "bed-obs"
-    overlay.mkdir()
-    (overlay / "kustomization.yaml").write_text(BED_OVERLAY)
-    (overlay / "headscale-url.yaml").write_text(
-        "apiVersion: gateway.tailscale.com/v1alpha1\n"
-        "kind: TailscaleTailnet\n"
-        "metadata: {name: headscale}\n"
-        f"spec: {{controlPlane: {{type: Headscale, apiURL: '{bed.tailnet.url}'}}}}\n"
-    )
+    tree, overlay = headscale_overlay(bed, tmp_path_factory.mktemp("obs-install"), "bed-obs")
     install_on_bed(bed, tree, overlay)
     yield overlay
     for kind in ("tailscaleendpoints", "tailscaleservices"):
@@ -299,14 +287,19 @@ def test_prometheus_alerts_dashboard_status_and_doctor_on_a_running_install(
         synced = f'sum(tsgw_xds_envoys{{group="{NODE_CLUSTER}",sync="synced"}}) == 2'
         prom.wait_for("both Envoys synced, summed over the replicas", lambda: prom.query(synced))
 
-        # The healthy install, as the commands see it.
-        code, out = tsgw(bed, "status", "--cluster", "-o", "json")
-        assert code == 0
-        proxies = _proxies(json.loads(out))
-        assert [(p["pod"], p["ready"], p["online"], p["envoy"]) for p in proxies] == [
-            (f"{GROUP}-0", True, True, "SYNCED"),
-            (f"{GROUP}-1", True, True, "SYNCED"),
-        ]
+        # The healthy install, as the commands see it. Prometheus scrapes the replicas' own
+        # metrics; the commands read the replicas' report ConfigMaps (written at most once a
+        # second) and the facts (polled every 2 s): other views, which may trail it a little.
+        healthy = [(f"{GROUP}-0", True, True, "SYNCED"), (f"{GROUP}-1", True, True, "SYNCED")]
+
+        def status_healthy() -> list[dict[str, Any]] | None:
+            code, out = tsgw(bed, "status", "--cluster", "-o", "json")
+            assert code == 0, out
+            proxies = _proxies(json.loads(out))
+            seen = [(p["pod"], p["ready"], p["online"], p["envoy"]) for p in proxies]
+            return proxies if seen == healthy else None
+
+        proxies = wait(status_healthy, timeout=30, what=f"tsgw status --cluster showing {healthy}")
         assert all(p["device"] and p["addresses"] for p in proxies), proxies
         code, out = tsgw(bed, "doctor", "-o", "json")
         assert _failing(json.loads(out)) == [], out
@@ -363,10 +356,14 @@ def test_prometheus_alerts_dashboard_status_and_doctor_on_a_running_install(
         prom.wait_for(
             "the NACK panel counts it", lambda: [r for r in prom.query(nacks) if float(r["value"][1]) > 0]
         )
-        code, out = tsgw(bed, "status", "--cluster", "-o", "json")
-        p0, p1 = _proxies(json.loads(out))
+
+        def status_nacked() -> tuple[dict[str, Any], dict[str, Any]] | None:
+            _, out = tsgw(bed, "status", "--cluster", "-o", "json")
+            p0, p1 = _proxies(json.loads(out))
+            return (p0, p1) if p1["envoy"] == "NACKED" else None
+
+        p0, p1 = wait(status_nacked, timeout=30, what="tsgw status --cluster showing the NACK")
         assert p0["envoy"] == "SYNCED"
-        assert p1["envoy"] == "NACKED"
         assert "Address already in use" in p1["nack"], p1
         code, out = tsgw(bed, "doctor", "-o", "json")
         assert code == 1
