@@ -3,10 +3,19 @@ shared by the tests (tests/support/tailnet.py) and `just run` (tools/standalone.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 HEADSCALE_PORT = 8080
+
+HEADSCALE_FAST_BATCHING: Mapping[str, str] = {
+    "batch_change_delay": "50ms",
+    "node_store_batch_timeout": "20ms",
+}
+"""Headscale's two batching timers (defaults 800 ms and 500 ms) cut to what its own tests use:
+a new node's registration answers and its first map arrives in ~0.1 s each instead of ~1 s each
+(measured on the bed: the join, container start to Running, 0.3 s instead of 2.1 s)."""
 
 # tailscaled in tests: no log upload, no port mapping, DERP over HTTP, never a public host.
 TAILSCALED_ENV = {
@@ -18,10 +27,13 @@ TAILSCALED_ENV = {
 }
 
 
-def headscale_config(d: Path, listen: str, policy_mode: str = "file") -> dict[str, Any]:
+def headscale_config(
+    d: Path, listen: str, policy_mode: str = "file", tuning: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """Headscale v0.29 config for a hermetic tailnet; every path under ``d``. ``policy_mode``
     ``file`` (default; no file: every node may reach every other) or ``database`` (the policy
-    is set and read through the API, ``/api/v1/policy``)."""
+    is set and read through the API, ``/api/v1/policy``). ``tuning``: Headscale's ``tuning:``
+    section (default: none, Headscale's own defaults), e.g. :data:`HEADSCALE_FAST_BATCHING`."""
     host = listen.split(":")[0]
     return {
         "server_url": f"http://{listen}",
@@ -62,4 +74,5 @@ def headscale_config(d: Path, listen: str, policy_mode: str = "file") -> dict[st
         "unix_socket_permission": "0770",
         "logtail": {"enabled": False},
         "log": {"level": "info"},
+        **({"tuning": dict(tuning)} if tuning else {}),
     }

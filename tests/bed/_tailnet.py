@@ -15,6 +15,7 @@ device's own loopback, so device A's server answers through A's tailnet address 
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,8 +62,10 @@ class BedTailnet(Tailnet):
 
     nodes: list[BedDevice]  # type: ignore[assignment]
 
-    def __init__(self, workdir: Path, ns: Namespace, address: str, plan: Plan) -> None:
-        super().__init__(workdir, ns, address)
+    def __init__(
+        self, workdir: Path, ns: Namespace, address: str, plan: Plan, tuning: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(workdir, ns, address, tuning=tuning)
         self.plan = plan
 
     def preauth_key_for(self, user: str = "bed") -> str:

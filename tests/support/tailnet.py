@@ -252,10 +252,12 @@ class Tailnet(TailscaledNodes):
         address: str = "127.0.0.1",
         *,
         policy_mode: str = "file",
+        tuning: Mapping[str, str] | None = None,
     ) -> None:
         """Without ``ns``, make a private namespace (deleted by :meth:`close`); with one (the
         Kubernetes bed's tailnet namespace), run there and serve on ``address``. ``policy_mode``
-        ``database``: the policy is set through the API (see ``headscale_config``)."""
+        ``database``: the policy is set through the API; ``tuning``: Headscale's ``tuning:``
+        section (both: see ``headscale_config``)."""
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self._owned = NetNS(prefix="tsgw-tailnet") if ns is None else None
@@ -265,7 +267,7 @@ class Tailnet(TailscaledNodes):
         listen = f"{address}:{HEADSCALE_PORT}"
         self.url = f"http://{listen}"  # as seen from inside the namespace
         cfg = self.dir / "headscale.yaml"
-        cfg.write_text(yaml.safe_dump(headscale_config(self.dir, listen, policy_mode)))
+        cfg.write_text(yaml.safe_dump(headscale_config(self.dir, listen, policy_mode, tuning)))
         self.config = cfg
         self.headscale = Process(
             "headscale",
