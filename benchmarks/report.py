@@ -252,6 +252,38 @@ def render_standalone(record: dict[str, Any]) -> tuple[str, dict[str, str]]:
     return text, plots
 
 
+def render_operator(record: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    r = record["result"]
+    tuning = r.get("headscale_tuning", "defaults")
+    control = (
+        "Headscale with its default batching timers"
+        if tuning == "defaults"
+        else "Headscale with " + ", ".join(f"`{k}: {v}`" for k, v in tuning.items())
+    )
+    rows = ["| CR applied → first byte (ms) | p50 | p95 | max (= p99 of 20) | min |", "|---|--:|--:|--:|--:|"]
+    for kind in ("egress", "ingress"):
+        k = f"apply_to_{kind}_byte"
+        rows.append(
+            f"| {kind} ({r.get(f'{kind}_samples', '?')} samples) | {r[f'{k}_p50_ms']:,} | "
+            f"{r[f'{k}_p95_ms']:,} | {r[f'{k}_max_ms']:,} | {r[f'{k}_min_ms']:,} |"
+        )
+    order = ("sts", "pod", "scheduled", "started", "joined", "ready", "endpoint")
+    phases = [
+        "| phase, p50 ms after the apply | " + " | ".join(order) + " |",
+        "|---" + "|--:" * len(order) + "|",
+    ]
+    for kind in ("egress", "ingress"):
+        ph = r.get(f"phases_{kind}_p50_ms", {})
+        cells = [f"{ph[p]:,.0f}" if p in ph else "–" for p in order]
+        phases.append(f"| {kind} | " + " | ".join(cells) + " |")
+    lo, hi = r["writes_per_object_min"], r["writes_per_object_max"]
+    extra = f"- API writes per object (audit log): {r['writes_per_object']} p50 ({lo}–{hi})"
+    if "operator_rss_mib_at_100" in r:
+        extra += f"\n- operator RSS at 100 TailscaleEndpoints: {r['operator_rss_mib_at_100']} MiB"
+    text = "\n".join([f"Control plane: {control}.", "", *rows, "", *phases, "", extra, "", _context(record)])
+    return text, {}
+
+
 def render_generic(record: dict[str, Any]) -> tuple[str, dict[str, str]]:
     body = json.dumps(record["result"], indent=1)
     return f"```json\n{body}\n```\n\n{_context(record)}", {}
@@ -260,6 +292,7 @@ def render_generic(record: dict[str, Any]) -> tuple[str, dict[str, str]]:
 RENDERERS: dict[str, Callable[[dict[str, Any]], tuple[str, dict[str, str]]]] = {
     "xds": render_xds,
     "standalone": render_standalone,
+    "operator": render_operator,
 }
 
 
@@ -282,8 +315,10 @@ def main(argv: Sequence[str] = ()) -> int:
     PLOTS.mkdir(parents=True, exist_ok=True)
     for path in paths:
         record = json.loads(path.read_text())
-        name = record["bench"]
-        text, plots = RENDERERS.get(name, render_generic)(record)
+        # A section per saved file: one benchmark may be saved under several names (its runs
+        # in several configurations, e.g. operator and operator-headscale-fast).
+        name = path.stem
+        text, plots = RENDERERS.get(record["bench"], render_generic)(record)
         for file, svg in plots.items():
             (PLOTS / file).write_text(svg)
         doc = replace_section(doc, name, text)

@@ -91,3 +91,60 @@ def test_standalone_goals_are_absolute_and_a_ratio_to_envoy_gateway() -> None:
         "10x_faster_than_envoy_gateway": True,
     }
     assert "p50_vs_envoy_gateway" not in goals_of({"p50_ms": 30.0, "p99_ms": 50.0}, None)
+
+
+def _operator_record(tuning: object) -> dict[str, object]:
+    stats = {
+        f"apply_to_{k}_byte_{q}_ms": v
+        for k in ("egress", "ingress")
+        for q, v in (("p50", 2658), ("p95", 2869), ("max", 3703), ("min", 1732))
+    }
+    return {
+        "bench": "operator",
+        "argv": ["--headscale-fast-batching"],
+        "finished": "2026-12-05 12:37 UTC",
+        "machine": {"cores": 2},
+        "load": "0.7 0.7 0.6",
+        "result": {
+            "headscale_tuning": tuning,
+            **stats,
+            "egress_samples": 20,
+            "ingress_samples": 20,
+            "phases_egress_p50_ms": {"sts": 418.2, "joined": 842.0, "endpoint": 1575.9},
+            "phases_ingress_p50_ms": {"sts": 431.2},
+            "writes_per_object": 14.5,
+            "writes_per_object_min": 13,
+            "writes_per_object_max": 18,
+        },
+    }
+
+
+def test_the_operator_section_names_the_control_plane_and_tabulates_both_kinds_and_their_phases() -> None:
+    text, plots = report.render_operator(_operator_record({"batch_change_delay": "50ms"}))
+    assert plots == {}
+    assert "Control plane: Headscale with `batch_change_delay: 50ms`." in text
+    assert "| egress (20 samples) | 2,658 | 2,869 | 3,703 | 1,732 |" in text
+    assert "| egress | 418 | – | – | – | 842 | – | 1,576 |" in text
+    assert "| ingress | 431 | – | – | – | – | – | – |" in text
+    assert "14.5 p50 (13–18)" in text
+    assert "RSS" not in text
+    default, _ = report.render_operator(_operator_record("defaults"))
+    assert "Control plane: Headscale with its default batching timers." in default
+
+
+def test_each_saved_file_is_its_own_section_so_two_runs_of_one_benchmark_both_show(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "operator.json").write_text(json.dumps(_operator_record("defaults")))
+    (results / "operator-headscale-fast.json").write_text(json.dumps(_operator_record({"a": "1ms"})))
+    monkeypatch.setattr(report, "RESULTS", results)
+    monkeypatch.setattr(report, "DOC", tmp_path / "benchmarks.md")
+    monkeypatch.setattr(report, "PLOTS", tmp_path / "plots")
+    assert report.main([]) == 0
+    doc = (tmp_path / "benchmarks.md").read_text()
+    assert "<!-- report:operator -->" in doc
+    assert "<!-- report:operator-headscale-fast -->" in doc
+    assert "its default batching timers" in doc
+    assert "`a: 1ms`" in doc
