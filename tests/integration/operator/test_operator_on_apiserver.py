@@ -321,6 +321,13 @@ async def _assert_keyed_before(sts: RawObject, first: dict[str, int], replicas: 
     StatefulSet's resourceVersion is its creation's)."""
     assert sts["metadata"]["generation"] == 1
     created = int(sts["metadata"]["resourceVersion"])
+    # ``first`` is filled by a watch (served from the API server's watch cache), ``sts`` came
+    # from a quorum GET: the keyed versions, written before the StatefulSet, may not have
+    # been delivered yet. Wait for them; the order is then judged by resourceVersion.
+    await eventually(
+        lambda: all(f"db-tsep-{i}-config" in first for i in range(replicas)),
+        "the watch delivers every config Secret's keyed version",
+    )
     for i in range(replicas):
         keyed = first.get(f"db-tsep-{i}-config")
         assert keyed is not None, (i, first)
