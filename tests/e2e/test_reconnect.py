@@ -1,7 +1,7 @@
 """Envoy reconnects quickly after the control plane dies (issue 17 item 8): the real
 `tsgw run --standalone` process is killed with SIGKILL while a real Envoy, bootstrapped by
 `tsgw.xds.bootstrap`, is connected, then started again on the same ports. With the bootstrap's
-reconnect back-off (at most 2 s, jittered) Envoy's ADS stream is back within 5 s of the new
+reconnect back-off (at most 2 s, jittered) Envoy's ADS stream is back within 8 s of the new
 server listening; with Envoy's default (up to 30 s) it had taken 9-16 s. The bound is a
 behaviour tied to the configured back-off, not a benchmark; the measured time is printed."""
 
@@ -20,8 +20,11 @@ from tests.support.process import tcp_open
 
 pytestmark = pytest.mark.e2e
 
-RECONNECT_BOUND_S = 5.0
-"""The bootstrap's max back-off is 2 s: a bound of 5 s leaves room for a loaded machine."""
+RECONNECT_BOUND_S = 8.0
+"""The bootstrap's max back-off is 2 s: a bound of 8 s leaves room for a loaded 2-core machine
+(Envoy's next try, its handshake and the admin polling all wait for a CPU), and is below the
+9-16 s measured with Envoy's default back-off. "Listening" is when the server can answer:
+`tsgw run --standalone` publishes the folder's snapshots before its xDS port listens."""
 
 
 def _connected(envoy: Envoy) -> bool:

@@ -10,7 +10,12 @@ import anyio
 
 from tsgw.kube import Client, LeaderElectionOptions, Manager, ManagerOptions
 
-LEASE, RENEW, RETRY = 3.0, 2.0, 0.5
+LEASE, RENEW, RETRY = 6.0, 4.0, 1.0
+"""Lease duration, renew deadline and retry period (s), shared with test_leaderelection: a
+leader steps down when no renewal round trip (HTTP, API server, etcd) succeeds within RENEW,
+which on a loaded 2-core machine a 2 s deadline did not always leave room for."""
+API_SLACK = 3.0
+"""Room (s) for API round trips and scheduling on a loaded machine in the take-over bounds."""
 
 
 async def main(kubeconfig: str, namespace: str, lease: str, identity: str) -> None:

@@ -102,6 +102,22 @@ async def eventually(check: Callable[[], Any], what: str, deadline: float = 30) 
     raise AssertionError(what)  # unreachable; fail_after raises
 
 
+async def settled(read: Callable[[], Any], what: str, window: float = 1.0, deadline: float = 30) -> Any:
+    """Wait (bounded) until ``read()`` gives the same value at both ends of a ``window``-second
+    interval, and return that value: the other actors have stopped writing (a write counted
+    after its apply returned, a status change still queued) before a test marks a window in
+    which it asserts that nothing more is written."""
+
+    async def unchanged() -> tuple[Any] | None:
+        before = read()
+        await anyio.sleep(window)
+        now = read()
+        return (now,) if now == before else None
+
+    (value,) = await eventually(unchanged, what, deadline)
+    return value
+
+
 def _condition(obj: RawObject, type_: str) -> dict[str, Any] | None:
     for c in (obj.get("status") or {}).get("conditions") or []:
         if c.get("type") == type_:
@@ -208,7 +224,10 @@ async def test_the_operator_serves_each_namespace_its_own_group_writes_status_an
         def ours() -> tuple[int, ...]:
             return tuple(r.writes_by_namespace[n] for r in (pg, st) for n in (a, b))  # type: ignore[attr-defined]
 
-        writes = ours()
+        # The counts stop moving first (the write that made team-b's status visible may be
+        # counted after the GET saw it; a later status change may still be queued), then a
+        # translation with nothing changed must not write.
+        writes = await settled(ours, "the write counts settle")
         operator.provider.mark()  # type: ignore[union-attr]
         await anyio.sleep(1.0)  # (a window for spurious writes, not a wait for an event)
         assert ours() == writes
@@ -302,6 +321,13 @@ async def _assert_keyed_before(sts: RawObject, first: dict[str, int], replicas: 
     StatefulSet's resourceVersion is its creation's)."""
     assert sts["metadata"]["generation"] == 1
     created = int(sts["metadata"]["resourceVersion"])
+    # ``first`` is filled by a watch (served from the API server's watch cache), ``sts`` came
+    # from a quorum GET: the keyed versions, written before the StatefulSet, may not have
+    # been delivered yet. Wait for them; the order is then judged by resourceVersion.
+    await eventually(
+        lambda: all(f"db-tsep-{i}-config" in first for i in range(replicas)),
+        "the watch delivers every config Secret's keyed version",
+    )
     for i in range(replicas):
         keyed = first.get(f"db-tsep-{i}-config")
         assert keyed is not None, (i, first)

@@ -14,7 +14,13 @@ import anyio
 import orjson
 import pytest
 
-from tests.integration.operator.test_operator_on_apiserver import _get, _namespace, client, eventually
+from tests.integration.operator.test_operator_on_apiserver import (
+    _get,
+    _namespace,
+    client,
+    eventually,
+    settled,
+)
 from tsgw.api import API_VERSION
 from tsgw.controllers import FACTS_KEY, ROUTE_ACCESSES, TAILNET_LABEL, facts_configmap_name
 from tsgw.kube import Client, Invalid, RawObject, Resource
@@ -128,7 +134,12 @@ async def test_the_operator_writes_a_route_policys_access_for_envoy_gateway(clie
 
         # A steady state writes nothing.
         reconciler = operator.route_access.reconciler
-        writes = reconciler.writes_by_namespace[apps]  # type: ignore[attr-defined]
+        # (Once the count stops moving: the write that made the moved spec visible may be
+        # counted after the GET saw it.)
+        writes = await settled(
+            lambda: reconciler.writes_by_namespace[apps],  # type: ignore[attr-defined]
+            "the write count settles",
+        )
         operator.provider.mark()  # type: ignore[union-attr]
         await anyio.sleep(1.0)  # (a window for spurious writes, not a wait for an event)
         assert reconciler.writes_by_namespace[apps] == writes  # type: ignore[attr-defined]

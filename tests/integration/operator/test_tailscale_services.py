@@ -151,11 +151,17 @@ async def test_a_tailscale_service_is_claimed_renamed_refused_when_foreign_and_r
 
         await eventually(refused, "a TailscaleServiceForeign Event on 'taken'")
         assert service("svc:taken") == foreign
-        taken = _condition(
-            await client.get(KINDS["TailscaleServices"], "taken", apps), "TailscaleServiceReady"
-        )
-        assert taken is not None
-        assert taken["status"] == "False"
+
+        # The condition comes from translation of the facts (written by the status controller),
+        # the Event from the services controller: neither waits for the other.
+        async def not_claimed() -> dict[str, Any] | None:
+            c = _condition(
+                await client.get(KINDS["TailscaleServices"], "taken", apps), "TailscaleServiceReady"
+            )
+            assert c is None or c["status"] == "False", c  # never ready on a foreign service
+            return c if c is not None and c["reason"] == "NotClaimed" else None
+
+        await eventually(not_claimed, "TailscaleServiceReady=False, NotClaimed on 'taken'")
 
         # Renamed: the old service (this object its only owner) goes, the new one comes.
         await client.patch(
