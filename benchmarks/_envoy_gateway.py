@@ -17,6 +17,14 @@ its own network namespace, as ``tests/support/envoy_gateway.py`` runs them) run 
 
 Both have one Gateway (one HTTP listener), so one xDS IR key: each translation is whole.
 
+With ``probe_translation`` a third runs beside them, **translation**: as *with*, but the
+``Translation`` post hook instead of ``Cluster``: Envoy Gateway makes one ``PostTranslateModify``
+call per translation carrying every cluster (1,000 of them, each without endpoints, as it builds
+a custom backend's cluster when no Cluster hook is set), and tsgw echoes them unchanged (on the
+wire, decoding none). Not a working configuration (the clusters keep no endpoints): the price
+Envoy Gateway pays for one call per translation, the floor of the design docs/envoy-gateway.md
+proposes to get under 10%.
+
 What is timed: Envoy Gateway's ``watchable_subscribe_duration_seconds`` histogram
 (``internal/message/watchutil.go``: the time one subscription update is handled), read from its
 metrics endpoint (port 19001). For the ``gateway-api`` runner that is Gateway API → IR; for the
@@ -58,10 +66,14 @@ GATEWAY_PORT = 8080
 NS = "default"
 
 
-def extension_manager() -> dict[str, Any]:
+HOOKS = {"with": ("Cluster", "PostClusterModify"), "translation": ("Translation", "PostTranslateModify")}
+"""Side → (the post hook configured, the RPC Envoy Gateway then calls)."""
+
+
+def extension_manager(hook: str = "Cluster") -> dict[str, Any]:
     return {
         "backendResources": [{"group": api.GROUP, "version": api.VERSION, "kind": "TailscaleEndpoints"}],
-        "hooks": {"xdsTranslator": {"post": ["Cluster"]}},
+        "hooks": {"xdsTranslator": {"post": [hook]}},
         "service": {"fqdn": {"hostname": "127.0.0.1", "port": EXTENSION_PORT}},
         "failOpen": False,
     }
@@ -206,7 +218,7 @@ class Side:
         raise TimeoutError(f"{self.name}: Envoy Gateway did not translate within {timeout} s")
 
     def hook_calls(self) -> int:
-        return self.service.calls.get("PostClusterModify", 0) if self.service else 0
+        return self.service.calls.get(HOOKS[self.name][1], 0) if self.service else 0
 
     def sample(self, k: int, n: int) -> None:
         before = self.scrape()
@@ -214,12 +226,14 @@ class Side:
         self.eg.write("trigger.yaml", trigger(k))
         after = self.settled(before, timeout=900)
         counts = [after[(r, "count")] - before.get((r, "count"), 0) for r in RUNNERS]
-        if self.service is not None:
-            # every route's cluster went through tsgw, in this translation
-            assert self.hook_calls() - calls == n, (self.hook_calls() - calls, n)
         if counts != [1, 1]:
             self.skipped += 1  # coalesced or split: not one whole translation; not a sample
             return
+        if self.name == "with":
+            # every route's cluster went through tsgw, in this translation
+            assert self.hook_calls() - calls == n, (self.hook_calls() - calls, n)
+        elif self.name == "translation":
+            assert self.hook_calls() - calls == 1, (self.hook_calls() - calls, "PostTranslateModify")
         total = 0.0
         for r in RUNNERS:
             d = after[(r, "sum")] - before.get((r, "sum"), 0.0)
@@ -235,8 +249,10 @@ class Side:
             self.stack.close()
 
 
-def start(home: Path, n: int, *, with_extension: bool) -> Side:
-    name = "with" if with_extension else "without"
+def start(home: Path, n: int, name: str) -> Side:
+    """One side: ``with`` (the Cluster hook), ``translation`` (the Translation hook, see the
+    module docstring) or ``without`` (no extension)."""
+    with_extension = name in HOOKS
     # The routes are there before Envoy Gateway starts: its file provider loads the folder, then
     # watches it, and a file written in between is missed until the next change.
     routes = home / name / "resources" / "routes.yaml"
@@ -244,7 +260,9 @@ def start(home: Path, n: int, *, with_extension: bool) -> Side:
     routes.write_text(yaml.safe_dump_all(resources(n, tailscale=with_extension)))
     (routes.parent / "trigger.yaml").write_text(yaml.safe_dump_all(trigger(0)))
     eg = EnvoyGateway(
-        home / name, extension=extension_manager() if with_extension else None, extension_inside=True
+        home / name,
+        extension=extension_manager(HOOKS[name][0]) if with_extension else None,
+        extension_inside=True,
     )
     side = Side(name, eg, eg.gateway_port(METRICS_PORT))
     try:
@@ -277,15 +295,18 @@ def summary(values: list[float]) -> dict[str, float | None]:
     }
 
 
-def measure(home: Path, n: int, samples: int, warmup: int = 0) -> dict[str, Any]:
-    """Both Envoy Gateways up at once, triggered alternately ``samples`` times each (after
-    ``warmup`` translations each that are not counted)."""
+def measure(
+    home: Path, n: int, samples: int, warmup: int = 0, *, probe_translation: bool = False
+) -> dict[str, Any]:
+    """The Envoy Gateways up at once (``with``, ``without``, and ``translation`` when
+    ``probe_translation``), triggered in turn ``samples`` times each (after ``warmup``
+    translations each that are not counted)."""
     if home.exists():
         shutil.rmtree(home)
     sides = []
     try:
-        sides.append(start(home, n, with_extension=True))
-        sides.append(start(home, n, with_extension=False))
+        for name in ("with", "without", *(("translation",) if probe_translation else ())):
+            sides.append(start(home, n, name))
         for side in sides:  # their first translation (loading the files), not counted
             side.settled({}, timeout=900, quiet=3.0)
         for k in range(1, warmup + samples + 1):
@@ -307,6 +328,9 @@ def measure(home: Path, n: int, samples: int, warmup: int = 0) -> dict[str, Any]
             out[f"eg_skipped_{side.name}"] = side.skipped
         w, wo = out["eg_translate_ms_with"], out["eg_translate_ms_without"]
         out["eg_translate_ratio"] = round(w / wo, 3) if w and wo else None
+        if probe_translation:
+            t = out["eg_translate_ms_translation"]
+            out["eg_translate_ratio_translation"] = round(t / wo, 3) if t and wo else None
         return out
     finally:
         for side in sides:

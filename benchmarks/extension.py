@@ -22,7 +22,9 @@ manager (called once per listener, not per route);
 eg_translate_ms_with / eg_translate_ms_without: Envoy Gateway's own translation time (p50, ms)
 with and without the extension, two real Envoy Gateways in the same run, with their max,
 per-runner figures, sample counts and ratio (``benchmarks/_envoy_gateway.py`` says how;
-``--eg-samples 0`` skips them).
+``--eg-samples 0`` skips them); with ``--probe-translation-hook``, eg_translate_ms_translation:
+a third Envoy Gateway with the Translation hook instead (one call carrying every cluster, echoed
+by tsgw): the floor of one call per translation (docs/envoy-gateway.md).
 
 Prints one JSON line last.
 """
@@ -206,6 +208,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--eg-samples", type=int, default=3, help="Envoy Gateway translations timed, each way (0: skip)"
     )
+    parser.add_argument(
+        "--probe-translation-hook",
+        action="store_true",
+        help="a third Envoy Gateway with the Translation hook (one call per translation; "
+        "tsgw echoes the clusters): eg_translate_ms_translation",
+    )
     args = parser.parse_args(argv)
     reqs = requests(args.routes)
     opts = ExtensionOptions()
@@ -250,7 +258,11 @@ def main(argv: list[str]) -> int:
     }
     if args.eg_samples > 0:
         with tempfile.TemporaryDirectory(prefix="tsgw-bench-eg-") as home:
-            result.update(_envoy_gateway.measure(Path(home), args.routes, args.eg_samples))
+            result.update(
+                _envoy_gateway.measure(
+                    Path(home), args.routes, args.eg_samples, probe_translation=args.probe_translation_hook
+                )
+            )
     result["load_avg_1m"] = round(os.getloadavg()[0], 2)
     print(json.dumps(result))
     return 0
