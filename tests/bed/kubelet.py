@@ -935,18 +935,24 @@ class PodWorker:
         return float(g)
 
     async def lifecycle(self) -> None:
-        # Sandbox: retried until it works (a missing Secret waits here, like a real FailedMount).
+        # Sandbox: retried until it works (a missing Secret waits here, like a real FailedMount),
+        # after 0.5 s, then twice as long each time up to 5 s: a kubelet's volume operations back
+        # off from 500 ms, doubling (its cap, 2 min, is cut to keep the bed quick). A Secret
+        # the Node authorizer does not yet let this node read (its graph learns a pod's
+        # references from a watch, after the pod was bound) is the common case, and is gone
+        # within a retry or two.
+        delay = 0.5
         while True:
             try:
                 await self.make_sandbox()
                 break
             except PodError as e:
                 await self.kubelet.event(self.pod, "Warning", e.reason, e.message)
-                await self.sleep(5)
             except Exception as e:
                 log.exception("sandbox %s/%s", self.ns, self.name)
                 await self.kubelet.event(self.pod, "Warning", "FailedCreatePodSandBox", str(e))
-                await self.sleep(5)
+            await self.sleep(delay)
+            delay = min(delay * 2, 5.0)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.refresh_volumes())
             for c in self.init_containers:
@@ -1128,12 +1134,17 @@ class PodWorker:
 
     # -- volumes, env, /etc ----------------------------------------------------------------
 
-    async def get_obj(self, kind: str, name: str) -> Obj | None:
+    async def get_obj(self, kind: str, name: str, reason: str = "FailedMount") -> Obj | None:
+        """The object, or None when it does not exist; a 403 (the Node authorizer has not yet
+        linked this node to it) is a :class:`PodError` of ``reason`` with the API server's
+        message, as a kubelet reports it."""
         try:
             return await self.kubelet.api.get(f"/api/v1/namespaces/{self.ns}/{kind}/{name}")  # type: ignore[no-any-return]
         except ApiError as e:
-            if e.status in (403, 404):
+            if e.status == 404:
                 return None
+            if e.status == 403:
+                raise PodError(reason, f'{kind[:-1]} "{name}" is forbidden: {e}') from e
             raise
 
     async def key_files(self, kind: str, src: Obj) -> dict[str, tuple[bytes, int | None]]:
@@ -1386,7 +1397,7 @@ class PodWorker:
             kind, ref = (
                 ("secrets", ef["secretRef"]) if "secretRef" in ef else ("configmaps", ef.get("configMapRef"))
             )
-            obj = await self.get_obj(kind, ref["name"])
+            obj = await self.get_obj(kind, ref["name"], "CreateContainerConfigError")
             if obj is None:
                 if ref.get("optional"):
                     continue
@@ -1406,7 +1417,9 @@ class PodWorker:
             elif "secretKeyRef" in vf or "configMapKeyRef" in vf:
                 secret = "secretKeyRef" in vf
                 ref = vf["secretKeyRef" if secret else "configMapKeyRef"]
-                obj = await self.get_obj("secrets" if secret else "configmaps", ref["name"])
+                obj = await self.get_obj(
+                    "secrets" if secret else "configmaps", ref["name"], "CreateContainerConfigError"
+                )
                 what = "secret" if secret else "configmap"
                 data = (obj or {}).get("data") or {}
                 if obj is None or ref["key"] not in data:
