@@ -160,13 +160,38 @@ def test_a_pod_reaches_a_tailnet_device_through_the_proxies_the_operator_runs(
     names = {f"echo-tsep-{i}" for i in (0, 1)}
     assert names <= _node_names(bed)
     bed.kubectl("delete", "tailscaleendpoints", "-n", APPS, "echo")
-    wait(
-        lambda: not bed.get("secrets", "-n", APPS, "-l", "app.kubernetes.io/managed-by=tsgw")["items"],
-        timeout=120,
-        what="every owned Secret gone",
-    )
+    try:
+        wait(
+            lambda: not bed.get("secrets", "-n", APPS, "-l", "app.kubernetes.io/managed-by=tsgw")["items"],
+            timeout=120,
+            what="every owned Secret gone",
+        )
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{_clean_up_state(bed)}") from None
     left = _node_names(bed)
     assert not (names & left), f"devices left on Headscale: {json.dumps(sorted(names & left))}"
+
+
+def _clean_up_state(bed: Bed) -> str:
+    """What a stuck clean-up holds: the owned Secrets left (finalizers, deletion time), the
+    devices Headscale still lists, and the operator's log lines about them."""
+    left = [
+        {
+            "name": s["metadata"]["name"],
+            "finalizers": s["metadata"].get("finalizers"),
+            "deletionTimestamp": s["metadata"].get("deletionTimestamp"),
+        }
+        for s in bed.get("secrets", "-n", APPS, "-l", "app.kubernetes.io/managed-by=tsgw")["items"]
+    ]
+    lines = []
+    for pod in pods(bed, OPERATOR, NS):
+        name = pod["metadata"]["name"]
+        log = bed.pod_log(NS, name)
+        lines += [f"{name}: {line}" for line in log.splitlines() if "echo-tsep" in line][-40:]
+    return (
+        f"Secrets left: {json.dumps(left)}\ndevices on Headscale: {sorted(_node_names(bed))}\n"
+        + "\n".join(lines)
+    )
 
 
 def test_a_tailnet_device_reaches_a_kubernetes_backend_through_each_proxy_with_its_own_address(
