@@ -13,9 +13,8 @@ joins an echo device and a client device to the tailnet, then, one object at a t
 - **egress** (N samples): a TailscaleEndpoints (1 proxy replica) targeting the echo device by
   address; the clock starts when ``kubectl apply`` returns and stops at the first byte of the
   device's own answer (``GET /`` answers with its name) through the ClusterIP Service tsgw owns.
-  The client is a socket opened in node 0's network namespace (a host-network client: the same
-  kube-proxy rules a pod's connection takes), retried every 100 ms once the Service has its
-  ClusterIP (polled every 250 ms).
+  The client is a prober pod (``_prober``) that retries every 50 ms, each connect waiting at
+  most 250 ms, once the Service has its ClusterIP (polled every 250 ms).
 - **ingress** (N samples): a TailscaleServices (1 proxy replica; Headscale has no Tailscale
   Services, so it is served on the proxy's own tailnet address) in front of a backend
   Deployment; the clock stops at the first successful answer (HTTP 200 from the backend) to a
@@ -46,7 +45,8 @@ ingress figure.
 bound by the watch's own delay): the StatefulSet created (``sts``), its pod created (``pod``),
 scheduled (``scheduled``), every container running (``started``), the device registered
 (``device_id`` in the replica's state Secret: ``joined``), the pod Ready (``ready``), and for
-egress the Service's EndpointSlice holding a ready endpoint (``endpoint``).
+egress the Service's EndpointSlice holding a ready endpoint (``endpoint``). A pod whose
+containers started more than 2 s after it was scheduled has its Events printed.
 
 The last line is one JSON object. With 20 samples "p99" is the nearest-rank 99th percentile,
 which is the maximum of the 20; ``_p95_ms`` and ``_max_ms`` are given too.
@@ -180,7 +180,7 @@ for name in sys.argv[1:]:
             time.sleep(0.25)
     while True:
         try:
-            with socket.create_connection((ip, 8080), 1) as s:
+            with socket.create_connection((ip, 8080), 0.25) as s:
                 s.settimeout(2)
                 s.sendall(GET)
                 reply = s.recv(65536)
@@ -195,14 +195,21 @@ for name in sys.argv[1:]:
                 break
         except OSError:
             pass
-        time.sleep(0.1)
+        time.sleep(0.05)
 """
 
 
 def _prober(names: list[str]) -> list[dict[str, Any]]:
     """A client pod: for each name in turn, finds the Service (the API, every 250 ms: DNS would
-    cache the name's absence), then retries GET / through its ClusterIP every 100 ms until the
-    echo device answers; prints the name and the wall-clock time of that answer's first byte."""
+    cache the name's absence), then retries GET / through its ClusterIP every 50 ms until the
+    echo device answers; prints the name and the wall-clock time of that answer's first byte.
+
+    Each connect waits at most 250 ms. Until the Service has a ready endpoint kube-proxy rejects
+    its SYNs with an ICMP error, and the kernel sends at most one such error per second to a
+    peer once a burst of six is spent (``net.ipv4.icmp_ratelimit``), so most of the prober's SYNs
+    are dropped instead; a dropped SYN is sent again only after the 1 s initial RTO. With a 1 s
+    connect timeout (this prober's first version) an attempt that began just before the endpoint
+    was programmed lost up to a whole second: that was the last second of the egress figure."""
     return [
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -329,6 +336,19 @@ class _Phases:
             proc.terminate()
         for proc in self._procs:
             proc.wait(timeout=10)
+
+
+SLOW_START_MS = 2000
+
+
+def _explain_slow_start(bed: Bed, namespace: str, pod: str, phases: dict[str, float]) -> None:
+    """Print the pod's Events when its containers started more than :data:`SLOW_START_MS`
+    after it was scheduled (what held it: a mount, a container's start)."""
+    if phases.get("started", 0) - phases.get("scheduled", 0) <= SLOW_START_MS:
+        return
+    events = _json(bed, "events", "-n", namespace, "--field-selector", f"involvedObject.name={pod}") or {}
+    for ev in sorted(events.get("items") or (), key=lambda e: e.get("lastTimestamp") or ""):
+        say(f"  {pod}: {ev.get('lastTimestamp')} {ev.get('type')} {ev.get('reason')}: {ev.get('message')}")
 
 
 def _phase_p50(samples: list[dict[str, float]]) -> dict[str, float]:
@@ -599,6 +619,7 @@ def _run_samples(bed: Bed, echo: Any, client: Any, audit_log: Path, n: int) -> d
         t1 = _egress_byte(bed, name)
         egress.append((t1 - t0) * 1000)
         phases_e.append(watch_e.of(f"{name}-tsep-0", name, t0))
+        _explain_slow_start(bed, EGRESS_NS, f"{name}-tsep-0", phases_e[-1])
         time.sleep(3)  # (registration's own writes: the used key leaves the config)
         deleted.append((EGRESS_NS, name, time.time()))
         bed.kubectl("delete", "tailscaleendpoints", "-n", EGRESS_NS, name, "--wait=false")
@@ -619,6 +640,7 @@ def _run_samples(bed: Bed, echo: Any, client: Any, audit_log: Path, n: int) -> d
         t1 = _ingress_byte(client, ip)
         ingress.append((t1 - t0) * 1000)
         phases_i.append(watch_i.of(f"{name}-tssvc-0", "", t0))
+        _explain_slow_start(bed, INGRESS_NS, f"{name}-tssvc-0", phases_i[-1])
         time.sleep(3)
         deleted.append((INGRESS_NS, name, time.time()))
         bed.kubectl("delete", "tailscaleservices", "-n", INGRESS_NS, name, "--wait=false")
