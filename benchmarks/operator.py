@@ -46,7 +46,7 @@ bound by the watch's own delay): the StatefulSet created (``sts``), its pod crea
 scheduled (``scheduled``), every container running (``started``), the device registered
 (``device_id`` in the replica's state Secret: ``joined``), the pod Ready (``ready``), and for
 egress the Service's EndpointSlice holding a ready endpoint (``endpoint``). A pod whose
-containers started more than 2 s after it was scheduled has its Events printed.
+containers started more than 0.4 s after it was scheduled has its Events printed.
 
 The last line is one JSON object. With 20 samples "p99" is the nearest-rank 99th percentile,
 which is the maximum of the 20; ``_p95_ms`` and ``_max_ms`` are given too.
@@ -338,7 +338,7 @@ class _Phases:
             proc.wait(timeout=10)
 
 
-SLOW_START_MS = 2000
+SLOW_START_MS = 400
 
 
 def _explain_slow_start(bed: Bed, namespace: str, pod: str, phases: dict[str, float]) -> None:
