@@ -50,7 +50,7 @@ def _job_done(bed: Bed, name: str) -> bool:
 
 
 def _uninstall_envoy_gateway(bed: Bed, crds: str) -> None:
-    for kind in ("httproutes", "gateways"):
+    for kind in ("httproutes", "grpcroutes", "gateways"):
         bed.kubectl("delete", kind, "--all", "-A", "--ignore-not-found", check=False, timeout=120)
     bed.kubectl("delete", "gatewayclass", "eg", "--ignore-not-found", check=False, timeout=60)
     bed.kubectl("delete", "namespace", egk.NAMESPACE, "--ignore-not-found", check=False, timeout=180)
@@ -124,7 +124,11 @@ def _gateway_and_routes(device_ip: str) -> list[dict[str, Any]]:
                 "tailnetRef": {"name": "headscale"},
                 "proxy": {"replicas": 1},
                 "targets": [
-                    {"name": "device", "address": device_ip, "ports": [{"port": 8080, "protocol": "HTTP"}]}
+                    {
+                        "name": "device",
+                        "address": device_ip,
+                        "ports": [{"port": 8080, "protocol": "HTTP"}, {"port": 50051, "protocol": "GRPC"}],
+                    }
                 ],
             },
         },
@@ -606,4 +610,69 @@ def test_a_route_to_a_missing_tailscale_endpoints_says_so_and_breaks_no_other_ro
         bed.kubectl("delete", "httproute", "-n", APPS, "to-missing", "--ignore-not-found", check=False)
         bed.kubectl(
             "delete", "pod", "eg-client-after-missing", "--ignore-not-found", "--grace-period=1", check=False
+        )
+
+
+def test_routes_to_tsgws_service_reach_the_device_over_http_and_grpc_with_no_hook_call(
+    bed: Bed, gateway: str
+) -> None:
+    """The path docs/envoy-gateway.md recommends at scale, and the one for GRPCRoute (Envoy
+    Gateway v1.9.0 drops a GRPCRoute's custom backends before it calls any hook): a route whose
+    backendRef is the Service tsgw owns for the TailscaleEndpoints (its name, the target's port).
+    Envoy Gateway builds that cluster itself from the Service's endpoints (the egress proxies);
+    the proxy's Envoy carries it to the device: HTTP to its test server, and a unary gRPC call
+    (``/bed.Echo/Name``, answered with the device's name) over cleartext HTTP/2."""
+    routes: list[dict[str, Any]] = [
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": "to-tsgw-service", "namespace": APPS},
+            "spec": {
+                "parentRefs": [{"name": "eg"}],
+                "hostnames": ["service-path.example"],
+                "rules": [{"backendRefs": [{"name": "eg-echo", "port": 8080}]}],
+            },
+        },
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "GRPCRoute",
+            "metadata": {"name": "grpc-to-tsgw-service", "namespace": APPS},
+            "spec": {
+                "parentRefs": [{"name": "eg"}],
+                "hostnames": ["grpc.example"],
+                "rules": [{"backendRefs": [{"name": "eg-echo", "port": 50051}]}],
+            },
+        },
+    ]
+    bed.apply(routes)
+    try:
+        assert _request(bed, "eg-client-service-path", gateway, "service-path.example") == "eg-device"
+        # A gRPC frame with an empty message (flag 0, length 0); the answer's frame carries the
+        # device's name (non-printable framing bytes shown as dots).
+        log = run_pod(
+            bed,
+            "eg-client-grpc",
+            "for i in $(seq 1 60); do "
+            "  out=$(printf '\\0\\0\\0\\0\\0' | curl -sS --max-time 3 --http2-prior-knowledge "
+            "    -H 'Host: grpc.example' -H 'content-type: application/grpc' -H 'te: trailers' "
+            f"    --data-binary @- {gateway}/bed.Echo/Name | tr -c '[:print:]' '.'); "
+            '  echo "answer: $out"; case "$out" in *eg-device*) exit 0;; esac; sleep 1; '
+            "done; exit 1",
+        )
+        answers = [ln for ln in log.splitlines() if ln.startswith("answer: ")]
+        assert answers, log
+        assert answers[-1].endswith("eg-device"), log
+    finally:
+        bed.kubectl("delete", "httproute", "-n", APPS, "to-tsgw-service", "--ignore-not-found", check=False)
+        bed.kubectl(
+            "delete", "grpcroute", "-n", APPS, "grpc-to-tsgw-service", "--ignore-not-found", check=False
+        )
+        bed.kubectl(
+            "delete",
+            "pod",
+            "eg-client-service-path",
+            "eg-client-grpc",
+            "--ignore-not-found",
+            "--grace-period=1",
+            check=False,
         )
