@@ -25,6 +25,18 @@ wire, decoding none). Not a working configuration (the clusters keep no endpoint
 Envoy Gateway pays for one call per translation, the floor of the design docs/envoy-gateway.md
 proposes to get under 10%.
 
+With ``probe_service`` another runs beside them, **service**: the extension configured as
+docs/envoy-gateway.md's "Configure" says (``backendResources`` TailscaleEndpoints,
+``policyResources`` TailscaleRouteAccess, the ``Cluster``, ``Route`` and ``HTTPListener`` post
+hooks, ``failOpen: false``), the N TailscaleEndpoints present, but route *i* naming the Service
+tsgw owns for ``db-i`` instead of the TailscaleEndpoints (the path that document recommends at
+scale). Standalone Envoy Gateway has no Kubernetes Services, so the route names a ``Backend``
+whose FQDN endpoint is that Service's name, as *without* does: a cluster of Envoy Gateway's own
+per route, no hook call for it. What is left of the extension per translation is a
+``PostHTTPListenerModify`` per xDS listener (checked: fewer than N calls, none to
+``PostClusterModify``; the most seen is reported), and the Route hook for routes a policy
+targets (none here).
+
 What is timed: Envoy Gateway's ``watchable_subscribe_duration_seconds`` histogram
 (``internal/message/watchutil.go``: the time one subscription update is handled), read from its
 metrics endpoint (port 19001). For the ``gateway-api`` runner that is Gateway API → IR; for the
@@ -66,17 +78,26 @@ GATEWAY_PORT = 8080
 NS = "default"
 
 
-HOOKS = {"with": ("Cluster", "PostClusterModify"), "translation": ("Translation", "PostTranslateModify")}
-"""Side → (the post hook configured, the RPC Envoy Gateway then calls)."""
+HOOKS: dict[str, tuple[tuple[str, ...], str]] = {
+    "with": (("Cluster",), "PostClusterModify"),
+    "translation": (("Translation",), "PostTranslateModify"),
+    "service": (("Cluster", "Route", "HTTPListener"), "PostHTTPListenerModify"),
+}
+"""Side → (the post hooks configured, the RPC counted: each translation must make N of them
+(*with*) or exactly one (the others))."""
 
 
-def extension_manager(hook: str = "Cluster") -> dict[str, Any]:
-    return {
+def extension_manager(hooks: tuple[str, ...] = ("Cluster",)) -> dict[str, Any]:
+    out: dict[str, Any] = {
         "backendResources": [{"group": api.GROUP, "version": api.VERSION, "kind": "TailscaleEndpoints"}],
-        "hooks": {"xdsTranslator": {"post": [hook]}},
+        "hooks": {"xdsTranslator": {"post": list(hooks)}},
         "service": {"fqdn": {"hostname": "127.0.0.1", "port": EXTENSION_PORT}},
         "failOpen": False,
     }
+    if "Route" in hooks:
+        access = {"group": api.GROUP, "version": api.VERSION, "kind": "TailscaleRouteAccess"}
+        out["policyResources"] = [access]
+    return out
 
 
 def gateway() -> dict[str, Any]:
@@ -135,13 +156,18 @@ def http_route(name: str, path: str, ref: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def resources(n: int, *, tailscale: bool) -> list[dict[str, Any]]:
+def resources(n: int, side: str) -> list[dict[str, Any]]:
+    """The Gateway and N routes of ``side``: naming TailscaleEndpoints (*with*, *translation*),
+    a Backend (*without*), or a Backend to tsgw's Service with the TailscaleEndpoints beside it
+    (*service*)."""
     out: list[dict[str, Any]] = [gateway()]
     for i in range(n):
-        if tailscale:
+        if side in ("with", "translation"):
             out.append(tailscale_endpoints(i))
             ref: dict[str, Any] = {"group": api.GROUP, "kind": "TailscaleEndpoints", "name": f"db-{i}"}
         else:
+            if side == "service":
+                out.append(tailscale_endpoints(i))
             out.append(backend(i))
             ref = {"group": "gateway.envoyproxy.io", "kind": "Backend", "name": f"db-{i}", "port": 80}
         out.append(http_route(f"web-{i}", f"/web-{i}", ref))
@@ -189,6 +215,7 @@ class Side:
     stack: ExitStack = field(default_factory=ExitStack)
     samples: dict[str, list[float]] = field(default_factory=lambda: {r: [] for r in (*RUNNERS, "total")})
     skipped: int = 0
+    calls_per_translation: list[int] = field(default_factory=list)
 
     def scrape(self) -> dict[tuple[str, str], float]:
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
@@ -233,7 +260,14 @@ class Side:
             # every route's cluster went through tsgw, in this translation
             assert self.hook_calls() - calls == n, (self.hook_calls() - calls, n)
         elif self.name == "translation":
-            assert self.hook_calls() - calls == 1, (self.hook_calls() - calls, "PostTranslateModify")
+            assert self.hook_calls() - calls == 1, (self.hook_calls() - calls, HOOKS[self.name][1])
+        elif self.name == "service":
+            # a few per translation (one per xDS listener Envoy Gateway builds), none per route
+            made = self.hook_calls() - calls
+            assert 0 < made < n, (made, HOOKS[self.name][1])
+            assert self.service is not None
+            assert not self.service.calls.get("PostClusterModify")
+            self.calls_per_translation.append(made)
         total = 0.0
         for r in RUNNERS:
             d = after[(r, "sum")] - before.get((r, "sum"), 0.0)
@@ -250,14 +284,15 @@ class Side:
 
 
 def start(home: Path, n: int, name: str) -> Side:
-    """One side: ``with`` (the Cluster hook), ``translation`` (the Translation hook, see the
-    module docstring) or ``without`` (no extension)."""
+    """One side: ``with`` (the Cluster hook), ``translation`` (the Translation hook),
+    ``service`` (the documented hooks, routes to tsgw's Services; see the module docstring) or
+    ``without`` (no extension)."""
     with_extension = name in HOOKS
     # The routes are there before Envoy Gateway starts: its file provider loads the folder, then
     # watches it, and a file written in between is missed until the next change.
     routes = home / name / "resources" / "routes.yaml"
     routes.parent.mkdir(parents=True)
-    routes.write_text(yaml.safe_dump_all(resources(n, tailscale=with_extension)))
+    routes.write_text(yaml.safe_dump_all(resources(n, name)))
     (routes.parent / "trigger.yaml").write_text(yaml.safe_dump_all(trigger(0)))
     eg = EnvoyGateway(
         home / name,
@@ -296,16 +331,28 @@ def summary(values: list[float]) -> dict[str, float | None]:
 
 
 def measure(
-    home: Path, n: int, samples: int, warmup: int = 0, *, probe_translation: bool = False
+    home: Path,
+    n: int,
+    samples: int,
+    warmup: int = 0,
+    *,
+    probe_translation: bool = False,
+    probe_service: bool = False,
 ) -> dict[str, Any]:
-    """The Envoy Gateways up at once (``with``, ``without``, and ``translation`` when
-    ``probe_translation``), triggered in turn ``samples`` times each (after ``warmup``
-    translations each that are not counted)."""
+    """The Envoy Gateways up at once (``with``, ``without``, ``translation`` when
+    ``probe_translation``, ``service`` when ``probe_service``), triggered in turn ``samples``
+    times each (after ``warmup`` translations each that are not counted)."""
     if home.exists():
         shutil.rmtree(home)
     sides = []
     try:
-        for name in ("with", "without", *(("translation",) if probe_translation else ())):
+        names = (
+            "with",
+            "without",
+            *(("translation",) if probe_translation else ()),
+            *(("service",) if probe_service else ()),
+        )
+        for name in names:
             sides.append(start(home, n, name))
         for side in sides:  # their first translation (loading the files), not counted
             side.settled({}, timeout=900, quiet=3.0)
@@ -324,13 +371,16 @@ def measure(
                 out[f"eg_translate_ms_{side.name}{suffix}"] = s["p50"]
                 out[f"eg_translate_ms_{side.name}{suffix}_p99"] = s["p99"]
                 out[f"eg_translate_ms_{side.name}{suffix}_max"] = s["max"]
+            if side.calls_per_translation:
+                out[f"eg_hook_calls_per_translation_{side.name}"] = max(side.calls_per_translation)
             out[f"eg_samples_{side.name}"] = len(side.samples["total"])
             out[f"eg_skipped_{side.name}"] = side.skipped
         w, wo = out["eg_translate_ms_with"], out["eg_translate_ms_without"]
         out["eg_translate_ratio"] = round(w / wo, 3) if w and wo else None
-        if probe_translation:
-            t = out["eg_translate_ms_translation"]
-            out["eg_translate_ratio_translation"] = round(t / wo, 3) if t and wo else None
+        for probe in ("translation", "service"):
+            if probe in names:
+                t = out[f"eg_translate_ms_{probe}"]
+                out[f"eg_translate_ratio_{probe}"] = round(t / wo, 3) if t and wo else None
         return out
     finally:
         for side in sides:

@@ -214,6 +214,12 @@ def main(argv: list[str]) -> int:
         help="a third Envoy Gateway with the Translation hook (one call per translation; "
         "tsgw echoes the clusters): eg_translate_ms_translation",
     )
+    parser.add_argument(
+        "--probe-service-path",
+        action="store_true",
+        help="another Envoy Gateway with the extension installed as documented but routes naming "
+        "tsgw's Services (the path recommended at scale): eg_translate_ms_service",
+    )
     args = parser.parse_args(argv)
     reqs = requests(args.routes)
     opts = ExtensionOptions()
@@ -260,7 +266,11 @@ def main(argv: list[str]) -> int:
         with tempfile.TemporaryDirectory(prefix="tsgw-bench-eg-") as home:
             result.update(
                 _envoy_gateway.measure(
-                    Path(home), args.routes, args.eg_samples, probe_translation=args.probe_translation_hook
+                    Path(home),
+                    args.routes,
+                    args.eg_samples,
+                    probe_translation=args.probe_translation_hook,
+                    probe_service=args.probe_service_path,
                 )
             )
     result["load_avg_1m"] = round(os.getloadavg()[0], 2)
