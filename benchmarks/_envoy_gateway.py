@@ -85,6 +85,7 @@ HOOKS: dict[str, tuple[tuple[str, ...], str]] = {
 }
 """Side → (the post hooks configured, the RPC counted: each translation must make N of them
 (*with*) or exactly one (the others))."""
+SIDES = ("with", "without", "translation", "service")
 
 
 def extension_manager(hooks: tuple[str, ...] = ("Cluster",)) -> dict[str, Any]:
@@ -338,10 +339,12 @@ def measure(
     *,
     probe_translation: bool = False,
     probe_service: bool = False,
+    only: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """The Envoy Gateways up at once (``with``, ``without``, ``translation`` when
-    ``probe_translation``, ``service`` when ``probe_service``), triggered in turn ``samples``
-    times each (after ``warmup`` translations each that are not counted)."""
+    ``probe_translation``, ``service`` when ``probe_service``; just those in ``only`` when it is
+    given), triggered in turn ``samples`` times each (after ``warmup`` translations each that are
+    not counted). A side not run reports null."""
     if home.exists():
         shutil.rmtree(home)
     sides = []
@@ -352,6 +355,11 @@ def measure(
             *(("translation",) if probe_translation else ()),
             *(("service",) if probe_service else ()),
         )
+        if only:
+            unknown = sorted(set(only) - set(SIDES))
+            if unknown:
+                raise ValueError(f"unknown sides {unknown}: choose from {', '.join(SIDES)}")
+            names = tuple(n for n in SIDES if n in only)
         for name in names:
             sides.append(start(home, n, name))
         for side in sides:  # their first translation (loading the files), not counted
@@ -375,7 +383,7 @@ def measure(
                 out[f"eg_hook_calls_per_translation_{side.name}"] = max(side.calls_per_translation)
             out[f"eg_samples_{side.name}"] = len(side.samples["total"])
             out[f"eg_skipped_{side.name}"] = side.skipped
-        w, wo = out["eg_translate_ms_with"], out["eg_translate_ms_without"]
+        w, wo = out.get("eg_translate_ms_with"), out.get("eg_translate_ms_without")
         out["eg_translate_ratio"] = round(w / wo, 3) if w and wo else None
         for probe in ("translation", "service"):
             if probe in names:

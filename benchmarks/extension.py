@@ -220,7 +220,17 @@ def main(argv: list[str]) -> int:
         help="another Envoy Gateway with the extension installed as documented but routes naming "
         "tsgw's Services (the path recommended at scale): eg_translate_ms_service",
     )
+    parser.add_argument(
+        "--sides",
+        default="",
+        help="comma-separated: only these Envoy Gateways (with, without, translation, service); "
+        "the others report null",
+    )
     args = parser.parse_args(argv)
+    only = tuple(s for s in args.sides.split(",") if s)
+    unknown = sorted(set(only) - set(_envoy_gateway.SIDES))
+    if unknown:
+        parser.error(f"--sides: unknown {', '.join(unknown)}; choose from {', '.join(_envoy_gateway.SIDES)}")
     reqs = requests(args.routes)
     opts = ExtensionOptions()
     resources = [
@@ -271,6 +281,7 @@ def main(argv: list[str]) -> int:
                     args.eg_samples,
                     probe_translation=args.probe_translation_hook,
                     probe_service=args.probe_service_path,
+                    only=only,
                 )
             )
     result["load_avg_1m"] = round(os.getloadavg()[0], 2)
