@@ -474,6 +474,9 @@ class Container:
         self.exit_code: int | None = None
         self.stopping = False
         self.cid = ""
+        self.env: dict[str, str] = {}
+        self.trigger = asyncio.Event()
+        """Set by :meth:`PodWorker.changed`: probe readiness now instead of at the period's end."""
 
     def status(self) -> Obj:
         st: Obj = {
@@ -498,7 +501,7 @@ class Container:
     async def start(self) -> None:
         pod = self.pod
         image = _images.resolve(self.spec.get("image", ""))
-        env = await pod.env_for(self.spec, image)
+        env = self.env = await pod.env_for(self.spec, image)
         argv = _images.argv(image, self.spec.get("command"), self.spec.get("args"))
         argv = [pod.expand(a, env) for a in argv]
         sc = {**(pod.pod["spec"].get("securityContext") or {}), **(self.spec.get("securityContext") or {})}
@@ -767,7 +770,10 @@ class Container:
                         f"Readiness probe failed: {msg}",
                         self.field_path,
                     )
-            await asyncio.sleep(probe.get("periodSeconds", 10))
+            self.trigger.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(probe.get("periodSeconds", 10)):
+                    await self.trigger.wait()
 
     def port(self, p: Any) -> int:
         if isinstance(p, int) or (isinstance(p, str) and p.isdigit()):
@@ -822,6 +828,9 @@ class Container:
                 *probe["exec"]["command"],
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
+                # As a runtime execs in the container: its environment, so its PATH (the
+                # image's directories first) finds the image's programs.
+                env=self.env or None,
             )
             out, _ = await p.communicate()
             return p.returncode == 0, f"command exited {p.returncode}: {out.decode(errors='replace')[:200]}"
@@ -893,6 +902,12 @@ class PodWorker:
 
     def changed(self) -> None:
         self._changed.set()
+        # A kubelet's status sync runs the readiness probe of every started container not yet
+        # Ready at once (prober_manager.go, UpdatePodStatus: "Trigger an immediate run of the
+        # readinessProbe"): one container turning Ready or started re-probes its siblings.
+        for c in self.containers:
+            if c.started and not c.ready:
+                c.trigger.set()
 
     async def sleep(self, seconds: float) -> None:
         """Sleep, but wake early when the pod is being deleted."""

@@ -198,6 +198,20 @@ class ProxyConfig:
         """
         return {"cap-95.hujson": _json_file(self.tailscaled_config(auth_key))}
 
+    def wait_command(self, image: str, timeout_ms: int) -> tuple[str, ...] | None:
+        """A command that returns 0 as soon as this replica's tailscaled is Running with an
+        address, waiting at most ``timeout_ms`` (``tailscale wait``: it follows the LocalAPI's
+        IPN bus, so it answers within milliseconds of the join instead of at a probe period's
+        next tick); None when ``image``'s tag is not a release known to have that command.
+
+        ``tailscale wait`` is in the CLI from v1.102 (``cmd/tailscale/cli/wait.go``; v1.101
+        has none); an image named by digest only, or tagged ``latest``/``stable`` or anything
+        that is not a version, gets None: the caller then relies on ``/healthz`` alone.
+        """
+        if not _at_least(_image_version(image), _WAIT_SINCE):
+            return None
+        return ("tailscale", f"--socket={self.socket}", "wait", f"--timeout={timeout_ms}ms")
+
     def env(self) -> dict[str, str]:
         """containerboot's environment for this replica (no secret unless ``auth_key`` is set)."""
         env: dict[str, str] = {
@@ -247,3 +261,23 @@ def _json_file(value: Any) -> str:
     """A mounted JSON file: sorted keys, two-space indent, final newline (json.dumps's layout;
     orjson because the translator writes one per replica and json's indenting encoder is slow)."""
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2).decode() + "\n"
+
+
+_WAIT_SINCE = (1, 102)
+"""The first tailscale release whose CLI has ``tailscale wait``."""
+
+_TAG = re.compile(r"^v?(\d+)\.(\d+)(?:\.\d+)?(?:[-+].*)?$")
+
+
+def _image_version(image: str) -> tuple[int, int] | None:
+    """``ghcr.io/tailscale/tailscale:v1.102.3@sha256:...`` → (1, 102); None without a version tag."""
+    name = image.split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    if ":" not in last:
+        return None
+    m = _TAG.match(last.rsplit(":", 1)[1])
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def _at_least(version: tuple[int, int] | None, floor: tuple[int, int]) -> bool:
+    return version is not None and version >= floor

@@ -157,6 +157,10 @@ def _group_bootstrap(g: ProxyGroup, options: Options) -> tuple[str, str]:
     return text, hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+_WAIT_MS = 1500
+"""How long one startup probe waits for the join (its timeoutSeconds is the next whole second)."""
+
+
 def _restricted() -> dict[str, Any]:
     return {
         "allowPrivilegeEscalation": False,
@@ -210,6 +214,22 @@ def _statefulset(g: ProxyGroup, options: Options, config_hash: str, cfg: ProxyCo
         "securityContext": _restricted(),
         "volumeMounts": ts_mounts,
     }
+    wait = cfg.wait_command(g.pod.tailscale_image, _WAIT_MS)
+    if wait is not None:
+        # Ready within milliseconds of the join, not at the readiness probe's next tick (up to
+        # its 1 s period later): until it succeeds, a startup probe long-polls tailscaled's
+        # state (`tailscale wait`), and a kubelet runs the readiness probe as soon as startup
+        # succeeds (it triggers a not-yet-ready container's probe on each status sync:
+        # pkg/kubelet/prober/prober_manager.go, UpdatePodStatus). Each try blocks up to
+        # _WAIT_MS, so a slow join costs one exec per ~1.5 s, and only until the first join.
+        # failureThreshold is a day of tries: a tailnet that is down when the pod starts
+        # leaves it unready, as the readiness probe alone would, instead of restarting it.
+        tailscale["startupProbe"] = {
+            "exec": {"command": list(wait)},
+            "periodSeconds": 1,
+            "timeoutSeconds": _WAIT_MS // 1000 + 1,
+            "failureThreshold": 86400,
+        }
     exposed = [li.port for li in g.listeners if li.bind != "127.0.0.1"]
     envoy: dict[str, Any] = {
         "name": "envoy",

@@ -140,3 +140,28 @@ def test_config_file_mode_moves_identity_key_and_services_into_the_tailscaled_co
     [(name, text)] = cfg.config_files("").items()
     assert name == "cap-95.hujson"
     assert "AuthKey" not in json.loads(text)  # removed once the device registered
+
+
+@pytest.mark.parametrize(
+    ("image", "has_wait"),
+    [
+        ("ghcr.io/tailscale/tailscale:v1.102.3", True),
+        ("tailscale/tailscale:v1.102.0", True),
+        ("registry.example:5000/mirror/tailscale:1.110", True),
+        ("ghcr.io/tailscale/tailscale:v2.0.0@sha256:" + "a" * 64, True),
+        ("ghcr.io/tailscale/tailscale:v1.102.3-pre", True),
+        ("ghcr.io/tailscale/tailscale:v1.101.0", False),  # its CLI has no `wait`
+        ("ghcr.io/tailscale/tailscale:v1.90.9", False),
+        ("ghcr.io/tailscale/tailscale:latest", False),  # not a version: no promise
+        ("ghcr.io/tailscale/tailscale:stable", False),
+        ("ghcr.io/tailscale/tailscale", False),
+        ("ghcr.io/tailscale/tailscale@sha256:" + "a" * 64, False),
+        ("registry.example:5000/tailscale", False),  # the registry's port is not a tag
+    ],
+)
+def test_the_wait_command_is_offered_only_for_a_release_whose_cli_has_it(image: str, has_wait: bool) -> None:
+    cmd = ProxyConfig(hostname="h", socket="/run/ts.sock").wait_command(image, 1500)
+    if has_wait:
+        assert cmd == ("tailscale", "--socket=/run/ts.sock", "wait", "--timeout=1500ms")
+    else:
+        assert cmd is None
