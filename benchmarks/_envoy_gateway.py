@@ -134,12 +134,20 @@ def tailscale_endpoints(i: int) -> dict[str, Any]:
     }
 
 
-def backend(i: int) -> dict[str, Any]:
+def backend(i: int, ip: bool = False) -> dict[str, Any]:
+    """Backend ``db-i``: an FQDN endpoint (a ``STRICT_DNS`` cluster, as tsgw's Cluster hook
+    answers), or with ``ip`` an IP endpoint (an EDS cluster, as a route to a Kubernetes Service
+    gets, with no DNS for the gateway's Envoy to resolve)."""
+    endpoint: dict[str, Any] = (
+        {"ip": {"address": f"10.96.{i // 250}.{i % 250 + 1}", "port": 80}}
+        if ip
+        else {"fqdn": {"hostname": f"db-{i}.{NS}.svc.cluster.local", "port": 80}}
+    )
     return {
         "apiVersion": "gateway.envoyproxy.io/v1alpha1",
         "kind": "Backend",
         "metadata": {"name": f"db-{i}", "namespace": NS},
-        "spec": {"endpoints": [{"fqdn": {"hostname": f"db-{i}.{NS}.svc.cluster.local", "port": 80}}]},
+        "spec": {"endpoints": [endpoint]},
     }
 
 
@@ -157,10 +165,10 @@ def http_route(name: str, path: str, ref: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def resources(n: int, side: str) -> list[dict[str, Any]]:
+def resources(n: int, side: str, backend_ip: bool = False) -> list[dict[str, Any]]:
     """The Gateway and N routes of ``side``: naming TailscaleEndpoints (*with*, *translation*),
     a Backend (*without*), or a Backend to tsgw's Service with the TailscaleEndpoints beside it
-    (*service*)."""
+    (*service*); the Backends with IP endpoints when ``backend_ip``."""
     out: list[dict[str, Any]] = [gateway()]
     for i in range(n):
         if side in ("with", "translation"):
@@ -169,7 +177,7 @@ def resources(n: int, side: str) -> list[dict[str, Any]]:
         else:
             if side == "service":
                 out.append(tailscale_endpoints(i))
-            out.append(backend(i))
+            out.append(backend(i, backend_ip))
             ref = {"group": "gateway.envoyproxy.io", "kind": "Backend", "name": f"db-{i}", "port": 80}
         out.append(http_route(f"web-{i}", f"/web-{i}", ref))
     return out
@@ -284,7 +292,7 @@ class Side:
             self.stack.close()
 
 
-def start(home: Path, n: int, name: str) -> Side:
+def start(home: Path, n: int, name: str, backend_ip: bool = False) -> Side:
     """One side: ``with`` (the Cluster hook), ``translation`` (the Translation hook),
     ``service`` (the documented hooks, routes to tsgw's Services; see the module docstring) or
     ``without`` (no extension)."""
@@ -293,7 +301,7 @@ def start(home: Path, n: int, name: str) -> Side:
     # watches it, and a file written in between is missed until the next change.
     routes = home / name / "resources" / "routes.yaml"
     routes.parent.mkdir(parents=True)
-    routes.write_text(yaml.safe_dump_all(resources(n, name)))
+    routes.write_text(yaml.safe_dump_all(resources(n, name, backend_ip)))
     (routes.parent / "trigger.yaml").write_text(yaml.safe_dump_all(trigger(0)))
     eg = EnvoyGateway(
         home / name,
@@ -340,11 +348,13 @@ def measure(
     probe_translation: bool = False,
     probe_service: bool = False,
     only: tuple[str, ...] = (),
+    backend_ip: bool = False,
 ) -> dict[str, Any]:
     """The Envoy Gateways up at once (``with``, ``without``, ``translation`` when
     ``probe_translation``, ``service`` when ``probe_service``; just those in ``only`` when it is
     given), triggered in turn ``samples`` times each (after ``warmup`` translations each that are
-    not counted). A side not run reports null."""
+    not counted). A side not run reports null. ``backend_ip``: the Backends of *without* and
+    *service* have IP endpoints (see :func:`backend`)."""
     if home.exists():
         shutil.rmtree(home)
     sides = []
@@ -361,7 +371,7 @@ def measure(
                 raise ValueError(f"unknown sides {unknown}: choose from {', '.join(SIDES)}")
             names = tuple(n for n in SIDES if n in only)
         for name in names:
-            sides.append(start(home, n, name))
+            sides.append(start(home, n, name, backend_ip))
         for side in sides:  # their first translation (loading the files), not counted
             side.settled({}, timeout=900, quiet=3.0)
         for k in range(1, warmup + samples + 1):

@@ -810,6 +810,7 @@ class Container:
             return True, ""
         if "exec" in probe:
             assert self.proc is not None
+            await _launched_pid(self.proc.pid, seconds)
             sc = {
                 **(self.pod.pod["spec"].get("securityContext") or {}),
                 **(self.spec.get("securityContext") or {}),
@@ -837,6 +838,24 @@ class Container:
         if "grpc" in probe:
             return await grpc_health(host, self.port(probe["grpc"]["port"]), probe["grpc"].get("service", ""))
         return False, "probe has no handler"
+
+
+async def _launched_pid(pid: int, seconds: float) -> None:
+    """Wait (up to ``seconds``) until the launcher ``pid`` has exec'd the container's entry point.
+
+    The bed marks a container running once its launcher is spawned, before the launcher entered
+    the container's mount namespace; a runtime execs a probe only in a started container, so an
+    exec probe waits for that (the launcher's command line names ``_launch.py`` until then)."""
+    marker = str(LAUNCH).encode()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:  # noqa: ASYNC230 (procfs: no disk)
+                if marker not in f.read():
+                    return
+        except OSError:
+            return  # gone: the exec fails on its own
+        await asyncio.sleep(0.01)
 
 
 async def grpc_health(host: str, port: int, service: str) -> tuple[bool, str]:

@@ -206,30 +206,33 @@ def _statefulset(g: ProxyGroup, options: Options, config_hash: str, cfg: ProxyCo
         "image": g.pod.tailscale_image,
         "env": env,
         "ports": [{"name": "health", "containerPort": options.health_port}],
-        # Every second (the API's floor), not the default 10: an egress replica takes Service
-        # traffic only once both containers are Ready, and the first probe after the join
-        # decides how soon that is. `just bench operator` on the bed: the join takes ~2.1 s from
-        # the container's start, so with a 2 s period the pod turned Ready ~1.9 s after it.
-        "readinessProbe": {"httpGet": {"path": "/healthz", "port": options.health_port}, "periodSeconds": 1},
         "securityContext": _restricted(),
         "volumeMounts": ts_mounts,
     }
     wait = cfg.wait_command(g.pod.tailscale_image, _WAIT_MS)
-    if wait is not None:
-        # Ready within milliseconds of the join, not at the readiness probe's next tick (up to
-        # its 1 s period later): until it succeeds, a startup probe long-polls tailscaled's
-        # state (`tailscale wait`), and a kubelet runs the readiness probe as soon as startup
-        # succeeds (it triggers a not-yet-ready container's probe on each status sync:
-        # pkg/kubelet/prober/prober_manager.go, UpdatePodStatus). Each try blocks up to
-        # _WAIT_MS, so a slow join costs one exec per ~1.5 s, and only until the first join.
-        # failureThreshold is a day of tries: a tailnet that is down when the pod starts
-        # leaves it unready, as the readiness probe alone would, instead of restarting it.
-        tailscale["startupProbe"] = {
-            "exec": {"command": list(wait)},
+    if wait is None:
+        # Every second (the API's floor), not the default 10: an egress replica takes Service
+        # traffic only once both containers are Ready, and the first probe after the join
+        # decides how soon that is (on average half a period after it).
+        tailscale["readinessProbe"] = {
+            "httpGet": {"path": "/healthz", "port": options.health_port},
             "periodSeconds": 1,
-            "timeoutSeconds": _WAIT_MS // 1000 + 1,
-            "failureThreshold": 86400,
         }
+    else:
+        # Ready within milliseconds of the join instead. Until it succeeds, a startup probe
+        # long-polls tailscaled's state (`tailscale wait`: Running with an address); a kubelet
+        # runs the readiness probe as soon as startup succeeds (a status sync triggers a
+        # not-yet-Ready container's probe: pkg/kubelet/prober/prober_manager.go,
+        # UpdatePodStatus), and readiness asks the same question, so it passes at once.
+        # (containerboot's /healthz turns healthy only after it wrote the device's id and
+        # addresses to the state Secret, tens of ms later: a readiness probe on it right after
+        # the join failed and waited out its period, measured on the bed.) A slow join costs one
+        # exec per ~1.5 s, and only until the join; a day of tries before a restart, so a tailnet
+        # down when the pod starts leaves it unready rather than restarting it. Afterwards one
+        # exec every 10 s (the API's default period) watches that tailscaled stays Running.
+        probe = {"exec": {"command": list(wait)}, "timeoutSeconds": _WAIT_MS // 1000 + 1}
+        tailscale["startupProbe"] = {**probe, "periodSeconds": 1, "failureThreshold": 86400}
+        tailscale["readinessProbe"] = {**probe, "periodSeconds": 10}
     exposed = [li.port for li in g.listeners if li.bind != "127.0.0.1"]
     envoy: dict[str, Any] = {
         "name": "envoy",
