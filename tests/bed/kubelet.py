@@ -703,6 +703,7 @@ class Container:
         await asyncio.sleep(probe.get("initialDelaySeconds", 0))
         ok = fail = 0
         while True:
+            tick = time.monotonic()
             result, msg = await self.probe(probe)
             if result:
                 ok, fail = ok + 1, 0
@@ -715,7 +716,7 @@ class Container:
                 )
                 if fail >= probe.get("failureThreshold", 3):
                     return False
-            await asyncio.sleep(probe.get("periodSeconds", 10))
+            await asyncio.sleep(_until_tick(tick, probe))
 
     async def fail_and_kill(self, kind: str) -> None:
         await self.pod.kubelet.event(
@@ -752,6 +753,7 @@ class Container:
         await asyncio.sleep(probe.get("initialDelaySeconds", 0))
         ok = fail = 0
         while True:
+            tick = time.monotonic()
             result, msg = await self.probe(probe)
             if result:
                 ok, fail = ok + 1, 0
@@ -772,7 +774,7 @@ class Container:
                     )
             self.trigger.clear()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(probe.get("periodSeconds", 10)):
+                async with asyncio.timeout(_until_tick(tick, probe)):
                     await self.trigger.wait()
 
     def port(self, p: Any) -> int:
@@ -838,6 +840,13 @@ class Container:
         if "grpc" in probe:
             return await grpc_health(host, self.port(probe["grpc"]["port"]), probe["grpc"].get("service", ""))
         return False, "probe has no handler"
+
+
+def _until_tick(tick: float, probe: Obj) -> float:
+    """Seconds from now to the next probe of a probe that started at ``tick``: a kubelet's
+    prober ticks every ``periodSeconds`` (a Go ticker, one tick buffered), so a probe that took
+    longer than the period is followed at once, not a whole period later."""
+    return max(0.0, tick + probe.get("periodSeconds", 10) - time.monotonic())
 
 
 async def _launched_pid(pid: int, seconds: float) -> None:
