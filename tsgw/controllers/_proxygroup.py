@@ -176,7 +176,7 @@ class ProxyGroupReconciler:
         waiting = False
         now = time.monotonic()
         configs = _config_secrets(want)
-        for obj in want:
+        for obj in _state_first(want, set(configs.values())):
             if obj["kind"] == "StatefulSet":
                 held = self._held(obj, want, req.namespace)
                 if held is None:
@@ -270,6 +270,16 @@ class ProxyGroupReconciler:
         running = int((live.get("spec") or {}).get("replicas") or 0)
         replicas = min(len(names), max(running, keyed))
         return {**sts, "spec": {**spec, "replicas": replicas}}
+
+
+def _state_first(want: Sequence[RawObject], replicas: set[str]) -> list[RawObject]:
+    """``want`` with the replicas' state Secrets first, the rest in their order.
+
+    A new state Secret is what the auth-key controller mints a key for, and the StatefulSet
+    waits for that key: written first, the mint overlaps the other objects' writes (a
+    RoleBinding alone took ~100 ms on the bed) instead of following them."""
+    first = [o for o in want if o["kind"] == "Secret" and o["metadata"]["name"] in replicas]
+    return first + [o for o in want if not (o["kind"] == "Secret" and o["metadata"]["name"] in replicas)]
 
 
 def _config_secrets(want: Sequence[RawObject]) -> dict[str, str]:
