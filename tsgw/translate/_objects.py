@@ -201,7 +201,7 @@ def _statefulset(g: ProxyGroup, options: Options, config_hash: str, cfg: ProxyCo
     if g.tailscale_service is not None:
         volumes.append({"name": "serve", "configMap": {"name": f"{g.name}-serve"}})
         ts_mounts.append({"name": "serve", "mountPath": _SERVE_MOUNT, "readOnly": True})
-    tailscale = {
+    tailscale: dict[str, Any] = {
         "name": "tailscale",
         "image": g.pod.tailscale_image,
         "env": env,
@@ -230,7 +230,7 @@ def _statefulset(g: ProxyGroup, options: Options, config_hash: str, cfg: ProxyCo
         # exec per ~1.5 s, and only until the join; a day of tries before a restart, so a tailnet
         # down when the pod starts leaves it unready rather than restarting it. Afterwards one
         # exec every 10 s (the API's default period) watches that tailscaled stays Running.
-        probe = {"exec": {"command": list(wait)}, "timeoutSeconds": _WAIT_MS // 1000 + 1}
+        probe: dict[str, Any] = {"exec": {"command": list(wait)}, "timeoutSeconds": _WAIT_MS // 1000 + 1}
         tailscale["startupProbe"] = {**probe, "periodSeconds": 1, "failureThreshold": 86400}
         tailscale["readinessProbe"] = {**probe, "periodSeconds": 10}
     exposed = [li.port for li in g.listeners if li.bind != "127.0.0.1"]
