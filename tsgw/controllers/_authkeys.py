@@ -242,7 +242,10 @@ class AuthKeyReconciler:
             if not md.get("deletionTimestamp"):
                 continue
             state = _decode(s)
-            if not any(state.get(k) for k in (StateKeys.DEVICE_ID, StateKeys.AUTHKEY_ID, AUTHKEY_FIELD)):
+            if not any(
+                state.get(k)
+                for k in (StateKeys.DEVICE_ID, StateKeys.AUTHKEY_ID, StateKeys.MINT_TICKET, AUTHKEY_FIELD)
+            ):
                 await self._drop_finalizer(s)  # no device, no key: nothing on the tailnet to clean
                 continue
             tailnet = (md.get("labels") or {}).get(TAILNET_LABEL, "")

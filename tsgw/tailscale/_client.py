@@ -9,6 +9,7 @@ what a backend lacks so callers degrade instead of failing.
 from __future__ import annotations
 
 import abc
+import json
 import re
 import secrets
 import time
@@ -22,6 +23,7 @@ import httpx
 import structlog
 
 from ._errors import (
+    InvalidRequestError,
     NotFoundError,
     OutcomeUnknownError,
     ServerError,
@@ -99,7 +101,31 @@ class Client(abc.ABC):
         return self._core.name
 
     # --- auth keys ---------------------------------------------------------------------
-    async def create_auth_key(self, request: AuthKeyRequest) -> AuthKey:
+    async def mint_ticket(self, request: AuthKeyRequest) -> str:
+        """A ticket for one mint of ``request``: the create request with a fresh mark, as text.
+
+        Store it where a successor will look (a replica's state) *before*
+        ``create_auth_key(request, ticket=...)``: if this process dies between the server
+        minting the key and its answer being stored, nobody holds that key, and whoever finds
+        the ticket revokes it with :meth:`revoke_minted` before minting again. Carries no
+        secret (the request's tags, expiry and mark)."""
+        return json.dumps(await self._mint_body(request, secrets.randbelow(1_000_000)), sort_keys=True)
+
+    async def revoke_minted(self, ticket: str) -> list[str]:
+        """Revoke every live key minted with ``ticket`` (from :meth:`mint_ticket`); their ids.
+
+        Nothing minted (the mint never reached the server) is an empty list. A failed look-up
+        raises (the caller should not mint again until it knows); a ticket that does not
+        parse raises :class:`InvalidRequestError`."""
+        try:
+            body = json.loads(ticket)
+        except ValueError as e:
+            raise InvalidRequestError(400, f"not a mint ticket: {e}") from e
+        if not isinstance(body, dict):
+            raise InvalidRequestError(400, "not a mint ticket: not a JSON object")
+        return await self._sweep(body, keep="")
+
+    async def create_auth_key(self, request: AuthKeyRequest, *, ticket: str | None = None) -> AuthKey:
         """Mint one key; the answer is the only place its secret ``key`` ever appears.
 
         Minting is not idempotent, so a lost answer must not simply be sent again: that would
@@ -113,8 +139,15 @@ class Client(abc.ABC):
         request applied late). The outcome is one live key returned, or none and an error:
         the mint's own :class:`ServerError`/:class:`TransportError` once the tries are spent,
         or :class:`OutcomeUnknownError` when the look-up itself failed.
+
+        ``ticket`` (from :meth:`mint_ticket` for the same ``request``) sends that prepared
+        request instead of a newly marked one.
         """
-        body = await self._mint_body(request, secrets.randbelow(1_000_000))
+        body = (
+            json.loads(ticket)
+            if ticket is not None
+            else await self._mint_body(request, secrets.randbelow(1_000_000))
+        )
         attempts = max(1, self._core.retry.attempts)
         ambiguous = False
         for attempt in range(1, attempts + 1):
@@ -164,12 +197,8 @@ class Client(abc.ABC):
         without (a later try succeeded and this only sweeps) it is logged, never raised, so
         the key just minted is not lost with the error.
         """
-        revoked: list[str] = []
         try:
-            for k in await self._listed_keys():
-                mine = k.id != keep and not k.invalid and self._minted_by(k, body)
-                if mine and await self.delete_auth_key(k.id, missing_ok=True):
-                    revoked.append(k.id)
+            await self._sweep(body, keep=keep)
         except TailscaleError as e:
             if cause is None:
                 log.warning(
@@ -183,10 +212,19 @@ class Client(abc.ABC):
                 f" ({e}): a key may have been minted that nobody holds; it lives until it expires",
                 cause=cause,
             ) from e
+
+    async def _sweep(self, body: dict[str, Any], *, keep: str) -> list[str]:
+        """Revoke every live key minted with ``body``'s mark except ``keep``; their ids."""
+        revoked: list[str] = []
+        for k in await self._listed_keys():
+            mine = k.id != keep and not k.invalid and self._minted_by(k, body)
+            if mine and await self.delete_auth_key(k.id, missing_ok=True):
+                revoked.append(k.id)
         if revoked:
             log.warning(
                 "tailscale.authkey_orphan_revoked", backend=self.capabilities.backend, key_ids=revoked
             )
+        return revoked
 
     @abc.abstractmethod
     async def list_auth_keys(self) -> list[AuthKey]:

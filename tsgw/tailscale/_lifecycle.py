@@ -9,6 +9,10 @@ The prototype minted a key on every reconcile and leaked devices. The rules here
   replica's state (the ``authkey`` field containerboot reads when ``TS_AUTHKEY`` is unset).
 * containerboot deletes ``authkey`` after the first login (``TS_AUTH_ONCE``); if it could not,
   :meth:`AuthKeyLifecycle.ensure` removes it once ``device_id`` shows the device registered.
+* A mint survives the operator being killed mid-way: its ticket (the create request, with a
+  mark the API lists again) is stored before the request is sent and removed in the key's own
+  write, so a ticket found alone means a key may exist that nobody holds; it is revoked
+  before the next mint (or the replica's deletion). One more state write per key buys that.
 * On proxy deletion, :meth:`AuthKeyLifecycle.delete` deletes the device by the ``device_id``
   kept in the state, and revokes a key that was never used. "Already gone" is success.
 
@@ -18,7 +22,7 @@ this module knows nothing of Kubernetes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -52,6 +56,10 @@ class StateKeys:
     """containerboot's: the stable node ID once the device registered."""
     DEVICE_FQDN = "device_fqdn"
     DEVICE_IPS = "device_ips"
+    MINT_TICKET = "tsgw-mint-ticket"
+    """tsgw's: a mint under way (:meth:`tsgw.tailscale.Client.mint_ticket`), written before the
+    create request and removed with the key's own write; found on its own, the process that
+    wrote it died mid-mint and the key it may have minted is revoked before another is."""
     REISSUE_AUTHKEY = "reissue_authkey"
     """containerboot's request for a new key, naming the refused one (config-file mode only)."""
     # tailscaled's own state store keys: any of them means the replica has logged in before.
@@ -142,19 +150,7 @@ class AuthKeyLifecycle:
                 return EnsureResult(minted=False, device_id=device_id)
             if has_state(state):
                 return EnsureResult(minted=False, key_id=state.get(StateKeys.AUTHKEY_ID, ""))
-            key = await self._mint(replica, request, "new")
-            try:
-                await self._store.save(replica, {StateKeys.AUTHKEY: key.key, StateKeys.AUTHKEY_ID: key.id})
-            except BaseException:
-                # The key is nowhere a replica could use it: revoke it rather than leak it.
-                with anyio.CancelScope(shield=True), anyio.move_on_after(10):
-                    try:
-                        await self._client.delete_auth_key(key.id, missing_ok=True)
-                    except Exception as e:  # the save error matters more
-                        log.warning(
-                            "tailscale.authkey_revoke_failed", replica=replica, key_id=key.id, error=str(e)
-                        )
-                raise
+            key = await self._mint(replica, request, "new", state, lambda k: {StateKeys.AUTHKEY: k.key})
             log.info("tailscale.authkey_minted", replica=replica, key_id=key.id, tags=list(key.tags))
             return EnsureResult(minted=True, key_id=key.id)
 
@@ -187,34 +183,71 @@ class AuthKeyLifecycle:
             if current_key is None or reissue:
                 if reissue and state.get(StateKeys.DEVICE_ID):
                     await self._client.delete_device(state[StateKeys.DEVICE_ID], missing_ok=True)
-                key = await self._mint(replica, request, "reissue" if reissue else "new")
-                # Its id, so that a replica removed before it used the key gets it revoked.
-                changes: dict[str, str | None] = {StateKeys.AUTHKEY_ID: key.id}
-                if key_field is not None:
-                    # A re-issue request stays: containerboot clears it, with the old device's
-                    # fields, once it read the new key from its config file. Cleared here, the
-                    # stale device_id beside the new key would read as "registered" and the key
-                    # would leave the file before the proxy ever read it.
-                    changes[key_field] = key.key
-                await self._store.save(replica, changes)
+                # A re-issue request stays: containerboot clears it, with the old device's
+                # fields, once it read the new key from its config file. Cleared here, the
+                # stale device_id beside the new key would read as "registered" and the key
+                # would leave the file before the proxy ever read it.
+                key = await self._mint(
+                    replica,
+                    request,
+                    "reissue" if reissue else "new",
+                    state,
+                    lambda k: {key_field: k.key} if key_field is not None else {},
+                )
                 log.info("tailscale.authkey_minted", replica=replica, key_id=key.id, reissue=reissue)
                 return key.key
             if not state.get(StateKeys.DEVICE_ID) or broken is not None:
                 return current_key or None  # not registered yet, or a re-issue is in flight
             return None
 
-    async def _mint(self, replica: str, request: AuthKeyRequest, reason: str) -> AuthKey:
-        key = await self._client.create_auth_key(
-            AuthKeyRequest(
-                tags=request.tags,
-                reusable=request.reusable,
-                ephemeral=request.ephemeral,
-                preauthorized=request.preauthorized,
-                expiry_seconds=request.expiry_seconds,
-                description=request.description or f"tsgw {replica}"[:50],
-            )
+    async def _mint(
+        self,
+        replica: str,
+        request: AuthKeyRequest,
+        reason: str,
+        state: Mapping[str, str],
+        fields: Callable[[AuthKey], Mapping[str, str]],
+    ) -> AuthKey:
+        """Mint a key and store it with its id and ``fields(key)`` in one write.
+
+        Crash-safe: the mint's ticket is stored first, so a process killed between the server
+        minting and the store (where no ``finally`` runs) leaves a ticket, and the next mint
+        for the replica, in this process or a successor, revokes what it minted before minting
+        again. A store that fails after the mint revokes the key at once."""
+        pending = state.get(StateKeys.MINT_TICKET)
+        if pending:
+            revoked = await self._client.revoke_minted(pending)
+            log.warning("tailscale.authkey_mint_interrupted", replica=replica, revoked=revoked)
+        request = AuthKeyRequest(
+            tags=request.tags,
+            reusable=request.reusable,
+            ephemeral=request.ephemeral,
+            preauthorized=request.preauthorized,
+            expiry_seconds=request.expiry_seconds,
+            description=request.description or f"tsgw {replica}"[:50],
         )
+        ticket = await self._client.mint_ticket(request)
+        await self._store.save(replica, {StateKeys.MINT_TICKET: ticket})
+        key = await self._client.create_auth_key(request, ticket=ticket)
         _metrics.AUTH_KEYS_MINTED.labels(self._client.name, reason).inc()
+        # Its id, so that a replica removed before it used the key gets it revoked.
+        changes: dict[str, str | None] = {
+            **fields(key),
+            StateKeys.AUTHKEY_ID: key.id,
+            StateKeys.MINT_TICKET: None,
+        }
+        try:
+            await self._store.save(replica, changes)
+        except BaseException:
+            # The key is nowhere a replica could use it: revoke it rather than leak it.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+                try:
+                    await self._client.delete_auth_key(key.id, missing_ok=True)
+                except Exception as e:  # the save error matters more; the ticket stays for later
+                    log.warning(
+                        "tailscale.authkey_revoke_failed", replica=replica, key_id=key.id, error=str(e)
+                    )
+            raise
         return key
 
     async def delete(self, replica: str) -> DeleteResult:
@@ -228,13 +261,20 @@ class AuthKeyLifecycle:
                 log.info(
                     "tailscale.device_deleted", replica=replica, device_id=device_id, existed=device_deleted
                 )
+            ticket = state.get(StateKeys.MINT_TICKET)
+            if ticket:  # a mint interrupted: what it may have minted nobody will use
+                key_revoked = bool(await self._client.revoke_minted(ticket))
             key_id = state.get(StateKeys.AUTHKEY_ID, "")
             # An unused key: still waiting in the state, or (config-file mode) minted for a
             # replica whose device never registered.
             if key_id and (state.get(StateKeys.AUTHKEY) or not device_id):
-                key_revoked = await self._client.delete_auth_key(key_id, missing_ok=True)
+                key_revoked = await self._client.delete_auth_key(key_id, missing_ok=True) or key_revoked
                 log.info("tailscale.authkey_revoked", replica=replica, key_id=key_id, existed=key_revoked)
-            cleared = {k: None for k in (StateKeys.AUTHKEY, StateKeys.AUTHKEY_ID) if k in state}
+            cleared = {
+                k: None
+                for k in (StateKeys.AUTHKEY, StateKeys.AUTHKEY_ID, StateKeys.MINT_TICKET)
+                if k in state
+            }
             if cleared:
                 await self._store.save(replica, cleared)
             self._locks.pop(replica, None)

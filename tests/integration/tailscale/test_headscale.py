@@ -168,3 +168,33 @@ async def test_a_lost_create_answer_leaves_exactly_one_live_key_on_real_headscal
         assert dev.id == node.status()["Self"]["ID"]
         assert await client.delete_device(dev.id) is True
         node.process.stop()
+
+
+async def test_a_key_minted_by_an_operator_killed_before_storing_it_is_revoked_by_its_successor(
+    tailnet: Tailnet, hs: HeadscaleClient
+) -> None:
+    # What a leader SIGKILLed right after Headscale minted leaves behind: the mint's ticket in
+    # the replica's state and a live key nobody holds (Headscale keeps no description: the
+    # ticket finds it by its expiry's mark).
+    req = AuthKeyRequest(tags=(TAG,), description="tsgw hs-killed-0")
+    store = MemoryStateStore()
+    ticket = await hs.mint_ticket(req)
+    await store.save("hs-killed-0", {StateKeys.MINT_TICKET: ticket})
+    orphan = await hs.create_auth_key(req, ticket=ticket)
+    other = await hs.create_auth_key(req)  # same tags, another mark: not the orphan
+
+    key = await AuthKeyLifecycle(hs, store).config_key(
+        "hs-killed-0", AuthKeyRequest(tags=(TAG,)), current_key=None, key_field="tsgw-authkey"
+    )
+
+    live = {k.id for k in await hs.list_auth_keys() if not k.invalid}
+    state = store.data["hs-killed-0"]
+    assert orphan.id not in live
+    assert {other.id, state[StateKeys.AUTHKEY_ID]} <= live
+    assert state["tsgw-authkey"] == key
+    assert StateKeys.MINT_TICKET not in state
+    node = tailnet.join("hs-killed-0", key)  # the stored key is the one that works
+    [dev] = await hs.find_devices(hostname="hs-killed-0")
+    assert await hs.delete_device(dev.id) is True
+    assert await hs.delete_auth_key(other.id) is True
+    node.process.stop()

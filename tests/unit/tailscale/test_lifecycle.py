@@ -10,7 +10,14 @@ import pytest
 from prometheus_client import REGISTRY
 
 from tests.fake_tailscale import FakeTailscale
-from tsgw.tailscale import AuthKeyLifecycle, AuthKeyRequest, MemoryStateStore, StateKeys, TailscaleClient
+from tsgw.tailscale import (
+    AuthKeyLifecycle,
+    AuthKeyRequest,
+    InvalidRequestError,
+    MemoryStateStore,
+    StateKeys,
+    TailscaleClient,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -125,6 +132,15 @@ async def test_deleting_a_proxy_before_it_joined_revokes_its_unused_key(
 
 
 class FailingStore(MemoryStateStore):
+    """Stores the mint's ticket, then fails the write carrying the key."""
+
+    async def save(self, replica: str, changes: Mapping[str, str | None]) -> None:
+        if StateKeys.AUTHKEY_ID in changes:
+            raise OSError("state store unavailable")
+        await super().save(replica, changes)
+
+
+class DownStore(MemoryStateStore):
     async def save(self, replica: str, changes: Mapping[str, str | None]) -> None:
         raise OSError("state store unavailable")
 
@@ -132,11 +148,78 @@ class FailingStore(MemoryStateStore):
 async def test_a_key_that_could_not_be_stored_is_revoked_not_leaked(
     fake: FakeTailscale, ts: TailscaleClient
 ) -> None:
-    life = AuthKeyLifecycle(ts, FailingStore())
+    store = FailingStore()
+    life = AuthKeyLifecycle(ts, store)
     with pytest.raises(OSError, match="unavailable"):
         await life.ensure("web-0", REQ)
     assert fake.count("POST", KEYS) == 1
     assert fake.keys == {}
+    assert StateKeys.MINT_TICKET in store.data["web-0"]  # swept by the next mint: nothing left
+
+
+async def test_nothing_is_minted_while_the_mint_cannot_be_recorded_first(
+    fake: FakeTailscale, ts: TailscaleClient
+) -> None:
+    with pytest.raises(OSError, match="unavailable"):
+        await AuthKeyLifecycle(ts, DownStore()).config_key("web-0", REQ, current_key=None)
+    assert fake.count("POST", KEYS) == 0
+
+
+async def killed_mid_mint(ts: TailscaleClient, store: MemoryStateStore, replica: str) -> str:
+    """What a process killed right after the server minted leaves (no ``finally`` runs on
+    SIGKILL): the mint's ticket in the state, a live key nobody holds. Its id."""
+    req = AuthKeyRequest(tags=REQ.tags, preauthorized=REQ.preauthorized, description=f"tsgw {replica}")
+    ticket = await ts.mint_ticket(req)
+    await store.save(replica, {StateKeys.MINT_TICKET: ticket})
+    return (await ts.create_auth_key(req, ticket=ticket)).id
+
+
+@pytest.mark.parametrize("mode", ["config", "state"])
+async def test_a_key_minted_by_a_process_killed_before_storing_it_is_revoked_by_the_next(
+    fake: FakeTailscale, ts: TailscaleClient, mode: str
+) -> None:
+    store = MemoryStateStore()
+    orphan = await killed_mid_mint(ts, store, "web-0")
+    life = AuthKeyLifecycle(ts, store)  # the successor (a new leader)
+    if mode == "config":
+        key = await life.config_key("web-0", REQ, current_key=None, key_field="tsgw-authkey")
+    else:
+        key = (await life.ensure("web-0", REQ)).key_id
+    assert key
+    state = store.data["web-0"]
+    assert orphan not in fake.keys
+    assert list(fake.keys) == [state[StateKeys.AUTHKEY_ID]]  # one live key, the stored one
+    assert StateKeys.MINT_TICKET not in state
+    assert fake.count("POST", KEYS) == 2
+
+
+async def test_a_mint_never_sent_leaves_a_ticket_that_revokes_nothing(
+    fake: FakeTailscale, ts: TailscaleClient
+) -> None:
+    store = MemoryStateStore()
+    await store.save("web-0", {StateKeys.MINT_TICKET: await ts.mint_ticket(REQ)})
+    other = await ts.create_auth_key(REQ)  # another replica's key, marked differently
+    await AuthKeyLifecycle(ts, store).config_key("web-0", REQ, current_key=None)
+    assert other.id in fake.keys
+    assert len(fake.keys) == 2
+
+
+async def test_deleting_a_replica_whose_mint_was_interrupted_revokes_what_it_minted(
+    fake: FakeTailscale, ts: TailscaleClient
+) -> None:
+    store = MemoryStateStore()
+    orphan = await killed_mid_mint(ts, store, "web-0")
+    result = await AuthKeyLifecycle(ts, store).delete("web-0")
+    assert (result.device_deleted, result.key_revoked) == (False, True)
+    assert orphan not in fake.keys
+    assert store.data["web-0"] == {}
+
+
+async def test_a_ticket_that_does_not_parse_is_refused_not_swept(ts: TailscaleClient) -> None:
+    with pytest.raises(InvalidRequestError, match="not a mint ticket"):
+        await ts.revoke_minted("{not json")
+    with pytest.raises(InvalidRequestError, match="not a mint ticket"):
+        await ts.revoke_minted("[1]")
 
 
 async def test_config_mode_mints_for_a_new_config_then_keeps_then_drops_the_key(
@@ -216,9 +299,10 @@ async def test_config_mode_answers_an_empty_reissue_request_once(
 async def test_config_mode_stores_a_new_key_with_its_id_in_one_write(
     fake: FakeTailscale, ts: TailscaleClient
 ) -> None:
-    """With ``key_field`` the key and its id are one write to the state (the operator's state
-    Secret: one API write per key, not two). A re-issue request is left for containerboot to
-    clear: it clears it with the old device's fields once it read the new key."""
+    """With ``key_field`` the key and its id are one write to the state, after the mint's
+    ticket (the operator's state Secret: two API writes per key). A re-issue request is left
+    for containerboot to clear: it clears it with the old device's fields once it read the
+    new key."""
     store = MemoryStateStore()
     saves: list[dict[str, str | None]] = []
     real_save = store.save
@@ -231,16 +315,22 @@ async def test_config_mode_stores_a_new_key_with_its_id_in_one_write(
     life = AuthKeyLifecycle(ts, store)
     key = await life.config_key("web-0", REQ, current_key=None, key_field="tsgw-authkey")
     assert key is not None
-    assert len(saves) == 1
-    assert saves[0]["tsgw-authkey"] == key
-    assert saves[0][StateKeys.AUTHKEY_ID]
+    assert len(saves) == 2
+    assert list(saves[0]) == [StateKeys.MINT_TICKET]
+    assert saves[1]["tsgw-authkey"] == key
+    assert saves[1][StateKeys.AUTHKEY_ID]
+    assert saves[1][StateKeys.MINT_TICKET] is None
     dev = fake.register_device(key, "web-0")
     await real_save("web-0", {StateKeys.DEVICE_ID: dev["nodeId"], StateKeys.REISSUE_AUTHKEY: key})
     new = await life.config_key("web-0", REQ, current_key=key, key_field="tsgw-authkey")
     assert new is not None
     assert new != key
-    assert saves[-1] == {StateKeys.AUTHKEY_ID: saves[-1][StateKeys.AUTHKEY_ID], "tsgw-authkey": new}
-    assert len(saves) == 2
+    assert saves[-1] == {
+        StateKeys.AUTHKEY_ID: saves[-1][StateKeys.AUTHKEY_ID],
+        "tsgw-authkey": new,
+        StateKeys.MINT_TICKET: None,
+    }
+    assert len(saves) == 4
     # The stale device_id beside the new key does not take the key out of the file.
     assert await life.config_key("web-0", REQ, current_key=new, key_field="tsgw-authkey") == new
 
