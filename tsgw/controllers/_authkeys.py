@@ -337,14 +337,20 @@ class AuthKeyReconciler:
                 self.recorder.event(owner, "Warning", condition.reason, condition.message)
 
     async def _drop_finalizer(self, secret: RawObject) -> None:
+        """Remove the device finalizer, provided the finalizers are still the ones seen.
+
+        The precondition is the finalizer list, not the resourceVersion: the lifecycle has just
+        written the Secret's data (the key's id cleared), which changes the version but not the
+        list, and a version test failed every such removal once (a 422 and a retry)."""
         md = secret.get("metadata") or {}
-        rest = [f for f in md.get("finalizers") or () if f != DEVICE_FINALIZER]
+        seen = list(md.get("finalizers") or ())
+        rest = [f for f in seen if f != DEVICE_FINALIZER]
         with contextlib.suppress(NotFound):
             await self.client.patch(
                 SECRETS,
                 md["name"],
                 [
-                    {"op": "test", "path": "/metadata/resourceVersion", "value": md.get("resourceVersion")},
+                    {"op": "test", "path": "/metadata/finalizers", "value": seen},
                     {"op": "replace", "path": "/metadata/finalizers", "value": rest},
                 ],
                 namespace=md.get("namespace"),

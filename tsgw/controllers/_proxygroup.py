@@ -12,7 +12,8 @@ reconciler:
   with that value), so a steady state makes no writes and a drift (someone edits the
   StatefulSet) is put back;
 - writes in three waves, each concurrently: the replicas' state Secrets (the auth-key
-  controller mints for them meanwhile), then every other object, then the StatefulSet;
+  controller mints for them meanwhile) and the Role, then every other object, then the
+  StatefulSet;
 - prunes objects it owns for this owner (labels ``gateway.tailscale.com/owner-kind`` and
   ``owner-name``) that the desired set no longer contains (a port removed, a replica scaled
   away);
@@ -284,18 +285,24 @@ class ProxyGroupReconciler:
 def _waves(want: Sequence[RawObject], replicas: set[str]) -> list[list[RawObject]]:
     """``want`` in the order it is applied: waves whose objects are written concurrently.
 
-    1. The replicas' state Secrets: a new one is what the auth-key controller mints a key for,
-       and the StatefulSet waits for that key, so the mint overlaps every other write.
-    2. Everything else but the StatefulSet: independent objects (a RoleBinding may name a Role
-       not yet written), written at once rather than one after another (each write is a round
-       trip; the bed's audit log showed a RoleBinding alone taking ~100 ms).
+    1. The replicas' state Secrets, and the Role: a new state Secret is what the auth-key
+       controller mints a key for, and the StatefulSet waits for that key, so the mint overlaps
+       every other write. The Role goes before its RoleBinding: the operator holds no ``bind``
+       verb, so the API server checks a binding against the Role's rules and refuses it (404)
+       while the Role does not exist yet.
+    2. Everything else but the StatefulSet, written at once rather than one after another
+       (each write is a round trip; the bed's audit log showed a RoleBinding alone ~100 ms).
     3. The StatefulSet, last: its pods mount the Secrets and ConfigMaps and run as the
        ServiceAccount of wave 2."""
-    state = [o for o in want if o["kind"] == "Secret" and o["metadata"]["name"] in replicas]
+    first = [
+        o
+        for o in want
+        if (o["kind"] == "Secret" and o["metadata"]["name"] in replicas) or o["kind"] == "Role"
+    ]
     sts = [o for o in want if o["kind"] == "StatefulSet"]
-    first = {id(o) for o in (*state, *sts)}
-    rest = [o for o in want if id(o) not in first]
-    return [w for w in (state, rest, sts) if w]
+    placed = {id(o) for o in (*first, *sts)}
+    rest = [o for o in want if id(o) not in placed]
+    return [w for w in (first, rest, sts) if w]
 
 
 async def _all(fn: Callable[[RawObject], Awaitable[None]], objs: Sequence[RawObject]) -> None:

@@ -1,5 +1,6 @@
 """The proxy-group controller writes a group's objects in three concurrent waves: the replicas'
-state Secrets (the auth-key controller mints meanwhile), every other object, the StatefulSet
+state Secrets and the Role (the auth-key controller mints meanwhile; a RoleBinding is refused
+before its Role exists), every other object, the StatefulSet
 last. Unit level: the order on plain objects and the error behaviour of a wave;
 tests/integration/operator and the bed apply real groups."""
 
@@ -35,12 +36,11 @@ def _names(waves: list[list[dict[str, Any]]]) -> list[list[str]]:
     return [[f"{o['kind']}/{o['metadata']['name']}" for o in w] for w in waves]
 
 
-def test_state_secrets_first_the_statefulset_last_the_rest_between_in_order() -> None:
+def test_state_secrets_and_the_role_first_the_statefulset_last_the_rest_between_in_order() -> None:
     assert _names(_waves(WANT, {"db-tsep-0", "db-tsep-1"})) == [
-        ["Secret/db-tsep-0", "Secret/db-tsep-1"],
+        ["Role/db-tsep", "Secret/db-tsep-0", "Secret/db-tsep-1"],  # a binding needs its Role
         [
             "ServiceAccount/db-tsep",
-            "Role/db-tsep",
             "RoleBinding/db-tsep",
             "Secret/db-tsep-0-config",
             "Secret/db-tsep-1-config",
