@@ -51,6 +51,7 @@ import contextlib
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -410,13 +411,23 @@ class ServiceReconciler:
             await write_condition(self.client, self.resource, obj, condition)
 
     async def _set_finalizers(self, obj: RawObject, finalizers: list[str]) -> None:
+        """Set the object's finalizers, provided they are still the ones seen.
+
+        The precondition is the list itself when the object has one (a status or annotation
+        write changes the resourceVersion, not the finalizers, and testing the version failed
+        such a removal with a 422 and a retry); with no list yet, the resourceVersion."""
         md = obj.get("metadata") or {}
+        guard: dict[str, Any]
+        if "finalizers" in md:
+            guard = {"op": "test", "path": "/metadata/finalizers", "value": list(md["finalizers"])}
+        else:
+            guard = {"op": "test", "path": "/metadata/resourceVersion", "value": md.get("resourceVersion")}
         with contextlib.suppress(NotFound):
             await self.client.patch(
                 self.resource,
                 md["name"],
                 [
-                    {"op": "test", "path": "/metadata/resourceVersion", "value": md.get("resourceVersion")},
+                    guard,
                     {
                         "op": "add" if "finalizers" not in md else "replace",
                         "path": "/metadata/finalizers",

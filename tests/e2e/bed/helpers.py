@@ -234,10 +234,25 @@ def box_tailnet_yaml(box: BoxedTailnet, name: str = "tailscale", extra: str = ""
 
 
 def uninstall(bed: Bed, overlay: Path, kinds: tuple[str, ...]) -> None:
-    """Delete the objects of ``kinds`` first (their finalizers need the operator), then the
-    install, and wait until its namespace is gone."""
+    """Delete the objects of ``kinds`` first, as docs/install.md says (foreground: each waits
+    for its proxies' state Secrets, whose finalizers delete the devices and need the operator
+    and the tailnet), then the install, and wait until its namespace is gone."""
     for kind in kinds:
-        bed.kubectl("delete", kind, "--all", "-A", "--ignore-not-found", check=False, timeout=120)
+        bed.kubectl(
+            "delete",
+            kind,
+            "--all",
+            "-A",
+            "--ignore-not-found",
+            "--cascade=foreground",
+            check=False,
+            timeout=120,
+        )
+    wait(
+        lambda: not bed.get("secrets", "-A", "-l", "app.kubernetes.io/managed-by=tsgw")["items"],
+        timeout=120,
+        what="every proxy's state Secret gone (devices deleted) before the operator goes",
+    )
     bed.kubectl("delete", "--ignore-not-found", "-k", str(overlay), check=False, timeout=180)
     wait(
         lambda: OPERATOR_NS not in {n["metadata"]["name"] for n in bed.get("namespaces")["items"]},

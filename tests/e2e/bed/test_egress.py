@@ -24,7 +24,15 @@ from pathlib import Path
 import pytest
 
 from tests.bed import Bed
-from tests.e2e.bed.helpers import headscale_overlay, pod_processes, pods, proc_status, ready, wait
+from tests.e2e.bed.helpers import (
+    headscale_overlay,
+    pod_processes,
+    pods,
+    proc_status,
+    ready,
+    uninstall,
+    wait,
+)
 from tests.e2e.bed.test_bed import run_pod
 from tests.support.install import OPERATOR_SELECTOR as OPERATOR
 from tests.support.install import install_on_bed
@@ -46,14 +54,7 @@ def installed(bed: Bed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pa
     yield overlay
     # Uninstall as docs/install.md says, and wait until the namespace is gone: the next module
     # installs again into tsgw-system.
-    for kind in ("tailscaleendpoints", "tailscaleservices"):
-        bed.kubectl("delete", kind, "--all", "-A", "--ignore-not-found", check=False, timeout=120)
-    bed.kubectl("delete", "--ignore-not-found", "-k", str(overlay), check=False, timeout=180)
-    wait(
-        lambda: NS not in {n["metadata"]["name"] for n in bed.get("namespaces")["items"]},
-        timeout=120,
-        what=f"namespace {NS} gone",
-    )
+    uninstall(bed, overlay, ("tailscaleendpoints", "tailscaleservices"))
 
 
 def _endpoints(address: str, name: str, *, obj: str = "echo", replicas: int = 2) -> str:

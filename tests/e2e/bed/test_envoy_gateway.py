@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from tests.bed import Bed
-from tests.e2e.bed.helpers import headscale_overlay, pods, ready, wait
+from tests.e2e.bed.helpers import headscale_overlay, pods, ready, uninstall, wait
 from tests.e2e.bed.test_bed import backend_deployment, run_pod
 from tests.support import envoy_gateway_kube as egk
 from tests.support.install import install_on_bed
@@ -93,15 +93,7 @@ def installed(bed: Bed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pa
             "delete", "pod", *CLIENTS, "--ignore-not-found", "--grace-period=1", check=False, timeout=60
         )
         _uninstall_envoy_gateway(bed, crds)
-        bed.kubectl(
-            "delete", "tailscaleendpoints", "--all", "-A", "--ignore-not-found", check=False, timeout=120
-        )
-        bed.kubectl("delete", "--ignore-not-found", "-k", str(overlay), check=False, timeout=180)
-        wait(
-            lambda: NS not in {n["metadata"]["name"] for n in bed.get("namespaces")["items"]},
-            timeout=120,
-            what=f"namespace {NS} gone",
-        )
+        uninstall(bed, overlay, ("tailscaleendpoints",))
 
 
 def _gateway_and_routes(device_ip: str) -> list[dict[str, Any]]:

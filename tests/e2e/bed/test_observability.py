@@ -47,7 +47,7 @@ import pytest
 import yaml
 
 from tests.bed import Bed
-from tests.e2e.bed.helpers import headscale_overlay, pod_processes, pods, ready, wait
+from tests.e2e.bed.helpers import headscale_overlay, pod_processes, pods, ready, uninstall, wait
 from tests.support.install import OPERATOR_SELECTOR, install_on_bed
 from tests.support.prometheus import Prometheus, as_file_sd
 
@@ -70,14 +70,7 @@ def installed(bed: Bed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pa
     tree, overlay = headscale_overlay(bed, tmp_path_factory.mktemp("obs-install"), "bed-obs")
     install_on_bed(bed, tree, overlay)
     yield overlay
-    for kind in ("tailscaleendpoints", "tailscaleservices"):
-        bed.kubectl("delete", kind, "--all", "-A", "--ignore-not-found", check=False, timeout=120)
-    bed.kubectl("delete", "--ignore-not-found", "-k", str(overlay), check=False, timeout=180)
-    wait(
-        lambda: NS not in {n["metadata"]["name"] for n in bed.get("namespaces")["items"]},
-        timeout=120,
-        what=f"namespace {NS} gone",
-    )
+    uninstall(bed, overlay, ("tailscaleendpoints", "tailscaleservices"))
 
 
 def _endpoints(address: str, ports: list[int]) -> str:
