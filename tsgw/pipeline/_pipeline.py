@@ -35,7 +35,15 @@ from anyio.abc import TaskStatus
 
 from tsgw import translate
 from tsgw.model import ObjectStatus
-from tsgw.pipeline._programmed import GroupState, RemoteNodes, merge_remote, report, with_programmed
+from tsgw.pipeline._programmed import (
+    GroupState,
+    HeldKey,
+    RemoteNodes,
+    held,
+    merge_remote,
+    report,
+    with_programmed,
+)
 from tsgw.pipeline._watchable import Watchable
 from tsgw.xds import AdsServer, Snapshot, SnapshotCache, StreamEvent, XdsError
 
@@ -104,6 +112,7 @@ class Pipeline:
         self.latest: Watchable[Published] = Watchable()
         """The latest :class:`Published`; await :meth:`Watchable.newer` for the next."""
         self._states: dict[GroupKey, GroupState] = {}
+        self._held: frozenset[HeldKey] = frozenset()
         self._remote: dict[str, RemoteNodes] = {}
         self._by_cluster: dict[str, GroupKey] = {}
         self._dirty: set[str] = set()
@@ -162,7 +171,8 @@ class Pipeline:
     def _publish(
         self, generation: int, inputs: translate.Inputs, result: translate.Result, at: float
     ) -> Published:
-        statuses = with_programmed(result.model.statuses, result.model.groups, self._states)
+        statuses = with_programmed(result.model.statuses, result.model.groups, self._states, self._held)
+        self._held = held(statuses)
         published = Published(generation, inputs, result, dict(self._states), statuses, at)
         self.latest.set(published)
         return published

@@ -21,11 +21,22 @@ reason                status   when
 
 Only ``Rejected`` and ``Invalid`` are problems a user must act on; the others pass by themselves.
 Route policies and tailnets own no group and get no Programmed condition.
+
+Once True, the condition holds for the object's generation (:func:`held`): a later snapshot of
+the same generation (an endpoint, a device or a policy changed, or another replica translated
+first) is not a reason to say ``Pending`` again, because every Envoy still holds a
+configuration made from the object's current spec. ``Pending`` is for a new generation (or a
+first configuration) not yet held everywhere, and for every push to an object without a
+generation (standalone mode's files); ``NoProxies``, ``Rejected`` and ``Invalid`` end
+the hold at once. Messages name no snapshot label, which differs per replica and per push, so a
+steady object's status is written once, not on every push nor on a leader change. (Gateway API
+controllers keep Programmed the same way: Envoy Gateway sets a Gateway's on its proxies'
+readiness, not per xDS push.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -36,6 +47,8 @@ __all__ = [
     "ACTIONABLE",
     "PROGRAMMED",
     "GroupState",
+    "HeldKey",
+    "held",
     "merge_remote",
     "programmed",
     "read_report",
@@ -52,6 +65,8 @@ _MAX_DETAIL = 1000
 
 ObjectKey = tuple[str, str, str]
 GroupKey = tuple[str, str]
+HeldKey = tuple[str, str, str, str, int]
+"""(kind, namespace, name, uid, generation) of an object whose Programmed is True."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +89,10 @@ class GroupState:
     """The Envoys connected to this replica's own xDS server (what it reports to the others)."""
 
 
-def programmed(state: GroupState) -> Condition:
-    """The Programmed condition of the object that owns the group ``state`` describes."""
+def programmed(state: GroupState, *, holding: bool = False) -> Condition:
+    """The Programmed condition of the object that owns the group ``state`` describes;
+    ``holding``: it was True for the object's current generation already (Envoys still taking a
+    later snapshot of that generation keep it True)."""
     if state.refused:
         return Condition(PROGRAMMED, False, "Invalid", _bounded(state.refused))
     if not state.nodes:
@@ -97,20 +114,25 @@ def programmed(state: GroupState) -> Condition:
             )
     behind = [n.node_id for n in state.nodes if n.sync is not Sync.SYNCED]
     total = len(state.nodes)
-    if behind:
+    if behind and not holding:
         return Condition(
             PROGRAMMED,
             False,
             "Pending",
-            f"{total - len(behind)} of {total} Envoys hold {state.version}; waiting for {sorted(behind)[:5]}",
+            f"{total - len(behind)} of {total} Envoys hold its configuration;"
+            f" waiting for {sorted(behind)[:5]}",
         )
-    return Condition(PROGRAMMED, True, "Programmed", f"{total} Envoy(s) hold {state.version}")
+    return Condition(PROGRAMMED, True, "Programmed", f"{total} Envoy(s) hold its configuration")
 
 
 def with_programmed(
-    statuses: Iterable[ObjectStatus], groups: Iterable[ProxyGroup], states: Mapping[GroupKey, GroupState]
+    statuses: Iterable[ObjectStatus],
+    groups: Iterable[ProxyGroup],
+    states: Mapping[GroupKey, GroupState],
+    holding: Set[HeldKey] = frozenset(),
 ) -> tuple[ObjectStatus, ...]:
-    """``statuses`` with each group owner's Programmed condition added (replacing an old one)."""
+    """``statuses`` with each group owner's Programmed condition added (replacing an old one);
+    ``holding``: the objects :func:`held` found Programmed in the previous outcome."""
     by_owner: dict[ObjectKey, GroupKey] = {
         (g.owner.kind, g.owner.namespace, g.owner.name): (g.namespace, g.name) for g in groups
     }
@@ -127,10 +149,27 @@ def with_programmed(
                 PROGRAMMED, False, "NotTranslated", "it forms no proxy group: see its other conditions"
             )
         else:
-            cond = programmed(state)
+            cond = programmed(state, holding=_held_key(st) in holding)
         kept = tuple(c for c in st.conditions if c.type != PROGRAMMED)
         out.append(replace(st, conditions=(*kept, cond)))
     return tuple(out)
+
+
+def held(statuses: Iterable[ObjectStatus]) -> frozenset[HeldKey]:
+    """The objects of ``statuses`` whose Programmed is True, at their generation: what the next
+    :func:`with_programmed` keeps True while their Envoys take a later snapshot. Objects without
+    a generation (standalone mode's files, whose edits keep generation 0) are never held: each
+    of their pushes is Pending until ACKed, and no status is written for them."""
+    return frozenset(
+        _held_key(st)
+        for st in statuses
+        if st.ref.generation > 0 and any(c.type == PROGRAMMED and c.status for c in st.conditions)
+    )
+
+
+def _held_key(st: ObjectStatus) -> HeldKey:
+    r = st.ref
+    return (r.kind, r.namespace, r.name, r.uid, r.generation)
 
 
 # --- what one replica tells the others ------------------------------------------------------

@@ -209,7 +209,7 @@ class Install:
                 },
             },
         )
-        await self.programmed(True, "Programmed", "2 Envoy(s) hold v1")
+        await self.programmed(True, "Programmed", "2 Envoy(s) hold its configuration")
         await c.create(
             STATEFULSETS,
             {

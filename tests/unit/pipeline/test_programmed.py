@@ -1,7 +1,8 @@
 """The Programmed condition: one reason per state of a proxy group's Envoys, in a fixed order of
 precedence (Invalid, NoProxies, Rejected, Pending, Programmed), True only when every connected
-Envoy holds the current snapshot; and `with_programmed` gives it to exactly the objects that own
-a group (NotTranslated for an owner without one), replacing an older Programmed condition."""
+Envoy holds the current snapshot, and kept True for the same generation while a later snapshot
+is pushed; `with_programmed` gives it to exactly the objects that own a group (NotTranslated for
+an owner without one), replacing an older Programmed condition."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 
 from tests.unit.translate._cases import load_case
 from tsgw.model import Condition, ObjectStatus
-from tsgw.pipeline import ACTIONABLE, PROGRAMMED, GroupState, programmed, with_programmed
+from tsgw.pipeline import ACTIONABLE, PROGRAMMED, GroupState, held, programmed, with_programmed
 from tsgw.translate import translate
 from tsgw.xds import ClusterDiscovery, ListenerDiscovery, Nack, NodeSync, Sync
 
@@ -31,7 +32,7 @@ def node(i: int, sync: Sync, *, detail: str = "", type_url: str = "") -> NodeSyn
 
 def test_every_envoy_holding_the_snapshot_is_programmed() -> None:
     cond = programmed(state(node(1, Sync.SYNCED), node(2, Sync.SYNCED)))
-    assert cond == Condition(PROGRAMMED, True, "Programmed", "2 Envoy(s) hold g3")
+    assert cond == Condition(PROGRAMMED, True, "Programmed", "2 Envoy(s) hold its configuration")
 
 
 def test_no_connected_envoy_is_no_proxies() -> None:
@@ -43,7 +44,7 @@ def test_no_connected_envoy_is_no_proxies() -> None:
 def test_an_envoy_not_yet_holding_it_is_pending_and_named() -> None:
     cond = programmed(state(node(1, Sync.SYNCED), node(2, Sync.PENDING)))
     assert (cond.status, cond.reason) == (False, "Pending")
-    assert cond.message.startswith("1 of 2 Envoys hold g3")
+    assert cond.message.startswith("1 of 2 Envoys hold its configuration")
     assert "web-2" in cond.message
     assert "web-1" not in cond.message
 
@@ -80,18 +81,18 @@ def test_only_rejected_and_invalid_need_a_person() -> None:
 _syncs = st.lists(st.sampled_from(list(Sync)), max_size=6)
 
 
-@settings(max_examples=200, deadline=None)
-@given(syncs=_syncs, refused=st.booleans())
-def test_the_reason_follows_a_fixed_precedence(syncs: list[Sync], refused: bool) -> None:
+@settings(max_examples=300, deadline=None)
+@given(syncs=_syncs, refused=st.booleans(), holding=st.booleans())
+def test_the_reason_follows_a_fixed_precedence(syncs: list[Sync], refused: bool, holding: bool) -> None:
     nodes = [node(i, s, detail="bad", type_url=ClusterDiscovery) for i, s in enumerate(syncs)]
-    cond = programmed(state(*nodes, refused="refused" if refused else ""))
+    cond = programmed(state(*nodes, refused="refused" if refused else ""), holding=holding)
     if refused:
         expected = "Invalid"
     elif not syncs:
         expected = "NoProxies"
     elif Sync.REJECTED in syncs:
         expected = "Rejected"
-    elif Sync.PENDING in syncs:
+    elif Sync.PENDING in syncs and not holding:
         expected = "Pending"
     else:
         expected = "Programmed"
@@ -114,7 +115,7 @@ def test_with_programmed_adds_the_condition_to_group_owners_only() -> None:
     def prog(name: str) -> Condition | None:
         return next((c for c in out[name].conditions if c.type == PROGRAMMED), None)
 
-    assert prog("web") == Condition(PROGRAMMED, True, "Programmed", "1 Envoy(s) hold g1")
+    assert prog("web") == Condition(PROGRAMMED, True, "Programmed", "1 Envoy(s) hold its configuration")
     backends_cond = prog("backends")
     assert backends_cond is not None
     assert backends_cond.reason == "NoProxies"
@@ -144,3 +145,94 @@ def test_with_programmed_replaces_an_older_programmed_condition() -> None:
     }
     progs = [c for c in st_by_name["web"].conditions if c.type == PROGRAMMED]
     assert [(c.status, c.reason) for c in progs] == [(False, "Invalid")]
+
+
+def test_a_held_generation_stays_programmed_while_a_later_snapshot_is_pushed() -> None:
+    cond = programmed(state(node(1, Sync.SYNCED), node(2, Sync.PENDING), version="g9"), holding=True)
+    assert cond == Condition(PROGRAMMED, True, "Programmed", "2 Envoy(s) hold its configuration")
+
+
+def test_messages_name_no_snapshot_label() -> None:
+    """The label differs per push and per replica: naming it rewrote every status on each."""
+    for syncs in ([Sync.SYNCED], [Sync.SYNCED, Sync.PENDING]):
+        nodes = [node(i, s) for i, s in enumerate(syncs)]
+        a = programmed(state(*nodes, version="g3"))
+        b = programmed(state(*nodes, version="g4711"))
+        assert a == b
+
+
+def _numbered(statuses: tuple[ObjectStatus, ...], generation: int = 1) -> list[ObjectStatus]:
+    """The examples' statuses as the API server's objects have them (generation >= 1; files
+    have none)."""
+    return [dataclasses.replace(s, ref=dataclasses.replace(s.ref, generation=generation)) for s in statuses]
+
+
+def _web_outcome(
+    states_of: dict[tuple[str, str], GroupState], holding: frozenset[tuple[str, str, str, str, int]]
+) -> tuple[Condition, frozenset[tuple[str, str, str, str, int]]]:
+    result = translate(load_case("examples"))
+    out = with_programmed(_numbered(result.model.statuses), result.model.groups, states_of, holding)
+    web = next(s for s in out if s.ref.name == "web")
+    return next(c for c in web.conditions if c.type == PROGRAMMED), held(out)
+
+
+def test_the_hold_spans_pushes_of_one_generation_and_ends_with_the_proxies() -> None:
+    result = translate(load_case("examples"))
+    web = next(g for g in result.model.groups if g.owner.name == "web")
+    gk = (web.namespace, web.name)
+
+    def at(*syncs: Sync, version: str) -> dict[tuple[str, str], GroupState]:
+        return {
+            gk: GroupState(
+                gk, "web-tssvc.apps", version, nodes=tuple(node(i, s) for i, s in enumerate(syncs))
+            )
+        }
+
+    # First configuration: Pending until every Envoy holds it, then Programmed and held.
+    cond, hold = _web_outcome(at(Sync.SYNCED, Sync.PENDING, version="g1"), frozenset())
+    assert (cond.status, cond.reason) == (False, "Pending")
+    assert not hold
+    cond, hold = _web_outcome(at(Sync.SYNCED, Sync.SYNCED, version="g1"), hold)
+    assert (cond.status, cond.reason) == (True, "Programmed")
+    assert len(hold) == 1
+    # A later push of the same generation: still Programmed, the same message.
+    later, hold = _web_outcome(at(Sync.PENDING, Sync.PENDING, version="g2"), hold)
+    assert later == cond
+    # The Envoys gone: NoProxies ends the hold; back, they are Pending until they hold it.
+    cond, hold = _web_outcome(at(version="g2"), hold)
+    assert cond.reason == "NoProxies"
+    assert not hold
+    cond, hold = _web_outcome(at(Sync.PENDING, version="g2"), hold)
+    assert cond.reason == "Pending"
+    # A NACK of a later push shows at once, held or not.
+    _, hold = _web_outcome(at(Sync.SYNCED, version="g2"), hold)
+    cond, hold = _web_outcome(at(Sync.REJECTED, version="g3"), hold)
+    assert cond.reason == "Rejected"
+
+
+def test_the_hold_is_per_generation() -> None:
+    result = translate(load_case("examples"))
+    web = next(g for g in result.model.groups if g.owner.name == "web")
+    gk = (web.namespace, web.name)
+    synced = {gk: GroupState(gk, "c", "g1", nodes=(node(1, Sync.SYNCED),))}
+    pending = {gk: GroupState(gk, "c", "g2", nodes=(node(1, Sync.PENDING),))}
+    _, hold = _web_outcome(synced, frozenset())
+    ((kind, _ns, name, _uid, generation),) = hold
+    assert (kind, name) == ("TailscaleServices", "web")
+    # A new spec (generation + 1) is not held: Pending until the Envoys take it.
+    bumped = _numbered(result.model.statuses, generation + 1)
+    out = with_programmed(bumped, result.model.groups, pending, hold)
+    cond = next(c for s in out if s.ref.name == "web" for c in s.conditions if c.type == PROGRAMMED)
+    assert (cond.status, cond.reason) == (False, "Pending")
+
+
+def test_objects_without_a_generation_are_never_held() -> None:
+    """Standalone mode's files keep generation 0 across edits: a hold would hide a new spec."""
+    result = translate(load_case("examples"))
+    web = next(g for g in result.model.groups if g.owner.name == "web")
+    gk = (web.namespace, web.name)
+    synced = {gk: GroupState(gk, "c", "g1", nodes=(node(1, Sync.SYNCED),))}
+    unnumbered = [
+        dataclasses.replace(s, ref=dataclasses.replace(s.ref, generation=0)) for s in result.model.statuses
+    ]
+    assert held(with_programmed(unnumbered, result.model.groups, synced)) == frozenset()
