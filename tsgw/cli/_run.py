@@ -114,6 +114,13 @@ def add_cluster_arguments(p: argparse.ArgumentParser) -> None:
         help="how often each tailnet's devices and Tailscale Services are read (default %(default)s)",
     )
     g.add_argument(
+        "--auth-key-workers",
+        type=int,
+        default=4,
+        metavar="N",
+        help="owners whose auth keys and devices are worked on at once, per kind (default %(default)s)",
+    )
+    g.add_argument(
         "--proxy-env",
         action="append",
         default=[],
@@ -216,6 +223,8 @@ def run_cluster(args: argparse.Namespace) -> int:
             proxy_env.append((name, value))
         if not args.tailnet_poll_interval > 0:
             raise ValueError("--tailnet-poll-interval must be more than 0")
+        if not 1 <= args.auth_key_workers <= 64:
+            raise ValueError(f"--auth-key-workers must be 1 to 64, got {args.auth_key_workers}")
         xds_service = args.xds_service or f"tsgw.{args.namespace}.svc:18000"
         xds_host, xds_port = parse_address(xds_service, what="--xds-service")
         options = OperatorOptions(
@@ -227,6 +236,7 @@ def run_cluster(args: argparse.Namespace) -> int:
             metrics_address=None if args.metrics_bind_address == "0" else args.metrics_bind_address,
             leader_election=args.leader_elect,
             tailnet_poll_interval=args.tailnet_poll_interval,
+            auth_key_workers=args.auth_key_workers,
             cluster_id=args.cluster_id,
             xds_auth=args.xds_auth,
             translate=dataclasses.replace(

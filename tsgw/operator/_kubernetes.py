@@ -62,6 +62,7 @@ from tsgw.kube import (
     SECRETS,
     AlreadyExists,
     Client,
+    ControllerOptions,
     HandlerFuncs,
     InformerOptions,
     KubeError,
@@ -143,6 +144,12 @@ class OperatorOptions:
     tailnet_poll_interval: float = 60.0
     """How often each tailnet's facts (devices, Tailscale Services) are polled, in seconds; a
     429 waits its Retry-After. Default: 60."""
+    auth_key_workers: int = 4
+    """Owners whose proxies' auth keys and devices are worked on at once, per owning kind (the
+    auth-key controller's ``max_concurrent_reconciles``; one owner is never worked on twice at
+    once). Each such reconcile waits on the tailnet's API (a mint, a device deletion: ~0.2-0.5 s
+    against Headscale), so with one worker a group's first key waited behind another group's
+    clean-up. Default: 4."""
     cluster_id: str = ""
     """This cluster's name in the owner claims on Tailscale Services (several clusters may
     host one ``svc:``). Default: "" (the UID of the ``kube-system`` namespace, read at start,
@@ -303,6 +310,7 @@ class Operator:
             .for_(kinds[k])
             .named(f"{k.lower()}-authkeys")
             .watches(SECRETS, owner_of(k), informer=managed)
+            .with_options(ControllerOptions(max_concurrent_reconciles=self.options.auth_key_workers))
             .complete(
                 AuthKeyReconciler(
                     self.manager,

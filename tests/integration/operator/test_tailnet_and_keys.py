@@ -136,6 +136,9 @@ async def test_tailnet_facts_keys_and_device_cleanup(client: Client, tailnet: Ta
     async with anyio.create_task_group() as tg:
         await tg.start(lambda task_status: watch_keys(client, apps, first_key, task_status=task_status))
         await tg.start(operator.run)
+        # Several owners' keys and devices are worked on at once (one owner's device clean-up
+        # must not hold another's first key); one owner never twice at once (the queue's rule).
+        assert {c.options.max_concurrent_reconciles for c in operator.authkeys.values()} == {4}
 
         async def ready(name: str, want: str) -> bool:
             c = _condition(await client.get(KINDS["TailscaleTailnet"], name), "Ready")

@@ -32,3 +32,18 @@ def test_run_standalone_on_a_missing_folder_is_a_usage_error(
 ) -> None:
     assert main(["run", "--standalone", str(tmp_path / "nope")]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("workers", ["0", "65", "-1"])
+def test_run_refuses_auth_key_workers_out_of_range(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], workers: str
+) -> None:
+    argv = ["--kubeconfig", str(tmp_path / "nope"), f"--auth-key-workers={workers}"]
+    assert main(["run", *argv]) == 2
+    assert f"--auth-key-workers must be 1 to 64, got {workers}" in capsys.readouterr().err
+
+
+def test_run_takes_auth_key_workers_in_range(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """In range, the run gets as far as the missing kubeconfig (exit 1, not a usage error)."""
+    assert main(["run", "--kubeconfig", str(tmp_path / "nope"), "--auth-key-workers=8"]) == 1
+    assert "kubeconfig" in capsys.readouterr().err
