@@ -51,7 +51,6 @@ import contextlib
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -92,6 +91,7 @@ __all__ = [
     "converge_claim",
     "converge_release",
     "enqueue_changed_services",
+    "set_finalizers",
 ]
 
 log = structlog.get_logger("tsgw.controllers.services")
@@ -411,33 +411,36 @@ class ServiceReconciler:
             await write_condition(self.client, self.resource, obj, condition)
 
     async def _set_finalizers(self, obj: RawObject, finalizers: list[str]) -> None:
-        """Set the object's finalizers, provided they are still the ones seen.
+        await set_finalizers(self.client, self.resource, obj, finalizers)
 
-        The precondition is the list itself when the object has one (a status or annotation
-        write changes the resourceVersion, not the finalizers, and testing the version failed
-        such a removal with a 422 and a retry); with no list yet, the resourceVersion."""
-        md = obj.get("metadata") or {}
-        guard: dict[str, Any]
-        if "finalizers" in md:
-            guard = {"op": "test", "path": "/metadata/finalizers", "value": list(md["finalizers"])}
-        else:
-            guard = {"op": "test", "path": "/metadata/resourceVersion", "value": md.get("resourceVersion")}
-        with contextlib.suppress(NotFound):
-            await self.client.patch(
-                self.resource,
-                md["name"],
-                [
-                    guard,
-                    {
-                        "op": "add" if "finalizers" not in md else "replace",
-                        "path": "/metadata/finalizers",
-                        "value": finalizers,
-                    },
-                ],
-                namespace=md.get("namespace"),
-                patch_type="json",
-                field_manager=FIELD_MANAGER,
-            )
+
+async def set_finalizers(client: Client, resource: Resource, obj: RawObject, finalizers: list[str]) -> None:
+    """Set the object's finalizers, provided they are still the ones seen (JSON patch).
+
+    The precondition is the list itself, not the resourceVersion: a status or annotation
+    write changes the version, not the finalizers, and testing the version failed such a
+    write with a 422 and a retry (the status controller's first write races the first
+    finalizer on every new object). With no list yet, the test is for ``null``: the API
+    server's JSON patch takes an absent member as null, so another writer's finalizer added
+    meanwhile still fails it. Gone objects are ignored."""
+    md = obj.get("metadata") or {}
+    seen = list(md["finalizers"]) if "finalizers" in md else None
+    with contextlib.suppress(NotFound):
+        await client.patch(
+            resource,
+            md["name"],
+            [
+                {"op": "test", "path": "/metadata/finalizers", "value": seen},
+                {
+                    "op": "add" if seen is None else "replace",
+                    "path": "/metadata/finalizers",
+                    "value": finalizers,
+                },
+            ],
+            namespace=md.get("namespace"),
+            patch_type="json",
+            field_manager=FIELD_MANAGER,
+        )
 
 
 async def enqueue_changed_services(pipeline: Pipeline, controllers: Mapping[str, Controller]) -> None:

@@ -7,16 +7,22 @@ ResolvedRefs, and Programmed from the Envoys' ACKs and NACKs. This controller wr
 - Triggered by the pipeline: a runnable (:func:`enqueue_changed`) compares each new
   :class:`tsgw.pipeline.Published` with the previous one and enqueues the objects whose status
   changed; an object's own events (create, spec change) enqueue it too.
-- Written only when different: the body is :func:`tsgw.translate.status_body` merged into the
-  current status (conditions keep ``lastTransitionTime`` unless status or reason changed, fields
-  other controllers own are kept); a body the current status already holds writes nothing, so a
-  steady state makes no API calls. Server-side apply on the status subresource, field manager ``tsgw``.
+- Written only when different: the body is :func:`tsgw.translate.status_body` (conditions keep
+  ``lastTransitionTime`` unless status or reason changed); a body the current status already
+  holds writes nothing, so a steady state makes no API calls. Server-side apply on the status
+  subresource, field manager ``tsgw``; the body holds translation's conditions only.
 - A status for an older generation than the cached object is not written: the pipeline has not
   seen the new spec yet and will publish again.
 
 Conditions a controller derives from what it sees rather than from the pipeline (a tailnet's
-``Ready``, an owner's ``AuthKeysReady``) are written by :func:`write_condition`, merged the same
-way and likewise only when the object does not hold them already.
+``Ready``, an owner's ``AuthKeysReady``, ``TailscaleServiceClaimed``) are written by
+:func:`write_condition`, likewise only when the object does not hold them already, each under a
+field manager of its own (:func:`condition_manager`) that applies that condition and nothing
+else. ``conditions`` is a map list keyed by type, so each writer's apply replaces its own
+entries only: no writer re-applies another's from a stale cache (the earlier design, one
+manager applying the whole merged status, let two writers flip an object's status back and
+forth for as long as their caches lagged: ``Programmed`` True → Pending → True and the VIPs
+dropped and restored, within 300 ms on the bed).
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ __all__ = [
     "FIELD_MANAGER",
     "StatusReconciler",
     "add_status_controllers",
+    "condition_manager",
     "enqueue_changed",
     "write_condition",
 ]
@@ -64,18 +71,39 @@ def now_rfc3339() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def condition_manager(condition_type: str) -> str:
+    """The field manager that applies the condition ``condition_type`` (and the fields written
+    with it), and nothing else: ``tsgw-condition-<type>``."""
+    return f"{FIELD_MANAGER}-condition-{condition_type}"
+
+
 def condition_body(
     kind: str, obj: RawObject, condition: Condition, extra: Mapping[str, Any] | None = None
 ) -> dict[str, Any] | None:
-    """The status that sets ``condition`` (and the ``extra`` fields) on ``obj``, merged into its
-    current status as :func:`tsgw.translate.status_body` merges translation's (the other
-    conditions and fields stay); None when the object holds all of it already."""
+    """The status apply configuration that sets ``condition`` (and the ``extra`` fields) on
+    ``obj``: that condition only, stamped as :func:`tsgw.translate.status_body` stamps
+    translation's (``lastTransitionTime`` kept while status and reason hold), for
+    :func:`condition_manager`; None when the object holds all of it already."""
     md = obj.get("metadata") or {}
     ref = ObjectRef(kind, md.get("namespace") or "", md["name"], md.get("uid", ""), md.get("generation") or 0)
     current = obj.get("status") or {}
-    body = status_body(ObjectStatus(ref, (condition,)), current, now_rfc3339())
-    body.update(extra or {})
-    return None if contains(current, body) else body
+    stamped = status_body(
+        ObjectStatus(ref, (condition,)), {"conditions": current.get("conditions")}, now_rfc3339()
+    )
+    body = {"conditions": stamped["conditions"], **(extra or {})}
+    return None if holds(current, body) else body
+
+
+def holds(current: Mapping[str, Any], body: Mapping[str, Any]) -> bool:
+    """Whether the status ``current`` holds everything the apply configuration ``body`` sets:
+    its fields as :func:`contains` compares them, its conditions by type (``current`` also
+    holds the conditions other field managers wrote)."""
+    if not contains(current, {k: v for k, v in body.items() if k != "conditions"}):
+        return False
+    have = {c.get("type"): c for c in current.get("conditions") or () if isinstance(c, Mapping)}
+    return all(
+        c.get("type") in have and contains(have[c.get("type")], c) for c in body.get("conditions") or ()
+    )
 
 
 async def write_condition(
@@ -87,22 +115,32 @@ async def write_condition(
     extra: Mapping[str, Any] | None = None,
 ) -> bool:
     """Write one condition of ``obj`` (:func:`condition_body`) unless it holds it already; True
-    when it wrote. Server-side apply on the status subresource, field manager ``tsgw`` (the whole
-    merged status, as :class:`StatusReconciler` applies it, so neither writer drops the other's
-    conditions)."""
+    when it wrote. Server-side apply on the status subresource under the condition's own field
+    manager (:func:`condition_manager`): the other conditions and fields are not in the body, so
+    the API server keeps them as their writers left them. ``extra`` fields belong to the same
+    manager: apply them on every write, or the API server removes them."""
     body = condition_body(resource.kind, obj, condition, extra)
     if body is None:
         return False
     md = obj.get("metadata") or {}
-    await _apply_status(client, resource, md.get("namespace") or "", md["name"], body)
+    await _apply_status(
+        client,
+        resource,
+        md.get("namespace") or "",
+        md["name"],
+        body,
+        manager=condition_manager(condition.type),
+    )
     return True
 
 
-async def _apply_status(client: Client, resource: Resource, namespace: str, name: str, body: Any) -> None:
+async def _apply_status(
+    client: Client, resource: Resource, namespace: str, name: str, body: Any, *, manager: str = FIELD_MANAGER
+) -> None:
     meta: dict[str, Any] = {"name": name}
     if namespace:
         meta["namespace"] = namespace
-    await client.apply_status(resource, {"metadata": meta, "status": body}, field_manager=FIELD_MANAGER)
+    await client.apply_status(resource, {"metadata": meta, "status": body}, field_manager=manager)
 
 
 class StatusReconciler:
@@ -128,8 +166,8 @@ class StatusReconciler:
             return None  # not translated yet in this generation: the pipeline enqueues it later
         current = obj.get("status") or {}
         body = status_body(st, current, now_rfc3339())
-        if contains(current, body):
-            return None  # (the server may hold more: defaults it filled in, fields others own)
+        if holds(current, body):
+            return None  # (the server may hold more: defaults it filled in, others' conditions)
         await _apply_status(self.client, self.resource, req.namespace, req.name, body)
         self.writes += 1
         self.writes_by_namespace[req.namespace] += 1

@@ -270,6 +270,9 @@ class TailnetReconciler:
 
     async def _status(self, obj: RawObject, ok: bool, reason: str, message: str, *, suffix: str = "") -> None:
         ready = Condition("Ready", ok, reason, message[:1000])
+        # The suffix is applied with Ready, by Ready's field manager: one it no longer applies
+        # is removed, so a check that learnt none (a failed one) keeps the one already known.
+        suffix = suffix or str((obj.get("status") or {}).get("magicDNSSuffix") or "")
         extra = {"magicDNSSuffix": suffix} if suffix else None
         if await write_condition(self.client, self.resource, obj, ready, extra=extra) and not ok:
             log.warning("tailnet not usable", tailnet=obj["metadata"]["name"], reason=reason, message=message)

@@ -3,10 +3,17 @@
 The verdict (tsgw.model's typed conditions and details) becomes the kind's status class in
 tsgw.api, which `api.to_json` writes. Each condition carries observedGeneration; its
 lastTransitionTime changes only when its status or reason changes, so writing the same verdict
-twice writes the same bytes (no status churn, the prototype's hot loop). Condition types
-translation does not own (e.g. Ready, which the controller derives from the proxies), here and
-per listener and per policy target, and status fields it does not own (e.g. hostingReplicas) are
-kept as the current status has them.
+twice writes the same bytes (no status churn, the prototype's hot loop).
+
+The body is a server-side apply configuration for one field manager (the status controller's):
+its top-level conditions are only translation's (and the pipeline's Programmed). Conditions
+other controllers write (``AuthKeysReady``, ``TailscaleServiceClaimed``) are theirs, applied
+under their own field managers; ``conditions`` is a map list keyed by type, so the API server
+keeps them whatever this body says. Copying them from a cached status would re-apply a stale
+copy under this manager and undo a newer write (two writers flipping a status back and forth,
+seen on the bed). Status fields translation leaves unset (e.g. after a failed translation:
+dnsName, listeners) are kept as the current status has them, and so are other conditions per
+listener and per policy target (translation is their only writer).
 """
 
 from __future__ import annotations
@@ -45,7 +52,8 @@ def status_body(status: ObjectStatus, current: Mapping[str, Any] | None, now: st
     listed = "ancestors" if status.ref.kind == _POLICY else "conditions"
     ours = api.to_json(_typed(status, current, stamp))
     # What translation owns replaces the current value in place; what it leaves out (None in the
-    # status class, e.g. hostingReplicas) stays; the merged conditions or ancestors come last.
+    # status class, e.g. dnsName after a failed translation) stays; the conditions or ancestors
+    # come last.
     body: dict[str, Any] = {k: v for k, v in current.items() if k not in ("conditions", "ancestors")}
     body.update((k, v) for k, v in ours.items() if k != listed)
     body[listed] = ours[listed]
@@ -59,7 +67,7 @@ def _typed(status: ObjectStatus, current: Mapping[str, Any], stamp: _Stamp) -> A
     if status.ref.kind == _POLICY:
         ancestors = details.ancestors if isinstance(details, PolicyDetails) else ()
         return api.RoutePolicyStatus(ancestors=_ancestors(ancestors, current.get("ancestors"), stamp))
-    conditions = stamp.merged(status.conditions, current.get("conditions"))
+    conditions = stamp.merged(status.conditions, current.get("conditions"), others=False)
     match details:
         case EndpointsDetails(service_name, targets):
             return api.EndpointsStatus(
@@ -91,12 +99,16 @@ class _Stamp:
     generation: int
     now: str
 
-    def merged(self, ours: Iterable[Condition], current: Any) -> tuple[api.Condition, ...]:
-        """`current` (raw conditions) with `ours` applied: ours replace theirs by type, others
-        stay; sorted by type."""
-        by_type = {str(c.get("type")): _read(c, self.now) for c in current or ()}
+    def merged(
+        self, ours: Iterable[Condition], current: Any, *, others: bool = True
+    ) -> tuple[api.Condition, ...]:
+        """`current` (raw conditions) with `ours` applied: ours replace theirs by type (keeping
+        their lastTransitionTime when status and reason hold), the other types stay unless
+        `others` is False; sorted by type."""
+        previous = {str(c.get("type")): _read(c, self.now) for c in current or ()}
+        by_type = dict(previous) if others else {}
         for c in ours:
-            by_type[c.type] = self._written(c, by_type.get(c.type))
+            by_type[c.type] = self._written(c, previous.get(c.type))
         return tuple(by_type[t] for t in sorted(by_type))
 
     def _written(self, c: Condition, previous: api.Condition | None) -> api.Condition:

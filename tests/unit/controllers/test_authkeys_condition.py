@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from tsgw.controllers import AUTHKEYS_READY, auth_keys_condition
-from tsgw.controllers._status import condition_body
+from tsgw.controllers._status import condition_body, condition_manager, holds
 from tsgw.model import Condition
 
 _AUTH_FAILED = {"type": "Ready", "status": "False", "reason": "AuthFailed", "message": "401: invalid API key"}
@@ -75,17 +75,21 @@ def test_true_is_written_only_to_clear_a_false() -> None:
     assert auth_keys_condition("corp", _tailnet(), None, _owner(_written(cleared))) is None
 
 
-def test_the_condition_is_written_only_when_it_changes_and_keeps_what_others_wrote() -> None:
+def test_the_condition_is_written_only_when_it_changes_and_alone() -> None:
     blocked = auth_keys_condition("corp", _tailnet(_AUTH_FAILED), "", _owner())
     assert blocked is not None
     programmed = {"type": "Programmed", "status": "False", "reason": "NoProxies", "message": ""}
     owner = _owner(programmed, serviceName="db")
     body = condition_body("TailscaleEndpoints", owner, blocked)
     assert body is not None
-    assert body["serviceName"] == "db"
-    assert [c["type"] for c in body["conditions"]] == [AUTHKEYS_READY, "Programmed"]
+    # Only this condition, under its own field manager: what others wrote is not re-applied
+    # from this (possibly stale) copy; the API server keeps it as its writers left it.
+    assert [c["type"] for c in body["conditions"]] == [AUTHKEYS_READY]
+    assert "serviceName" not in body
+    assert condition_manager(AUTHKEYS_READY) == "tsgw-condition-AuthKeysReady"
     # Once the object holds it, nothing is written again.
-    assert condition_body("TailscaleEndpoints", {**owner, "status": body}, blocked) is None
+    held_too = {**owner, "status": {**owner["status"], "conditions": [programmed, *body["conditions"]]}}
+    assert condition_body("TailscaleEndpoints", held_too, blocked) is None
     # A new message of the same reason is written, keeping when the condition last transitioned.
     held = _owner(_written(blocked, since="2025-12-31T00:00:00Z"))
     changed = Condition(AUTHKEYS_READY, False, blocked.reason, "another message")
@@ -93,3 +97,13 @@ def test_the_condition_is_written_only_when_it_changes_and_keeps_what_others_wro
     assert body is not None
     assert body["conditions"][0]["lastTransitionTime"] == "2025-12-31T00:00:00Z"
     assert body["conditions"][0]["message"] == "another message"
+
+
+def test_a_status_holds_a_body_by_condition_type_whatever_else_it_holds() -> None:
+    ours = {"type": "Accepted", "status": "True", "reason": "Accepted", "message": ""}
+    theirs = {"type": "TailscaleServiceClaimed", "status": "True", "reason": "Claimed", "message": ""}
+    current = {"conditions": [ours, theirs], "serviceName": "svc:web"}
+    assert holds(current, {"conditions": [ours], "serviceName": "svc:web"})
+    assert not holds(current, {"conditions": [{**ours, "status": "False"}]})
+    assert not holds(current, {"conditions": [{**ours, "type": "Programmed"}]})
+    assert not holds(current, {"conditions": [ours], "serviceName": "svc:api"})
