@@ -552,10 +552,17 @@ func (b *box) applyDNS(records []tailcfg.DNSRecord) {
 	b.appliedDNS = string(raw)
 }
 
+// c2nTimeout bounds one c2n /vip-services request. The answer takes milliseconds
+// here; a request sent while a node is replacing its map stream (a new node, right
+// after its first map) can be lost, and then the timeout is what the node waits
+// before it is asked again (it was 10 s: a new ingress proxy's VIP unrouted for 10 s
+// in one of three benchmark samples).
+const c2nTimeout = 3 * time.Second
+
 // fetchVIPServices asks a node, over c2n, which services it hosts: what the
 // real control plane does when a node's Hostinfo.ServicesHash changes.
 func (b *box) fetchVIPServices(id tailcfg.NodeID, k key.NodePublic) {
-	ctx, cancel := context.WithTimeout(cmp.Or(b.ctx, context.Background()), 10*time.Second)
+	ctx, cancel := context.WithTimeout(cmp.Or(b.ctx, context.Background()), c2nTimeout)
 	defer cancel()
 	var res tailcfg.C2NVIPServicesResponse
 	err := func() error {
