@@ -1,9 +1,10 @@
 """`python -m benchmarks NAME [ARGS]` runs ``benchmarks/NAME.py``'s ``main(argv)``.
 
 A benchmark prints one JSON object as its last line of output. When it returns 0, that object
-is saved to ``benchmarks/results/NAME.json`` with where and when it ran (``machine``: kernel,
-CPU model, cores, memory; ``load``: the load average after the run; ``argv``), which
-``just bench report`` turns into docs/benchmarks.md. ``report`` itself runs nothing.
+is saved to ``benchmarks/results/NAME.json`` (``NAME-VARIANT.json`` when it names a
+``"variant"``, so that a variant's run does not replace the headline) with where and when it
+ran (``machine``: kernel, CPU model, cores, memory; ``load``: the load average after the run;
+``argv``), which ``just bench report`` turns into docs/benchmarks.md. ``report`` itself runs nothing.
 """
 
 from __future__ import annotations
@@ -88,6 +89,9 @@ def save(name: str, last_line: str, argv: list[str]) -> Path | None:
         "result": result,
     }
     RESULTS.mkdir(exist_ok=True)
+    variant = result.get("variant")
+    if isinstance(variant, str) and variant.replace("-", "").isalnum():
+        name = f"{name}-{variant}"  # a variant's run does not replace the headline result
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(record, indent=1) + "\n")
     return path

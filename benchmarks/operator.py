@@ -1,14 +1,26 @@
 """The operator on the Kubernetes bed: CR applied → first byte through the new path, API writes per
 object, and the operator's memory at 100 TailscaleEndpoints.
 
-``just bench operator [--samples N] [--objects M] [--headscale-fast-batching]``. Starts a 2-node
-bed with Headscale (its own defaults, or with ``--headscale-fast-batching`` its two batching
-timers cut from 800/500 ms to 50/20 ms: ``tools.tailnet.HEADSCALE_FAST_BATCHING``; with the
-defaults Headscale alone holds a new device ~1 s before answering its registration and ~1 s
-more before its first map, ~1.9 s of a ~2.1 s join, measured from tailscaled's log), installs
-tsgw as a user does (``kubectl apply -k`` of the Headscale overlay with the bed's settings, the
-same overlay as tests/e2e/bed/test_egress.py; the operator runs as pods from its image tree),
-joins an echo device and a client device to the tailnet, then, one object at a time:
+``just bench operator [--samples N] [--objects M] [--control headscale|box]
+[--headscale-fast-batching] [--keep DIR]``. Starts a 2-node bed with a control plane:
+
+- ``headscale`` (default): the bed's Headscale, on its own defaults or, with
+  ``--headscale-fast-batching``, its two batching timers cut from 800/500 ms to 50/20 ms
+  (``tools.tailnet.HEADSCALE_FAST_BATCHING``; with the defaults Headscale alone holds a new
+  device ~1 s before answering its registration and ~1 s more before its first map, ~1.9 s of a
+  ~2.1 s join, measured from tailscaled's log). tsgw is installed as a user does (``kubectl
+  apply -k`` of the Headscale overlay with the bed's settings, the same overlay as
+  tests/e2e/bed/test_egress.py; the operator runs as pods from its image tree). Ingress is
+  served on the proxy's own address (Headscale has no Tailscale Services).
+- ``box``: the tailnet in a box (tailscale's own testcontrol with Tailscale Services,
+  tests/tailnet), in the bed's tailnet namespace, and the tailscale overlay pointed at its
+  hosted-API fake (as tests/e2e/bed/test_tailscale_services.py installs it). Ingress goes to
+  the ``svc:`` VIP the object's status gives, which the operator made through the API and the
+  box routes to the proxy once it is an approved host. testcontrol pushes a change to every
+  node at once, as Tailscale's hosted control plane does; the internet between a cluster and
+  that control plane is not modelled. Saved as results/operator-box.json.
+
+It joins an echo device and a client device to the tailnet, then, one object at a time:
 
 - **egress** (N samples): a TailscaleEndpoints (1 proxy replica) targeting the echo device by
   address; the clock starts when ``kubectl apply`` returns and stops at the first byte of the
@@ -36,10 +48,17 @@ TailscaleEndpoints applied at once; once every replica has its key (and its Stat
 passed, the resident memory of every process of the Lease holder's pod (VmRSS summed).
 
 With ``TSGW_BENCH_DEBUG=1`` each ingress sample also prints the client's failed tries (start,
-duration, outcome): on Headscale the first tries after the join time out — the client learns a
-usable path to the new proxy ~4–5 s after the proxy registered (tailnet mechanics: the proxy's
-DERP home reaches the client through the control server), and that, not tsgw, is most of the
-ingress figure.
+duration, outcome): on Headscale the first tries after the join time out. The client's
+tailscaled log says why (``--keep``, 2026-12-06): Headscale sends the client the new proxy as
+soon as the proxy connects, before the proxy has reported its DERP home and endpoints (its
+netcheck runs after its first map), so the client's first WireGuard handshake initiation fails
+("no UDP or DERP addr") and wireguard-go sends the next only after REKEY_TIMEOUT, 5 s later;
+Headscale's batched update with the proxy's DERP home arrives within ~1 s, but the handshake
+waits out the 5 s. That, not tsgw, is most of the ingress figure on Headscale.
+
+``--keep DIR`` copies every log of the run to DIR when it ends: the audit log (with the bodies
+of the operator's writes to tsgw's own objects, never a Secret's), the bed's (pods' containers,
+kubelets, API server), tailscaled's and the control plane's.
 
 **phases** (p50 per phase, ms after the apply, both kinds): where the time goes, from one
 ``kubectl get --watch`` per kind and namespace (events timed on arrival, so each phase is an upper
@@ -57,11 +76,15 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
+import dataclasses
 import json
 import math
 import os
+import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -79,12 +102,21 @@ INGRESS_NS = "bench-ingress"
 RSS_NS = "bench-rss"
 OPERATOR_USER = "system:serviceaccount:tsgw-system:tsgw"
 
+AUDIT_BODIES = f"""\
+  - level: Request
+    users: ["{OPERATOR_USER}"]
+    verbs: [create, update, patch, delete, deletecollection]
+    resources: [{{group: gateway.tailscale.com}}]
+"""
+"""With ``--keep``: the bodies of the operator's writes to tsgw's own objects (their status,
+finalizers) go to the audit log too, to tell one status write from another; never a Secret's."""
+
 AUDIT_POLICY = f"""\
 apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: [RequestReceived]
 rules:
-  - level: Metadata
+{{bodies}}  - level: Metadata
     users: ["{OPERATOR_USER}"]
     verbs: [create, update, patch, delete, deletecollection]
   - level: None
@@ -121,26 +153,32 @@ def _json(bed: Bed, *args: str) -> Any:
     return json.loads(out) if out.strip() else None
 
 
-def _endpoints(name: str, address: str, replicas: int = 1) -> dict[str, Any]:
+def _endpoints(name: str, address: str, port: int = 8080, tailnet: str = "headscale") -> dict[str, Any]:
     return {
         "apiVersion": "gateway.tailscale.com/v1alpha1",
         "kind": "TailscaleEndpoints",
         "metadata": {"name": name},
         "spec": {
-            "tailnetRef": {"name": "headscale"},
-            "proxy": {"replicas": replicas},
-            "targets": [{"name": "echo", "address": address, "ports": [{"port": 8080, "protocol": "HTTP"}]}],
+            "tailnetRef": {"name": tailnet},
+            "proxy": {"replicas": 1},
+            "targets": [
+                {
+                    "name": "echo",
+                    "address": address,
+                    "ports": [{"port": 8080, "protocol": "HTTP", "targetPort": port}],  # the prober's port
+                }
+            ],
         },
     }
 
 
-def _services(name: str) -> dict[str, Any]:
+def _services(name: str, tailnet: str = "headscale") -> dict[str, Any]:
     return {
         "apiVersion": "gateway.tailscale.com/v1alpha1",
         "kind": "TailscaleServices",
         "metadata": {"name": name, "namespace": INGRESS_NS},
         "spec": {
-            "tailnetRef": {"name": "headscale"},
+            "tailnetRef": {"name": tailnet},
             "proxy": {"replicas": 1},
             "ports": [{"port": 80, "protocol": "HTTP", "targetPort": "http"}],
             "backends": [{"service": "web"}],
@@ -523,13 +561,69 @@ def _operator_rss(bed: Bed) -> dict[str, float]:
 # --- the run ----------------------------------------------------------------------------------
 
 
-def _install(bed: Bed, tmp: Path) -> None:
+def _on_headscale(bed: Bed, tmp: Path, stack: contextlib.ExitStack, n: int) -> _Tailnet:
+    """The bed's Headscale: an echo and a client device, each in its own namespace, and tsgw
+    installed with the Headscale overlay (the same as tests/e2e/bed/test_egress.py)."""
     from tests.e2e.bed.helpers import headscale_overlay
     from tests.support.install import install_on_bed
 
+    assert bed.tailnet is not None
+    key = bed.tailnet.preauth_key_for()
+    echo = bed.tailnet.device("bench-echo", key)
+    client = bed.tailnet.device("bench-client", key)
+    say(f"tailnet devices: bench-echo {echo.ip4()}, bench-client {client.ip4()}")
     tree, overlay = headscale_overlay(bed, tmp / "install", "bed-bench")
     took = install_on_bed(bed, tree, overlay)
     say(f"operator installed (kubectl apply -k), both pods Ready in {took:.1f} s")
+    return _Tailnet("headscale", "headscale", echo.ip4(), 8080, client)
+
+
+BOX_ECHO_PORT = 18080
+"""The echo device's HTTP port on the box (its nodes share the bed's tailnet namespace, where
+Headscale and the box hold the usual ones)."""
+
+
+def _on_box(bed: Bed, tmp: Path, stack: contextlib.ExitStack, n: int) -> _Tailnet:
+    """The tailnet in a box (tailscale's testcontrol with Tailscale Services, in the bed's tailnet
+    namespace): an echo device answering ``bench-echo`` on :data:`BOX_ECHO_PORT`, a client, and
+    tsgw installed with the tailscale overlay pointed at the box's hosted-API fake, the policy
+    approving ``tag:k8s`` hosts for the samples' ``svc:i00`` … (as tests/e2e/bed/
+    test_tailscale_services.py installs it)."""
+    from tests.e2e.bed.helpers import box_in_bed, operator_on_box
+    from tests.support.process import Process
+    from tests.support.tailnet_services import auth_key
+
+    box = stack.enter_context(box_in_bed(bed, tmp / "box", ("tag:k8s", "tag:client", "tag:echo")))
+    server = Process(
+        "bench-echo-server",
+        [sys.executable, "-m", "tests.bed.backend"],
+        tmp / "bed" / "logs" / "bench-echo-server.log",
+        env={
+            "POD_NAME": "bench-echo",
+            "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+            "HTTP_PORT": str(BOX_ECHO_PORT),
+            "TCP_PORT": str(BOX_ECHO_PORT + 1),
+            "PROXY_PORT": str(BOX_ECHO_PORT + 2),
+            "GRPC_PORT": str(BOX_ECHO_PORT + 3),
+        },
+        netns=bed.ns["tailnet"].name,
+    )
+    stack.callback(server.stop, timeout=5)
+    echo = box.box.join("bench-echo", auth_key(box, ("tag:echo",)))
+    client = box.box.join("bench-client", auth_key(box, ("tag:client",)), socks5=True)
+    say(f"tailnet devices (box): bench-echo {echo.ip4()}, bench-client {client.ip4()}")
+    t0 = time.monotonic()
+    stack.enter_context(
+        operator_on_box(
+            bed,
+            box,
+            tmp / "install",
+            services=tuple(f"svc:i{i:02d}" for i in range(n)),
+            kinds=("tailscaleendpoints", "tailscaleservices"),
+        )
+    )
+    say(f"operator installed on the box (kubectl apply -k) in {time.monotonic() - t0:.1f} s")
+    return _Tailnet("box", "tailscale", echo.ip4(), BOX_ECHO_PORT, client)
 
 
 def _namespace(bed: Bed, name: str) -> None:
@@ -552,18 +646,42 @@ def main(argv: list[str]) -> int:
     p.add_argument("--objects", type=int, default=100, help="TailscaleEndpoints for the RSS figure")
     p.add_argument("--skip-rss", action="store_true")
     p.add_argument(
+        "--keep",
+        type=Path,
+        metavar="DIR",
+        help="when the run ends, copy the API server's audit log (with the bodies of the operator's"
+        " writes to tsgw's objects) and every log of the bed and the tailnet to DIR, to look into a"
+        " figure",
+    )
+    p.add_argument(
+        "--control",
+        choices=("headscale", "box"),
+        default="headscale",
+        help="the control plane: the bed's Headscale (default; ingress on the proxy's own address)"
+        " or the tailnet in a box (tailscale's testcontrol; ingress through a Tailscale Service's"
+        " VIP); a box run is saved as results/operator-box.json",
+    )
+    p.add_argument(
         "--headscale-fast-batching",
         action="store_true",
         help="Headscale's batching timers at 50/20 ms instead of its defaults (800/500 ms)",
     )
     args = p.parse_args(argv)
+    if args.control == "box" and args.headscale_fast_batching:
+        p.error("--headscale-fast-batching is for --control headscale")
     load_before = os.getloadavg()
     result: dict[str, Any] = {"bench": "operator"}
-    result["headscale_tuning"] = dict(HEADSCALE_FAST_BATCHING) if args.headscale_fast_batching else "defaults"
+    if args.control == "box":
+        result["variant"] = "box"
+        result["control_plane"] = "tailnet in a box (tailscale's testcontrol, Tailscale Services)"
+    else:
+        result["headscale_tuning"] = (
+            dict(HEADSCALE_FAST_BATCHING) if args.headscale_fast_batching else "defaults"
+        )
     with tempfile.TemporaryDirectory(prefix="tsgw-bench-operator-") as tmpdir:
         tmp = Path(tmpdir)
         policy = tmp / "audit-policy.yaml"
-        policy.write_text(AUDIT_POLICY)
+        policy.write_text(AUDIT_POLICY.format(bodies=AUDIT_BODIES if args.keep is not None else ""))
         audit_log = tmp / "audit.log"
         bed = Bed(
             tmp / "bed",
@@ -584,20 +702,18 @@ def main(argv: list[str]) -> int:
             t0 = time.monotonic()
             bed.start()
             say(f"bed up in {time.monotonic() - t0:.1f} s")
-            assert bed.tailnet is not None
-            key = bed.tailnet.preauth_key_for()
-            echo = bed.tailnet.device("bench-echo", key)
-            client = bed.tailnet.device("bench-client", key)
-            say(f"tailnet devices: bench-echo {echo.ip4()}, bench-client {client.ip4()}")
-            _install(bed, tmp)
-            for ns in (EGRESS_NS, INGRESS_NS, RSS_NS):
-                _namespace(bed, ns)
-            bed.apply(_backend())
-            result.update(_run_samples(bed, echo, client, audit_log, args.samples))
-            if not args.skip_rss:
-                result.update(_run_rss(bed, echo.ip4(), audit_log, args.objects))
+            with contextlib.ExitStack() as stack:
+                tailnet = (_on_box if args.control == "box" else _on_headscale)(bed, tmp, stack, args.samples)
+                for ns in (EGRESS_NS, INGRESS_NS, RSS_NS):
+                    _namespace(bed, ns)
+                bed.apply(_backend())
+                result.update(_run_samples(bed, tailnet, audit_log, args.samples))
+                if not args.skip_rss:
+                    result.update(_run_rss(bed, tailnet, audit_log, args.objects))
         finally:
             bed.stop()
+            if args.keep is not None:
+                _keep(tmp, args.keep)
     load_after = os.getloadavg()
     result["loadavg_before"] = [round(x, 2) for x in load_before]
     result["loadavg_after"] = [round(x, 2) for x in load_after]
@@ -611,6 +727,19 @@ def main(argv: list[str]) -> int:
     )
     print(json.dumps(result))
     return 0
+
+
+def _keep(tmp: Path, dest: Path) -> None:
+    """Copies every ``*.log`` of the run (the audit log, the bed's, the box's) to ``dest``, keeping
+    their paths (the bed stopped first, so every log is complete)."""
+    n = 0
+    for f in sorted(tmp.rglob("*.log")):
+        if f.is_file() and not f.is_symlink():
+            target = dest / f.relative_to(tmp)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, target)
+            n += 1
+    say(f"kept {n} logs in {dest}")
 
 
 def _backend() -> list[dict[str, Any]]:
@@ -638,13 +767,40 @@ def _backend() -> list[dict[str, Any]]:
     ]
 
 
-def _run_samples(bed: Bed, echo: Any, client: Any, audit_log: Path, n: int) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class _Tailnet:
+    """What the samples need of the control plane they run on."""
+
+    control: str
+    """``headscale`` (the bed's Headscale) or ``box`` (the tailnet in a box)."""
+    name: str
+    """The TailscaleTailnet's name in the install."""
+    echo_ip: str
+    echo_port: int
+    client: Any
+    """The tailnet client of the ingress samples (a node with SOCKS5)."""
+
+
+def _ingress_address(bed: Bed, tailnet: _Tailnet, name: str) -> str | None:
+    """Where the client dials a TailscaleServices ``name``: on Headscale, the proxy's own address
+    once its replica has joined (the state Secret's ``device_ips``); on the box, the Tailscale
+    Service's VIP as the object's status gives it (``status.addresses``, known before any proxy
+    runs: the operator made ``svc:NAME`` through the API)."""
+    if tailnet.control == "box":
+        status = (_json(bed, "tailscaleservices", "-n", INGRESS_NS, name) or {}).get("status") or {}
+        return next((a for a in status.get("addresses") or () if "." in a), None)
+    data = (_json(bed, "secret", "-n", INGRESS_NS, f"{name}-tssvc-0") or {}).get("data") or {}
+    if "device_ips" not in data:
+        return None
+    return next(a for a in json.loads(base64.b64decode(data["device_ips"])) if "." in a)
+
+
+def _run_samples(bed: Bed, tailnet: _Tailnet, audit_log: Path, n: int) -> dict[str, Any]:
     egress: list[float] = []
     ingress: list[float] = []
     writes: list[int] = []
     last_kinds: dict[str, Counter[str]] = {}
     deleted: list[tuple[str, str, float]] = []
-    echo_ip = echo.ip4()
     bed.apply(_prober([f"e{i:02d}" for i in range(n)]))
     _poll(
         lambda: (
@@ -659,7 +815,7 @@ def _run_samples(bed: Bed, echo: Any, client: Any, audit_log: Path, n: int) -> d
     phases_i: list[dict[str, float]] = []
     for i in range(n):
         name = f"e{i:02d}"
-        _apply(bed, [_endpoints(name, echo_ip)], EGRESS_NS)
+        _apply(bed, [_endpoints(name, tailnet.echo_ip, tailnet.echo_port, tailnet.name)], EGRESS_NS)
         t0 = time.time()
         t1 = _egress_byte(bed, name)
         egress.append((t1 - t0) * 1000)
@@ -672,17 +828,12 @@ def _run_samples(bed: Bed, echo: Any, client: Any, audit_log: Path, n: int) -> d
         _pods_gone(bed, EGRESS_NS, f"{name}-tsep")
     for i in range(n):
         name = f"i{i:02d}"
-        _apply(bed, [_services(name)], INGRESS_NS)
+        _apply(bed, [_services(name, tailnet.name)], INGRESS_NS)
         t0 = time.time()
-
-        def address(name: str = name) -> str | None:
-            data = (_json(bed, "secret", "-n", INGRESS_NS, f"{name}-tssvc-0") or {}).get("data") or {}
-            if "device_ips" not in data:
-                return None
-            return next(a for a in json.loads(base64.b64decode(data["device_ips"])) if "." in a)
-
-        ip = _poll(address, 120, 0.25, f"{name}'s tailnet address")
-        t1 = _ingress_byte(client, ip)
+        ip = _poll(
+            lambda name=name: _ingress_address(bed, tailnet, name), 120, 0.25, f"{name}'s tailnet address"
+        )
+        t1 = _ingress_byte(tailnet.client, ip)
         ingress.append((t1 - t0) * 1000)
         phases_i.append(watch_i.of(f"{name}-tssvc-0", "", t0))
         _explain_slow_start(bed, INGRESS_NS, f"{name}-tssvc-0", phases_i[-1])
@@ -726,7 +877,7 @@ def _run_samples(bed: Bed, echo: Any, client: Any, audit_log: Path, n: int) -> d
     }
 
 
-def _run_rss(bed: Bed, echo_ip: str, audit_log: Path, m: int) -> dict[str, Any]:
+def _run_rss(bed: Bed, tailnet: _Tailnet, audit_log: Path, m: int) -> dict[str, Any]:
     base = _operator_rss(bed)
     say(f"operator RSS before the {m} objects: {base}")
     nodes = [n["metadata"]["name"] for n in bed.get("nodes")["items"]]
@@ -734,7 +885,11 @@ def _run_rss(bed: Bed, echo_ip: str, audit_log: Path, m: int) -> dict[str, Any]:
         bed.kubectl("cordon", node)
     try:
         t0 = time.monotonic()
-        _apply(bed, [_endpoints(f"r{i:03d}", echo_ip) for i in range(m)], RSS_NS)
+        _apply(
+            bed,
+            [_endpoints(f"r{i:03d}", tailnet.echo_ip, tailnet.echo_port, tailnet.name) for i in range(m)],
+            RSS_NS,
+        )
 
         def keyed() -> int:
             secrets = (_json(bed, "secrets", "-n", RSS_NS) or {"items": []})["items"]

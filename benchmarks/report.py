@@ -255,11 +255,12 @@ def render_standalone(record: dict[str, Any]) -> tuple[str, dict[str, str]]:
 def render_operator(record: dict[str, Any]) -> tuple[str, dict[str, str]]:
     r = record["result"]
     tuning = r.get("headscale_tuning", "defaults")
-    control = (
-        "Headscale with its default batching timers"
-        if tuning == "defaults"
-        else "Headscale with " + ", ".join(f"`{k}: {v}`" for k, v in tuning.items())
-    )
+    if "control_plane" in r:  # a --control box run
+        control = str(r["control_plane"])
+    elif tuning == "defaults":
+        control = "Headscale with its default batching timers"
+    else:
+        control = "Headscale with " + ", ".join(f"`{k}: {v}`" for k, v in tuning.items())
     rows = ["| CR applied → first byte (ms) | p50 | p95 | max (= p99 of 20) | min |", "|---|--:|--:|--:|--:|"]
     for kind in ("egress", "ingress"):
         k = f"apply_to_{kind}_byte"

@@ -130,6 +130,10 @@ def test_the_operator_section_names_the_control_plane_and_tabulates_both_kinds_a
     assert "RSS" not in text
     default, _ = report.render_operator(_operator_record("defaults"))
     assert "Control plane: Headscale with its default batching timers." in default
+    box = _operator_record("defaults")
+    box["result"] = {k: v for k, v in box["result"].items() if k != "headscale_tuning"}  # type: ignore[attr-defined]
+    box["result"]["control_plane"] = "tailnet in a box"  # type: ignore[index]
+    assert "Control plane: tailnet in a box." in report.render_operator(box)[0]
 
 
 def test_each_saved_file_is_its_own_section_so_two_runs_of_one_benchmark_both_show(
@@ -148,3 +152,18 @@ def test_each_saved_file_is_its_own_section_so_two_runs_of_one_benchmark_both_sh
     assert "<!-- report:operator-headscale-fast -->" in doc
     assert "its default batching timers" in doc
     assert "`a: 1ms`" in doc
+
+
+def test_a_variants_run_is_saved_beside_the_headline_not_over_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from benchmarks import __main__ as bench_main
+
+    monkeypatch.setattr(bench_main, "RESULTS", tmp_path)
+    path = bench_main.save(
+        "operator", json.dumps({"bench": "operator", "variant": "box"}), ["--control", "box"]
+    )
+    assert path == tmp_path / "operator-box.json"
+    assert json.loads(path.read_text())["bench"] == "operator"  # rendered as an operator run
+    # A variant that is not a plain name cannot reach outside the results folder.
+    assert bench_main.save("operator", json.dumps({"variant": "../x"}), []) == tmp_path / "operator.json"
