@@ -51,7 +51,11 @@ type nodeState struct {
 	reportedHash string // latest Hostinfo.ServicesHash the node sent
 	fetchedHash  string // ServicesHash of the last c2n /vip-services answer
 	fetching     bool
-	retryAt      time.Time
+	fetchingHash string                                           // reportedHash when the fetch in flight began
+	fetchCancel  context.CancelFunc                               // ends the fetch in flight
+	fetchGen     int                                              // which fetch is the one in flight
+	failedHash   string                                           // reportedHash of the last fetch that failed
+	retryAt      time.Time                                        // when that hash may be asked about again
 	advertised   map[tailcfg.ServiceName][]tailcfg.ProtoPortRange // services the node hosts (Active), with ports
 	deleted      bool
 	expiredKey   key.NodePublic // node key in use when an admin set a key expiry
@@ -432,18 +436,31 @@ func (b *box) reconcile() {
 	// Learn what hosts advertise: a changed ServicesHash means a c2n fetch.
 	for id, ns := range b.nodes {
 		n := live[id]
-		if n == nil || !ns.haveReport || ns.fetching || ns.reportedHash == ns.fetchedHash {
+		if n == nil || !ns.haveReport || ns.reportedHash == ns.fetchedHash {
 			continue
+		}
+		if ns.fetching && ns.reportedHash == ns.fetchingHash {
+			continue
+		}
+		if ns.fetching {
+			// The node reported again since the fetch in flight began: ask again
+			// at once. A request sent as a new node replaces its first map stream
+			// can be lost, and waiting out its timeout left the node unasked.
+			ns.fetchCancel()
+			ns.fetchGen++ // the old fetch's answer, if it comes, is dropped
+			ns.fetching = false
 		}
 		if ns.reportedHash == "" { // advertises nothing: no need to ask
 			ns.advertised, ns.fetchedHash = nil, ""
 			continue
 		}
-		if ns.streams == 0 || now.Before(ns.retryAt) {
+		if ns.streams == 0 || (ns.reportedHash == ns.failedHash && now.Before(ns.retryAt)) {
 			continue
 		}
-		ns.fetching = true
-		go b.fetchVIPServices(id, n.Key)
+		ctx, cancel := context.WithTimeout(cmp.Or(b.ctx, context.Background()), c2nTimeout)
+		ns.fetchGen++
+		ns.fetching, ns.fetchingHash, ns.fetchCancel = true, ns.reportedHash, cancel
+		go b.fetchVIPServices(ctx, ns.fetchGen, id, n.Key)
 	}
 
 	routes := map[key.NodePublic][]netip.Prefix{}
@@ -554,16 +571,16 @@ func (b *box) applyDNS(records []tailcfg.DNSRecord) {
 
 // c2nTimeout bounds one c2n /vip-services request. The answer takes milliseconds
 // here; a request sent while a node is replacing its map stream (a new node, right
-// after its first map) can be lost, and then the timeout is what the node waits
-// before it is asked again (it was 10 s: a new ingress proxy's VIP unrouted for 10 s
-// in one of three benchmark samples).
+// after its first map: 3 of 20 benchmark samples) can be lost. A newer report asks
+// again at once; without one, the timeout is what the node waits before it is asked
+// again (it was 10 s).
 const c2nTimeout = 3 * time.Second
 
 // fetchVIPServices asks a node, over c2n, which services it hosts: what the
-// real control plane does when a node's Hostinfo.ServicesHash changes.
-func (b *box) fetchVIPServices(id tailcfg.NodeID, k key.NodePublic) {
-	ctx, cancel := context.WithTimeout(cmp.Or(b.ctx, context.Background()), c2nTimeout)
-	defer cancel()
+// real control plane does when a node's Hostinfo.ServicesHash changes. ctx
+// bounds the request; gen says whether this is still the fetch in flight when
+// it ends (a newer report may have replaced it).
+func (b *box) fetchVIPServices(ctx context.Context, gen int, id tailcfg.NodeID, k key.NodePublic) {
 	var res tailcfg.C2NVIPServicesResponse
 	err := func() error {
 		req, err := http.NewRequestWithContext(ctx, "GET", "http://unused/vip-services", nil)
@@ -583,10 +600,15 @@ func (b *box) fetchVIPServices(id tailcfg.NodeID, k key.NodePublic) {
 
 	b.mu.Lock()
 	ns := b.stateLocked(id)
+	if ns.fetchGen != gen { // replaced by a fetch for a newer report: that one decides
+		b.mu.Unlock()
+		return
+	}
+	ns.fetchCancel()
 	ns.fetching = false
 	if err != nil {
 		log.Printf("box: node %d: c2n GET /vip-services: %v (will retry)", id, err)
-		ns.retryAt = time.Now().Add(time.Second)
+		ns.failedHash, ns.retryAt = ns.fetchingHash, time.Now().Add(time.Second)
 	} else {
 		ns.advertised = map[tailcfg.ServiceName][]tailcfg.ProtoPortRange{}
 		var summary []string
