@@ -270,11 +270,13 @@ def operator_on_box(
     services: tuple[str, ...],
     kinds: tuple[str, ...],
     credentials: tuple[str, str] | None = None,
+    remove: bool = True,
 ) -> Iterator[Path]:
     """tsgw installed with ``kubectl apply -k`` of the tailscale overlay pointed at the box
     (:data:`BOX_OVERLAY`), with the box's OAuth client (or ``credentials``), the hosts of
     ``services`` approved by the tailnet's policy as an admin would set it; yields the overlay
-    and removes the install (objects of ``kinds`` first) afterwards."""
+    and, unless ``remove`` is False (the bed is stopped next anyway), removes the install
+    (objects of ``kinds`` first) afterwards."""
     tree = copy_install(workdir)
     cid, secret = credentials or (box.oauth_client_id, box.oauth_client_secret)
     (tree / "overlays" / "tailscale" / "client_id").write_text(cid)
@@ -288,4 +290,5 @@ def operator_on_box(
     try:
         yield overlay
     finally:
-        uninstall(bed, overlay, kinds)
+        if remove:
+            uninstall(bed, overlay, kinds)
