@@ -13,8 +13,9 @@ ResolvedRefs, and Programmed from the Envoys' ACKs and NACKs. This controller wr
   subresource, field manager ``tsgw``; the body holds translation's conditions only.
 - A status for an older generation than the cached object is not written: the pipeline has not
   seen the new spec yet and will publish again.
-- Not written twice from one cached version: the same body computed again from the same
-  resourceVersion as the last write (the cache has not caught up with it yet) writes nothing.
+- Not written twice while the cache catches up: the body of the last write, computed again
+  within 2 s from a cached version other than the one that write made, writes nothing and looks
+  again when the 2 s lapse (another writer may have changed it).
 
 Conditions a controller derives from what it sees rather than from the pipeline (a tailnet's
 ``Ready``, an owner's ``AuthKeysReady``, ``TailscaleServiceClaimed``) are written by
@@ -33,7 +34,9 @@ import collections
 import datetime
 import hashlib
 import json
+import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -140,11 +143,26 @@ async def write_condition(
 
 async def _apply_status(
     client: Client, resource: Resource, namespace: str, name: str, body: Any, *, manager: str = FIELD_MANAGER
-) -> None:
+) -> RawObject | None:
     meta: dict[str, Any] = {"name": name}
     if namespace:
         meta["namespace"] = namespace
-    await client.apply_status(resource, {"metadata": meta, "status": body}, field_manager=manager)
+    return await client.apply_status(resource, {"metadata": meta, "status": body}, field_manager=manager)
+
+
+WRITE_MEMORY = 2.0
+"""Seconds a status write is remembered: an informer sees its own write well within it."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Written:
+    """A status write: the object's uid, a digest of the body, the resourceVersion the write
+    made, and until when (monotonic) it is remembered."""
+
+    uid: str
+    digest: str
+    version: str
+    until: float
 
 
 def _digest(body: Any) -> str:
@@ -162,9 +180,8 @@ class StatusReconciler:
         self.writes = 0
         self.writes_by_namespace: collections.Counter[str] = collections.Counter()
         """Status writes made (tests and benchmarks count them)."""
-        self._last: dict[tuple[str, str], tuple[str, str, str]] = {}
-        """Per object: (uid, the resourceVersion its last write was computed from, a digest of
-        that body)."""
+        self._last: dict[tuple[str, str], _Written] = {}
+        """Per object, its last write (see :class:`_Written`)."""
 
     async def reconcile(self, req: Request) -> Result | None:
         obj = self.store.get(req)
@@ -182,14 +199,18 @@ class StatusReconciler:
         body = status_body(st, current, now_rfc3339())
         if holds(current, body):
             return None  # (the server may hold more: defaults it filled in, others' conditions)
-        # The same body from the same cached version as the last write: the cache has not seen
-        # that write yet (a pipeline push and an object event enqueue it twice within ~10 ms).
-        # Writing it again changes nothing; the write's own event brings the object back.
-        seen = (md.get("uid") or "", md.get("resourceVersion") or "", _digest(body))
-        if self._last.get((req.namespace, req.name)) == seen:
-            return None
-        await _apply_status(self.client, self.resource, req.namespace, req.name, body)
-        self._last[(req.namespace, req.name)] = seen
+        # The body of the last write, again, while the cache shows another version than that
+        # write made: the cache has not seen it yet (a pipeline push and an object event
+        # enqueue the object twice within ~10-100 ms). Not written again; looked at once more
+        # when the memory lapses, in case another writer changed the status meanwhile.
+        key, uid, digest = (req.namespace, req.name), md.get("uid") or "", _digest(body)
+        last, now = self._last.get(key), time.monotonic()
+        unseen = last is not None and md.get("resourceVersion") != last.version
+        if last is not None and unseen and (last.uid, last.digest) == (uid, digest) and now < last.until:
+            return Result(requeue_after=last.until - now)
+        written = await _apply_status(self.client, self.resource, req.namespace, req.name, body)
+        version = str(((written or {}).get("metadata") or {}).get("resourceVersion") or "")
+        self._last[key] = _Written(uid, digest, version, now + WRITE_MEMORY)
         self.writes += 1
         self.writes_by_namespace[req.namespace] += 1
         return None
