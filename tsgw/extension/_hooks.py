@@ -374,7 +374,7 @@ def route_access_policy(raw: dict[str, Any]) -> AccessPolicy | str:
 
 def _any(msg: Any) -> any_pb2.Any:
     packed = any_pb2.Any()
-    packed.Pack(msg)
+    packed.Pack(msg, deterministic=True)
     return packed
 
 
@@ -450,6 +450,6 @@ def post_http_listener_modify(listener: listener_pb2.Listener) -> ListenerAnswer
             hcm = hcm_pb2.HttpConnectionManager()
             f.typed_config.Unpack(hcm)
             if _with_filter(hcm):
-                f.typed_config.Pack(hcm)
+                f.typed_config.Pack(hcm, deterministic=True)
                 changed = True
     return ListenerAnswer(out if changed else None)

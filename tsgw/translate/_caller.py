@@ -136,8 +136,8 @@ def caller_filters(callers: CallerIdentity) -> tuple[hcm_pb2.HttpFilter, ...]:
     if hit is not None and hit[0] is callers:
         strip, identify = hit[1]
     else:
-        strip = _strip().SerializeToString()
-        identify = _identify(callers).SerializeToString() if callers.callers else None
+        strip = _strip().SerializeToString(deterministic=True)
+        identify = _identify(callers).SerializeToString(deterministic=True) if callers.callers else None
         if len(_filters) >= _CACHE_SIZE:
             _filters.clear()
         _filters[id(callers)] = (callers, (strip, identify))
@@ -156,7 +156,7 @@ def _http_filter(name: str, cls: type[Message], value: bytes) -> hcm_pb2.HttpFil
 
 def _any(msg: Message) -> any_pb2.Any:
     a = any_pb2.Any()
-    a.Pack(msg)
+    a.Pack(msg, deterministic=True)
     return a
 
 

@@ -269,7 +269,8 @@ def index_secrets(secrets: Iterable[Mapping[str, Any]]) -> dict[str, Mapping[str
 
 def _any(msg: Any) -> any_pb2.Any:
     return any_pb2.Any(
-        type_url="type.googleapis.com/" + msg.DESCRIPTOR.full_name, value=msg.SerializeToString()
+        type_url="type.googleapis.com/" + msg.DESCRIPTOR.full_name,
+        value=msg.SerializeToString(deterministic=True),
     )
 
 

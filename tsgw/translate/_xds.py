@@ -116,7 +116,9 @@ class XdsResources:
 
 
 def _any(msg: Message) -> any_pb2.Any:
-    return any_pb2.Any(type_url=_type_url(msg.DESCRIPTOR.full_name), value=msg.SerializeToString())
+    return any_pb2.Any(
+        type_url=_type_url(msg.DESCRIPTOR.full_name), value=msg.SerializeToString(deterministic=True)
+    )
 
 
 @functools.cache
